@@ -1,0 +1,37 @@
+# Two commands on a fresh Debian/Ubuntu machine with Python 3.11:
+#   make demo   - install what is missing, then run the demo on its simulated default
+#   make test   - install what is missing, then run the whole test suite
+PY     ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test install bench clean
+
+demo: install
+	$(BIN)/gate demo
+
+test: install
+	$(BIN)/python -m pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile scripts/sysdeps.sh
+	@scripts/sysdeps.sh "$(PY)"
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "installing Python packages into $(VENV) (first run takes a minute or two)"
+	$(PIP) install --upgrade "pip>=24" "setuptools>=68,<82" wheel
+	$(PIP) install -e '.[test]'
+	@# face_recognition pins 'dlib', which builds from source for ~12 minutes;
+	@# dlib-bin is the same library as a wheel, so face-recognition goes in without its deps.
+	$(PIP) install "dlib-bin>=19.24,<21" "face-recognition-models==0.3.0" "Click>=7" "Pillow>=10"
+	$(PIP) install --no-deps "face-recognition==1.3.0"
+	@touch $(STAMP)
+
+bench: install
+	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/ledger_import.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,171 @@
+"""The composition root for one gate's state: data directory, database, keys,
+lane policy, and the scan operation (decide, then log, before any effect).
+
+The CLI, the lane runner, the TUI, the demo and the tests all build a gate
+through :meth:`Gate.open` / :meth:`Gate.init`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from crypto.keyring import KeyRing
+from crypto.sealed import load_or_create_data_key, load_or_create_ed25519
+from gate import ledger, scanlog
+from gate.db import connect, transaction
+from gate.decision import Decision, FaceCapture, LanePolicy, Mode, decide
+from gate.errors import ConfigError
+
+DB_NAME = "gate.db"
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    device_id: str
+    policy: LanePolicy
+    passage_timeout_s: float = 5.0
+    face_timeout_s: float = 3.0
+
+    def to_json(self) -> dict:
+        p = asdict(self.policy)
+        p["mode"] = self.policy.mode.value
+        p["zones"] = list(self.policy.zones)
+        return {"device_id": self.device_id, "policy": p,
+                "passage_timeout_s": self.passage_timeout_s, "face_timeout_s": self.face_timeout_s}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "GateConfig":
+        p = dict(doc["policy"])
+        p["mode"] = Mode(p["mode"])
+        p["zones"] = tuple(p.get("zones") or ())
+        return cls(doc["device_id"], LanePolicy(**p),
+                   doc.get("passage_timeout_s", 5.0), doc.get("face_timeout_s", 3.0))
+
+
+class Gate:
+    def __init__(self, data_dir: Path, conn: sqlite3.Connection, config: GateConfig):
+        self.data_dir = data_dir
+        self.conn = conn
+        self.config = config
+        self.data_key = load_or_create_data_key(data_dir / "keys" / "data.key")
+        self.view = ledger.SqliteLedgerView(conn, self.data_key)
+        self._keys: KeyRing | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @staticmethod
+    def exists(data_dir: Path) -> bool:
+        return (Path(data_dir) / DB_NAME).exists()
+
+    @classmethod
+    def init(cls, data_dir: Path, *, event: str, lane: str = "lane-1", mode: Mode = Mode.ENTRY,
+             zones: tuple[str, ...] = (), require_rotating: bool = False,
+             require_listed: bool = False) -> "Gate":
+        data_dir = Path(data_dir)
+        if not event:
+            raise ConfigError("--event must name the event this gate admits to")
+        existing = None
+        if cls.exists(data_dir):
+            existing = cls.open(data_dir)
+            if existing.config.policy.event != event:
+                raise ConfigError(
+                    f"{data_dir} is already set up for event {existing.config.policy.event!r}; "
+                    "use a new --data directory for another event")
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(data_dir, 0o700)
+        load_or_create_ed25519(data_dir / "keys" / "device.key")
+        load_or_create_data_key(data_dir / "keys" / "data.key")
+        device_id = existing.config.device_id if existing else "gate-" + secrets.token_hex(4)
+        policy = LanePolicy(event=event, lane=lane, mode=mode, zones=tuple(zones),
+                            require_rotating=require_rotating, require_listed=require_listed)
+        if existing:
+            existing.conn.close()
+        conn = connect(data_dir / DB_NAME)
+        config = GateConfig(device_id, policy)
+        with transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO settings VALUES ('config', ?)",
+                         (json.dumps(config.to_json()),))
+        return cls(data_dir, conn, config)
+
+    @classmethod
+    def open(cls, data_dir: Path) -> "Gate":
+        data_dir = Path(data_dir)
+        if not cls.exists(data_dir):
+            raise ConfigError(
+                f"no gate set up in {data_dir}: run 'gate --data {data_dir} init --event EVENT' first")
+        conn = connect(data_dir / DB_NAME)
+        row = conn.execute("SELECT value FROM settings WHERE key = 'config'").fetchone()
+        if row is None:
+            raise ConfigError(f"{data_dir} has no lane configuration: run 'gate --data {data_dir} init'")
+        return cls(data_dir, conn, GateConfig.from_json(json.loads(row[0])))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def save_config(self, config: GateConfig) -> None:
+        with transaction(self.conn):
+            self.conn.execute("INSERT OR REPLACE INTO settings VALUES ('config', ?)",
+                              (json.dumps(config.to_json()),))
+        self.config = config
+
+    def set_mode(self, mode: Mode) -> None:
+        self.save_config(replace(self.config, policy=replace(self.config.policy, mode=mode)))
+
+    # ------------------------------------------------------------ keys
+
+    @property
+    def keys(self) -> KeyRing:
+        if self._keys is None:
+            self._keys = ledger.load_keyring(self.conn)
+        return self._keys
+
+    def trust(self, doc: object):
+        added = ledger.trust_keyring(self.conn, doc, self.config.policy.event)
+        self._keys = None
+        return added
+
+    # ------------------------------------------------------------ scanning
+
+    @property
+    def policy(self) -> LanePolicy:
+        return self.config.policy
+
+    def decide(self, qr: str, *, now: float, mode: Mode | None = None,
+               face: FaceCapture | None = None) -> Decision:
+        return decide(qr, now=now, lane=self.policy, keys=self.keys, ledger=self.view,
+                      mode=mode, face=face)
+
+    def record(self, decision: Decision, *, now: float, qr: str | None,
+               kind: str = scanlog.SCAN, operator: str | None = None) -> scanlog.Entry:
+        rec = scanlog.scan_record(
+            decision, ts_ms=int(now * 1000), device=self.config.device_id,
+            lane=self.policy.lane, event=self.policy.event,
+            qr_sha=None if qr is None else hashlib.sha256(qr.encode("utf-8", "replace")).digest()[:16],
+            operator=operator, kind=kind)
+        return scanlog.append(self.conn, rec)
+
+    def scan(self, qr: str, *, now: float, mode: Mode | None = None,
+             face: FaceCapture | None = None, dry_run: bool = False
+             ) -> tuple[Decision, scanlog.Entry | None]:
+        """Decide and (unless dry_run) append to the scan log. The record is
+        durable when this returns: only then may a relay be driven."""
+        d = self.decide(qr, now=now, mode=mode, face=face)
+        return d, (None if dry_run else self.record(d, now=now, qr=qr))
+
+    def rollback(self, seq: int, *, now: float, why: str = "no passage") -> scanlog.Entry:
+        return scanlog.append(self.conn, {
+            "kind": scanlog.ROLLBACK, "ts_ms": int(now * 1000), "device": self.config.device_id,
+            "lane": self.policy.lane, "event": self.policy.event, "ref": seq, "why": why,
+        })
+
+    def passed(self, seq: int, *, now: float) -> scanlog.Entry:
+        return scanlog.append(self.conn, {
+            "kind": scanlog.PASSED, "ts_ms": int(now * 1000), "device": self.config.device_id,
+            "lane": self.policy.lane, "event": self.policy.event, "ref": seq,
+        })

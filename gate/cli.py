@@ -1,0 +1,321 @@
+"""The ``gate`` command line. Operator scripts depend on the commands and flags
+here (see README): keep them stable.
+
+Heavy libraries (cv2, face_recognition, textual, fastapi) are imported inside
+the commands that need them, so ``gate verify`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gate.errors import ConfigError, GateError, LogError
+
+DEFAULT_DATA = os.environ.get("GATE_DATA", "gate-data")
+
+
+def _now(args) -> float:
+    return time.time() if getattr(args, "now", None) is None else args.now
+
+
+def _open(args):
+    from gate.appliance import Gate
+    return Gate.open(Path(args.data))
+
+
+def _fmt_ts(ts_ms: int | None) -> str:
+    if ts_ms is None:
+        return "-"
+    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _jsonable(obj):
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(_jsonable(obj), separators=(",", ":")), flush=True)
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_init(args) -> int:
+    from gate.appliance import Gate
+    from gate.decision import Mode
+    zones = tuple(z.strip() for z in args.zones.split(",") if z.strip()) if args.zones else ()
+    gate = Gate.init(Path(args.data), event=args.event, lane=args.lane, mode=Mode(args.mode),
+                     zones=zones, require_rotating=args.require_rotating,
+                     require_listed=args.require_listed)
+    p = gate.policy
+    print(f"gate {gate.config.device_id} ready in {args.data}: event {p.event}, lane {p.lane}, "
+          f"{p.mode.value}" + (f", zones {','.join(p.zones)}" if p.zones else "")
+          + (", rotating codes only" if p.require_rotating else "")
+          + (", listed tickets only" if p.require_listed else ""))
+    print(f"next: gate --data {args.data} keys trust RING.json, then ledger import TICKETS.jsonl")
+    return 0
+
+
+def cmd_keys_trust(args) -> int:
+    from crypto.keyring import KeyRingError
+    gate = _open(args)
+    try:
+        doc = json.loads(Path(args.ring).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read key ring {args.ring}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{args.ring} is not JSON (line {exc.lineno}): fix or re-export it") from None
+    try:
+        keys = gate.trust(doc)
+    except KeyRingError as exc:
+        raise ConfigError(f"{args.ring}: {exc}; nothing was trusted") from None
+    active = sum(k.status == "active" for k in keys)
+    print(f"trusted {len(keys)} issuer key(s) for {gate.policy.event} ({active} active)")
+    return 0
+
+
+def cmd_keys_list(args) -> int:
+    gate = _open(args)
+    keys = sorted(gate.keys, key=lambda k: k.kid)
+    if args.json:
+        for k in keys:
+            _print_json(k.to_json())
+        return 0
+    if not keys:
+        print(f"no issuer keys: run 'gate --data {args.data} keys trust RING.json'")
+        return 0
+    print(f"{'kid':<18}{'status':<9}{'nbf':<22}{'exp':<22}")
+    for k in keys:
+        nbf = _fmt_ts(k.nbf * 1000) if k.nbf is not None else "-"
+        exp = _fmt_ts(k.exp * 1000) if k.exp is not None else "-"
+        print(f"{k.kid.hex():<18}{k.status:<9}{nbf:<22}{exp:<22}")
+    return 0
+
+
+def cmd_ledger_import(args) -> int:
+    from gate import ledger
+    gate = _open(args)
+    path = Path(args.file)
+    bar = ledger.Progress(ledger.file_size(path), f"importing {path.name}")
+    try:
+        res = ledger.import_tickets(gate.conn, path, event=gate.policy.event,
+                                    data_key=gate.data_key, skip_bad=args.skip_bad,
+                                    progress=bar.update)
+    finally:
+        bar.close()
+    for lineno, msg in res.bad[:20]:
+        print(f"skipped line {lineno}: {msg}", file=sys.stderr)
+    print(f"imported {res.imported} ticket(s) in {res.seconds:.1f} s"
+          + (f"; skipped {len(res.bad)} bad line(s)" if res.bad else ""))
+    return 0
+
+
+def cmd_ledger_stats(args) -> int:
+    from gate import ledger
+    gate = _open(args)
+    st = ledger.stats(gate.conn)
+    if args.json:
+        _print_json(st)
+        return 0
+    age = ("never" if st["ledger_imported_at"] is None
+           else f"{(time.time() - st['ledger_imported_at']) / 60:.0f} min ago")
+    print(f"event     {gate.policy.event}   lane {gate.policy.lane} ({gate.policy.mode.value})")
+    print(f"tickets   {st['tickets']}  " + "  ".join(f"{k}: {v}" for k, v in sorted(st["by_status"].items())))
+    print(f"faces     {st['face_templates']} enrolled (encrypted)")
+    print(f"keys      {st['keys']} ({st['keys_active']} active)")
+    print(f"scans     {st['scans']}  tickets used: {st['tickets_used']}")
+    for reason, n in sorted(st["scans_by_reason"].items()):
+        print(f"          {reason:<16}{n}")
+    print(f"imported  {age}")
+    return 0
+
+
+def _qr_inputs(args):
+    if args.qr:
+        yield from args.qr
+        return
+    for line in sys.stdin:
+        line = line.rstrip("\r\n")
+        if line.strip():
+            yield line
+
+
+def cmd_verify(args) -> int:
+    from gate.decision import FaceCapture, Mode
+    gate = _open(args)
+    mode = Mode(args.mode) if args.mode else None
+    face = None
+    if getattr(args, "face", None):
+        from hardware.face import capture_from_photo
+        face = capture_from_photo(Path(args.face))
+    for qr in _qr_inputs(args):
+        now = _now(args)
+        d, entry = gate.scan(qr, now=now, mode=mode, face=face, dry_run=args.dry_run)
+        if args.json:
+            out = d.to_json()
+            out["seq"] = entry.seq if entry else None
+            _print_json(out)
+        else:
+            who = f" ticket {d.ticket_id}" if d.ticket_id else ""
+            extra = " (unlisted: sold after last sync)" if d.unlisted and d.accepted else ""
+            dist = f" face {d.face_distance:.3f}" if d.face_distance is not None else ""
+            print(f"{d.reason.value:<16}{who}{extra}{dist}" + (f"  [{d.detail}]" if d.detail else ""),
+                  flush=True)
+    return 0
+
+
+def cmd_log(args) -> int:
+    from gate import scanlog
+    gate = _open(args)
+    if args.action == "verify":
+        rep = scanlog.verify_chain(gate.conn)
+        if rep.ok:
+            print(f"chain ok: {rep.records} record(s), head seq {rep.head_seq}, "
+                  f"hash {rep.head_hash.hex()}")
+            return 0
+        raise LogError(f"chain BROKEN after seq {rep.head_seq}: {rep.problem}. "
+                       "Keep this database file as evidence and tell central ops.")
+    for e in scanlog.entries(gate.conn, after=args.after, limit=args.limit):
+        if args.json:
+            _print_json({**e.record, "hash": e.hash})
+            continue
+        r = e.record
+        what = r.get("reason") or (f"ref {r.get('ref')}" if "ref" in r else "")
+        op = f" by {r['operator']}" if r.get("operator") else ""
+        print(f"{e.seq:>7} {_fmt_ts(r.get('ts_ms'))} {r['kind']:<8} {r.get('mode', ''):<5} "
+              f"{what:<16} {r.get('ticket_id') or '-'}{op}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gate", formatter_class=_Formatter,
+        description="Ticket-gate appliance: verify signed GT1 codes offline, drive the "
+                    "turnstile, sync with central.",
+        epilog="Start: gate --data DIR init --event E; keys trust RING.json; "
+               "ledger import TICKETS.jsonl; verify QR.")
+    parser.add_argument("--data", default=DEFAULT_DATA, metavar="DIR",
+                        help="the gate's data directory (default: $GATE_DATA or ./gate-data)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("init", help="set up this gate for an event and lane",
+                       description="Create the data directory, device keys and lane settings. "
+                                   "Re-running it for the same event updates the lane settings.")
+    p.add_argument("--event", required=True, help="event id the lane admits to")
+    p.add_argument("--lane", default="lane-1", help="lane name shown in logs and reports")
+    p.add_argument("--mode", choices=["entry", "exit"], default="entry", help="lane direction")
+    p.add_argument("--zones", help="comma-separated zones this lane admits (default: all)")
+    p.add_argument("--require-rotating", action="store_true",
+                   help="refuse static codes (screenshots and paper)")
+    p.add_argument("--require-listed", action="store_true",
+                   help="refuse signed tickets missing from the ledger (NOT_IN_LEDGER)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("keys", help="issuer public keys", description="Manage trusted issuer public keys.")
+    ks = p.add_subparsers(dest="keys_command", metavar="ACTION")
+    ks.required = True
+    q = ks.add_parser("trust", help="trust the keys in a key ring JSON file",
+                      description="Add or update issuer public keys from a DESIGN §5 key ring file. "
+                                  "A revoked key stays revoked.")
+    q.add_argument("ring", metavar="RING.json")
+    q.set_defaults(func=cmd_keys_trust)
+    q = ks.add_parser("list", help="list trusted issuer keys", description="List trusted issuer keys.")
+    q.add_argument("--json", action="store_true", help="one JSON object per key")
+    q.set_defaults(func=cmd_keys_list)
+
+    p = sub.add_parser("ledger", help="the local ticket ledger", description="Import and inspect tickets.")
+    ls = p.add_subparsers(dest="ledger_command", metavar="ACTION")
+    ls.required = True
+    q = ls.add_parser("import", help="import tickets from a JSON Lines file",
+                      description="Import DESIGN §5 ticket records. All or nothing: a bad line is "
+                                  "reported with its number and nothing is imported unless "
+                                  "--skip-bad. Re-importing updates tickets in place; a ticket's "
+                                  "version never goes down.")
+    q.add_argument("file", metavar="TICKETS.jsonl")
+    q.add_argument("--skip-bad", action="store_true", help="import the good lines, report the bad ones")
+    q.set_defaults(func=cmd_ledger_import)
+    q = ls.add_parser("stats", help="ticket, key and scan counts", description="Show ledger statistics.")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=cmd_ledger_stats)
+
+    p = sub.add_parser("verify", help="decide QR codes and record them as scans",
+                       description="Decide each QR argument (or each stdin line when none) and "
+                                   "record it in the scan log. A rejection is an answer (exit 0); "
+                                   "only operational errors exit non-zero.")
+    p.add_argument("--now", type=float, help="decide as of this unix time (default: the clock)")
+    p.add_argument("--mode", choices=["entry", "exit"], help="override the lane mode for this call")
+    p.add_argument("--dry-run", action="store_true", help="decide only; record nothing")
+    p.add_argument("--json", action="store_true", help="one JSON object per decision")
+    p.add_argument("--face", metavar="PHOTO", help="use PHOTO as the holder's captured face")
+    p.add_argument("qr", nargs="*", metavar="QR", help="QR text (use -- before codes starting with -)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("log", help="show or verify the scan log",
+                       description="Print the scan log, or 'log verify' to re-hash the chain.")
+    p.add_argument("action", nargs="?", choices=["verify"], help="verify the hash chain")
+    p.add_argument("--json", action="store_true", help="one JSON object per record")
+    p.add_argument("--after", type=int, default=0, metavar="SEQ", help="records after this seq")
+    p.add_argument("--limit", type=int, help="at most this many records")
+    p.set_defaults(func=cmd_log)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions():
+    """Command groups defined next to the code they drive (lane, face, sync, ui)."""
+    from gate import cli_ext
+    return cli_ext.REGISTRARS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except GateError as exc:
+        print(f"gate: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("gate: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except sqlite3.OperationalError as exc:
+        if "full" not in str(exc):
+            raise
+        print("gate: error: the disk is full: free space on the data disk; every scan recorded "
+              "before this one is safe", file=sys.stderr)
+        return 7
+    except OSError as exc:
+        if exc.errno == 28:  # ENOSPC
+            print("gate: error: the disk is full: free space on the data disk, nothing was lost "
+                  "that was already recorded", file=sys.stderr)
+            return 7
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Command groups that live beside the code they drive. Each registrar adds
+sub-commands to the ``gate`` parser; their heavy imports stay inside handlers."""
+
+REGISTRARS: list = []

@@ -1,0 +1,114 @@
+"""The device database: one SQLite file, WAL, synchronous=FULL, named migrations.
+
+Each migration runs in one transaction together with its "applied" record
+(the sqlite-utils ``migrations`` habit), so a crash mid-migration leaves the
+database as it was before it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import sqlite_utils
+
+from gate.errors import LedgerError
+
+
+def _m001_initial(db: sqlite_utils.Database) -> None:
+    db.execute("""CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)""")
+    db["keys"].create({
+        "kid": str, "event": str, "alg": str, "pub": bytes, "nbf": int, "exp": int,
+        "status": str,
+    }, pk="kid", not_null={"event", "alg", "pub", "status"})
+    db.execute("""
+        CREATE TABLE tickets (
+            ticket_id TEXT PRIMARY KEY,
+            event TEXT NOT NULL,
+            tier TEXT NOT NULL DEFAULT '',
+            zone TEXT,
+            version INTEGER NOT NULL DEFAULT 1,
+            status TEXT NOT NULL DEFAULT 'valid',
+            entries INTEGER NOT NULL DEFAULT 1,
+            reentry INTEGER NOT NULL DEFAULT 0,
+            face_required INTEGER NOT NULL DEFAULT 0,
+            face_template BLOB,
+            holder TEXT
+        ) WITHOUT ROWID""")
+    # The scan log: append-only, hash-chained. `record` holds the exact CBOR
+    # bytes that were hashed; the other columns are an index into it.
+    db.execute("""
+        CREATE TABLE scans (
+            seq INTEGER PRIMARY KEY,
+            ts_ms INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            ticket_id TEXT,
+            reason TEXT,
+            accepted INTEGER NOT NULL DEFAULT 0,
+            record BLOB NOT NULL,
+            hash BLOB NOT NULL
+        )""")
+    db.execute("CREATE INDEX scans_ticket ON scans(ticket_id) WHERE ticket_id IS NOT NULL")
+    # Derived from the scan log, written in the same transaction as each record.
+    db.execute("""
+        CREATE TABLE usage (
+            ticket_id TEXT PRIMARY KEY,
+            admissions INTEGER NOT NULL DEFAULT 0,
+            last_kind TEXT
+        ) WITHOUT ROWID""")
+    db.execute("""
+        CREATE TABLE steps (
+            ticket_id TEXT NOT NULL, step INTEGER NOT NULL,
+            PRIMARY KEY (ticket_id, step)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE TABLE voided (seq INTEGER PRIMARY KEY, by_seq INTEGER NOT NULL)")
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("001_initial", _m001_initial),
+]
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (and migrate) the device database."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(
+            f"cannot open the device database {path}: {exc}. If the disk is full, free space;"
+            " if the file is damaged, restore it from a backup or re-provision the gate."
+        ) from None
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    db = sqlite_utils.Database(conn)
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        with transaction(conn):
+            fn(db)
+            conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+        applied.append(name)
+    return applied
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+    conn.execute(f"BEGIN {mode}")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

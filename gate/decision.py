@@ -1,0 +1,244 @@
+"""The decision core (DESIGN §4): a pure function of the QR text, the time, the
+lane policy, the key ring and a read-only view of the ledger.
+
+It never reads a clock, a camera or a socket, never writes, and never raises
+for a "deny": every outcome is a :class:`Decision` with a stable
+:class:`Reason` code. Effects (scan log, relay) belong to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, Sequence
+
+from crypto import gt1
+from crypto.keyring import KeyRing
+
+
+class Reason(StrEnum):
+    ACCEPT = "ACCEPT"
+    MALFORMED = "MALFORMED"
+    UNKNOWN_KEY = "UNKNOWN_KEY"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    WRONG_EVENT = "WRONG_EVENT"
+    NOT_YET_VALID = "NOT_YET_VALID"
+    EXPIRED = "EXPIRED"
+    PROOF_REQUIRED = "PROOF_REQUIRED"
+    STALE_CODE = "STALE_CODE"
+    BAD_PROOF = "BAD_PROOF"
+    REVOKED = "REVOKED"
+    SUPERSEDED = "SUPERSEDED"
+    NOT_IN_LEDGER = "NOT_IN_LEDGER"
+    WRONG_ZONE = "WRONG_ZONE"
+    REPLAY = "REPLAY"
+    ALREADY_USED = "ALREADY_USED"
+    FACE_REQUIRED = "FACE_REQUIRED"
+    FACE_MISMATCH = "FACE_MISMATCH"
+    NO_FACE_ENROLLED = "NO_FACE_ENROLLED"
+
+
+class Mode(StrEnum):
+    ENTRY = "entry"
+    EXIT = "exit"
+
+
+@dataclass(frozen=True, slots=True)
+class LanePolicy:
+    event: str
+    lane: str = "lane-1"
+    mode: Mode = Mode.ENTRY
+    zones: tuple[str, ...] = ()
+    require_rotating: bool = False
+    require_listed: bool = False
+    window_steps: int = 1
+    clock_skew_s: int = 30
+    face_tolerance: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRecord:
+    """What the ledger knows of one ticket (DESIGN §5 tickets)."""
+
+    ticket_id: str
+    version: int = 1
+    status: str = "valid"
+    entries: int = 1
+    reentry: bool = False
+    zone: str | None = None
+    face_required: bool = False
+    tier: str = ""
+    holder: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Accepted history of one ticket at this gate (rolled-back scans excluded)."""
+
+    admissions: int = 0  # entries that consumed an allowance
+    last_kind: Mode | None = None  # kind of the last accepted scan
+
+
+NO_USAGE = Usage()
+
+
+class LedgerView(Protocol):
+    def ticket(self, ticket_id: str) -> TicketRecord | None: ...
+    def usage(self, ticket_id: str) -> Usage: ...
+    def step_accepted(self, ticket_id: str, step: int) -> bool: ...
+    def face_template(self, ticket_id: str) -> Sequence[float] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FaceCapture:
+    """What the camera saw of the holder: an encoding, or None when no usable
+    face was found in time."""
+
+    encoding: Sequence[float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    reason: Reason
+    mode: Mode
+    ticket_id: str | None = None
+    unlisted: bool = False
+    step: int | None = None
+    version: int | None = None
+    kid: str | None = None
+    tier: str | None = None
+    zone: str | None = None
+    holder: str | None = None
+    face_distance: float | None = None
+    consumes_entry: bool = False  # an accepted entry that uses an allowance
+    detail: str = field(default="", compare=False)
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is Reason.ACCEPT
+
+    def to_json(self) -> dict:
+        return {
+            "decision": "accept" if self.accepted else "reject",
+            "reason": self.reason.value,
+            "ticket_id": self.ticket_id,
+            "unlisted": self.unlisted,
+            "mode": self.mode.value,
+            "step": self.step,
+            "version": self.version,
+            "kid": self.kid,
+            "tier": self.tier,
+            "zone": self.zone,
+            "face_distance": self.face_distance,
+            "consumes_entry": self.consumes_entry,
+            "detail": self.detail,
+        }
+
+
+def face_distance(a: Sequence[float], b: Sequence[float]) -> float:
+    """Euclidean distance between two 128-d encodings (what face_recognition uses)."""
+    return math.sqrt(sum((x - y) * (x - y) for x, y in zip(a, b, strict=True)))
+
+
+def decide(
+    qr_text: str,
+    *,
+    now: float,
+    lane: LanePolicy,
+    keys: KeyRing,
+    ledger: LedgerView,
+    mode: Mode | None = None,
+    face: FaceCapture | None = None,
+) -> Decision:
+    """Decide one scan. ``mode`` overrides the lane's mode for this scan;
+    ``face`` is what the camera captured (None: no face capture attempted)."""
+    mode = lane.mode if mode is None else mode
+
+    try:
+        p = gt1.parse_qr(qr_text)
+    except gt1.Malformed as exc:
+        return Decision(Reason.MALFORMED, mode, detail=str(exc))
+
+    c = p.claims
+    tid = c.ticket_id
+
+    def deny(reason: Reason, detail: str = "", **extra) -> Decision:
+        return Decision(reason, mode, ticket_id=tid, step=p.step, version=c.ver,
+                        kid=p.kid.hex(), tier=c.tier, zone=c.zone, detail=detail, **extra)
+
+    # 2-3: issuer key and signature
+    key = keys.usable_key(p.kid, now)
+    if key is None:
+        known = keys.get(p.kid)
+        return deny(Reason.UNKNOWN_KEY,
+                    "issuer key not in the key ring" if known is None
+                    else f"issuer key is {known.status} or outside its validity window")
+    if not gt1.verify_issuer(p, key):
+        return deny(Reason.BAD_SIGNATURE)
+    # 4: event
+    if c.evt != lane.event:
+        return deny(Reason.WRONG_EVENT, f"code is for event {c.evt!r}")
+    # 5: validity window, with clock skew allowance
+    skew = lane.clock_skew_s
+    if c.nbf is not None and now + skew < c.nbf:
+        return deny(Reason.NOT_YET_VALID)
+    if c.exp is not None and now - skew >= c.exp:
+        return deny(Reason.EXPIRED)
+    # 6-8: holder proof of possession (rotating codes)
+    if c.holder_pub is not None:
+        if not p.rotating:
+            return deny(Reason.PROOF_REQUIRED, "rotating code expected, static code shown")
+        if abs(p.step - gt1.current_step(now)) > lane.window_steps:
+            return deny(Reason.STALE_CODE)
+        if not gt1.verify_proof(p):
+            return deny(Reason.BAD_PROOF)
+    elif lane.require_rotating:
+        return deny(Reason.PROOF_REQUIRED, "this lane admits rotating codes only")
+    step = p.step if c.holder_pub is not None else None
+
+    # 9-11: ledger state (ledger fields override the credential's claims)
+    rec = ledger.ticket(tid)
+    unlisted = rec is None
+    if unlisted:
+        if lane.require_listed:
+            return deny(Reason.NOT_IN_LEDGER)
+        rec = TicketRecord(tid, version=c.ver, entries=c.ent, reentry=c.rex,
+                           zone=c.zone, face_required=c.fce, tier=c.tier)
+    if rec.status != "valid":
+        return deny(Reason.REVOKED, unlisted=unlisted)
+    if c.ver < rec.version:
+        return deny(Reason.SUPERSEDED, f"code version {c.ver}, ledger version {rec.version}")
+    zone = rec.zone
+    if lane.zones and zone not in lane.zones:
+        return deny(Reason.WRONG_ZONE, unlisted=unlisted)
+
+    def verdict(reason: Reason, *, consumes: bool = False, distance: float | None = None,
+                detail: str = "") -> Decision:
+        return Decision(reason, mode, ticket_id=tid, unlisted=unlisted, step=step,
+                        version=c.ver, kid=p.kid.hex(), tier=rec.tier or c.tier, zone=zone,
+                        holder=rec.holder, face_distance=distance, consumes_entry=consumes,
+                        detail=detail)
+
+    # 12: the same rotation step already accepted here
+    if step is not None and ledger.step_accepted(tid, step):
+        return verdict(Reason.REPLAY)
+    if mode is Mode.EXIT:
+        return verdict(Reason.ACCEPT)
+    # 13: allowance
+    usage = ledger.usage(tid)
+    reentering = rec.reentry and usage.last_kind is Mode.EXIT
+    if not reentering and rec.entries != 0 and usage.admissions >= rec.entries:
+        return verdict(Reason.ALREADY_USED)
+    # 14: face
+    distance = None
+    if rec.face_required or c.fce:
+        template = ledger.face_template(tid)
+        if template is None:
+            return verdict(Reason.NO_FACE_ENROLLED)
+        if face is None or face.encoding is None:
+            return verdict(Reason.FACE_REQUIRED)
+        distance = round(face_distance(template, face.encoding), 4)
+        if distance > lane.face_tolerance:
+            return verdict(Reason.FACE_MISMATCH, distance=distance)
+    return verdict(Reason.ACCEPT, consumes=not reentering, distance=distance)

@@ -1,0 +1,316 @@
+"""The local ticket ledger and issuer key ring (DESIGN §5), on the device database.
+
+Imports are one transaction: a killed import leaves the ledger as it was. A
+re-import updates tickets in place but never lowers a ticket's version (a stale
+file cannot resurrect codes from before a reissue).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import sqlite3
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from cryptography.exceptions import InvalidTag
+
+from crypto.keyring import IssuerKey, KeyRing, parse_keyring
+from crypto.sealed import seal, unseal
+from gate.db import transaction
+from gate.decision import Mode, TicketRecord, Usage, NO_USAGE
+from gate.errors import ImportFileError, LedgerError
+
+TEMPLATE_FLOATS = 128
+TEMPLATE_BYTES = TEMPLATE_FLOATS * 8
+_TEMPLATE = struct.Struct(f"<{TEMPLATE_FLOATS}d")
+BATCH = 5000
+
+_UPSERT = """
+INSERT INTO tickets (ticket_id, event, tier, zone, version, status, entries, reentry,
+                     face_required, face_template, holder)
+VALUES (?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT(ticket_id) DO UPDATE SET
+    event = excluded.event, tier = excluded.tier, zone = excluded.zone,
+    status = excluded.status, entries = excluded.entries, reentry = excluded.reentry,
+    face_required = excluded.face_required, holder = excluded.holder,
+    face_template = CASE WHEN excluded.version > tickets.version THEN excluded.face_template
+                         ELSE coalesce(excluded.face_template, tickets.face_template) END,
+    version = excluded.version
+WHERE excluded.version >= tickets.version
+"""
+
+
+# ------------------------------------------------------------------ keys
+
+
+def trust_keyring(conn: sqlite3.Connection, doc: object, event: str) -> list[IssuerKey]:
+    ring_event, keys = parse_keyring(doc)
+    if ring_event != event:
+        raise LedgerError(f"key ring is for event {ring_event!r}, this gate is for {event!r}")
+    with transaction(conn):
+        conn.executemany(
+            "INSERT INTO keys (kid, event, alg, pub, nbf, exp, status) VALUES (?,?,?,?,?,?,?)"
+            " ON CONFLICT(kid) DO UPDATE SET nbf=excluded.nbf, exp=excluded.exp,"
+            " status=CASE WHEN keys.status='revoked' THEN 'revoked' ELSE excluded.status END",
+            [(k.kid.hex(), event, "EdDSA", k.pub, k.nbf, k.exp, k.status) for k in keys],
+        )
+    return keys
+
+
+def load_keyring(conn: sqlite3.Connection) -> KeyRing:
+    return KeyRing([
+        IssuerKey(bytes.fromhex(kid), pub, nbf, exp, status)
+        for kid, pub, nbf, exp, status in conn.execute(
+            "SELECT kid, pub, nbf, exp, status FROM keys")
+    ])
+
+
+# ------------------------------------------------------------------ tickets
+
+
+def encode_template(values: Sequence[float]) -> bytes:
+    return _TEMPLATE.pack(*values)
+
+
+def decode_template(raw: bytes) -> tuple[float, ...]:
+    return _TEMPLATE.unpack(raw)
+
+
+def _text(obj: dict, name: str, *, optional: bool = False) -> str | None:
+    v = obj.get(name)
+    if v is None and optional:
+        return None
+    if not isinstance(v, str):
+        raise ValueError(f"'{name}' must be a string")
+    return v
+
+
+def _uint(obj: dict, name: str) -> int:
+    v = obj.get(name)
+    if type(v) is not int or v < 0:
+        raise ValueError(f"'{name}' must be a non-negative integer")
+    return v
+
+
+def _bool(obj: dict, name: str) -> bool:
+    v = obj.get(name, False)
+    if type(v) is not bool:
+        raise ValueError(f"'{name}' must be true or false")
+    return v
+
+
+def ticket_row(obj: object, event: str, data_key: bytes) -> tuple:
+    """Validate one ticket record (DESIGN §5) into a row for the tickets table."""
+    if not isinstance(obj, dict):
+        raise ValueError("record must be a JSON object")
+    tid = _text(obj, "ticket_id")
+    if not 16 <= len(tid) <= 64 or len(tid) % 2 or tid != tid.lower():
+        raise ValueError("'ticket_id' must be 8-32 bytes of lowercase hex")
+    try:
+        bytes.fromhex(tid)
+    except ValueError:
+        raise ValueError("'ticket_id' must be lowercase hex") from None
+    if _text(obj, "event") != event:
+        raise ValueError(f"ticket is for event {obj.get('event')!r}, this gate is for {event!r}")
+    status = obj.get("status")
+    if status not in ("valid", "revoked"):
+        raise ValueError("'status' must be 'valid' or 'revoked'")
+    version = _uint(obj, "version")
+    if version < 1:
+        raise ValueError("'version' must be at least 1")
+    template = obj.get("face_template")
+    sealed = None
+    if template is not None:
+        if not isinstance(template, str):
+            raise ValueError("'face_template' must be base64 text or null")
+        try:
+            raw = base64.b64decode(template, validate=True)
+        except binascii.Error:
+            raise ValueError("'face_template' is not valid base64") from None
+        if len(raw) != TEMPLATE_BYTES:
+            raise ValueError(f"'face_template' must be {TEMPLATE_FLOATS} float64 ({TEMPLATE_BYTES} bytes)")
+        sealed = seal(data_key, raw, tid.encode())
+    return (
+        tid, event, _text(obj, "tier", optional=True) or "", _text(obj, "zone", optional=True),
+        version, status, _uint(obj, "entries"), int(_bool(obj, "reentry")),
+        int(_bool(obj, "face_required")), sealed, _text(obj, "holder", optional=True),
+    )
+
+
+@dataclass
+class ImportResult:
+    imported: int = 0
+    bad: list[tuple[int, str]] = field(default_factory=list)
+    skipped_bad: bool = False
+    seconds: float = 0.0
+
+
+class Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int, label: str, *, stream=None):
+        self.total, self.label = max(total, 1), label
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self._last = -1
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        pct = min(100, done * 100 // self.total)
+        if pct != self._last:
+            self._last = pct
+            bar = "#" * (pct // 4)
+            self.stream.write(f"\r{self.label} [{bar:<25}] {pct:3d}%")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+MAX_REPORTED_BAD = 50
+
+
+def import_tickets(
+    conn: sqlite3.Connection,
+    path: Path,
+    *,
+    event: str,
+    data_key: bytes,
+    skip_bad: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Import a tickets JSON Lines file in one transaction.
+
+    A bad line is reported with its line number; unless ``skip_bad``, any bad
+    line means nothing is imported. ``progress`` receives bytes read so far.
+    """
+    result = ImportResult(skipped_bad=skip_bad)
+    t0 = time.perf_counter()
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise ImportFileError(f"cannot read {path}: {exc.strerror}") from None
+    with fh, transaction(conn):
+        batch: list[tuple] = []
+        done_bytes = 0
+        for lineno, line in enumerate(fh, 1):
+            done_bytes += len(line)
+            if not line.strip():
+                continue
+            try:
+                batch.append(ticket_row(json.loads(line), event, data_key))
+            except (ValueError, UnicodeDecodeError) as exc:
+                msg = str(exc) if not isinstance(exc, json.JSONDecodeError) else f"not JSON ({exc.msg})"
+                result.bad.append((lineno, msg))
+                if not skip_bad and len(result.bad) >= MAX_REPORTED_BAD:
+                    break
+                continue
+            if len(batch) >= BATCH:
+                conn.executemany(_UPSERT, batch)
+                result.imported += len(batch)
+                batch.clear()
+                if progress:
+                    progress(done_bytes)
+        if result.bad and not skip_bad:
+            raise ImportFileError(_bad_lines_message(path, result.bad))
+        if batch:
+            conn.executemany(_UPSERT, batch)
+            result.imported += len(batch)
+        if progress:
+            progress(done_bytes)
+        conn.execute("INSERT OR REPLACE INTO settings VALUES ('ledger_imported_at', ?)",
+                     (json.dumps(time.time()),))
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _bad_lines_message(path: Path, bad: list[tuple[int, str]]) -> str:
+    shown = "\n".join(f"  line {n}: {msg}" for n, msg in bad[:20])
+    more = f"\n  ... and more" if len(bad) > 20 else ""
+    return (f"{path}: {len(bad)} bad line(s), nothing imported:\n{shown}{more}\n"
+            "Fix the file, or re-run with --skip-bad to import the good lines only.")
+
+
+def file_size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+# ------------------------------------------------------------------ view
+
+
+class SqliteLedgerView:
+    """The decision core's read-only view of the ledger (gate.decision.LedgerView)."""
+
+    def __init__(self, conn: sqlite3.Connection, data_key: bytes | None):
+        self.conn = conn
+        self.data_key = data_key
+
+    def ticket(self, ticket_id: str) -> TicketRecord | None:
+        row = self.conn.execute(
+            "SELECT version, status, entries, reentry, zone, face_required, tier, holder"
+            " FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone()
+        if row is None:
+            return None
+        v, st, ent, rex, zone, fce, tier, holder = row
+        return TicketRecord(ticket_id, v, st, ent, bool(rex), zone, bool(fce), tier, holder)
+
+    def usage(self, ticket_id: str) -> Usage:
+        row = self.conn.execute(
+            "SELECT admissions, last_kind FROM usage WHERE ticket_id = ?", (ticket_id,)).fetchone()
+        if row is None:
+            return NO_USAGE
+        return Usage(row[0], Mode(row[1]) if row[1] else None)
+
+    def step_accepted(self, ticket_id: str, step: int) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM steps WHERE ticket_id = ? AND step = ?", (ticket_id, step)
+        ).fetchone() is not None
+
+    def face_template(self, ticket_id: str) -> tuple[float, ...] | None:
+        row = self.conn.execute(
+            "SELECT face_template FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone()
+        if row is None or row[0] is None or self.data_key is None:
+            return None
+        try:
+            return decode_template(unseal(self.data_key, row[0], ticket_id.encode()))
+        except (InvalidTag, struct.error):
+            return None  # a template we cannot open is no template
+
+
+def stats(conn: sqlite3.Connection) -> dict:
+    q = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+    by_status = dict(conn.execute("SELECT status, count(*) FROM tickets GROUP BY status"))
+    by_reason = dict(conn.execute(
+        "SELECT reason, count(*) FROM scans WHERE kind = 'scan' GROUP BY reason"))
+    imported = conn.execute("SELECT value FROM settings WHERE key='ledger_imported_at'").fetchone()
+    return {
+        "tickets": q("SELECT count(*) FROM tickets"),
+        "by_status": by_status,
+        "face_templates": q("SELECT count(*) FROM tickets WHERE face_template IS NOT NULL"),
+        "keys": q("SELECT count(*) FROM keys"),
+        "keys_active": q("SELECT count(*) FROM keys WHERE status = 'active'"),
+        "scans": q("SELECT count(*) FROM scans WHERE kind = 'scan'"),
+        "scans_by_reason": by_reason,
+        "tickets_used": q("SELECT count(*) FROM usage WHERE admissions > 0"),
+        "ledger_imported_at": json.loads(imported[0]) if imported else None,
+    }
+
+
+def iter_lines(values: Iterable[str]) -> Iterable[str]:
+    for v in values:
+        v = v.rstrip("\r\n")
+        if v.strip():
+            yield v

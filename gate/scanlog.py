@@ -1,0 +1,172 @@
+"""The append-only, hash-chained scan log (DESIGN §5).
+
+``hash_n = SHA-256(hash_{n-1} || CBOR(record_n))``, ``hash_0`` = 32 zero bytes.
+Records are CBOR maps with text keys and integer/text/bool/null values only
+(no floats), encoded canonically, so any implementation re-hashing a record
+gets the same bytes.
+
+Every record is committed (synchronous=FULL) together with the derived usage
+tables in one transaction, before the caller drives any relay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+from typing import Iterator
+
+import cbor2
+
+from gate.db import transaction
+from gate.decision import Decision, Mode
+from gate.errors import LogError
+
+GENESIS = bytes(32)
+
+# record kinds
+SCAN = "scan"          # a decision (accepted or not)
+ROLLBACK = "rollback"  # an accepted entry whose passage never happened (ref = scan seq)
+PASSED = "passed"      # the passage sensor saw the holder go through (ref = scan seq)
+OVERRIDE = "override"  # a manual admit / deny by staff (operator named)
+
+
+def encode_record(record: dict) -> bytes:
+    return cbor2.dumps(record, canonical=True)
+
+
+def chain_hash(prev: bytes, record_bytes: bytes) -> bytes:
+    return hashlib.sha256(prev + record_bytes).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    record: dict
+    hash: bytes
+
+
+def head(conn: sqlite3.Connection) -> tuple[int, bytes]:
+    row = conn.execute("SELECT seq, hash FROM scans ORDER BY seq DESC LIMIT 1").fetchone()
+    return (0, GENESIS) if row is None else (row[0], row[1])
+
+
+def scan_record(d: Decision, *, ts_ms: int, device: str, lane: str, event: str,
+                qr_sha: bytes | None, operator: str | None = None, kind: str = SCAN) -> dict:
+    rec = {
+        "kind": kind, "ts_ms": ts_ms, "device": device, "lane": lane, "event": event,
+        "mode": d.mode.value, "decision": "accept" if d.accepted else "reject",
+        "reason": d.reason.value, "ticket_id": d.ticket_id, "step": d.step,
+        "version": d.version, "unlisted": d.unlisted, "consumes": d.consumes_entry,
+        "face_e4": None if d.face_distance is None else round(d.face_distance * 10000),
+        "qr_sha": qr_sha,
+    }
+    if operator is not None:
+        rec["operator"] = operator
+    return rec
+
+
+def append(conn: sqlite3.Connection, record: dict) -> Entry:
+    """Append one record and apply its effect on the usage tables, atomically."""
+    with transaction(conn):
+        seq, prev = head(conn)
+        seq += 1
+        record = {**record, "seq": seq}
+        data = encode_record(record)
+        h = chain_hash(prev, data)
+        accepted = record.get("decision") == "accept" and record["kind"] in (SCAN, OVERRIDE)
+        conn.execute(
+            "INSERT INTO scans (seq, ts_ms, kind, ticket_id, reason, accepted, record, hash)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (seq, record["ts_ms"], record["kind"], record.get("ticket_id"),
+             record.get("reason"), int(accepted), data, h),
+        )
+        if accepted and record.get("ticket_id"):
+            _apply_accept(conn, record)
+        elif record["kind"] == ROLLBACK:
+            _apply_rollback(conn, record)
+    return Entry(seq, record, h)
+
+
+def _apply_accept(conn: sqlite3.Connection, rec: dict) -> None:
+    tid = rec["ticket_id"]
+    conn.execute(
+        "INSERT INTO usage (ticket_id, admissions, last_kind) VALUES (?, ?, ?)"
+        " ON CONFLICT(ticket_id) DO UPDATE SET admissions = admissions + excluded.admissions,"
+        " last_kind = excluded.last_kind",
+        (tid, 1 if rec.get("consumes") else 0, rec["mode"]),
+    )
+    if rec.get("step") is not None:
+        conn.execute("INSERT OR IGNORE INTO steps VALUES (?, ?)", (tid, rec["step"]))
+
+
+def _apply_rollback(conn: sqlite3.Connection, rec: dict) -> None:
+    ref = rec.get("ref")
+    row = conn.execute(
+        "SELECT ticket_id, accepted FROM scans WHERE seq = ?", (ref,)).fetchone()
+    if row is None or not row[1] or row[0] is None:
+        raise LogError(f"rollback refers to seq {ref}, which is not an accepted scan")
+    if conn.execute("SELECT 1 FROM voided WHERE seq = ?", (ref,)).fetchone():
+        raise LogError(f"scan {ref} was already rolled back")
+    conn.execute("INSERT INTO voided VALUES (?, ?)", (ref, rec["seq"]))
+    rebuild_usage(conn, row[0])
+
+
+def rebuild_usage(conn: sqlite3.Connection, ticket_id: str) -> None:
+    """Recompute one ticket's usage and accepted steps from the log itself."""
+    admissions, last_kind, steps = 0, None, set()
+    for (data,) in conn.execute(
+        "SELECT record FROM scans WHERE ticket_id = ? AND accepted = 1"
+        " AND seq NOT IN (SELECT seq FROM voided) ORDER BY seq", (ticket_id,)):
+        rec = cbor2.loads(data)
+        admissions += 1 if rec.get("consumes") else 0
+        last_kind = rec["mode"]
+        if rec.get("step") is not None:
+            steps.add(rec["step"])
+    conn.execute("DELETE FROM usage WHERE ticket_id = ?", (ticket_id,))
+    conn.execute("DELETE FROM steps WHERE ticket_id = ?", (ticket_id,))
+    if last_kind is not None:
+        conn.execute("INSERT INTO usage VALUES (?, ?, ?)", (ticket_id, admissions, last_kind))
+    conn.executemany("INSERT INTO steps VALUES (?, ?)", [(ticket_id, s) for s in steps])
+
+
+def entries(conn: sqlite3.Connection, *, after: int = 0, limit: int | None = None) -> Iterator[Entry]:
+    sql = "SELECT seq, record, hash FROM scans WHERE seq > ? ORDER BY seq"
+    args: tuple = (after,)
+    if limit is not None:
+        sql += " LIMIT ?"
+        args += (limit,)
+    for seq, data, h in conn.execute(sql, args):
+        yield Entry(seq, cbor2.loads(data), h)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    ok: bool
+    records: int
+    head_seq: int
+    head_hash: bytes
+    problem: str = ""
+
+
+def verify_chain(conn: sqlite3.Connection) -> ChainReport:
+    """Re-hash the whole log; report the first broken link, gap or edited record."""
+    prev, expected, count = GENESIS, 1, 0
+    for seq, data, h in conn.execute("SELECT seq, record, hash FROM scans ORDER BY seq"):
+        if seq != expected:
+            return ChainReport(False, count, expected - 1, prev, f"sequence gap: expected {expected}, found {seq}")
+        try:
+            rec_seq = cbor2.loads(data).get("seq")
+        except Exception:
+            return ChainReport(False, count, seq - 1, prev, f"record {seq} is not valid CBOR")
+        if rec_seq != seq:
+            return ChainReport(False, count, seq - 1, prev, f"record {seq} carries seq {rec_seq}")
+        calc = chain_hash(prev, data)
+        if calc != h:
+            return ChainReport(False, count, seq - 1, prev, f"hash mismatch at record {seq}")
+        prev, expected, count = h, seq + 1, count + 1
+    return ChainReport(True, count, expected - 1, prev)
+
+
+def mode_of(record: dict) -> Mode:
+    return Mode(record["mode"])
