@@ -3,8 +3,11 @@ single character or an out-of-range group is an error."""
 
 from __future__ import annotations
 
+import struct
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
+_TABLE = bytes(ALPHABET.index(chr(i)) if chr(i) in ALPHABET else 0xFF for i in range(256))
 
 
 class Base45Error(ValueError):
@@ -28,22 +31,24 @@ def b45encode(data: bytes) -> str:
 
 def b45decode(text: str) -> bytes:
     try:
-        vals = [_INDEX[ch] for ch in text]
-    except KeyError as exc:
-        raise Base45Error(f"character {exc.args[0]!r} is not base45") from None
+        vals = text.encode("ascii").translate(_TABLE)
+    except UnicodeEncodeError:
+        raise Base45Error("non-ASCII character in base45 text") from None
+    if 0xFF in vals:
+        bad = next(ch for ch in text if ch not in _INDEX)
+        raise Base45Error(f"character {bad!r} is not base45")
     n = len(vals)
-    if n % 3 == 1:
+    rest = n % 3
+    if rest == 1:
         raise Base45Error("base45 length leaves a dangling character")
-    out = bytearray()
-    for i in range(0, n - 2, 3):
-        v = vals[i] + vals[i + 1] * 45 + vals[i + 2] * 2025
-        if v > 0xFFFF:
-            raise Base45Error("base45 group out of range")
-        out.append(v >> 8)
-        out.append(v & 0xFF)
-    if n % 3 == 2:
+    full = n - rest
+    groups = [a + b * 45 + c * 2025 for a, b, c in zip(vals[0:full:3], vals[1:full:3], vals[2:full:3])]
+    if groups and max(groups) > 0xFFFF:
+        raise Base45Error("base45 group out of range")
+    out = struct.pack(f">{len(groups)}H", *groups)
+    if rest == 2:
         v = vals[-2] + vals[-1] * 45
         if v > 0xFF:
             raise Base45Error("base45 group out of range")
-        out.append(v)
-    return bytes(out)
+        out += bytes((v,))
+    return out

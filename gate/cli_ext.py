@@ -1,4 +1,6 @@
 """Command groups that live beside the code they drive. Each registrar adds
 sub-commands to the ``gate`` parser; their heavy imports stay inside handlers."""
 
-REGISTRARS: list = []
+from gate import demo
+
+REGISTRARS: list = [demo.register]

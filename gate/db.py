@@ -11,14 +11,15 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from gate.errors import LedgerError
 
+if TYPE_CHECKING:  # sqlite_utils pulls in numpy: import it only when migrating
+    import sqlite_utils
 
-def _m001_initial(db: sqlite_utils.Database) -> None:
+
+def _m001_initial(db: "sqlite_utils.Database") -> None:
     db.execute("""CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)""")
     db["keys"].create({
         "kid": str, "event": str, "alg": str, "pub": bytes, "nbf": int, "exp": int,
@@ -67,7 +68,7 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE voided (seq INTEGER PRIMARY KEY, by_seq INTEGER NOT NULL)")
 
 
-MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+MIGRATIONS: list[tuple[str, Callable[["sqlite_utils.Database"], None]]] = [
     ("001_initial", _m001_initial),
 ]
 
@@ -89,13 +90,16 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
-    db = sqlite_utils.Database(conn)
     conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
     done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+    pending = [(name, fn) for name, fn in MIGRATIONS if name not in done]
+    if not pending:
+        return []
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
     applied = []
-    for name, fn in MIGRATIONS:
-        if name in done:
-            continue
+    for name, fn in pending:
         with transaction(conn):
             fn(db)
             conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))

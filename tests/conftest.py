@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("GATE_SHARED", ROOT.parent / "shared"))
+GATE_BIN = Path(sys.executable).with_name("gate")
+
+
+def run_gate(data: Path | None, *args: str, input: str | None = None, check: bool = True,
+             timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `gate` command as an operator would."""
+    cmd = [str(GATE_BIN)] + (["--data", str(data)] if data is not None else []) + list(args)
+    proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def vectors() -> dict:
+    path = SHARED / "vectors" / "gt1-scenarios.json"
+    if not path.exists():
+        pytest.fail(f"conformance vectors not found at {path} (set GATE_SHARED to the shared/ folder)")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def issuer():
+    from crypto.issuer import Issuer
+    return Issuer("evt-test")
+
+
+@pytest.fixture
+def gate(tmp_path, issuer):
+    """A real gate on a real SQLite file, trusting the test issuer."""
+    from gate.appliance import Gate
+    g = Gate.init(tmp_path / "gate", event=issuer.event)
+    g.trust(issuer.keyring())
+    yield g
+    g.close()
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
