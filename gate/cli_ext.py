@@ -1,6 +1,6 @@
 """Command groups that live beside the code they drive. Each registrar adds
 sub-commands to the ``gate`` parser; their heavy imports stay inside handlers."""
 
-from gate import demo
+from gate import demo, run
 
-REGISTRARS: list = [demo.register]
+REGISTRARS: list = [run.register, demo.register]

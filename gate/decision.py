@@ -37,6 +37,9 @@ class Reason(StrEnum):
     FACE_REQUIRED = "FACE_REQUIRED"
     FACE_MISMATCH = "FACE_MISMATCH"
     NO_FACE_ENROLLED = "NO_FACE_ENROLLED"
+    # staff overrides (never returned by decide(); logged with the operator)
+    MANUAL_ADMIT = "MANUAL_ADMIT"
+    MANUAL_DENY = "MANUAL_DENY"
 
 
 class Mode(StrEnum):
@@ -116,7 +119,7 @@ class Decision:
 
     @property
     def accepted(self) -> bool:
-        return self.reason is Reason.ACCEPT
+        return self.reason is Reason.ACCEPT or self.reason is Reason.MANUAL_ADMIT
 
     def to_json(self) -> dict:
         return {

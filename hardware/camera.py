@@ -1,0 +1,133 @@
+"""Camera sources by spec string:
+
+- ``opencv:0`` / ``opencv:/dev/video2`` — a V4L2 device through OpenCV
+- ``video:FILE`` — a video file, ends at its last frame
+- ``images:DIR`` — one frame per image file, in name order, then the source ends
+- ``synthetic`` — renders live wallet codes into frames (demo, dry runs)
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import Callable
+
+from gate.errors import HardwareError
+from hardware.ports import Frame
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
+
+
+class OpenCvCamera:
+    def __init__(self, target: str, *, width: int = 640, height: int = 480, video: bool = False):
+        import cv2
+
+        self._cv2 = cv2
+        src = int(target) if target.isdigit() else target
+        if video and not Path(target).exists():
+            raise HardwareError(f"video file {target} not found")
+        self.cap = cv2.VideoCapture(src)
+        if not self.cap.isOpened():
+            raise HardwareError(
+                f"cannot open camera {target!r}: check the cable, the device path "
+                "(ls /dev/video*) and that no other program holds it")
+        if not video:
+            self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        self.index = 0
+
+    def read(self) -> Frame | None:
+        ok, img = self.cap.read()
+        if not ok:
+            return None
+        self.index += 1
+        return Frame(img, time.monotonic_ns(), self.index)
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class ImageFolderCamera:
+    def __init__(self, folder: str):
+        import cv2
+
+        self._cv2 = cv2
+        root = Path(folder)
+        if not root.is_dir():
+            raise HardwareError(f"images:{folder}: not a directory")
+        self.files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.index = 0
+
+    def read(self) -> Frame | None:
+        while self.index < len(self.files):
+            path = self.files[self.index]
+            self.index += 1
+            img = self._cv2.imread(str(path), self._cv2.IMREAD_UNCHANGED)
+            if img is None:  # unreadable file: skip it, do not stop the lane
+                continue
+            return Frame(img, time.monotonic_ns(), self.index)
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class SyntheticCamera:
+    """Frames of whatever the holder queue shows: ``show(fn)`` queues a holder
+    whose phone draws ``fn(now)`` (a live rotating code) for ``frames`` frames;
+    with nobody queued, frames show the empty lane."""
+
+    def __init__(self, *, width: int = 640, height: int = 480, clock=None, max_idle: int | None = None,
+                 perturb: str = "clean"):
+        from hardware.ports import SystemClock
+
+        self.width, self.height = width, height
+        self.clock = clock or SystemClock()
+        self.queue: collections.deque = collections.deque()
+        self.max_idle = max_idle
+        self.perturb = perturb
+        self.index = 0
+        self._idle = 0
+        self._empty = None
+
+    def show(self, code_at: Callable[[float], str], frames: int = 3) -> None:
+        self.queue.append([code_at, frames])
+
+    def read(self) -> Frame | None:
+        from hardware.synth import phone_frame
+
+        self.index += 1
+        if self.queue:
+            self._idle = 0
+            item = self.queue[0]
+            item[1] -= 1
+            if item[1] <= 0:
+                self.queue.popleft()
+            text = item[0](self.clock.now())
+            img = phone_frame(text, width=self.width, height=self.height, perturb=self.perturb,
+                              seed=self.index)
+        else:
+            self._idle += 1
+            if self.max_idle is not None and self._idle > self.max_idle:
+                return None
+            if self._empty is None:
+                self._empty = phone_frame(None, width=self.width, height=self.height)
+            img = self._empty
+        return Frame(img, time.monotonic_ns(), self.index)
+
+    def close(self) -> None:
+        self.queue.clear()
+
+
+def open_camera(spec: str, **kw):
+    kind, _, arg = spec.partition(":")
+    if kind == "opencv":
+        return OpenCvCamera(arg or "0", **kw)
+    if kind == "video":
+        return OpenCvCamera(arg, video=True)
+    if kind == "images":
+        return ImageFolderCamera(arg)
+    if kind == "synthetic":
+        return SyntheticCamera(max_idle=int(arg) if arg else None)
+    raise HardwareError(f"unknown camera {spec!r}: use opencv:N, video:FILE, images:DIR or synthetic")
