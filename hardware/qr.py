@@ -70,10 +70,12 @@ class FramePipeline:
     still), falling back to the full frame.
     """
 
-    def __init__(self, decoder, *, roi_margin: float = 0.6, repeat_frames: int = 15):
+    def __init__(self, decoder, *, roi_margin: float = 0.5, repeat_frames: int = 15,
+                 roi_max_area: float = 0.5):
         self.decoder = decoder
         self.roi_margin = roi_margin
         self.repeat_frames = repeat_frames
+        self.roi_max_area = roi_max_area  # a crop bigger than this share of the frame does not pay
         self._last_text: str | None = None
         self._last_seen = -10**9
         self._roi: Box | None = None
@@ -90,14 +92,23 @@ class FramePipeline:
             H, W = grey.shape[:2]
             x0, y0 = max(0, x - mx), max(0, y - my)
             x1, y1 = min(W, x + w + mx), min(H, y + h + my)
-            if (x1 - x0) * (y1 - y0) < W * H * 0.7:
+            self._roi = None  # one chance: a miss falls back to full frames from now on
+            if (x1 - x0) * (y1 - y0) < W * H * self.roi_max_area:
                 found = self.decoder.decode(grey[y0:y1, x0:x1])
                 if found:
+                    self._roi = self._box(found, x0, y0)
                     return [(t, None if b is None else (b[0] + x0, b[1] + y0, b[2], b[3]))
                             for t, b in found]
         found = self.decoder.decode(grey)
-        self._roi = found[0][1] if found else None
+        self._roi = self._box(found, 0, 0)
         return found
+
+    @staticmethod
+    def _box(found, dx: int, dy: int) -> Box | None:
+        if not found or found[0][1] is None:
+            return None
+        x, y, w, h = found[0][1]
+        return (x + dx, y + dy, w, h)
 
     def process(self, image, index: int) -> list[str]:
         """New QR texts in this frame (already-seen ones suppressed)."""
