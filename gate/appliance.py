@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import sqlite3
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -103,10 +104,33 @@ class Gate:
         row = conn.execute("SELECT value FROM settings WHERE key = 'config'").fetchone()
         if row is None:
             raise ConfigError(f"{data_dir} has no lane configuration: run 'gate --data {data_dir} init'")
-        return cls(data_dir, conn, GateConfig.from_json(json.loads(row[0])))
+        gate = cls(data_dir, conn, GateConfig.from_json(json.loads(row[0])))
+        gate.enforce_retention(time.time())
+        return gate
 
     def close(self) -> None:
         self.conn.close()
+
+    # ------------------------------------------------------------ biometrics
+
+    def retention_until(self) -> float | None:
+        row = self.conn.execute(
+            "SELECT value FROM settings WHERE key = 'biometric_retention_until'").fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_retention(self, until: float) -> None:
+        with transaction(self.conn):
+            self.conn.execute("INSERT OR REPLACE INTO settings VALUES ('biometric_retention_until', ?)",
+                              (json.dumps(until),))
+
+    def enforce_retention(self, now: float) -> int:
+        """Delete all templates once the event's retention deadline has passed."""
+        until = self.retention_until()
+        if until is None or now < until:
+            return 0
+        if not self.conn.execute("SELECT 1 FROM tickets WHERE face_template IS NOT NULL LIMIT 1").fetchone():
+            return 0
+        return ledger.wipe_biometrics(self.conn)
 
     def save_config(self, config: GateConfig) -> None:
         with transaction(self.conn):

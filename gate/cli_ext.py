@@ -1,6 +1,6 @@
 """Command groups that live beside the code they drive. Each registrar adds
 sub-commands to the ``gate`` parser; their heavy imports stay inside handlers."""
 
-from gate import demo, run
+from gate import demo, facecli, run
 
-REGISTRARS: list = [run.register, demo.register]
+REGISTRARS: list = [run.register, facecli.register, demo.register]

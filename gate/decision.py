@@ -99,6 +99,7 @@ class FaceCapture:
     face was found in time."""
 
     encoding: Sequence[float] | None
+    detail: str = ""  # why there is no encoding (no face, two faces, liveness)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +241,7 @@ def decide(
         if template is None:
             return verdict(Reason.NO_FACE_ENROLLED)
         if face is None or face.encoding is None:
-            return verdict(Reason.FACE_REQUIRED)
+            return verdict(Reason.FACE_REQUIRED, detail=face.detail if face else "no face captured")
         distance = round(face_distance(template, face.encoding), 4)
         if distance > lane.face_tolerance:
             return verdict(Reason.FACE_MISMATCH, distance=distance)

@@ -290,6 +290,28 @@ class SqliteLedgerView:
             return None  # a template we cannot open is no template
 
 
+def enroll_face(conn: sqlite3.Connection, ticket_id: str, encoding: Sequence[float],
+                data_key: bytes) -> None:
+    """Store a holder's template (encrypted) and bind the ticket to that face."""
+    blob = seal(data_key, encode_template(encoding), ticket_id.encode())
+    with transaction(conn):
+        cur = conn.execute("UPDATE tickets SET face_template = ?, face_required = 1 WHERE ticket_id = ?",
+                           (blob, ticket_id))
+        if cur.rowcount != 1:
+            raise LedgerError(f"ticket {ticket_id} is not in the ledger: import or sync the tickets first")
+
+
+def wipe_biometrics(conn: sqlite3.Connection) -> int:
+    """Delete every face template, and scrub them from free pages and the WAL."""
+    conn.execute("PRAGMA secure_delete = ON")
+    with transaction(conn):
+        n = conn.execute("UPDATE tickets SET face_template = NULL WHERE face_template IS NOT NULL").rowcount
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return n
+
+
 def stats(conn: sqlite3.Connection) -> dict:
     q = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
     by_status = dict(conn.execute("SELECT status, count(*) FROM tickets GROUP BY status"))

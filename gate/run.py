@@ -22,7 +22,7 @@ def build_lane(gate, args, *, clock=None):
     face = None
     if getattr(args, "face_camera", None):
         from hardware.face import FaceSource
-        face = FaceSource.from_spec(args.face_camera, tolerance=gate.policy.face_tolerance)
+        face = FaceSource.from_spec(args.face_camera, liveness=getattr(args, "face_liveness", False))
     return Lane(gate, relay=open_relay(args.relay), sensor=open_sensor(args.sensor),
                 clock=clock or SystemClock(), face=face, pulse_ms=args.pulse_ms)
 
@@ -222,6 +222,8 @@ def register(sub) -> None:
     p.add_argument("--passage-timeout", type=float, metavar="S",
                    help="seconds to wait for a passage before rolling back (default 5)")
     p.add_argument("--face-camera", metavar="SPEC", help="camera for face capture on face-bound tickets")
+    p.add_argument("--face-liveness", action="store_true",
+                   help="also require head movement across face frames (see README: what it does not stop)")
     p.add_argument("--central", metavar="URL", help="sync with this central server in the background")
     p.add_argument("--tui", action="store_true", help="show the staff terminal UI")
     p.set_defaults(func=cmd_run)
