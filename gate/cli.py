@@ -65,7 +65,8 @@ def cmd_init(args) -> int:
           f"{p.mode.value}" + (f", zones {','.join(p.zones)}" if p.zones else "")
           + (", rotating codes only" if p.require_rotating else "")
           + (", listed tickets only" if p.require_listed else ""))
-    print(f"next: gate --data {args.data} keys trust RING.json, then ledger import TICKETS.jsonl")
+    print(f"next: gate --data {args.data} sync --central URL --enroll CODE, or without a central: "
+          f"keys trust RING.json, then ledger import TICKETS.jsonl")
     return 0
 
 

@@ -68,8 +68,22 @@ def _m001_initial(db: "sqlite_utils.Database") -> None:
     db.execute("CREATE TABLE voided (seq INTEGER PRIMARY KEY, by_seq INTEGER NOT NULL)")
 
 
+def _m002_sync(db: "sqlite_utils.Database") -> None:
+    db.execute("ALTER TABLE usage ADD COLUMN last_ts_ms INTEGER")
+    # admissions recorded by other gates (sync feed), for cross-gate duplicate detection
+    db.execute("""
+        CREATE TABLE remote_admissions (
+            device_id TEXT NOT NULL, seq INTEGER NOT NULL, ticket_id TEXT NOT NULL,
+            mode TEXT NOT NULL, consumes INTEGER NOT NULL, ts_ms INTEGER,
+            voided INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (device_id, seq)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE INDEX remote_ticket ON remote_admissions(ticket_id)")
+
+
 MIGRATIONS: list[tuple[str, Callable[["sqlite_utils.Database"], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_sync", _m002_sync),
 ]
 
 

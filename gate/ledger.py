@@ -268,11 +268,22 @@ class SqliteLedgerView:
         return TicketRecord(ticket_id, v, st, ent, bool(rex), zone, bool(fce), tier, holder)
 
     def usage(self, ticket_id: str) -> Usage:
+        """This gate's accepted history, plus what other gates reported through sync."""
         row = self.conn.execute(
-            "SELECT admissions, last_kind FROM usage WHERE ticket_id = ?", (ticket_id,)).fetchone()
-        if row is None:
+            "SELECT admissions, last_kind, last_ts_ms FROM usage WHERE ticket_id = ?", (ticket_id,)).fetchone()
+        admissions, last_kind, last_ts = row if row else (0, None, None)
+        remote = self.conn.execute(
+            "SELECT count(*) FILTER (WHERE consumes = 1 AND mode = 'entry'), max(ts_ms)"
+            " FROM remote_admissions WHERE ticket_id = ? AND voided = 0", (ticket_id,)).fetchone()
+        if remote[1] is not None:
+            admissions += remote[0]
+            if last_ts is None or remote[1] > last_ts:
+                last_kind = self.conn.execute(
+                    "SELECT mode FROM remote_admissions WHERE ticket_id = ? AND voided = 0 AND ts_ms = ?",
+                    (ticket_id, remote[1])).fetchone()[0]
+        if last_kind is None and admissions == 0:
             return NO_USAGE
-        return Usage(row[0], Mode(row[1]) if row[1] else None)
+        return Usage(admissions, Mode(last_kind) if last_kind else None)
 
     def step_accepted(self, ticket_id: str, step: int) -> bool:
         return self.conn.execute(

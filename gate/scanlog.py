@@ -91,10 +91,10 @@ def append(conn: sqlite3.Connection, record: dict) -> Entry:
 def _apply_accept(conn: sqlite3.Connection, rec: dict) -> None:
     tid = rec["ticket_id"]
     conn.execute(
-        "INSERT INTO usage (ticket_id, admissions, last_kind) VALUES (?, ?, ?)"
+        "INSERT INTO usage (ticket_id, admissions, last_kind, last_ts_ms) VALUES (?, ?, ?, ?)"
         " ON CONFLICT(ticket_id) DO UPDATE SET admissions = admissions + excluded.admissions,"
-        " last_kind = excluded.last_kind",
-        (tid, 1 if rec.get("consumes") else 0, rec["mode"]),
+        " last_kind = excluded.last_kind, last_ts_ms = excluded.last_ts_ms",
+        (tid, 1 if rec.get("consumes") else 0, rec["mode"], rec.get("ts_ms")),
     )
     if rec.get("step") is not None:
         conn.execute("INSERT OR IGNORE INTO steps VALUES (?, ?)", (tid, rec["step"]))
@@ -114,19 +114,20 @@ def _apply_rollback(conn: sqlite3.Connection, rec: dict) -> None:
 
 def rebuild_usage(conn: sqlite3.Connection, ticket_id: str) -> None:
     """Recompute one ticket's usage and accepted steps from the log itself."""
-    admissions, last_kind, steps = 0, None, set()
+    admissions, last_kind, last_ts, steps = 0, None, None, set()
     for (data,) in conn.execute(
         "SELECT record FROM scans WHERE ticket_id = ? AND accepted = 1"
         " AND seq NOT IN (SELECT seq FROM voided) ORDER BY seq", (ticket_id,)):
         rec = cbor2.loads(data)
         admissions += 1 if rec.get("consumes") else 0
-        last_kind = rec["mode"]
+        last_kind, last_ts = rec["mode"], rec.get("ts_ms")
         if rec.get("step") is not None:
             steps.add(rec["step"])
     conn.execute("DELETE FROM usage WHERE ticket_id = ?", (ticket_id,))
     conn.execute("DELETE FROM steps WHERE ticket_id = ?", (ticket_id,))
     if last_kind is not None:
-        conn.execute("INSERT INTO usage VALUES (?, ?, ?)", (ticket_id, admissions, last_kind))
+        conn.execute("INSERT INTO usage (ticket_id, admissions, last_kind, last_ts_ms) VALUES (?, ?, ?, ?)",
+                     (ticket_id, admissions, last_kind, last_ts))
     conn.executemany("INSERT INTO steps VALUES (?, ?)", [(ticket_id, s) for s in steps])
 
 

@@ -1,0 +1,135 @@
+"""The reference central server: DESIGN §6 over HTTP+JSON (FastAPI), backed by
+:class:`sync.central_store.CentralStore`. ``/openapi.json`` documents it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from sync.central_store import CentralError, CentralStore
+from sync.reconcile import build_report, render_text
+
+MAX_PAGE = 5000
+
+
+def _json(obj, status: int = 200) -> Response:
+    return Response(json.dumps(obj, separators=(",", ":")), status_code=status,
+                    media_type="application/json")
+
+
+def create_app(store: CentralStore) -> FastAPI:
+    app = FastAPI(title="Gate central (reference)", version="1",
+                  description="Sync protocol of DESIGN §6: devices, key rings, ticket deltas, scans, "
+                              "admissions and reconciliation.")
+
+    @app.exception_handler(CentralError)
+    def _central_error(request: Request, exc: CentralError):
+        return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status)
+
+    def device(request: Request, event: str | None = None) -> tuple[str, str, bytes]:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            raise CentralError(401, "missing bearer token")
+        device_id, dev_event, pub = store.device_for_token(auth[7:].strip())
+        if event is not None and event != dev_event:
+            raise CentralError(403, f"this device is enrolled for event {dev_event!r}")
+        return device_id, dev_event, pub
+
+    def page_args(request: Request, default: int = 1000) -> tuple[int, int]:
+        try:
+            cursor = int(request.query_params.get("cursor") or 0)
+            limit = min(MAX_PAGE, max(1, int(request.query_params.get("limit") or default)))
+        except ValueError:
+            raise CentralError(400, "cursor and limit must be integers") from None
+        return cursor, limit
+
+    @app.post("/v1/devices")
+    async def register(request: Request):
+        try:
+            body = json.loads(await request.body())
+            pub = base64.urlsafe_b64decode(body["public_key"] + "=" * (-len(body["public_key"]) % 4))
+            code, device_id = str(body["enrolment_code"]), str(body["device_id"])
+        except (ValueError, KeyError, TypeError):
+            raise CentralError(400, "body needs enrolment_code, device_id, public_key (base64url)") from None
+        return _json(store.register(code, device_id, pub), 201)
+
+    @app.get("/v1/time")
+    def server_time():
+        return _json({"time": time.time()})
+
+    @app.get("/v1/events/{event}/keyring")
+    def keyring(event: str, request: Request):
+        device(request, event)
+        return _json(store.keyring(event))
+
+    @app.get("/v1/events/{event}/tickets")
+    def tickets(event: str, request: Request):
+        device(request, event)
+        cursor, limit = page_args(request)
+        items, nxt, more = store.ticket_page(event, cursor, limit)
+        return _json({"items": items, "cursor": str(nxt), "more": more})
+
+    @app.post("/v1/events/{event}/scans")
+    async def scans(event: str, request: Request):
+        device_id, _, pub = device(request, event)
+        try:
+            batch = json.loads(await request.body())
+        except ValueError:
+            raise CentralError(400, "body is not JSON") from None
+        if not isinstance(batch, dict):
+            raise CentralError(400, "body must be a JSON object")
+        return _json(store.store_scans(event, device_id, pub, batch))
+
+    @app.get("/v1/events/{event}/admissions")
+    def admissions(event: str, request: Request):
+        device(request, event)
+        cursor, limit = page_args(request)
+        items, nxt, more = store.admissions(event, cursor, limit)
+        return _json({"items": items, "cursor": str(nxt), "more": more})
+
+    @app.get("/v1/events/{event}/reconciliation")
+    def reconciliation(event: str, request: Request):
+        device(request, event)
+        rep = build_report(store, event)
+        if request.query_params.get("format") == "text":
+            return PlainTextResponse(render_text(rep))
+        return _json(rep)
+
+    return app
+
+
+class ServerThread:
+    """Run the app with uvicorn in a background thread (tests, demo)."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import socket
+        import threading
+
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.host, self.port = self.sock.getsockname()
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+        self.sock.close()

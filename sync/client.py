@@ -1,0 +1,316 @@
+"""The gate's side of the sync protocol (DESIGN §6): an HTTP client with
+timeouts, a retry policy value object, and one sync pass that pulls keys,
+ticket deltas and other gates' admissions, and pushes the scan log outbox.
+
+Nothing a server says is trusted blindly: every response is shape-checked and
+every ticket validated exactly like a file import; a page that fails is not
+applied and its cursor is not advanced. Scans leave the outbox only when the
+server acknowledged them (``stored_through``); the local log itself is kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from crypto.keyring import b64url_encode
+from crypto.sealed import load_or_create_ed25519, write_secret
+from gate import ledger, scanlog
+from gate.db import transaction
+from gate.errors import LedgerError, SyncError
+from sync.central_store import head_message
+
+TIMEOUT = (3.05, 15)  # connect, read
+TICKET_PAGE = 1000
+UPLOAD_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; computes delays, never sleeps."""
+
+    base_s: float = 1.0
+    cap_s: float = 60.0
+    jitter: float = 0.2
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        if failures <= 0:
+            return 0.0
+        d = min(self.cap_s, self.base_s * 2 ** (failures - 1))
+        r = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, d * (1 + r))
+
+    @staticmethod
+    def retryable_status(status: int) -> bool:
+        return status >= 500 or status in (408, 409, 425, 429)
+
+
+class ApiError(SyncError):
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
+                 body: dict | None = None):
+        super().__init__(message)
+        self.status, self.retryable, self.body = status, retryable, body or {}
+
+
+class CentralClient:
+    def __init__(self, base_url: str, token: str | None = None, *, timeout=TIMEOUT,
+                 session: requests.Session | None = None):
+        self.base = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    def _call(self, method: str, path: str, *, body=None, params=None) -> dict:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            resp = self.session.request(method, self.base + path, params=params, headers=headers,
+                                        data=None if body is None else json.dumps(body),
+                                        timeout=self.timeout)
+            data = resp.content
+        except requests.Timeout:
+            raise ApiError(f"central did not answer within {self.timeout[1]} s ({path})") from None
+        except requests.RequestException as exc:
+            raise ApiError(f"cannot reach central at {self.base}: {type(exc).__name__}") from None
+        try:
+            doc = json.loads(data) if data else {}
+        except ValueError:
+            doc = None
+        if resp.status_code == 401:
+            raise ApiError("central refused this device's token (unknown or revoked): re-enrol with "
+                           "'gate sync --central URL --enroll CODE'", status=401, retryable=False)
+        if resp.status_code >= 400:
+            msg = doc.get("error") if isinstance(doc, dict) else None
+            raise ApiError(f"central answered {resp.status_code} on {path}: {msg or 'no details'}",
+                           status=resp.status_code, retryable=RetryPolicy.retryable_status(resp.status_code),
+                           body=doc if isinstance(doc, dict) else None)
+        if not isinstance(doc, dict):
+            raise ApiError(f"central sent a malformed answer on {path} (not a JSON object)")
+        return doc
+
+    def register(self, code: str, device_id: str, public_key: bytes) -> dict:
+        return self._call("POST", "/v1/devices", body={
+            "enrolment_code": code, "device_id": device_id, "public_key": b64url_encode(public_key)})
+
+    def time(self) -> float:
+        t = self._call("GET", "/v1/time").get("time")
+        if not isinstance(t, (int, float)):
+            raise ApiError("central sent a malformed time")
+        return float(t)
+
+    def keyring(self, event: str) -> dict:
+        return self._call("GET", f"/v1/events/{event}/keyring")
+
+    def page(self, path: str, cursor: str, limit: int) -> tuple[list, str, bool]:
+        doc = self._call("GET", path, params={"cursor": cursor, "limit": limit})
+        items, nxt, more = doc.get("items"), doc.get("cursor"), doc.get("more")
+        if not isinstance(items, list) or not isinstance(nxt, str) or not isinstance(more, bool):
+            raise ApiError(f"central sent a malformed page on {path}")
+        return items, nxt, more
+
+    def upload(self, event: str, batch: dict) -> dict:
+        return self._call("POST", f"/v1/events/{event}/scans", body=batch)
+
+
+# ------------------------------------------------------------------ device side
+
+
+def token_path(gate) -> Path:
+    return gate.data_dir / "keys" / "token"
+
+
+def _setting(conn, key: str, default=None):
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+    return default if row is None else json.loads(row[0])
+
+
+def _set(conn, key: str, value) -> None:
+    conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
+
+
+def enroll(gate, central_url: str, code: str) -> str:
+    """First contact: register the device key with a one-time code; store the token 0600."""
+    from crypto import gt1
+
+    device_key = load_or_create_ed25519(gate.data_dir / "keys" / "device.key")
+    client = CentralClient(central_url)
+    doc = client.register(code, gate.config.device_id, gt1.raw_public(device_key))
+    token, event = doc.get("token"), doc.get("event")
+    if not isinstance(token, str) or not token:
+        raise SyncError("central did not return a device token")
+    if event != gate.policy.event:
+        raise SyncError(f"that enrolment code is for event {event!r}; this gate admits to {gate.policy.event!r}")
+    write_secret(token_path(gate), token.encode())
+    with transaction(gate.conn):
+        _set(gate.conn, "sync.central", central_url)
+    return token
+
+
+def client_for(gate, central_url: str | None = None) -> CentralClient:
+    url = central_url or _setting(gate.conn, "sync.central")
+    path = token_path(gate)
+    if not url or not path.exists():
+        raise SyncError("this gate is not enrolled: run 'gate --data DIR sync --central URL --enroll CODE'")
+    return CentralClient(url, path.read_text().strip())
+
+
+@dataclass
+class SyncReport:
+    keys: int = 0
+    tickets: int = 0
+    uploaded: int = 0
+    admissions: int = 0
+    clock_offset_s: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "keys": self.keys, "tickets": self.tickets, "uploaded": self.uploaded,
+                "admissions": self.admissions, "clock_offset_s": self.clock_offset_s, "errors": self.errors}
+
+
+def outbox_length(gate) -> int:
+    head, _ = scanlog.head(gate.conn)
+    return head - _setting(gate.conn, "sync.uploaded_through", 0)
+
+
+def pull_keys(gate, client: CentralClient) -> int:
+    doc = client.keyring(gate.policy.event)
+    try:
+        return len(gate.trust(doc))
+    except (ValueError, LedgerError) as exc:  # an invalid ring, or one for another event
+        raise ApiError(f"central sent an invalid key ring: {exc}") from None
+
+
+def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progress=None) -> int:
+    total = 0
+    path = f"/v1/events/{gate.policy.event}/tickets"
+    while True:
+        cursor = _setting(gate.conn, "sync.tickets_cursor", "")
+        items, nxt, more = client.page(path, cursor, page)
+        rows = []
+        for i, item in enumerate(items):
+            try:
+                rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key))
+            except ValueError as exc:
+                raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
+                               f"{cursor!r}): {exc}; page not applied") from None
+        with transaction(gate.conn):
+            gate.conn.executemany(ledger._UPSERT, rows)
+            _set(gate.conn, "sync.tickets_cursor", nxt)
+            _set(gate.conn, "ledger_imported_at", time.time())
+        total += len(rows)
+        if progress:
+            progress(total)
+        if not more or not items:
+            return total
+
+
+def push_scans(gate, client: CentralClient, *, batch_size: int = UPLOAD_BATCH) -> int:
+    device_key = load_or_create_ed25519(gate.data_dir / "keys" / "device.key")
+    sent = 0
+    while True:
+        through = _setting(gate.conn, "sync.uploaded_through", 0)
+        rows = gate.conn.execute("SELECT seq, record, hash FROM scans WHERE seq > ? ORDER BY seq LIMIT ?",
+                                 (through, batch_size)).fetchall()
+        if not rows:
+            return sent
+        last_seq, last_hash = rows[-1][0], rows[-1][2]
+        batch = {
+            "device_id": gate.config.device_id, "from_seq": rows[0][0],
+            "records": [base64.b64encode(r[1]).decode() for r in rows],
+            "head_hash": last_hash.hex(),
+            "head_sig": base64.b64encode(device_key.sign(
+                head_message(gate.config.device_id, last_seq, last_hash))).decode(),
+        }
+        try:
+            ack = client.upload(gate.policy.event, batch).get("stored_through")
+        except ApiError as exc:
+            stored = exc.body.get("stored_through")
+            if exc.status == 409 and isinstance(stored, int) and 0 <= stored < through:
+                with transaction(gate.conn):  # central lost some of ours: send them again
+                    _set(gate.conn, "sync.uploaded_through", stored)
+                continue
+            raise
+        if not isinstance(ack, int) or not rows[0][0] - 1 <= ack <= last_seq:
+            raise ApiError(f"central acknowledged an impossible seq {ack!r} for {rows[0][0]}-{last_seq}")
+        with transaction(gate.conn):
+            _set(gate.conn, "sync.uploaded_through", ack)
+        sent += ack - through
+        if ack < last_seq:
+            return sent
+
+
+def pull_admissions(gate, client: CentralClient) -> int:
+    total = 0
+    path = f"/v1/events/{gate.policy.event}/admissions"
+    me = gate.config.device_id
+    while True:
+        cursor = _setting(gate.conn, "sync.admissions_cursor", "")
+        items, nxt, more = client.page(path, cursor, 5000)
+        admits, voids = [], []
+        for it in items:
+            if not isinstance(it, dict) or not isinstance(it.get("device_id"), str) \
+                    or not isinstance(it.get("seq"), int):
+                raise ApiError("central sent a malformed admission; page not applied")
+            if it["device_id"] == me:
+                continue
+            if it.get("kind") == "rollback":
+                if isinstance(it.get("ref"), int):
+                    voids.append((it["device_id"], it["ref"]))
+            elif isinstance(it.get("ticket_id"), str) and it.get("mode") in ("entry", "exit"):
+                admits.append((it["device_id"], it["seq"], it["ticket_id"], it["mode"],
+                               int(bool(it.get("consumes"))), it.get("ts_ms")))
+        with transaction(gate.conn):
+            gate.conn.executemany("INSERT OR IGNORE INTO remote_admissions (device_id, seq, ticket_id, mode,"
+                                  " consumes, ts_ms) VALUES (?,?,?,?,?,?)", admits)
+            gate.conn.executemany("UPDATE remote_admissions SET voided = 1 WHERE device_id = ? AND seq = ?", voids)
+            _set(gate.conn, "sync.admissions_cursor", nxt)
+        total += len(admits)
+        if not more or not items:
+            return total
+
+
+def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncReport:
+    """One pass. Each step is tried even when an earlier one failed, so an
+    upload still happens when a ticket page is bad, and vice versa."""
+    rep = SyncReport()
+    steps = [("time", lambda: setattr(rep, "clock_offset_s", round(client.time() - (now or time.time()), 3))),
+             ("keys", lambda: setattr(rep, "keys", pull_keys(gate, client))),
+             ("tickets", lambda: setattr(rep, "tickets", pull_tickets(gate, client))),
+             ("upload", lambda: setattr(rep, "uploaded", push_scans(gate, client))),
+             ("admissions", lambda: setattr(rep, "admissions", pull_admissions(gate, client)))]
+    for name, fn in steps:
+        try:
+            fn()
+        except ApiError as exc:
+            rep.errors.append(f"{name}: {exc}")
+            if exc.status is None and name == "time":  # unreachable: do not try the rest now
+                break
+    gate.enforce_retention(time.time())
+    with transaction(gate.conn):
+        _set(gate.conn, "sync.last_attempt", time.time())
+        if rep.ok:
+            _set(gate.conn, "sync.last_ok", time.time())
+    return rep
+
+
+def status(gate) -> dict:
+    return {
+        "central": _setting(gate.conn, "sync.central"),
+        "enrolled": token_path(gate).exists(),
+        "last_ok": _setting(gate.conn, "sync.last_ok"),
+        "last_attempt": _setting(gate.conn, "sync.last_attempt"),
+        "outbox": outbox_length(gate),
+        "ledger_updated": _setting(gate.conn, "ledger_imported_at"),
+    }
