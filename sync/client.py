@@ -27,7 +27,7 @@ from gate.errors import LedgerError, SyncError
 from sync.central_store import head_message
 
 TIMEOUT = (3.05, 15)  # connect, read
-TICKET_PAGE = 1000
+TICKET_PAGE = 5000
 UPLOAD_BATCH = 2000
 
 
