@@ -3,5 +3,6 @@ sub-commands to the ``gate`` parser; their heavy imports stay inside handlers.""
 
 from gate import demo, facecli, run
 from sync import cli as sync_cli
+from tui import pins
 
-REGISTRARS: list = [run.register, facecli.register, sync_cli.register, demo.register]
+REGISTRARS: list = [run.register, facecli.register, sync_cli.register, pins.register, demo.register]

@@ -1,120 +1,291 @@
-"""``gate demo``: the product on its embedded simulated default.
+"""``gate demo``: the whole product on its embedded simulated default.
 
-Mints an event's tickets and wallets, sets up a gate in a scratch directory,
-and replays a realistic mix at the lane: valid rotating codes, a screenshot
-replayed later, a revoked ticket, a code from before a transfer, a wrong-event
-ticket, paper codes, a forged code. Prints each verdict and a summary.
+Starts the reference central on 127.0.0.1, issues an event's tickets with
+wallets, provisions two simulated lanes, and streams synthetic camera frames
+(real QR images, decoded by zxing-cpp) with a realistic crowd: live rotating
+codes, a screenshot replayed later, a refunded ticket, the seller's code after a
+transfer, a ticket for another day, a face-bound ticket shown by an impostor and
+then by its holder, a holder who turns back at the turnstile. Midway the venue
+network goes down: a photocopied paper ticket gets in at both lanes. The
+network comes back, the gates sync, and central's reconciliation finds the
+double admission. On a terminal the staff UI shows lane north-1; with
+``--headless`` the story and the summary are printed.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from crypto.issuer import Issuer, ticket_record
-from gate import ledger, scanlog
-from gate.appliance import Gate
-from gate.decision import Decision, Mode
+ASSETS = Path(__file__).resolve().parent / "assets" / "faces"
+EVENT = "evt-demo-arena"
 
-T0 = 1_807_283_662  # a fixed, reproducible doors-open time
+
+class DemoClock:
+    """Simulated time: the story runs in seconds but spans the evening."""
+
+    def __init__(self, start: float):
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
 
 
 @dataclass
-class Scan:
+class Step:
+    lane: int  # 0 = north-1, 1 = north-2
     story: str
-    qr: str
-    at: float
-    mode: Mode | None = None
+    code: Callable[[float], str] | None = None
+    face: str | None = None  # photo the face camera sees
+    before: Callable[[], None] | None = None
+    passes: bool = True
+    advance: float = 20.0
 
 
-def build_event(workdir: Path, *, tickets: int = 40) -> tuple[Issuer, list, Path, Path]:
-    issuer = Issuer("evt-demo-arena")
-    wallets = [issuer.mint(rotating=True) for _ in range(tickets)]
-    records = [ticket_record(w, holder=f"Holder {i:03d}", tier="GA" if i % 4 else "VIP")
-               for i, w in enumerate(wallets)]
-    ring = workdir / "keyring.json"
-    ring.write_text(json.dumps(issuer.keyring()))
-    tickets_file = workdir / "tickets.jsonl"
-    tickets_file.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return issuer, wallets, ring, tickets_file
+@dataclass
+class Demo:
+    work: Path
+    out: Callable[[str], None] = print
+    clock: DemoClock = field(default_factory=lambda: DemoClock(time.time()))
+    counts: Counter = field(default_factory=Counter)
+    online: bool = True
 
+    # ------------------------------------------------------------- setup
 
-def script(issuer: Issuer, wallets: list, tickets_file: Path) -> list[Scan]:
-    """The lane's morning, in order. Mutates the ticket file for revocation/transfer."""
-    revoked, transferred = wallets[5], wallets[6]
-    new_holder = issuer.mint(ticket_id=bytes.fromhex(transferred.ticket_id), version=2)
-    records = [json.loads(line) for line in tickets_file.read_text().splitlines()]
-    for r in records:
-        if r["ticket_id"] == revoked.ticket_id:
-            r["status"] = "revoked"
-        if r["ticket_id"] == transferred.ticket_id:
-            r["version"] = 2
-    tickets_file.write_text("".join(json.dumps(r) + "\n" for r in records))
-    other_event = Issuer("evt-other-show", keys=issuer.keys).mint()
-    paper = issuer.mint(rotating=False)
-    forged = Issuer(issuer.event).mint()  # right event, wrong (unknown) issuer key
-    screenshot = wallets[0].code(T0 + 5)
+    def setup(self) -> None:
+        from crypto import gt1
+        from crypto.issuer import Wallet
+        from gate.appliance import Gate
+        from gate.lane import Lane
+        from hardware.camera import PhotoCamera, SyntheticCamera
+        from hardware.face import FaceEngine, FaceSource, encoding_from_photo
+        from hardware.qr import FramePipeline, make_decoder
+        from hardware.relay import SimRelay
+        from hardware.sensor import SimSensor
+        from sync import client as sc
+        from sync.central_app import ServerThread, create_app
+        from sync.central_store import CentralStore
+        from gate.ledger import encode_template
 
-    scans = [Scan(f"holder {i} shows a live rotating code", wallets[i].code(T0 + 10 * i), T0 + 10 * i)
-             for i in range(5)]
-    scans += [
-        Scan("a screenshot of holder 0's code, shown 2 minutes later", screenshot, T0 + 125),
-        Scan("holder 0 tries again with a live code", wallets[0].code(T0 + 140), T0 + 140),
-        Scan("a refunded (revoked) ticket", revoked.code(T0 + 150), T0 + 150),
-        Scan("the seller's live code after selling the ticket on", transferred.code(T0 + 160), T0 + 160),
-        Scan("the new owner's code after the transfer", new_holder.code(T0 + 170), T0 + 170),
-        Scan("a ticket for another event", other_event.code(T0 + 180), T0 + 180),
-        Scan("a paper ticket sold after the last sync", paper.code(T0 + 190), T0 + 190),
-        Scan("a forged code signed with an unknown key", forged.code(T0 + 200), T0 + 200),
-        Scan("a torn, unreadable code", "GT1:THIS-IS-NOT-A-CODE", T0 + 210),
-        Scan("holder 1 leaves through the exit", wallets[1].code(T0 + 600), T0 + 600, Mode.EXIT),
-    ]
-    scans += [Scan(f"holder {i} shows a live rotating code", wallets[i].code(T0 + 700 + 5 * i),
-                   T0 + 700 + 5 * i) for i in range(7, 12)]
-    return scans
+        self.sc = sc
+        self.store = CentralStore(self.work / "central")
+        self.store.create_event(EVENT)
+        self.server = ServerThread(create_app(self.store)).start()
+        wallets = self.work / "wallets"
+        self.w = [Wallet.load(m["file"]) for m in self.store.issue(EVENT, count=20, out=wallets)]
+        self.paper = Wallet.load(self.store.issue(EVENT, count=1, out=wallets, rotating=False)[0]["file"])
+        template = encode_template(encoding_from_photo(ASSETS / "obama1.jpg"))
+        self.face_ticket = Wallet.load(self.store.issue(EVENT, count=1, out=wallets, face_template=template,
+                                                        tier="VIP")[0]["file"])
+        self.tomorrow = Wallet(self.w[0].ticket_id, "evt-demo-arena-day2",
+                               gt1.issue(self.store.signing_key(EVENT), ticket_id=bytes(16), event="evt-demo-arena-day2"))
+        self.out(f"central  http://127.0.0.1:{self.server.port}  event {EVENT}: "
+                 f"{len(self.w) + 2} tickets issued (rotating, paper, face-bound)")
+        self.gates, self.lanes, self.cams, self.pipes = [], [], [], []
+        engine = FaceEngine()
+        self.face_cam = [PhotoCamera(), PhotoCamera()]
+        for i, name in enumerate(("north-1", "north-2")):
+            g = Gate.init(self.work / name, event=EVENT, lane=name)
+            sc.enroll(g, self.server.url, self.store.enrol_code(EVENT))
+            lane = Lane(g, relay=SimRelay(), sensor=SimSensor(1.0), clock=self.clock,
+                        face=FaceSource(self.face_cam[i], engine, max_frames=2))
+            lane.observers.append(self._print_event)
+            self.gates.append(g)
+            self.lanes.append(lane)
+            self.cams.append(SyntheticCamera(clock=self.clock, max_idle=1))
+            self.pipes.append(FramePipeline(make_decoder("zxing")))
+        self.sync_all("doors open: both lanes sync")
+
+    def close(self) -> None:
+        for g in self.gates:
+            g.close()
+        self.server.stop()
+        self.store.close()
+
+    # ------------------------------------------------------------- actions
+
+    def client(self, g):
+        if self.online:
+            return self.sc.client_for(g)
+        return self.sc.CentralClient("http://127.0.0.1:9", self.sc.token_path(g).read_text(), timeout=(0.5, 0.5))
+
+    def sync_all(self, why: str) -> None:
+        results = []
+        for g in self.gates:
+            rep = self.sc.sync_once(g, self.client(g), now=self.clock.now())
+            results.append("ok" if rep.ok else "OFFLINE")
+        self.out(f"  sync   {why}: " + ", ".join(f"{g.policy.lane} {r}" for g, r in zip(self.gates, results)))
+
+    def _print_event(self, ev) -> None:
+        d = ev.decision
+        self.counts[d.reason.value] += 1
+        mark = "ADMIT " if d.accepted and ev.outcome != "rolled_back" else "REJECT"
+        if ev.outcome == "rolled_back":
+            mark = "BACK  "
+        extra = f" face {d.face_distance:.2f}" if d.face_distance is not None else ""
+        self._last = f"{mark} {d.reason.value:<14}{extra}"
+
+    def show(self, step: Step) -> str:
+        lane = self.lanes[step.lane]
+        if step.face is not None:
+            self.face_cam[step.lane].path = str(ASSETS / step.face)
+        lane.sensor.script = [step.passes]
+        self._last = "(no code seen)"
+        if step.code is not None:
+            cam, pipe = self.cams[step.lane], self.pipes[step.lane]
+            cam.show(step.code, frames=2)
+            while True:
+                frame = cam.read()
+                if frame is None:
+                    break
+                for text in pipe.process(frame.image, frame.index):
+                    lane.submit(text, frame.captured_ns)
+            cam._idle = 0
+        return self._last
+
+    # ------------------------------------------------------------- story
+
+    def story(self) -> list[Step]:
+        w, c = self.w, self.clock
+        screenshot = {}
+        steps = [Step(i % 2, f"holder {i} shows a live rotating code", w[i].code) for i in range(6)]
+        steps[1].before = lambda: screenshot.setdefault("code", w[1].code(c.now()))
+        steps += [
+            Step(0, "holder 6 turns back at the turnstile (no passage: rolled back)", w[6].code, passes=False),
+            Step(0, "holder 6 comes back and goes through", w[6].code),
+            Step(1, "a screenshot of holder 1's code, shown 3 minutes later", lambda now: screenshot["code"],
+                 before=lambda: setattr(c, "t", c.t + 180)),
+            Step(0, "central refunds ticket 7 and reissues ticket 8 (transfer); lanes sync", None,
+                 before=self._refund_and_transfer),
+            Step(0, "the refunded ticket 7", w[7].code),
+            Step(1, "the seller's live code for transferred ticket 8", w[8].code),
+            Step(1, "the buyer's new code for ticket 8", lambda now: self.new_owner.code(now)),
+            Step(0, "a ticket for tomorrow's show", self.tomorrow.code),
+            Step(0, "someone else with the face-bound VIP ticket", self.face_ticket.code, face="biden1.jpg"),
+            Step(0, "the VIP holder herself", self.face_ticket.code, face="obama2.jpg", advance=30),
+            Step(1, "a torn, unreadable code", lambda now: "GT1:NOT/A/REAL/CODE"),
+            Step(0, "--- the venue network goes down ---", None, before=self._cut),
+            Step(0, "a paper ticket", self.paper.code),
+            Step(1, "a photocopy of the same paper ticket, at the other lane", self.paper.code),
+            Step(1, "holder 9 (offline, still decided locally)", w[9].code),
+            Step(0, "holder 10 (offline)", w[10].code),
+            Step(0, "--- the network is back ---", None, before=self._restore),
+            Step(0, "the photocopy tries lane north-1 too", self.paper.code),
+            Step(0, "holder 11", w[11].code),
+        ]
+        return steps
+
+    def _refund_and_transfer(self) -> None:
+        from crypto.issuer import Wallet
+        self.store.revoke(self.w[7].ticket_id)
+        self.new_owner = Wallet.load(self.store.reissue(self.w[8].ticket_id, self.work / "wallets")["file"])
+        self.sync_all("ticket changes")
+
+    def _cut(self) -> None:
+        self.online = False
+        self.sync_all("network down")
+
+    def _restore(self) -> None:
+        self.online = True
+        self.sync_all("network back: scans up, other gates' admissions down")
+
+    def run(self, *, pace: float = 0.0) -> dict:
+        self.setup()
+        t0 = self.clock.now()
+        for step in self.story():
+            if step.story.startswith("---"):
+                self.out(f"  {step.story}")
+            if step.before:
+                step.before()
+            if step.code is None:
+                continue
+            verdict = self.show(step)
+            lane = self.lanes[step.lane].gate.policy.lane
+            self.out(f"  +{(self.clock.now() - t0) / 60:4.1f}m {lane:<8} {verdict:<26} {step.story}")
+            self.clock.t += step.advance
+            if pace:
+                time.sleep(pace)
+        self.sync_all("doors close: final upload")
+        from sync.reconcile import build_report, render_text
+        rep = build_report(self.store, EVENT)
+        self.out("")
+        self.out(render_text(rep))
+        summary = {
+            "counts": dict(sorted(self.counts.items())),
+            "double_admissions": [d["ticket_id"] for d in rep["double_admissions"]],
+            "paper_ticket": self.paper.ticket_id,
+            "chains_ok": all(d["chain_ok"] for d in rep["devices"]),
+            "scans_at_central": rep["scans"],
+            "rolled_back": sum(l.counters.rolled_back for l in self.lanes),
+        }
+        self.out("summary: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
+        self.out(f"double admissions found by reconciliation: {len(summary['double_admissions'])}; "
+                 f"chains {'intact' if summary['chains_ok'] else 'BROKEN'}")
+        return summary
 
 
 def run_headless(out=print, workdir: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="gate-demo-") as tmp:
-        work = Path(workdir or tmp)
-        issuer, wallets, ring, tickets_file = build_event(work)
-        scans = script(issuer, wallets, tickets_file)
-        gate = Gate.init(work / "gate", event=issuer.event, lane="north-1")
-        gate.trust(json.loads(ring.read_text()))
-        res = ledger.import_tickets(gate.conn, tickets_file, event=issuer.event, data_key=gate.data_key)
-        out(f"event {issuer.event}: {res.imported} tickets in the ledger, "
-            f"{len(gate.keys)} issuer key(s) trusted; lane north-1 (entry)")
-        out("")
-        counts: Counter[str] = Counter()
-        for s in scans:
-            d: Decision
-            d, _ = gate.scan(s.qr, now=s.at, mode=s.mode)
-            counts[d.reason.value] += 1
-            verdict = "ADMIT " if d.accepted else "REJECT"
-            flag = " (unlisted)" if d.unlisted and d.accepted else ""
-            out(f"  +{s.at - T0:>4.0f}s  {verdict} {d.reason.value:<14}{flag:<11} {s.story}")
-        chain = scanlog.verify_chain(gate.conn)
-        out("")
-        out("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-        out(f"scan log: {chain.records} records, chain {'intact' if chain.ok else 'BROKEN'}")
-        gate.close()
-        return {"counts": dict(counts), "chain_ok": chain.ok, "records": chain.records}
+        demo = Demo(Path(workdir or tmp), out=out)
+        try:
+            return demo.run()
+        finally:
+            demo.close()
+
+
+def run_with_tui() -> int:
+    from tui.app import GateApp
+
+    with tempfile.TemporaryDirectory(prefix="gate-demo-") as tmp:
+        lines: list[str] = []
+        demo = Demo(Path(tmp), out=lines.append)
+        demo.setup()
+        app = GateApp(demo.lanes[0], title=f"DEMO {EVENT} · north-1 (north-2 in the log)",
+                      clock=demo.clock.now)
+        demo.out = lambda s: app.call_from_thread(app.story, s) if s.strip() else None
+        for line in lines:
+            app.pending_story.append(line)
+        demo.lanes[1].observers.append(app.other_lane)
+        demo.setup = lambda: None  # already done
+
+        def runner():
+            summary = demo.run(pace=1.2)
+            app.call_from_thread(app.notify, "demo finished: reconciliation in the log; press q to quit",
+                                 timeout=60)
+            return summary
+
+        app.runner = runner
+        try:
+            app.run()
+        finally:
+            demo.close()
+    return 0
 
 
 def cmd_demo(args) -> int:
-    summary = run_headless()
-    if args.json:
-        print(json.dumps(summary))
-    return 0 if summary["chain_ok"] else 1
+    if args.headless or not sys.stdout.isatty():
+        summary = run_headless()
+        if args.json:
+            print(json.dumps(summary))
+        return 0 if summary["chains_ok"] else 1
+    return run_with_tui()
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the product on simulated hardware and a scripted crowd",
-                       description="Mint an event, set up a gate in a scratch directory and replay "
-                                   "a realistic mix of codes; prints each verdict and a summary.")
-    p.add_argument("--headless", action="store_true", help="print the story only (no terminal UI)")
-    p.add_argument("--json", action="store_true", help="also print the summary as one JSON object")
+    p = sub.add_parser("demo", help="the whole product on simulated hardware and a scripted crowd",
+                       description="Start a reference central on 127.0.0.1, issue tickets, provision two "
+                                   "simulated lanes, stream synthetic camera frames with a realistic mix, "
+                                   "cut and restore the network, and print the reconciliation. Shows the "
+                                   "staff UI on a terminal; --headless prints the story.")
+    p.add_argument("--headless", action="store_true", help="print the story and summary; no terminal UI")
+    p.add_argument("--json", action="store_true", help="with --headless, also print the summary as JSON")
     p.set_defaults(func=cmd_demo)

@@ -209,10 +209,12 @@ def _hardware_args(p) -> None:
                    help="none | sim | sim:never | sim:P | gpio:CHIP:LINE (default: none)")
 
 
-def register(sub) -> None:
-    p = sub.add_parser("run", help="run the lane: camera or scanner -> decision -> relay",
-                       description="Run the lane until interrupted, or until an images:/video: "
-                                   "source ends. Each decision is logged before the relay moves.")
+def cmd_tui(args) -> int:
+    args.tui = True
+    return cmd_run(args)
+
+
+def _lane_args(p) -> None:
     _hardware_args(p)
     p.add_argument("--scanner", metavar="SPEC", help="handheld scanner instead of a camera: stdin | serial:PORT")
     p.add_argument("--decoder", choices=["zxing", "pyzbar"], default="zxing", help="QR decoder (default: zxing)")
@@ -225,8 +227,20 @@ def register(sub) -> None:
     p.add_argument("--face-liveness", action="store_true",
                    help="also require head movement across face frames (see README: what it does not stop)")
     p.add_argument("--central", metavar="URL", help="sync with this central server in the background")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the lane: camera or scanner -> decision -> relay",
+                       description="Run the lane until interrupted, or until an images:/video: "
+                                   "source ends. Each decision is logged before the relay moves.")
+    _lane_args(p)
     p.add_argument("--tui", action="store_true", help="show the staff terminal UI")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("tui", help="run the lane with the staff terminal UI attached",
+                       description="The same as 'gate run --tui': the lane runs in this process and the "
+                                   "UI observes and commands it.")
+    _lane_args(p)
+    p.set_defaults(func=cmd_tui)
 
     p = sub.add_parser("doctor", help="check camera, relay, sensor, clock, keys, ledger and disk",
                        description="Check the lane before doors open and say what to fix. "

@@ -4,6 +4,7 @@
 - ``video:FILE`` — a video file, ends at its last frame
 - ``images:DIR`` — one frame per image file, in name order, then the source ends
 - ``synthetic`` — renders live wallet codes into frames (demo, dry runs)
+- ``photo:FILE`` — one still photo, endlessly (a face camera for dry runs)
 """
 
 from __future__ import annotations
@@ -130,4 +131,32 @@ def open_camera(spec: str, **kw):
         return ImageFolderCamera(arg)
     if kind == "synthetic":
         return SyntheticCamera(max_idle=int(arg) if arg else None)
-    raise HardwareError(f"unknown camera {spec!r}: use opencv:N, video:FILE, images:DIR or synthetic")
+    if kind == "photo":
+        return PhotoCamera(arg)
+    raise HardwareError(f"unknown camera {spec!r}: use opencv:N, video:FILE, images:DIR, photo:FILE or synthetic")
+
+
+class PhotoCamera:
+    """A still photo as an endless camera (the demo's face camera; installers'
+    dry runs). ``path`` can be changed between captures."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+        self.index = 0
+        self._cache: dict = {}
+
+    def read(self) -> Frame | None:
+        import cv2
+
+        if self.path is None:
+            return None
+        img = self._cache.get(self.path)
+        if img is None:
+            img = self._cache[self.path] = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise HardwareError(f"photo:{self.path}: cannot read the image")
+        self.index += 1
+        return Frame(img, time.monotonic_ns(), self.index)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,144 @@
+"""Sync at scale over loopback. Prints figures; asserts nothing.
+
+1. initial sync of N tickets (default 1,000,000) from the reference central to
+   a fresh gate (`gate sync --enroll --once`, a child process);
+2. upload of M scans (default 1,000,000) from 10 gates, then the
+   reconciliation report;
+peak RSS of the central server process and of the gate sync process.
+
+    .venv/bin/python bench/sync.py [--tickets N] [--scans M] [--gates G]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from gate import scanlog  # noqa: E402
+from gate.appliance import Gate  # noqa: E402
+from gate.db import transaction  # noqa: E402
+from sync import client as sc  # noqa: E402
+from sync.central_store import CentralStore  # noqa: E402
+
+GATE = Path(sys.executable).with_name("gate")
+EVENT = "evt-bench"
+_MEASURED = (
+    "import sys; from gate.cli import main; sys.argv[0] = 'gate'; rc = main(sys.argv[1:]); "
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+    "print(hwm, file=sys.stderr); sys.exit(rc)"
+)
+
+
+def hwm_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fill_log(gate: Gate, n: int, tickets: list[str], rng: random.Random) -> None:
+    """Write n scan records straight into the chain (what n real scans would leave)."""
+    seq, prev = scanlog.head(gate.conn)
+    t0 = 1_807_283_662_000
+    rows = []
+    for i in range(n):
+        seq += 1
+        rec = {"kind": "scan", "ts_ms": t0 + i * 50, "device": gate.config.device_id, "lane": gate.policy.lane,
+               "event": EVENT, "mode": "entry", "decision": "accept", "reason": "ACCEPT",
+               "ticket_id": rng.choice(tickets), "step": None, "version": 1, "unlisted": False,
+               "consumes": True, "face_e4": None, "qr_sha": rng.randbytes(16), "seq": seq}
+        data = scanlog.encode_record(rec)
+        prev = scanlog.chain_hash(prev, data)
+        rows.append((seq, rec["ts_ms"], "scan", rec["ticket_id"], "ACCEPT", 1, data, prev))
+    with transaction(gate.conn):
+        gate.conn.executemany("INSERT INTO scans VALUES (?,?,?,?,?,?,?,?)", rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tickets", type=int, default=1_000_000)
+    ap.add_argument("--scans", type=int, default=1_000_000)
+    ap.add_argument("--gates", type=int, default=10)
+    args = ap.parse_args()
+    rng = random.Random(3)
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
+        tmp = Path(tmp)
+        store = CentralStore(tmp / "central")
+        store.create_event(EVENT)
+        t = time.perf_counter()
+        ids = [rng.randbytes(16).hex() for _ in range(args.tickets)]
+        base = {"event": EVENT, "tier": "GA", "zone": None, "version": 1, "status": "valid", "entries": 1,
+                "reentry": False, "face_required": False, "face_template": None, "holder": None}
+        for i in range(0, len(ids), 100_000):
+            store.add_tickets([{**base, "ticket_id": tid} for tid in ids[i:i + 100_000]])
+        codes = [store.enrol_code(EVENT) for _ in range(args.gates + 1)]
+        store.close()
+        print(f"central loaded with {args.tickets:,} tickets in {time.perf_counter() - t:.1f} s")
+
+        port = 18000 + os.getpid() % 1000
+        server = subprocess.Popen([str(GATE), "--data", str(tmp / "central"), "central", "serve", "--port", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                requests.get(url + "/v1/time", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        try:
+            data = tmp / "gate0"
+            subprocess.run([str(GATE), "--data", str(data), "init", "--event", EVENT], check=True, capture_output=True)
+            t = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", _MEASURED, "--data", str(data), "sync", "--central", url,
+                                  "--enroll", codes[0], "--once", "--json"], capture_output=True, text=True)
+            initial_s = time.perf_counter() - t
+            gate_rss = int(out.stderr.strip().splitlines()[-1]) / 1024
+            got = json.loads(out.stdout.splitlines()[-1])
+            print(f"initial sync: {got['tickets']:,} tickets to a fresh gate in {initial_s:.1f} s "
+                  f"({got['tickets'] / initial_s:,.0f}/s); gate peak RSS {gate_rss:.0f} MB (target <= 60 s)")
+
+            gates = []
+            per = args.scans // args.gates
+            t = time.perf_counter()
+            for i in range(args.gates):
+                g = Gate.init(tmp / f"g{i + 1}", event=EVENT, lane=f"lane-{i % 4 + 1}")
+                sc.enroll(g, url, codes[i + 1])
+                fill_log(g, per, ids, rng)
+                gates.append(g)
+            print(f"prepared {args.gates} gates with {per:,} chained scans each in {time.perf_counter() - t:.1f} s")
+            t = time.perf_counter()
+            sent = 0
+            for g in gates:
+                sent += sc.push_scans(g, sc.client_for(g))
+            upload_s = time.perf_counter() - t
+            t = time.perf_counter()
+            rep = requests.get(f"{url}/v1/events/{EVENT}/reconciliation",
+                               headers={"Authorization": f"Bearer {sc.token_path(gates[0]).read_text()}"},
+                               timeout=600).json()
+            report_s = time.perf_counter() - t
+            print(f"upload: {sent:,} scans from {args.gates} gates in {upload_s:.1f} s ({sent / upload_s:,.0f}/s)")
+            print(f"reconciliation report over {rep['scans']:,} scans in {report_s:.1f} s: "
+                  f"{len(rep['double_admissions']):,} over-admitted tickets, "
+                  f"{sum(d['chain_ok'] for d in rep['devices'])}/{len(rep['devices'])} chains ok")
+            print(f"upload + report: {upload_s + report_s:.1f} s (target <= 60 s)")
+            print(f"central server peak RSS {hwm_mb(server.pid):.0f} MB")
+        finally:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()
