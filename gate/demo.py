@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -242,6 +243,21 @@ def run_headless(out=print, workdir: Path | None = None) -> dict:
             demo.close()
 
 
+class DemoSync:
+    """What the staff UI asks a sync loop, answered by the demo's own syncing."""
+
+    def __init__(self, demo: Demo):
+        self.demo = demo
+
+    def snapshot(self, gate) -> dict:
+        st = self.demo.sc.status(gate)
+        st.update(online=self.demo.online, last_error=None)
+        return st
+
+    def sync_now(self) -> None:
+        threading.Thread(target=self.demo.sync_all, args=("requested by staff",), daemon=True).start()
+
+
 def run_with_tui() -> int:
     from tui.app import GateApp
 
@@ -250,7 +266,7 @@ def run_with_tui() -> int:
         demo = Demo(Path(tmp), out=lines.append)
         demo.setup()
         app = GateApp(demo.lanes[0], title=f"DEMO {EVENT} · north-1 (north-2 in the log)",
-                      clock=demo.clock.now)
+                      sync=DemoSync(demo))
         demo.out = lambda s: app.call_from_thread(app.story, s) if s.strip() else None
         for line in lines:
             app.pending_story.append(line)

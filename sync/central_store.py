@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS scans (
     unlisted INTEGER, consumes INTEGER, ref INTEGER, lane TEXT, record BLOB NOT NULL,
     hash BLOB NOT NULL, received REAL NOT NULL, UNIQUE (device_id, seq));
 CREATE INDEX IF NOT EXISTS scans_ticket ON scans(event, ticket_id);
+CREATE INDEX IF NOT EXISTS scans_rollback ON scans(device_id, ref) WHERE kind = 'rollback';
 CREATE TABLE IF NOT EXISTS problems (
     id INTEGER PRIMARY KEY, event TEXT, device_id TEXT, kind TEXT NOT NULL, detail TEXT NOT NULL,
     at REAL NOT NULL);

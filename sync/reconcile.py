@@ -8,70 +8,73 @@ gate / lane / hour. JSON, and a readable text form.
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
 from gate.scanlog import GENESIS, chain_hash
 
 
+_ADMITTED = """
+    FROM scans s WHERE s.event = :e AND s.kind IN ('scan', 'override') AND s.decision = 'accept'
+    AND NOT EXISTS (SELECT 1 FROM scans r WHERE r.kind = 'rollback' AND r.device_id = s.device_id
+                    AND r.ref = s.seq)
+"""
+
+
 def build_report(store, event: str) -> dict:
+    """Aggregations run in SQLite, so memory stays flat however many scans there are."""
     conn = store.conn
-    tickets = {tid: (entries, reentry, status, revoked_at)
-               for tid, entries, reentry, status, revoked_at in conn.execute(
-                   "SELECT ticket_id, entries, reentry, status, revoked_at FROM tickets WHERE event = ?", (event,))}
-    voided = {(d, ref) for d, ref in conn.execute(
-        "SELECT device_id, ref FROM scans WHERE event = ? AND kind = 'rollback'", (event,))}
-    per_ticket: dict[str, list[dict]] = defaultdict(list)
-    per_gate: Counter = Counter()
-    per_lane: Counter = Counter()
-    per_hour: Counter = Counter()
-    by_reason: Counter = Counter()
-    revoked_admissions, unlisted = [], []
-    for device, seq, tid, mode, consumes, ts_ms, lane, reason, decision, unl, kind in conn.execute(
-            "SELECT device_id, seq, ticket_id, mode, consumes, ts_ms, lane, reason, decision, unlisted, kind"
-            " FROM scans WHERE event = ? AND kind IN ('scan', 'override') ORDER BY ts_ms, device_id, seq",
-            (event,)):
-        by_reason[reason] += 1
-        if decision != "accept" or (device, seq) in voided:
-            continue
-        hour = datetime.fromtimestamp((ts_ms or 0) / 1000, timezone.utc).strftime("%Y-%m-%d %H:00")
-        per_gate[device] += 1
-        per_lane[lane or "-"] += 1
-        per_hour[hour] += 1
-        if tid is None or mode != "entry":
-            continue
-        item = {"device_id": device, "seq": seq, "ts_ms": ts_ms, "lane": lane, "consumes": bool(consumes)}
-        per_ticket[tid].append(item)
-        info = tickets.get(tid)
-        if info and info[2] == "revoked" and info[3] is not None and ts_ms is not None and ts_ms / 1000 >= info[3]:
-            revoked_admissions.append({"ticket_id": tid, **item, "revoked_at": info[3]})
-        if unl:
-            unlisted.append({"ticket_id": tid, **item, "known_now": info is not None})
+    q = {"e": event}
+    by_reason = dict(conn.execute(
+        "SELECT reason, count(*) FROM scans WHERE event = :e AND kind IN ('scan', 'override')"
+        " GROUP BY reason ORDER BY reason", q))
+    per_gate = dict(conn.execute(f"SELECT device_id, count(*) {_ADMITTED} GROUP BY 1 ORDER BY 1", q))
+    per_lane = dict(conn.execute(f"SELECT coalesce(lane, '-'), count(*) {_ADMITTED} GROUP BY 1 ORDER BY 1", q))
+    per_hour = {
+        datetime.fromtimestamp(h * 3600, timezone.utc).strftime("%Y-%m-%d %H:00"): n
+        for h, n in conn.execute(f"SELECT coalesce(ts_ms, 0) / 3600000, count(*) {_ADMITTED} GROUP BY 1 ORDER BY 1", q)}
+    entry = f"{_ADMITTED} AND s.mode = 'entry' AND s.ticket_id IS NOT NULL"
     over = []
-    for tid, items in per_ticket.items():
-        entries = tickets.get(tid, (1,))[0]
-        used = sum(1 for i in items if i["consumes"])
-        if entries and used > entries:
-            over.append({"ticket_id": tid, "allowed": entries, "admitted": used,
-                         "gates": sorted({i["device_id"] for i in items}), "admissions": items})
-    devices = []
-    for device_id, status in conn.execute("SELECT device_id, status FROM devices WHERE event = ?", (event,)):
-        devices.append(_device_chain(conn, device_id, status))
+    for tid, used, allowed in conn.execute(
+            f"""SELECT s.ticket_id, sum(s.consumes), coalesce(t.entries, 1)
+                {entry.replace('FROM scans s', 'FROM scans s LEFT JOIN tickets t ON t.ticket_id = s.ticket_id')}
+                GROUP BY s.ticket_id HAVING coalesce(t.entries, 1) > 0 AND sum(s.consumes) > coalesce(t.entries, 1)
+                ORDER BY s.ticket_id""", q):
+        items = [{"device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "consumes": bool(c)}
+                 for d, sq, ts, ln, c in conn.execute(
+                     f"SELECT s.device_id, s.seq, s.ts_ms, s.lane, s.consumes {entry} AND s.ticket_id = :t"
+                     " ORDER BY s.ts_ms", {**q, "t": tid})]
+        over.append({"ticket_id": tid, "allowed": allowed, "admitted": used,
+                     "gates": sorted({i["device_id"] for i in items}), "admissions": items})
+    revoked_admissions = [
+        {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "revoked_at": rat}
+        for tid, d, sq, ts, ln, rat in conn.execute(
+            f"""SELECT s.ticket_id, s.device_id, s.seq, s.ts_ms, s.lane, t.revoked_at
+                {entry.replace('FROM scans s', 'FROM scans s JOIN tickets t ON t.ticket_id = s.ticket_id')}
+                AND t.status = 'revoked' AND t.revoked_at IS NOT NULL AND s.ts_ms >= t.revoked_at * 1000
+                ORDER BY s.ts_ms""", q)]
+    unlisted = [
+        {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "known_now": bool(known)}
+        for tid, d, sq, ts, ln, known in conn.execute(
+            f"""SELECT s.ticket_id, s.device_id, s.seq, s.ts_ms, s.lane,
+                       EXISTS (SELECT 1 FROM tickets t WHERE t.ticket_id = s.ticket_id)
+                {entry} AND s.unlisted = 1 ORDER BY s.ts_ms""", q)]
+    devices = [_device_chain(conn, device_id, status) for device_id, status in conn.execute(
+        "SELECT device_id, status FROM devices WHERE event = ? ORDER BY enrolled_at", (event,))]
     problems = [{"device_id": d, "kind": k, "detail": det, "at": at} for d, k, det, at in conn.execute(
         "SELECT device_id, kind, detail, at FROM problems WHERE event = ? ORDER BY id", (event,))]
     return {
         "event": event,
         "generated_at": time.time(),
         "scans": sum(by_reason.values()),
-        "by_reason": dict(sorted(by_reason.items())),
-        "double_admissions": sorted(over, key=lambda o: o["ticket_id"]),
+        "by_reason": by_reason,
+        "double_admissions": over,
         "revoked_admissions": revoked_admissions,
         "unlisted_admissions": unlisted,
         "devices": devices,
         "problems": problems,
-        "per_gate": dict(sorted(per_gate.items())),
-        "per_lane": dict(sorted(per_lane.items())),
-        "per_hour": dict(sorted(per_hour.items())),
+        "per_gate": per_gate,
+        "per_lane": per_lane,
+        "per_hour": per_hour,
     }
 
 

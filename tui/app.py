@@ -112,13 +112,13 @@ class LookupScreen(ModalScreen[None]):
 class GateApp(App):
     CSS = """
     Screen { layout: vertical; }
-    #top { height: 9; }
-    Verdict { width: 2fr; height: 9; content-align: center middle; text-align: center;
-              text-style: bold; border: heavy $panel; padding: 0 1; }
+    #top { height: 10; }
+    Verdict { width: 2fr; content-align: center middle; text-align: center;
+              text-style: bold; border: heavy $panel; padding: 0 1; height: 10; }
     Verdict.accept { background: darkgreen; color: white; border: heavy lime; }
     Verdict.reject { background: darkred; color: white; border: heavy red; }
     Verdict.idle { background: $surface; color: $text; }
-    #side { width: 1fr; min-width: 26; height: 9; }
+    #side { width: 1fr; min-width: 26; height: 10; }
     #counters, #status { height: auto; border: round $panel; padding: 0 1; }
     #log { height: 1fr; border: round $panel; }
     #pin-box, #lookup-box { width: 60; height: auto; border: thick $accent; background: $surface;
@@ -209,11 +209,12 @@ class GateApp(App):
 
     def refresh_side(self) -> None:
         c = self.lane.counters
-        top = sorted(c.rejected.items(), key=lambda kv: -kv[1])[:3]
+        top = sorted(c.rejected.items(), key=lambda kv: (-kv[1], kv[0]))
         rej = sum(c.rejected.values())
-        lines = [f"admitted {c.admitted}   inside {c.inside}", f"rejected {rej}   exits {c.exited}"]
-        lines += [f"  {words(k)[1].lower()}: {v}" for k, v in top]
+        lines = [f"admitted {c.admitted}   inside {c.inside}", f"rejected {rej}   exits {c.exited}",
+                 ("  " + ", ".join(f"{words(k)[1].lower()} {v}" for k, v in top)) if top else "  no rejections"]
         self.query_one("#counters", Static).update("\n".join(lines))
+        self.query_one("#counters", Static).styles.height = 5
         mode = self.lane.mode.value.upper()
         state = "PAUSED" if self.lane.paused else mode
         now = self.clock()
