@@ -17,8 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import cv2  # noqa: E402
+from common import pct  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gate.decision import face_distance  # noqa: E402
@@ -37,9 +39,6 @@ def letterbox(rgb, w=640, h=480):
     return out
 
 
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 
 
 def person(stem):

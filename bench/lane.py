@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cv2  # noqa: E402
+from common import pct  # noqa: E402
 import numpy as np  # noqa: E402
 
 from crypto.issuer import Issuer  # noqa: E402
@@ -32,9 +34,6 @@ from hardware.sensor import NoSensor  # noqa: E402
 from hardware.synth import PERTURBATIONS, phone_frame  # noqa: E402
 
 
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def bare(backend: str):

@@ -19,21 +19,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from gate.db import connect, transaction  # noqa: E402
 from gate.ledger import _UPSERT, SqliteLedgerView  # noqa: E402
+
+from common import MEASURED_GATE  # noqa: E402
 
 EVENT = "evt-bench"
 GATE = Path(sys.executable).with_name("gate")
 
 
-# The child reports its own peak RSS from /proc (VmHWM resets at exec; ru_maxrss does not,
-# so it would include this big parent's pages at fork time).
-_MEASURED = (
-    "import sys; from gate.cli import main; sys.argv[0] = 'gate'; rc = main(sys.argv[1:]); "
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
-    "print(hwm, file=sys.stderr); sys.exit(rc)"
-)
 
 
 def make_file(path: Path, n: int) -> list[str]:
@@ -89,7 +85,7 @@ def main() -> None:
         subprocess.run([str(GATE), "--data", str(data), "init", "--event", EVENT], check=True,
                        capture_output=True)
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", _MEASURED, "--data", str(data), "ledger", "import",
+        out = subprocess.run([sys.executable, "-c", MEASURED_GATE, "--data", str(data), "ledger", "import",
                               str(src)], check=True, capture_output=True, text=True)
         ours_s = time.perf_counter() - t
         rss_mb = int(out.stderr.strip().splitlines()[-1]) / 1024

@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import requests  # noqa: E402
 
@@ -33,12 +34,9 @@ from sync import client as sc  # noqa: E402
 from sync.central_store import CentralStore  # noqa: E402
 
 GATE = Path(sys.executable).with_name("gate")
+from common import MEASURED_GATE  # noqa: E402
+
 EVENT = "evt-bench"
-_MEASURED = (
-    "import sys; from gate.cli import main; sys.argv[0] = 'gate'; rc = main(sys.argv[1:]); "
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
-    "print(hwm, file=sys.stderr); sys.exit(rc)"
-)
 
 
 def hwm_mb(pid: int) -> float:
@@ -104,7 +102,7 @@ def main() -> None:
             data = tmp / "gate0"
             subprocess.run([str(GATE), "--data", str(data), "init", "--event", EVENT], check=True, capture_output=True)
             t = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", _MEASURED, "--data", str(data), "sync", "--central", url,
+            out = subprocess.run([sys.executable, "-c", MEASURED_GATE, "--data", str(data), "sync", "--central", url,
                                   "--enroll", codes[0], "--once", "--json"], capture_output=True, text=True)
             initial_s = time.perf_counter() - t
             gate_rss = int(out.stderr.strip().splitlines()[-1]) / 1024
