@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # after the packages: bench/sync.py must not shadow sync/
 
 from gate.db import connect, transaction  # noqa: E402
 from gate.ledger import _UPSERT, SqliteLedgerView  # noqa: E402

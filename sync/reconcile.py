@@ -33,18 +33,25 @@ def build_report(store, event: str) -> dict:
         datetime.fromtimestamp(h * 3600, timezone.utc).strftime("%Y-%m-%d %H:00"): n
         for h, n in conn.execute(f"SELECT coalesce(ts_ms, 0) / 3600000, count(*) {_ADMITTED} GROUP BY 1 ORDER BY 1", q)}
     entry = f"{_ADMITTED} AND s.mode = 'entry' AND s.ticket_id IS NOT NULL"
-    over = []
+    over, by_ticket = [], {}
     for tid, used, allowed in conn.execute(
             f"""SELECT s.ticket_id, sum(s.consumes), coalesce(t.entries, 1)
                 {entry.replace('FROM scans s', 'FROM scans s LEFT JOIN tickets t ON t.ticket_id = s.ticket_id')}
                 GROUP BY s.ticket_id HAVING coalesce(t.entries, 1) > 0 AND sum(s.consumes) > coalesce(t.entries, 1)
                 ORDER BY s.ticket_id""", q):
-        items = [{"device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "consumes": bool(c)}
-                 for d, sq, ts, ln, c in conn.execute(
-                     f"SELECT s.device_id, s.seq, s.ts_ms, s.lane, s.consumes {entry} AND s.ticket_id = :t"
-                     " ORDER BY s.ts_ms", {**q, "t": tid})]
-        over.append({"ticket_id": tid, "allowed": allowed, "admitted": used,
-                     "gates": sorted({i["device_id"] for i in items}), "admissions": items})
+        by_ticket[tid] = {"ticket_id": tid, "allowed": allowed, "admitted": used, "gates": [], "admissions": []}
+        over.append(by_ticket[tid])
+    if over:  # the admissions behind them, in one pass
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _over (ticket_id TEXT PRIMARY KEY)")
+        conn.execute("DELETE FROM _over")
+        conn.executemany("INSERT INTO _over VALUES (?)", [(t,) for t in by_ticket])
+        for tid, d, sq, ts, ln, c in conn.execute(
+                f"SELECT s.ticket_id, s.device_id, s.seq, s.ts_ms, s.lane, s.consumes {entry}"
+                " AND s.ticket_id IN (SELECT ticket_id FROM _over) ORDER BY s.ticket_id, s.ts_ms", q):
+            by_ticket[tid]["admissions"].append(
+                {"device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "consumes": bool(c)})
+        for o in over:
+            o["gates"] = sorted({a["device_id"] for a in o["admissions"]})
     revoked_admissions = [
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "revoked_at": rat}
         for tid, d, sq, ts, ln, rat in conn.execute(
