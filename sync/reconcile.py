@@ -13,32 +13,44 @@ from datetime import datetime, timezone
 from gate.scanlog import GENESIS, chain_hash
 
 
-_ADMITTED = """
-    FROM scans s WHERE s.event = :e AND s.kind IN ('scan', 'override') AND s.decision = 'accept'
-    AND NOT EXISTS (SELECT 1 FROM scans r WHERE r.kind = 'rollback' AND r.device_id = s.device_id
-                    AND r.ref = s.seq)
-"""
+def _admitted_table(conn, event: str) -> None:
+    """One pass over the scans: the admitted (accepted, not rolled back) ones, in a
+    compact temp table without the record blobs, for all the aggregates below."""
+    conn.execute("DROP TABLE IF EXISTS temp.adm")
+    conn.execute("""
+        CREATE TEMP TABLE adm AS
+        SELECT s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.lane, s.unlisted
+        FROM scans s WHERE s.event = ? AND s.kind IN ('scan', 'override') AND s.decision = 'accept'
+        AND NOT EXISTS (SELECT 1 FROM scans r WHERE r.kind = 'rollback' AND r.device_id = s.device_id
+                        AND r.ref = s.seq)""", (event,))
+    conn.execute("CREATE INDEX temp.adm_ticket ON adm(ticket_id)")
 
 
 def build_report(store, event: str) -> dict:
     """Aggregations run in SQLite, so memory stays flat however many scans there are."""
     conn = store.conn
-    q = {"e": event}
+    with store.lock:
+        return _build(conn, event)
+
+
+def _build(conn, event: str) -> dict:
     by_reason = dict(conn.execute(
-        "SELECT reason, count(*) FROM scans WHERE event = :e AND kind IN ('scan', 'override')"
-        " GROUP BY reason ORDER BY reason", q))
-    per_gate = dict(conn.execute(f"SELECT device_id, count(*) {_ADMITTED} GROUP BY 1 ORDER BY 1", q))
-    per_lane = dict(conn.execute(f"SELECT coalesce(lane, '-'), count(*) {_ADMITTED} GROUP BY 1 ORDER BY 1", q))
+        "SELECT reason, count(*) FROM scans WHERE event = ? AND kind IN ('scan', 'override')"
+        " GROUP BY reason ORDER BY reason", (event,)))
+    _admitted_table(conn, event)
+    per_gate = dict(conn.execute("SELECT device_id, count(*) FROM adm GROUP BY 1 ORDER BY 1"))
+    per_lane = dict(conn.execute("SELECT coalesce(lane, '-'), count(*) FROM adm GROUP BY 1 ORDER BY 1"))
     per_hour = {
         datetime.fromtimestamp(h * 3600, timezone.utc).strftime("%Y-%m-%d %H:00"): n
-        for h, n in conn.execute(f"SELECT coalesce(ts_ms, 0) / 3600000, count(*) {_ADMITTED} GROUP BY 1 ORDER BY 1", q)}
-    entry = f"{_ADMITTED} AND s.mode = 'entry' AND s.ticket_id IS NOT NULL"
+        for h, n in conn.execute("SELECT coalesce(ts_ms, 0) / 3600000, count(*) FROM adm GROUP BY 1 ORDER BY 1")}
+    entry = "FROM adm a WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL"
     over, by_ticket = [], {}
     for tid, used, allowed in conn.execute(
-            f"""SELECT s.ticket_id, sum(s.consumes), coalesce(t.entries, 1)
-                {entry.replace('FROM scans s', 'FROM scans s LEFT JOIN tickets t ON t.ticket_id = s.ticket_id')}
-                GROUP BY s.ticket_id HAVING coalesce(t.entries, 1) > 0 AND sum(s.consumes) > coalesce(t.entries, 1)
-                ORDER BY s.ticket_id""", q):
+            f"""SELECT a.ticket_id, sum(a.consumes), coalesce(t.entries, 1)
+                FROM adm a LEFT JOIN tickets t ON t.ticket_id = a.ticket_id
+                WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL
+                GROUP BY a.ticket_id HAVING coalesce(t.entries, 1) > 0 AND sum(a.consumes) > coalesce(t.entries, 1)
+                ORDER BY a.ticket_id"""):
         by_ticket[tid] = {"ticket_id": tid, "allowed": allowed, "admitted": used, "gates": [], "admissions": []}
         over.append(by_ticket[tid])
     if over:  # the admissions behind them, in one pass
@@ -46,8 +58,8 @@ def build_report(store, event: str) -> dict:
         conn.execute("DELETE FROM _over")
         conn.executemany("INSERT INTO _over VALUES (?)", [(t,) for t in by_ticket])
         for tid, d, sq, ts, ln, c in conn.execute(
-                f"SELECT s.ticket_id, s.device_id, s.seq, s.ts_ms, s.lane, s.consumes {entry}"
-                " AND s.ticket_id IN (SELECT ticket_id FROM _over) ORDER BY s.ticket_id, s.ts_ms", q):
+                f"SELECT a.ticket_id, a.device_id, a.seq, a.ts_ms, a.lane, a.consumes {entry}"
+                " AND a.ticket_id IN (SELECT ticket_id FROM _over) ORDER BY a.ticket_id, a.ts_ms"):
             by_ticket[tid]["admissions"].append(
                 {"device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "consumes": bool(c)})
         for o in over:
@@ -55,16 +67,16 @@ def build_report(store, event: str) -> dict:
     revoked_admissions = [
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "revoked_at": rat}
         for tid, d, sq, ts, ln, rat in conn.execute(
-            f"""SELECT s.ticket_id, s.device_id, s.seq, s.ts_ms, s.lane, t.revoked_at
-                {entry.replace('FROM scans s', 'FROM scans s JOIN tickets t ON t.ticket_id = s.ticket_id')}
-                AND t.status = 'revoked' AND t.revoked_at IS NOT NULL AND s.ts_ms >= t.revoked_at * 1000
-                ORDER BY s.ts_ms""", q)]
+            f"""SELECT a.ticket_id, a.device_id, a.seq, a.ts_ms, a.lane, t.revoked_at
+                {entry.replace('FROM adm a', 'FROM adm a JOIN tickets t ON t.ticket_id = a.ticket_id')}
+                AND t.status = 'revoked' AND t.revoked_at IS NOT NULL AND a.ts_ms >= t.revoked_at * 1000
+                ORDER BY a.ts_ms""")]
     unlisted = [
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "known_now": bool(known)}
         for tid, d, sq, ts, ln, known in conn.execute(
-            f"""SELECT s.ticket_id, s.device_id, s.seq, s.ts_ms, s.lane,
-                       EXISTS (SELECT 1 FROM tickets t WHERE t.ticket_id = s.ticket_id)
-                {entry} AND s.unlisted = 1 ORDER BY s.ts_ms""", q)]
+            f"""SELECT a.ticket_id, a.device_id, a.seq, a.ts_ms, a.lane,
+                       EXISTS (SELECT 1 FROM tickets t WHERE t.ticket_id = a.ticket_id)
+                {entry} AND a.unlisted = 1 ORDER BY a.ts_ms""")]
     devices = [_device_chain(conn, device_id, status) for device_id, status in conn.execute(
         "SELECT device_id, status FROM devices WHERE event = ? ORDER BY enrolled_at", (event,))]
     problems = [{"device_id": d, "kind": k, "detail": det, "at": at} for d, k, det, at in conn.execute(
