@@ -101,6 +101,8 @@ def _run_scanner(lane, args) -> None:
     from hardware.scanner import open_scanner
 
     scanner = open_scanner(args.scanner)
+    # a handheld read is deliberate: show every one (the cooldown hides camera re-reads only)
+    lane.cooldown_s = 0.0
     try:
         while True:
             code = scanner.read_code()
