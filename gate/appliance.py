@@ -57,6 +57,7 @@ class Gate:
         self.data_key = load_or_create_data_key(data_dir / "keys" / "data.key")
         self.view = ledger.SqliteLedgerView(conn, self.data_key)
         self._keys: KeyRing | None = None
+        self._pretix: tuple | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -149,6 +150,30 @@ class Gate:
             self._keys = ledger.load_keyring(self.conn)
         return self._keys
 
+    @property
+    def pretix(self) -> dict | None:
+        """The pretix connection of a gate whose central is pretix (sync.pretix), else None."""
+        if self._pretix is None:
+            row = self.conn.execute("SELECT value FROM settings WHERE key = 'pretix'").fetchone()
+            cfg = json.loads(row[0]) if row else None
+            keys = []
+            if cfg:
+                import base64
+
+                from cryptography.hazmat.primitives.serialization import load_pem_public_key
+                for pem in cfg.get("keys", []):
+                    try:
+                        keys.append(load_pem_public_key(base64.b64decode(pem)))
+                    except ValueError:
+                        continue
+            self._pretix = (cfg, keys)
+        return self._pretix[0]
+
+    def set_pretix(self, cfg: dict) -> None:
+        with transaction(self.conn):
+            self.conn.execute("INSERT OR REPLACE INTO settings VALUES ('pretix', ?)", (json.dumps(cfg),))
+        self._pretix = None
+
     def trust(self, doc: object):
         added = ledger.trust_keyring(self.conn, doc, self.config.policy.event)
         self._keys = None
@@ -162,6 +187,9 @@ class Gate:
 
     def decide(self, qr: str, *, now: float, mode: Mode | None = None,
                face: FaceCapture | None = None) -> Decision:
+        if self.pretix is not None and not qr.startswith("GT1:"):
+            from gate.pretix_codes import decide_pretix
+            return decide_pretix(qr, now=now, lane=self.policy, keys=self._pretix[1], ledger=self.view, mode=mode)
         return decide(qr, now=now, lane=self.policy, keys=self.keys, ledger=self.view,
                       mode=mode, face=face)
 
@@ -172,6 +200,8 @@ class Gate:
             lane=self.policy.lane, event=self.policy.event,
             qr_sha=None if qr is None else hashlib.sha256(qr.encode("utf-8", "replace")).digest()[:16],
             operator=operator, kind=kind)
+        if qr is not None and self.pretix is not None:
+            rec["code"] = qr  # pretix check-ins are uploaded by secret
         return scanlog.append(self.conn, rec)
 
     def scan(self, qr: str, *, now: float, mode: Mode | None = None,

@@ -5,4 +5,4 @@ from gate import demo, facecli, run
 from sync import cli as sync_cli
 from tui import pins
 
-REGISTRARS: list = [run.register, facecli.register, sync_cli.register, pins.register, demo.register]
+REGISTRARS: list = [run.register, facecli.register, sync_cli.register, sync_cli.register_pretix, pins.register, demo.register]

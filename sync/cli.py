@@ -25,18 +25,26 @@ def cmd_sync(args) -> int:
     from gate.appliance import Gate
     from sync import client as sc
 
+    from sync import pretix
+
     gate = Gate.open(Path(args.data))
+    url = args.central or sc._setting(gate.conn, "sync.central")
     if args.enroll:
-        sc.enroll(gate, args.central, args.enroll)
+        if not args.central:
+            raise SyncError("--enroll needs --central URL")
+        (pretix.enroll if pretix.is_pretix(args.central) else sc.enroll)(gate, args.central, args.enroll)
         print(f"enrolled {gate.config.device_id} with {args.central} (token stored 0600)", file=sys.stderr)
     elif not sc.token_path(gate).exists():
         raise SyncError(f"first contact needs an enrolment code: gate --data {args.data} sync "
                         f"--central {args.central or 'URL'} --enroll CODE (from 'gate central device enroll')")
-    client = sc.client_for(gate, args.central)
+    if pretix.is_pretix(url):
+        client, sync_once = pretix.client_for(gate), pretix.sync_once
+    else:
+        client, sync_once = sc.client_for(gate, args.central), sc.sync_once
     policy = sc.RetryPolicy()
     failures = 0
     while True:
-        rep = sc.sync_once(gate, client)
+        rep = sync_once(gate, client)
         if args.json:
             print(json.dumps({**rep.to_json(), "outbox": sc.outbox_length(gate)}), flush=True)
         else:
@@ -181,6 +189,36 @@ def cmd_wallet_show(args) -> int:
     kind = "rotating: redraws every 15 s" if w.holder_key else "static"
     print(f"ticket {w.ticket_id} ({w.event}), {kind}")
     return 0
+
+
+def cmd_report(args) -> int:
+    from sync.pretix import report
+
+    rep = report(args.central, args.token)
+    if args.json:
+        print(json.dumps(rep))
+        return 0
+    print(f"pretix {rep['event']} list {rep['list']}: {rep['checkins']} check-ins, {rep['successful']} successful")
+    print("failed: " + (", ".join(f"{k} {v}" for k, v in sorted(rep["failed_by_reason"].items())) or "none"))
+    print(f"DOUBLE ENTRIES ({len(rep['double_entries'])})")
+    for d in rep["double_entries"]:
+        print(f"  position {d['position']}: " + "; ".join(f"device {e['device']} at {e['datetime']}"
+                                                         for e in d["entries"]))
+    return 0
+
+
+def register_pretix(sub) -> None:
+    p = sub.add_parser("pretix", help="reports against a pretix event",
+                       description="Work with a pretix event as the central system (see README, Using pretix).")
+    ps = p.add_subparsers(dest="pretix_command", metavar="ACTION")
+    ps.required = True
+    q = ps.add_parser("report", help="reconciliation: double entries across gates, failed check-ins",
+                      description="Read the check-in list back with an organizer team token and name the "
+                                  "tickets that entered more than once without an exit.")
+    q.add_argument("--central", required=True, metavar="URL", help="pretix+https://HOST/ORGANIZER/EVENT?list=ID")
+    q.add_argument("--token", required=True, help="an organizer team API token that may read check-ins")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=cmd_report)
 
 
 def register(sub) -> None:

@@ -59,6 +59,8 @@ class ApiError(SyncError):
 
 
 class CentralClient:
+    auth_scheme = "Bearer"
+
     def __init__(self, base_url: str, token: str | None = None, *, timeout=TIMEOUT,
                  session: requests.Session | None = None):
         self.base = base_url.rstrip("/")
@@ -69,7 +71,9 @@ class CentralClient:
     def _call(self, method: str, path: str, *, body=None, params=None) -> dict:
         headers = {"Accept": "application/json"}
         if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+            headers["Authorization"] = f"{self.auth_scheme} {self.token}"
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
             resp = self.session.request(method, self.base + path, params=params, headers=headers,
                                         data=None if body is None else json.dumps(body),

@@ -49,7 +49,11 @@ class SyncLoop:
         try:
             while not self._stop.is_set():
                 try:
-                    rep = sync_once(gate, client_for(gate, self.central_url))
+                    from sync import pretix
+                    if gate.pretix is not None:
+                        rep = pretix.sync_once(gate, pretix.client_for(gate))
+                    else:
+                        rep = sync_once(gate, client_for(gate, self.central_url))
                     self.last_report = rep
                     self.online = rep.ok or all("answered" in e for e in rep.errors)
                     self.last_error = None if rep.ok else rep.errors[0]

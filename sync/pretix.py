@@ -1,0 +1,310 @@
+"""pretix as the central system, behind the same sync entry points as the
+reference central. Selected by a central URL of the form
+``pretix+https://HOST/ORGANIZER/EVENT?list=ID`` (``pretix+http://`` for tests).
+
+- provisioning: ``POST /api/v1/device/initialize`` with the device's
+  initialisation token; the API token is stored 0600 (``Authorization: Device``);
+- ledger: the event's ``valid_keys`` (pretix_sig1), orders by ``modified_since``
+  with the ``X-Page-Generated`` header as cursor (pages of 50), revoked secrets
+  (``created_since``) and blocked secrets, mapped into the local ledger keyed by
+  ``sha256(secret)``;
+- scans: every accepted scan becomes a check-in (``checkinrpc/redeem``) with its
+  original ``datetime``, a stable ``nonce`` (device id + seq: resending is
+  harmless) and ``force: true`` (it was decided offline: it happened); rejected
+  scans go to ``failed_checkins``; a rollback annuls its check-in by nonce. The
+  outbox advances only on success or a permanent 4xx, as pretixSCAN does.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections import Counter
+import time
+from datetime import datetime, timezone
+from urllib.parse import parse_qs, urlparse
+
+from crypto.sealed import write_secret
+from gate import scanlog
+from gate.db import transaction
+from gate.errors import ConfigError, SyncError
+from gate.ledger import _UPSERT
+from gate.pretix_codes import ticket_id_for
+from sync.client import ApiError, CentralClient, SyncReport, _set, _setting, token_path
+
+PAGE = 50
+_REVOKE = ("INSERT INTO tickets (ticket_id, event, tier, zone, version, status, entries, reentry,"
+           " face_required, face_template, holder) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+           " ON CONFLICT(ticket_id) DO UPDATE SET status = 'revoked'")
+# our reason codes -> pretix failed check-in reasons
+FAILED_REASON = {
+    "REVOKED": "revoked", "ALREADY_USED": "already_redeemed", "REPLAY": "already_redeemed",
+    "NOT_IN_LEDGER": "invalid", "MALFORMED": "invalid", "BAD_SIGNATURE": "invalid",
+    "UNKNOWN_KEY": "invalid", "WRONG_EVENT": "invalid", "NOT_YET_VALID": "invalid_time",
+    "EXPIRED": "invalid_time", "WRONG_ZONE": "product", "MANUAL_DENY": "rules",
+}
+
+
+def is_pretix(url: str | None) -> bool:
+    return bool(url) and url.startswith(("pretix+http://", "pretix+https://"))
+
+
+def parse_url(url: str) -> dict:
+    u = urlparse(url[len("pretix+"):])
+    parts = [p for p in u.path.split("/") if p]
+    lists = parse_qs(u.query).get("list")
+    if u.scheme not in ("http", "https") or len(parts) < 2 or not lists or not lists[0].isdigit():
+        raise ConfigError("a pretix central URL looks like pretix+https://HOST/ORGANIZER/EVENT?list=ID")
+    prefix = "/" + "/".join(parts[:-2]) if len(parts) > 2 else ""
+    return {"url": url, "base": f"{u.scheme}://{u.netloc}{prefix}", "organizer": parts[-2],
+            "event": parts[-1], "list": int(lists[0])}
+
+
+class PretixClient(CentralClient):
+    auth_scheme = "Device"
+
+    def __init__(self, cfg: dict, token: str | None = None, **kw):
+        super().__init__(cfg["base"], token, **kw)
+        self.cfg = cfg
+        self.last_headers: dict = {}
+
+    @property
+    def ev(self) -> str:
+        return f"/api/v1/organizers/{self.cfg['organizer']}/events/{self.cfg['event']}"
+
+    def get_page(self, path: str, params: dict) -> tuple[list, str | None]:
+        doc = self._call("GET", path, params=params)
+        results, nxt = doc.get("results"), doc.get("next")
+        if not isinstance(results, list):
+            raise ApiError(f"pretix sent a malformed page on {path}")
+        return results, nxt
+
+
+def enroll(gate, url: str, init_token: str) -> str:
+    cfg = parse_url(url)
+    client = PretixClient(cfg)
+    doc = client._call("POST", "/api/v1/device/initialize", body={
+        "token": init_token, "hardware_brand": "gate-appliance", "hardware_model": platform.machine(),
+        "os_name": platform.system(), "os_version": platform.release(),
+        "software_brand": "gate-appliance", "software_version": "0.1.0"})
+    token = doc.get("api_token")
+    if not isinstance(token, str) or not token:
+        raise SyncError("pretix did not return an API token for this device")
+    if doc.get("organizer") != cfg["organizer"]:
+        raise SyncError(f"that device belongs to organizer {doc.get('organizer')!r}, not {cfg['organizer']!r}")
+    write_secret(token_path(gate), token.encode())
+    gate.set_pretix({**cfg, "device": doc.get("device_id"), "keys": []})
+    with transaction(gate.conn):
+        _set(gate.conn, "sync.central", url)
+    return token
+
+
+def client_for(gate) -> PretixClient:
+    cfg = gate.pretix
+    if cfg is None or not token_path(gate).exists():
+        raise SyncError("this gate is not enrolled with pretix: gate sync --central pretix+https://... --enroll TOKEN")
+    return PretixClient(cfg, token_path(gate).read_text().strip())
+
+
+def _iso(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).isoformat()
+
+
+def pull_keys(gate, client: PretixClient) -> int:
+    doc = client._call("GET", client.ev + "/")
+    keys = (doc.get("valid_keys") or {}).get("pretix_sig1") or []
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ApiError("pretix sent malformed valid_keys")
+    gate.set_pretix({**gate.pretix, "keys": keys})
+    return len(keys)
+
+
+def _rows_from_order(order: dict, event: str) -> list[tuple]:
+    status = "valid" if order.get("status") == "p" else "revoked"
+    rows = []
+    for pos in order.get("positions") or []:
+        secret = pos.get("secret")
+        if not isinstance(secret, str) or not secret:
+            raise ApiError("pretix sent a position without a secret")
+        st = "revoked" if pos.get("canceled") or pos.get("blocked") else status
+        rows.append((ticket_id_for(secret), event, "", None, 1, st, 1, 1, 0, None,
+                     pos.get("attendee_name") if isinstance(pos.get("attendee_name"), str) else None))
+    return rows
+
+
+def pull_orders(gate, client: PretixClient) -> int:
+    """Orders changed since the last pull; the cursor is the first page's X-Page-Generated."""
+    since = _setting(gate.conn, "pretix.orders_since")
+    params = {"page_size": PAGE, "pdf_data": "false"}
+    if since:
+        params["modified_since"] = since
+    path = client.ev + "/orders/"
+    generated = None
+    total, page = 0, 1
+    while True:
+        resp = client.session.get(client.base + path, params={**params, "page": page}, timeout=client.timeout,
+                                  headers={"Authorization": f"Device {client.token}"})
+        if resp.status_code >= 400:
+            raise ApiError(f"pretix answered {resp.status_code} on orders", status=resp.status_code,
+                           retryable=resp.status_code >= 500)
+        try:
+            doc = resp.json()
+        except ValueError:
+            raise ApiError("pretix sent a malformed orders page") from None
+        if page == 1:
+            generated = resp.headers.get("X-Page-Generated")
+        results = doc.get("results")
+        if not isinstance(results, list):
+            raise ApiError("pretix sent a malformed orders page")
+        rows = [r for order in results for r in _rows_from_order(order, gate.policy.event)]
+        with transaction(gate.conn):
+            gate.conn.executemany(_UPSERT, rows)
+        total += len(rows)
+        if not doc.get("next"):
+            break
+        page += 1
+    with transaction(gate.conn):
+        if generated:
+            _set(gate.conn, "pretix.orders_since", generated)
+        _set(gate.conn, "ledger_imported_at", time.time())
+    return total
+
+
+def pull_secret_lists(gate, client: PretixClient) -> int:
+    """Revoked secrets (a reissued signed ticket's old code) and blocked secrets."""
+    n = 0
+    for kind, path in (("revoked", "/revokedsecrets/"), ("blocked", "/blockedsecrets/")):
+        page = 1
+        while True:
+            results, nxt = client.get_page(client.ev + path, {"page_size": PAGE, "page": page})
+            rows = []
+            for r in results:
+                secret = r.get("secret")
+                if not isinstance(secret, str):
+                    raise ApiError(f"pretix sent a malformed {kind} secret")
+                if kind == "blocked" and not r.get("blocked", True):
+                    continue
+                rows.append((ticket_id_for(secret), gate.policy.event, "", None, 1, "revoked", 1, 1, 0, None, None))
+            with transaction(gate.conn):
+                gate.conn.executemany(_REVOKE, rows)
+            n += len(rows)
+            if not nxt:
+                break
+            page += 1
+    return n
+
+
+def push_scans(gate, client: PretixClient) -> int:
+    """Each scan record becomes a pretix check-in, failed check-in or annulment."""
+    cfg = gate.pretix
+    org = f"/api/v1/organizers/{cfg['organizer']}"
+    device = gate.config.device_id
+    sent = 0
+    while True:
+        through = _setting(gate.conn, "sync.uploaded_through", 0)
+        batch = list(scanlog.entries(gate.conn, after=through, limit=100))
+        if not batch:
+            return sent
+        high = _setting(gate.conn, "pretix.sent_high", 0)
+        for e in batch:
+            r = e.record
+            voided = gate.conn.execute("SELECT 1 FROM voided WHERE seq = ?", (e.seq,)).fetchone()
+            try:
+                if voided and e.seq <= high and r.get("decision") == "accept":
+                    pass  # a resend of a rolled-back admission: pretix would take it as new (annulled
+                    #      check-ins do not count for its nonce check), so it is not sent again
+                else:
+                    _push_one(client, org, cfg, device, e.seq, r)
+            except ApiError as exc:
+                if exc.retryable or exc.status in (None, 401, 403):
+                    raise  # keep it in the outbox and try again later
+                # a permanent refusal (e.g. a ticket pretix does not know): pretixSCAN drops it too
+            with transaction(gate.conn):
+                _set(gate.conn, "sync.uploaded_through", e.seq)
+                if e.seq > high:
+                    high = e.seq
+                    _set(gate.conn, "pretix.sent_high", high)
+            sent += 1
+
+
+def _push_one(client: PretixClient, org: str, cfg: dict, device: str, seq: int, r: dict) -> None:
+    kind, code = r.get("kind"), r.get("code")
+    if kind in (scanlog.SCAN, scanlog.OVERRIDE) and r.get("decision") == "accept" and code:
+        client._call("POST", org + "/checkinrpc/redeem/", body={
+            "secret": code, "lists": [cfg["list"]], "type": r.get("mode", "entry"), "force": True,
+            "ignore_unpaid": False, "datetime": _iso(r["ts_ms"]), "nonce": f"{device}-{seq}",
+            "questions_supported": False})
+    elif kind == scanlog.SCAN and code:
+        client._call("POST", f"{client.ev}/checkinlists/{cfg['list']}/failed_checkins/", body={
+            "raw_barcode": code, "error_reason": FAILED_REASON.get(r.get("reason"), "error"),
+            "error_explanation": r.get("reason"), "datetime": _iso(r["ts_ms"]), "type": r.get("mode", "entry"),
+            "nonce": f"{device}-{seq}"})
+    elif kind == scanlog.ROLLBACK:
+        client._call("POST", org + "/checkinrpc/annul/", body={
+            "lists": [cfg["list"]], "nonce": f"{device}-{r['ref']}", "datetime": _iso(r["ts_ms"]),
+            "error_explanation": f"no passage through the turnstile ({r.get('why', 'rolled back')})"})
+
+
+def sync_once(gate, client: PretixClient, *, now: float | None = None) -> SyncReport:
+    rep = SyncReport()
+    for name, fn in [("keys", lambda: setattr(rep, "keys", pull_keys(gate, client))),
+                     ("tickets", lambda: setattr(rep, "tickets", pull_orders(gate, client)
+                                                 + pull_secret_lists(gate, client))),
+                     ("upload", lambda: setattr(rep, "uploaded", push_scans(gate, client)))]:
+        try:
+            fn()
+        except ApiError as exc:
+            rep.errors.append(f"{name}: {exc}")
+            if exc.status is None:
+                break
+    with transaction(gate.conn):
+        _set(gate.conn, "sync.last_attempt", time.time())
+        if rep.ok:
+            _set(gate.conn, "sync.last_ok", time.time())
+    return rep
+
+
+def describe(cfg: dict) -> str:
+    return json.dumps({k: cfg[k] for k in ("base", "organizer", "event", "list")})
+
+
+def report(url: str, team_token: str) -> dict:
+    """Reconciliation against pretix (needs an organizer team token: devices may
+    not read check-ins): successful entries per position across devices, and the
+    positions entered more often than once without an exit in between."""
+    import requests
+
+    cfg = parse_url(url)
+    path = (f"{cfg['base']}/api/v1/organizers/{cfg['organizer']}/events/{cfg['event']}/checkins/")
+    params: dict | None = {"page_size": PAGE, "list": cfg["list"]}
+    rows: list[dict] = []
+    while path:
+        r = requests.get(path, params=params, headers={"Authorization": f"Token {team_token}"}, timeout=30)
+        if r.status_code >= 400:
+            raise SyncError(f"pretix answered {r.status_code} reading check-ins: is that a team token?")
+        doc = r.json()
+        rows += doc.get("results") or []
+        path, params = doc.get("next"), None
+    by_pos: dict = {}
+    for c in sorted(rows, key=lambda c: c.get("datetime") or ""):
+        if c.get("position") is not None and c.get("successful"):
+            by_pos.setdefault(c["position"], []).append(c)
+    doubles = []
+    for pos, cis in by_pos.items():
+        inside, extra = False, []
+        for c in cis:
+            if c.get("type") == "exit":
+                inside = False
+            elif inside:
+                extra.append(c)
+            else:
+                inside = True
+        if extra:
+            doubles.append({"position": pos, "entries": [
+                {"datetime": c.get("datetime"), "device": c.get("device_id"), "nonce": c.get("nonce")}
+                for c in cis if c.get("type") != "exit"]})
+    failed = Counter(c.get("error_reason") for c in rows if not c.get("successful"))
+    return {"event": cfg["event"], "list": cfg["list"], "checkins": len(rows),
+            "successful": sum(1 for c in rows if c.get("successful")), "failed_by_reason": dict(failed),
+            "double_entries": doubles}
+
