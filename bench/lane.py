@@ -22,13 +22,12 @@ sys.path.append(str(Path(__file__).resolve().parent))  # after the packages
 
 import cv2  # noqa: E402
 from common import pct  # noqa: E402
-import numpy as np  # noqa: E402
 
 from crypto.issuer import Issuer  # noqa: E402
 from gate.appliance import Gate  # noqa: E402
 from gate.lane import Lane  # noqa: E402
 from hardware.ports import SystemClock  # noqa: E402
-from hardware.qr import FramePipeline, PyzbarDecoder, ZxingDecoder, make_decoder  # noqa: E402
+from hardware.qr import FramePipeline, make_decoder  # noqa: E402
 from hardware.relay import SimRelay  # noqa: E402
 from hardware.sensor import NoSensor  # noqa: E402
 from hardware.synth import PERTURBATIONS, phone_frame  # noqa: E402

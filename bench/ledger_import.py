@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))  # after the packages: bench/sync.py must not shadow sync/
 
 from gate.db import connect, transaction  # noqa: E402
-from gate.ledger import _UPSERT, SqliteLedgerView  # noqa: E402
+from gate.ledger import SqliteLedgerView  # noqa: E402
 
 from common import MEASURED_GATE  # noqa: E402
 

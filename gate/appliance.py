@@ -8,7 +8,6 @@ through :meth:`Gate.open` / :meth:`Gate.init`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 import sqlite3
@@ -19,7 +18,7 @@ from pathlib import Path
 from crypto.keyring import KeyRing
 from crypto.sealed import load_or_create_data_key, load_or_create_ed25519
 from gate import ledger, scanlog
-from gate.db import connect, transaction
+from gate.db import connect, get_setting, put_setting, transaction
 from gate.decision import Decision, FaceCapture, LanePolicy, Mode, decide
 from gate.errors import ConfigError
 
@@ -91,8 +90,7 @@ class Gate:
         conn = connect(data_dir / DB_NAME)
         config = GateConfig(device_id, policy)
         with transaction(conn):
-            conn.execute("INSERT OR REPLACE INTO settings VALUES ('config', ?)",
-                         (json.dumps(config.to_json()),))
+            put_setting(conn, "config", config.to_json())
         return cls(data_dir, conn, config)
 
     @classmethod
@@ -102,10 +100,10 @@ class Gate:
             raise ConfigError(
                 f"no gate set up in {data_dir}: run 'gate --data {data_dir} init --event EVENT' first")
         conn = connect(data_dir / DB_NAME)
-        row = conn.execute("SELECT value FROM settings WHERE key = 'config'").fetchone()
-        if row is None:
+        doc = get_setting(conn, "config")
+        if doc is None:
             raise ConfigError(f"{data_dir} has no lane configuration: run 'gate --data {data_dir} init'")
-        gate = cls(data_dir, conn, GateConfig.from_json(json.loads(row[0])))
+        gate = cls(data_dir, conn, GateConfig.from_json(doc))
         gate.enforce_retention(time.time())
         return gate
 
@@ -115,14 +113,11 @@ class Gate:
     # ------------------------------------------------------------ biometrics
 
     def retention_until(self) -> float | None:
-        row = self.conn.execute(
-            "SELECT value FROM settings WHERE key = 'biometric_retention_until'").fetchone()
-        return None if row is None else json.loads(row[0])
+        return get_setting(self.conn, "biometric_retention_until")
 
     def set_retention(self, until: float) -> None:
         with transaction(self.conn):
-            self.conn.execute("INSERT OR REPLACE INTO settings VALUES ('biometric_retention_until', ?)",
-                              (json.dumps(until),))
+            put_setting(self.conn, "biometric_retention_until", until)
 
     def enforce_retention(self, now: float) -> int:
         """Delete all templates once the event's retention deadline has passed."""
@@ -135,8 +130,7 @@ class Gate:
 
     def save_config(self, config: GateConfig) -> None:
         with transaction(self.conn):
-            self.conn.execute("INSERT OR REPLACE INTO settings VALUES ('config', ?)",
-                              (json.dumps(config.to_json()),))
+            put_setting(self.conn, "config", config.to_json())
         self.config = config
 
     def set_mode(self, mode: Mode) -> None:
@@ -154,8 +148,7 @@ class Gate:
     def pretix(self) -> dict | None:
         """The pretix connection of a gate whose central is pretix (sync.pretix), else None."""
         if self._pretix is None:
-            row = self.conn.execute("SELECT value FROM settings WHERE key = 'pretix'").fetchone()
-            cfg = json.loads(row[0]) if row else None
+            cfg = get_setting(self.conn, "pretix")
             keys = []
             if cfg:
                 import base64
@@ -171,7 +164,7 @@ class Gate:
 
     def set_pretix(self, cfg: dict) -> None:
         with transaction(self.conn):
-            self.conn.execute("INSERT OR REPLACE INTO settings VALUES ('pretix', ?)", (json.dumps(cfg),))
+            put_setting(self.conn, "pretix", cfg)
         self._pretix = None
 
     def trust(self, doc: object):

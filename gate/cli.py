@@ -155,7 +155,7 @@ def _qr_inputs(args):
 
 
 def cmd_verify(args) -> int:
-    from gate.decision import FaceCapture, Mode
+    from gate.decision import Mode
     gate = _open(args)
     mode = Mode(args.mode) if args.mode else None
     face = None

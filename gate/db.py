@@ -7,6 +7,7 @@ database as it was before it.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -119,6 +120,17 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
         applied.append(name)
     return applied
+
+
+def get_setting(conn: sqlite3.Connection, key: str, default=None):
+    """A JSON value from the settings table."""
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+    return default if row is None else json.loads(row[0])
+
+
+def put_setting(conn: sqlite3.Connection, key: str, value) -> None:
+    """Store a JSON value (call inside a transaction when it must go with other writes)."""
+    conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Callable
 
 from gate.appliance import Gate
-from gate.decision import Decision, FaceCapture, Mode, Reason
+from gate.decision import Decision, Mode, Reason
 
 DEFAULT_PULSE_MS = 200
 

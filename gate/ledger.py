@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidTag
 
 from crypto.keyring import IssuerKey, KeyRing, parse_keyring
 from crypto.sealed import seal, unseal
-from gate.db import transaction
+from gate.db import get_setting, put_setting, transaction
 from gate.decision import Mode, TicketRecord, Usage, NO_USAGE
 from gate.errors import ImportFileError, LedgerError
 
@@ -228,15 +228,14 @@ def import_tickets(
             result.imported += len(batch)
         if progress:
             progress(done_bytes)
-        conn.execute("INSERT OR REPLACE INTO settings VALUES ('ledger_imported_at', ?)",
-                     (json.dumps(time.time()),))
+        put_setting(conn, "ledger_imported_at", time.time())
     result.seconds = time.perf_counter() - t0
     return result
 
 
 def _bad_lines_message(path: Path, bad: list[tuple[int, str]]) -> str:
     shown = "\n".join(f"  line {n}: {msg}" for n, msg in bad[:20])
-    more = f"\n  ... and more" if len(bad) > 20 else ""
+    more = "\n  ... and more" if len(bad) > 20 else ""
     return (f"{path}: {len(bad)} bad line(s), nothing imported:\n{shown}{more}\n"
             "Fix the file, or re-run with --skip-bad to import the good lines only.")
 
@@ -328,7 +327,7 @@ def stats(conn: sqlite3.Connection) -> dict:
     by_status = dict(conn.execute("SELECT status, count(*) FROM tickets GROUP BY status"))
     by_reason = dict(conn.execute(
         "SELECT reason, count(*) FROM scans WHERE kind = 'scan' GROUP BY reason"))
-    imported = conn.execute("SELECT value FROM settings WHERE key='ledger_imported_at'").fetchone()
+    imported = get_setting(conn, "ledger_imported_at")
     return {
         "tickets": q("SELECT count(*) FROM tickets"),
         "by_status": by_status,
@@ -338,7 +337,7 @@ def stats(conn: sqlite3.Connection) -> dict:
         "scans": q("SELECT count(*) FROM scans WHERE kind = 'scan'"),
         "scans_by_reason": by_reason,
         "tickets_used": q("SELECT count(*) FROM usage WHERE admissions > 0"),
-        "ledger_imported_at": json.loads(imported[0]) if imported else None,
+        "ledger_imported_at": imported,
     }
 
 

@@ -9,11 +9,11 @@ fact); an upload is refused only when it is not authentic or not intact.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cbor2
@@ -24,6 +24,7 @@ from crypto import gt1
 from crypto.issuer import Wallet, private_raw
 from crypto.keyring import IssuerKey
 from crypto.sealed import write_secret
+from gate.db import transaction
 from gate.errors import ConfigError
 from gate.scanlog import GENESIS, chain_hash
 
@@ -93,23 +94,11 @@ class CentralStore:
     def close(self) -> None:
         self.conn.close()
 
+    @contextmanager
     def _tx(self):
-        store = self
-
-        class _Tx:
-            def __enter__(self_inner):
-                store.lock.acquire()
-                store.conn.execute("BEGIN IMMEDIATE")
-                return store.conn
-
-            def __exit__(self_inner, exc_type, exc, tb):
-                try:
-                    store.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-                finally:
-                    store.lock.release()
-                return False
-
-        return _Tx()
+        """One write transaction, serialised with the other server threads."""
+        with self.lock, transaction(self.conn):
+            yield self.conn
 
     def _next(self, conn, name: str, n: int = 1) -> int:
         conn.execute("INSERT INTO counters VALUES (?, 0) ON CONFLICT(name) DO NOTHING", (name,))

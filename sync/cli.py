@@ -25,10 +25,11 @@ def cmd_sync(args) -> int:
     from gate.appliance import Gate
     from sync import client as sc
 
+    from gate.db import get_setting
     from sync import pretix
 
     gate = Gate.open(Path(args.data))
-    url = args.central or sc._setting(gate.conn, "sync.central")
+    url = args.central or get_setting(gate.conn, "sync.central")
     if args.enroll:
         if not args.central:
             raise SyncError("--enroll needs --central URL")

@@ -22,7 +22,7 @@ import requests
 from crypto.keyring import b64url_encode
 from crypto.sealed import load_or_create_ed25519, write_secret
 from gate import ledger, scanlog
-from gate.db import transaction
+from gate.db import get_setting, put_setting, transaction
 from gate.errors import LedgerError, SyncError
 from sync.central_store import head_message
 
@@ -130,15 +130,6 @@ def token_path(gate) -> Path:
     return gate.data_dir / "keys" / "token"
 
 
-def _setting(conn, key: str, default=None):
-    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-    return default if row is None else json.loads(row[0])
-
-
-def _set(conn, key: str, value) -> None:
-    conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
-
-
 def enroll(gate, central_url: str, code: str) -> str:
     """First contact: register the device key with a one-time code; store the token 0600."""
     from crypto import gt1
@@ -153,12 +144,12 @@ def enroll(gate, central_url: str, code: str) -> str:
         raise SyncError(f"that enrolment code is for event {event!r}; this gate admits to {gate.policy.event!r}")
     write_secret(token_path(gate), token.encode())
     with transaction(gate.conn):
-        _set(gate.conn, "sync.central", central_url)
+        put_setting(gate.conn, "sync.central", central_url)
     return token
 
 
 def client_for(gate, central_url: str | None = None) -> CentralClient:
-    url = central_url or _setting(gate.conn, "sync.central")
+    url = central_url or get_setting(gate.conn, "sync.central")
     path = token_path(gate)
     if not url or not path.exists():
         raise SyncError("this gate is not enrolled: run 'gate --data DIR sync --central URL --enroll CODE'")
@@ -185,7 +176,7 @@ class SyncReport:
 
 def outbox_length(gate) -> int:
     head, _ = scanlog.head(gate.conn)
-    return head - _setting(gate.conn, "sync.uploaded_through", 0)
+    return head - get_setting(gate.conn, "sync.uploaded_through", 0)
 
 
 def pull_keys(gate, client: CentralClient) -> int:
@@ -200,7 +191,7 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
     total = 0
     path = f"/v1/events/{gate.policy.event}/tickets"
     while True:
-        cursor = _setting(gate.conn, "sync.tickets_cursor", "")
+        cursor = get_setting(gate.conn, "sync.tickets_cursor", "")
         items, nxt, more = client.page(path, cursor, page)
         rows = []
         for i, item in enumerate(items):
@@ -211,8 +202,8 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
                                f"{cursor!r}): {exc}; page not applied") from None
         with transaction(gate.conn):
             gate.conn.executemany(ledger._UPSERT, rows)
-            _set(gate.conn, "sync.tickets_cursor", nxt)
-            _set(gate.conn, "ledger_imported_at", time.time())
+            put_setting(gate.conn, "sync.tickets_cursor", nxt)
+            put_setting(gate.conn, "ledger_imported_at", time.time())
         total += len(rows)
         if progress:
             progress(total)
@@ -224,7 +215,7 @@ def push_scans(gate, client: CentralClient, *, batch_size: int = UPLOAD_BATCH) -
     device_key = load_or_create_ed25519(gate.data_dir / "keys" / "device.key")
     sent = 0
     while True:
-        through = _setting(gate.conn, "sync.uploaded_through", 0)
+        through = get_setting(gate.conn, "sync.uploaded_through", 0)
         rows = gate.conn.execute("SELECT seq, record, hash FROM scans WHERE seq > ? ORDER BY seq LIMIT ?",
                                  (through, batch_size)).fetchall()
         if not rows:
@@ -243,13 +234,13 @@ def push_scans(gate, client: CentralClient, *, batch_size: int = UPLOAD_BATCH) -
             stored = exc.body.get("stored_through")
             if exc.status == 409 and isinstance(stored, int) and 0 <= stored < through:
                 with transaction(gate.conn):  # central lost some of ours: send them again
-                    _set(gate.conn, "sync.uploaded_through", stored)
+                    put_setting(gate.conn, "sync.uploaded_through", stored)
                 continue
             raise
         if not isinstance(ack, int) or not rows[0][0] - 1 <= ack <= last_seq:
             raise ApiError(f"central acknowledged an impossible seq {ack!r} for {rows[0][0]}-{last_seq}")
         with transaction(gate.conn):
-            _set(gate.conn, "sync.uploaded_through", ack)
+            put_setting(gate.conn, "sync.uploaded_through", ack)
         sent += ack - through
         if ack < last_seq:
             return sent
@@ -260,7 +251,7 @@ def pull_admissions(gate, client: CentralClient) -> int:
     path = f"/v1/events/{gate.policy.event}/admissions"
     me = gate.config.device_id
     while True:
-        cursor = _setting(gate.conn, "sync.admissions_cursor", "")
+        cursor = get_setting(gate.conn, "sync.admissions_cursor", "")
         items, nxt, more = client.page(path, cursor, 5000)
         admits, voids = [], []
         for it in items:
@@ -279,7 +270,7 @@ def pull_admissions(gate, client: CentralClient) -> int:
             gate.conn.executemany("INSERT OR IGNORE INTO remote_admissions (device_id, seq, ticket_id, mode,"
                                   " consumes, ts_ms) VALUES (?,?,?,?,?,?)", admits)
             gate.conn.executemany("UPDATE remote_admissions SET voided = 1 WHERE device_id = ? AND seq = ?", voids)
-            _set(gate.conn, "sync.admissions_cursor", nxt)
+            put_setting(gate.conn, "sync.admissions_cursor", nxt)
         total += len(admits)
         if not more or not items:
             return total
@@ -303,18 +294,18 @@ def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncR
                 break
     gate.enforce_retention(time.time())
     with transaction(gate.conn):
-        _set(gate.conn, "sync.last_attempt", time.time())
+        put_setting(gate.conn, "sync.last_attempt", time.time())
         if rep.ok:
-            _set(gate.conn, "sync.last_ok", time.time())
+            put_setting(gate.conn, "sync.last_ok", time.time())
     return rep
 
 
 def status(gate) -> dict:
     return {
-        "central": _setting(gate.conn, "sync.central"),
+        "central": get_setting(gate.conn, "sync.central"),
         "enrolled": token_path(gate).exists(),
-        "last_ok": _setting(gate.conn, "sync.last_ok"),
-        "last_attempt": _setting(gate.conn, "sync.last_attempt"),
+        "last_ok": get_setting(gate.conn, "sync.last_ok"),
+        "last_attempt": get_setting(gate.conn, "sync.last_attempt"),
         "outbox": outbox_length(gate),
-        "ledger_updated": _setting(gate.conn, "ledger_imported_at"),
+        "ledger_updated": get_setting(gate.conn, "ledger_imported_at"),
     }

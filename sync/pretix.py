@@ -26,11 +26,11 @@ from urllib.parse import parse_qs, urlparse
 
 from crypto.sealed import write_secret
 from gate import scanlog
-from gate.db import transaction
+from gate.db import get_setting, put_setting, transaction
 from gate.errors import ConfigError, SyncError
 from gate.ledger import _UPSERT
 from gate.pretix_codes import ticket_id_for
-from sync.client import ApiError, CentralClient, SyncReport, _set, _setting, token_path
+from sync.client import ApiError, CentralClient, SyncReport, token_path
 
 PAGE = 50
 _REVOKE = ("INSERT INTO tickets (ticket_id, event, tier, zone, version, status, entries, reentry,"
@@ -95,7 +95,7 @@ def enroll(gate, url: str, init_token: str) -> str:
     write_secret(token_path(gate), token.encode())
     gate.set_pretix({**cfg, "device": doc.get("device_id"), "keys": []})
     with transaction(gate.conn):
-        _set(gate.conn, "sync.central", url)
+        put_setting(gate.conn, "sync.central", url)
     return token
 
 
@@ -134,7 +134,7 @@ def _rows_from_order(order: dict, event: str) -> list[tuple]:
 
 def pull_orders(gate, client: PretixClient) -> int:
     """Orders changed since the last pull; the cursor is the first page's X-Page-Generated."""
-    since = _setting(gate.conn, "pretix.orders_since")
+    since = get_setting(gate.conn, "pretix.orders_since")
     params = {"page_size": PAGE, "pdf_data": "false"}
     if since:
         params["modified_since"] = since
@@ -165,8 +165,8 @@ def pull_orders(gate, client: PretixClient) -> int:
         page += 1
     with transaction(gate.conn):
         if generated:
-            _set(gate.conn, "pretix.orders_since", generated)
-        _set(gate.conn, "ledger_imported_at", time.time())
+            put_setting(gate.conn, "pretix.orders_since", generated)
+        put_setting(gate.conn, "ledger_imported_at", time.time())
     return total
 
 
@@ -201,11 +201,11 @@ def push_scans(gate, client: PretixClient) -> int:
     device = gate.config.device_id
     sent = 0
     while True:
-        through = _setting(gate.conn, "sync.uploaded_through", 0)
+        through = get_setting(gate.conn, "sync.uploaded_through", 0)
         batch = list(scanlog.entries(gate.conn, after=through, limit=100))
         if not batch:
             return sent
-        high = _setting(gate.conn, "pretix.sent_high", 0)
+        high = get_setting(gate.conn, "pretix.sent_high", 0)
         for e in batch:
             r = e.record
             voided = gate.conn.execute("SELECT 1 FROM voided WHERE seq = ?", (e.seq,)).fetchone()
@@ -220,10 +220,10 @@ def push_scans(gate, client: PretixClient) -> int:
                     raise  # keep it in the outbox and try again later
                 # a permanent refusal (e.g. a ticket pretix does not know): pretixSCAN drops it too
             with transaction(gate.conn):
-                _set(gate.conn, "sync.uploaded_through", e.seq)
+                put_setting(gate.conn, "sync.uploaded_through", e.seq)
                 if e.seq > high:
                     high = e.seq
-                    _set(gate.conn, "pretix.sent_high", high)
+                    put_setting(gate.conn, "pretix.sent_high", high)
             sent += 1
 
 
@@ -258,9 +258,9 @@ def sync_once(gate, client: PretixClient, *, now: float | None = None) -> SyncRe
             if exc.status is None:
                 break
     with transaction(gate.conn):
-        _set(gate.conn, "sync.last_attempt", time.time())
+        put_setting(gate.conn, "sync.last_attempt", time.time())
         if rep.ok:
-            _set(gate.conn, "sync.last_ok", time.time())
+            put_setting(gate.conn, "sync.last_ok", time.time())
     return rep
 
 

@@ -46,7 +46,7 @@ def _build(conn, event: str) -> dict:
     entry = "FROM adm a WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL"
     over, by_ticket = [], {}
     for tid, used, allowed in conn.execute(
-            f"""SELECT a.ticket_id, sum(a.consumes), coalesce(t.entries, 1)
+            """SELECT a.ticket_id, sum(a.consumes), coalesce(t.entries, 1)
                 FROM adm a LEFT JOIN tickets t ON t.ticket_id = a.ticket_id
                 WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL
                 GROUP BY a.ticket_id HAVING coalesce(t.entries, 1) > 0 AND sum(a.consumes) > coalesce(t.entries, 1)

@@ -7,7 +7,6 @@ import random
 
 import cbor2
 
-from crypto import gt1
 from crypto.base45 import ALPHABET, b45decode, b45encode
 from crypto.issuer import ticket_record
 from gate import ledger

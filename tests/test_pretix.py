@@ -124,9 +124,6 @@ def test_signed_secrets_verified_offline_with_revoked_and_blocked_lists(pretix, 
 def test_two_gates_offline_double_entry_is_stored_and_reported(pretix, tmp_path):
     a, _ = _gate(tmp_path, pretix, "random", 1, "east")
     ev = pretix.seed["events"]["random"]
-    b_token = None
-    # the second gate uses a fresh device of the organizer (each gate is its own pretix device)
-    from pretix_server.harness import PretixServer  # noqa: F401 (documentation of where devices come from)
     secret = ev["positions"][40]["secret"]
     now = int(time.time()) - 120
     live_a = _cut(a)

@@ -112,7 +112,8 @@ def test_lying_central_cannot_corrupt_the_ledger(central, tmp_path):
     rep = sc.sync_once(g, sc.client_for(g))
     assert not rep.ok and any("invalid ticket" in e for e in rep.errors)
     assert g.conn.execute("SELECT count(*) FROM tickets").fetchone()[0] == 0  # page not applied
-    assert sc._setting(g.conn, "sync.tickets_cursor", "") == ""
+    from gate.db import get_setting
+    assert get_setting(g.conn, "sync.tickets_cursor", "") == ""
 
 
 def test_two_gates_offline_double_admission_is_reported(central, tmp_path):

@@ -224,10 +224,11 @@ class GateApp(App):
             net = f"{online} · sync {_age(snap['last_ok'], now)} ago"
             out = f"outbox {snap['outbox']} · ledger {_age(snap['ledger_updated'], now)}"
         else:
-            from sync.client import outbox_length, _setting
+            from gate.db import get_setting
+            from sync.client import outbox_length
             net = "OFFLINE (no central)"
             out = (f"outbox {outbox_length(self.lane.gate)} · ledger "
-                   f"{_age(_setting(self.lane.gate.conn, 'ledger_imported_at'), now)}")
+                   f"{_age(get_setting(self.lane.gate.conn, 'ledger_imported_at'), now)}")
         self.query_one("#status", Static).update(f"{state}\n{net}\n{out}")
 
     # ---------------------------------------------------------- commands

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 
-from gate.db import transaction
+from gate.db import get_setting, put_setting, transaction
 from gate.errors import ConfigError
 
 
@@ -17,8 +16,7 @@ def _hash(pin: str, salt: bytes) -> bytes:
 
 
 def _load(gate) -> dict:
-    row = gate.conn.execute("SELECT value FROM settings WHERE key = 'operators'").fetchone()
-    return json.loads(row[0]) if row else {}
+    return get_setting(gate.conn, "operators", {})
 
 
 def set_pin(gate, operator: str, pin: str) -> None:
@@ -28,7 +26,7 @@ def set_pin(gate, operator: str, pin: str) -> None:
     ops = _load(gate)
     ops[operator] = {"salt": salt.hex(), "hash": _hash(pin, salt).hex()}
     with transaction(gate.conn):
-        gate.conn.execute("INSERT OR REPLACE INTO settings VALUES ('operators', ?)", (json.dumps(ops),))
+        put_setting(gate.conn, "operators", ops)
 
 
 def check_pin(gate, operator: str, pin: str) -> bool:
