@@ -162,6 +162,11 @@ class Gate:
             self._pretix = (cfg, keys)
         return self._pretix[0]
 
+    @property
+    def pretix_keys(self) -> list:
+        """The event's pretix_sig1 public keys (loaded with :attr:`pretix`)."""
+        return self._pretix[1] if self.pretix is not None else []
+
     def set_pretix(self, cfg: dict) -> None:
         with transaction(self.conn):
             put_setting(self.conn, "pretix", cfg)
@@ -182,7 +187,7 @@ class Gate:
                face: FaceCapture | None = None) -> Decision:
         if self.pretix is not None and not qr.startswith("GT1:"):
             from gate.pretix_codes import decide_pretix
-            return decide_pretix(qr, now=now, lane=self.policy, keys=self._pretix[1], ledger=self.view, mode=mode)
+            return decide_pretix(qr, now=now, lane=self.policy, keys=self.pretix_keys, ledger=self.view, mode=mode)
         return decide(qr, now=now, lane=self.policy, keys=self.keys, ledger=self.view,
                       mode=mode, face=face)
 

@@ -140,6 +140,14 @@ class Decision:
         }
 
 
+def allowance(rec: TicketRecord, usage: Usage) -> tuple[bool, bool]:
+    """Row 13 of DESIGN §4 for an entry: (exhausted, reentering). A re-entry after an
+    exit, where the ticket allows it, does not consume an entry."""
+    reentering = rec.reentry and usage.last_kind is Mode.EXIT
+    exhausted = not reentering and rec.entries != 0 and usage.admissions >= rec.entries
+    return exhausted, reentering
+
+
 def face_distance(a: Sequence[float], b: Sequence[float]) -> float:
     """Euclidean distance between two 128-d encodings (what face_recognition uses)."""
     return math.sqrt(sum((x - y) * (x - y) for x, y in zip(a, b, strict=True)))
@@ -230,9 +238,8 @@ def decide(
     if mode is Mode.EXIT:
         return verdict(Reason.ACCEPT)
     # 13: allowance
-    usage = ledger.usage(tid)
-    reentering = rec.reentry and usage.last_kind is Mode.EXIT
-    if not reentering and rec.entries != 0 and usage.admissions >= rec.entries:
+    exhausted, reentering = allowance(rec, ledger.usage(tid))
+    if exhausted:
         return verdict(Reason.ALREADY_USED)
     # 14: face
     distance = None

@@ -87,7 +87,7 @@ class Demo:
         template = encode_template(encoding_from_photo(ASSETS / "obama1.jpg"))
         self.face_ticket = Wallet.load(self.store.issue(EVENT, count=1, out=wallets, face_template=template,
                                                         tier="VIP")[0]["file"])
-        self.tomorrow = Wallet(self.w[0].ticket_id, "evt-demo-arena-day2",
+        self.tomorrow = Wallet(bytes(16).hex(), "evt-demo-arena-day2",
                                gt1.issue(self.store.signing_key(EVENT), ticket_id=bytes(16), event="evt-demo-arena-day2"))
         self.out(f"central  http://127.0.0.1:{self.server.port}  event {EVENT}: "
                  f"{len(self.w) + 2} tickets issued (rotating, paper, face-bound)")

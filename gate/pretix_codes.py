@@ -19,7 +19,7 @@ from typing import Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gate.decision import Decision, LanePolicy, LedgerView, Mode, Reason, TicketRecord
+from gate.decision import Decision, LanePolicy, LedgerView, Mode, Reason, TicketRecord, allowance
 
 MAX_SECRET = 4096
 
@@ -124,8 +124,7 @@ def decide_pretix(secret: str, *, now: float, lane: LanePolicy, keys: Sequence[E
 
     if mode is Mode.EXIT:
         return verdict(Reason.ACCEPT)
-    usage = ledger.usage(tid)
-    reentering = rec.reentry and usage.last_kind is Mode.EXIT
-    if not reentering and rec.entries != 0 and usage.admissions >= rec.entries:
+    exhausted, reentering = allowance(rec, ledger.usage(tid))
+    if exhausted:
         return verdict(Reason.ALREADY_USED)
     return verdict(Reason.ACCEPT, consumes=not reentering)

@@ -66,12 +66,15 @@ def create_app(store: CentralStore) -> FastAPI:
         device(request, event)
         return _json(store.keyring(event))
 
-    @app.get("/v1/events/{event}/tickets")
-    def tickets(event: str, request: Request):
+    def paged(request: Request, event: str, fetch) -> Response:
         device(request, event)
         cursor, limit = page_args(request)
-        items, nxt, more = store.ticket_page(event, cursor, limit)
+        items, nxt, more = fetch(event, cursor, limit)
         return _json({"items": items, "cursor": str(nxt), "more": more})
+
+    @app.get("/v1/events/{event}/tickets")
+    def tickets(event: str, request: Request):
+        return paged(request, event, store.ticket_page)
 
     @app.post("/v1/events/{event}/scans")
     async def scans(event: str, request: Request):
@@ -86,10 +89,7 @@ def create_app(store: CentralStore) -> FastAPI:
 
     @app.get("/v1/events/{event}/admissions")
     def admissions(event: str, request: Request):
-        device(request, event)
-        cursor, limit = page_args(request)
-        items, nxt, more = store.admissions(event, cursor, limit)
-        return _json({"items": items, "cursor": str(nxt), "more": more})
+        return paged(request, event, store.admissions)
 
     @app.get("/v1/events/{event}/reconciliation")
     def reconciliation(event: str, request: Request):
