@@ -266,23 +266,25 @@ class SqliteLedgerView:
         v, st, ent, rex, zone, fce, tier, holder = row
         return TicketRecord(ticket_id, v, st, ent, bool(rex), zone, bool(fce), tier, holder)
 
+    _USAGE = """
+        SELECT u.admissions, u.last_kind, u.last_ts_ms,
+               (SELECT count(*) FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
+                                                          AND r.consumes = 1 AND r.mode = 'entry'),
+               (SELECT r.mode FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
+                ORDER BY r.ts_ms DESC LIMIT 1),
+               (SELECT max(r.ts_ms) FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0)
+        FROM (SELECT 1) LEFT JOIN usage u ON u.ticket_id = ?1"""
+
     def usage(self, ticket_id: str) -> Usage:
-        """This gate's accepted history, plus what other gates reported through sync."""
-        row = self.conn.execute(
-            "SELECT admissions, last_kind, last_ts_ms FROM usage WHERE ticket_id = ?", (ticket_id,)).fetchone()
-        admissions, last_kind, last_ts = row if row else (0, None, None)
-        remote = self.conn.execute(
-            "SELECT count(*) FILTER (WHERE consumes = 1 AND mode = 'entry'), max(ts_ms)"
-            " FROM remote_admissions WHERE ticket_id = ? AND voided = 0", (ticket_id,)).fetchone()
-        if remote[1] is not None:
-            admissions += remote[0]
-            if last_ts is None or remote[1] > last_ts:
-                last_kind = self.conn.execute(
-                    "SELECT mode FROM remote_admissions WHERE ticket_id = ? AND voided = 0 AND ts_ms = ?",
-                    (ticket_id, remote[1])).fetchone()[0]
-        if last_kind is None and admissions == 0:
+        """This gate's accepted history, plus what other gates reported through sync
+        (one query: this is on the decision path)."""
+        adm, kind, ts, r_adm, r_kind, r_ts = self.conn.execute(self._USAGE, (ticket_id,)).fetchone()
+        admissions = (adm or 0) + r_adm
+        if r_ts is not None and (ts is None or r_ts > ts):
+            kind = r_kind
+        if kind is None and admissions == 0:
             return NO_USAGE
-        return Usage(admissions, Mode(last_kind) if last_kind else None)
+        return Usage(admissions, Mode(kind) if kind else None)
 
     def step_accepted(self, ticket_id: str, step: int) -> bool:
         return self.conn.execute(
