@@ -4,6 +4,7 @@ single character or an out-of-range group is an error."""
 from __future__ import annotations
 
 import struct
+import sys
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
@@ -42,10 +43,18 @@ def b45decode(text: str) -> bytes:
     if rest == 1:
         raise Base45Error("base45 length leaves a dangling character")
     full = n - rest
-    groups = [a + b * 45 + c * 2025 for a, b, c in zip(vals[0:full:3], vals[1:full:3], vals[2:full:3])]
-    if groups and max(groups) > 0xFFFF:
-        raise Base45Error("base45 group out of range")
-    out = struct.pack(f">{len(groups)}H", *groups)
+    np = sys.modules.get("numpy")  # already loaded in a lane process: use it, never import it here
+    if np is not None and full >= 96:
+        g = np.frombuffer(vals, dtype=np.uint8, count=full).reshape(-1, 3).astype(np.uint32)
+        groups = g[:, 0] + g[:, 1] * 45 + g[:, 2] * 2025
+        if int(groups.max()) > 0xFFFF:
+            raise Base45Error("base45 group out of range")
+        out = groups.astype(">u2").tobytes()
+    else:
+        groups = [a + b * 45 + c * 2025 for a, b, c in zip(vals[0:full:3], vals[1:full:3], vals[2:full:3])]
+        if groups and max(groups) > 0xFFFF:
+            raise Base45Error("base45 group out of range")
+        out = struct.pack(f">{len(groups)}H", *groups)
     if rest == 2:
         v = vals[-2] + vals[-1] * 45
         if v > 0xFF:

@@ -22,6 +22,29 @@ def test_base45_round_trip(data):
     assert b45decode(b45encode(data)) == data
 
 
+@given(st.binary(min_size=64, max_size=600))
+def test_base45_numpy_and_pure_paths_agree(data):
+    import sys
+    import numpy  # noqa: F401  (loaded: the vectorised path runs)
+    text = b45encode(data)
+    fast = b45decode(text)
+    saved = sys.modules.pop("numpy")
+    try:
+        slow = b45decode(text)
+    finally:
+        sys.modules["numpy"] = saved
+    assert fast == slow == data
+    bad = text[:-3] + ":::"  # 44 + 44*45 + 44*2025 > 0xFFFF
+    for use_numpy in (True, False):
+        if not use_numpy:
+            sys.modules.pop("numpy")
+        try:
+            with pytest.raises(Base45Error):
+                b45decode(bad)
+        finally:
+            sys.modules["numpy"] = saved
+
+
 @pytest.mark.parametrize("bad", ["A", "GGW", ":::", "ab", "A!"])
 def test_base45_rejects_bad_text(bad):
     with pytest.raises(Base45Error):
