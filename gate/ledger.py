@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from cryptography.exceptions import InvalidTag
 
@@ -342,9 +342,3 @@ def stats(conn: sqlite3.Connection) -> dict:
         "ledger_imported_at": imported,
     }
 
-
-def iter_lines(values: Iterable[str]) -> Iterable[str]:
-    for v in values:
-        v = v.rstrip("\r\n")
-        if v.strip():
-            yield v

@@ -19,7 +19,7 @@ from typing import Iterator
 import cbor2
 
 from gate.db import transaction
-from gate.decision import Decision, Mode
+from gate.decision import Decision
 from gate.errors import LogError
 
 GENESIS = bytes(32)
@@ -168,6 +168,3 @@ def verify_chain(conn: sqlite3.Connection) -> ChainReport:
         prev, expected, count = h, seq + 1, count + 1
     return ChainReport(True, count, expected - 1, prev)
 
-
-def mode_of(record: dict) -> Mode:
-    return Mode(record["mode"])

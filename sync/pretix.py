@@ -17,7 +17,6 @@ reference central. Selected by a central URL of the form
 
 from __future__ import annotations
 
-import json
 import platform
 from collections import Counter
 import time
@@ -262,10 +261,6 @@ def sync_once(gate, client: PretixClient, *, now: float | None = None) -> SyncRe
         if rep.ok:
             put_setting(gate.conn, "sync.last_ok", time.time())
     return rep
-
-
-def describe(cfg: dict) -> str:
-    return json.dumps({k: cfg[k] for k in ("base", "organizer", "event", "list")})
 
 
 def report(url: str, team_token: str) -> dict:

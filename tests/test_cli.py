@@ -141,20 +141,22 @@ def test_secret_files_are_private(data):
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
 
 
-def test_verify_path_does_not_import_heavy_libraries():
-    code = ("import sys; from gate.cli import build_parser; build_parser(); import gate.appliance, gate.decision; "
-            "heavy = [m for m in ('cv2', 'face_recognition', 'dlib', 'textual', 'fastapi', 'numpy', "
-            "'requests', 'zxingcpp', 'pyzbar') if m in sys.modules]; print(heavy)")
+def _loaded_after(imports: str, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` a fresh interpreter has loaded after running ``imports``."""
+    code = f"import sys; {imports}; print(sorted(m for m in {names!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    return eval(out.stdout)
+
+
+def test_verify_path_does_not_import_heavy_libraries():
+    heavy = ("cv2", "face_recognition", "dlib", "textual", "fastapi", "numpy", "requests", "zxingcpp", "pyzbar")
+    assert _loaded_after("from gate.cli import build_parser; build_parser(); import gate.appliance, gate.decision",
+                         heavy) == []
 
 
 def test_core_never_imports_adapters():
-    code = ("import sys, crypto.gt1, crypto.keyring, gate.decision; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('hardware', 'sync', 'tui', 'sqlite3', 'gate.ledger', 'requests')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    adapters = ("hardware", "sync", "tui", "sqlite3", "gate.ledger", "requests")
+    assert _loaded_after("import crypto.gt1, crypto.keyring, gate.decision", adapters) == []
 
 
 def test_core_never_reads_the_clock():
