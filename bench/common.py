@@ -5,7 +5,7 @@ from __future__ import annotations
 # Run the gate CLI in a child that reports its own peak RSS: /proc's VmHWM resets at
 # exec, while ru_maxrss does not (it would include the big parent's pages at fork).
 MEASURED_GATE = (
-    "import sys; from gate.cli import main; sys.argv[0] = 'gate'; rc = main(sys.argv[1:]); "
+    "import sys; from gate.app.cli import main; sys.argv[0] = 'gate'; rc = main(sys.argv[1:]); "
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
     "print(hwm, file=sys.stderr); sys.exit(rc)"
 )

@@ -31,7 +31,7 @@ from gate import scanlog  # noqa: E402
 from gate.appliance import Gate  # noqa: E402
 from gate.db import transaction  # noqa: E402
 from sync import client as sc  # noqa: E402
-from sync.central_store import CentralStore  # noqa: E402
+from sync.central.store import CentralStore  # noqa: E402
 
 GATE = Path(sys.executable).with_name("gate")
 from common import MEASURED_GATE  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> None:
             from concurrent.futures import ThreadPoolExecutor
             t = time.perf_counter()
             with ThreadPoolExecutor(4) as pool:
-                sent = sum(pool.map(lambda g: sc.push_scans(Gate.open(g.data_dir), sc.client_for(g)), gates))
+                sent = sum(pool.map(lambda g: sc.push_scans(Gate.open(g.data_dir, now=time.time()), sc.client_for(g)), gates))
             upload_s = time.perf_counter() - t
             t = time.perf_counter()
             rep = requests.get(f"{url}/v1/events/{EVENT}/reconciliation",

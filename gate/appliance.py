@@ -11,7 +11,6 @@ import hashlib
 import os
 import secrets
 import sqlite3
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -73,7 +72,7 @@ class Gate:
             raise ConfigError("--event must name the event this gate admits to")
         existing = None
         if cls.exists(data_dir):
-            existing = cls.open(data_dir)
+            existing = cls.open(data_dir, now=0)
             if existing.config.policy.event != event:
                 raise ConfigError(
                     f"{data_dir} is already set up for event {existing.config.policy.event!r}; "
@@ -94,7 +93,8 @@ class Gate:
         return cls(data_dir, conn, config)
 
     @classmethod
-    def open(cls, data_dir: Path) -> "Gate":
+    def open(cls, data_dir: Path, *, now: float) -> "Gate":
+        """Open an initialised gate; ``now`` enforces the biometric retention deadline."""
         data_dir = Path(data_dir)
         if not cls.exists(data_dir):
             raise ConfigError(
@@ -104,7 +104,7 @@ class Gate:
         if doc is None:
             raise ConfigError(f"{data_dir} has no lane configuration: run 'gate --data {data_dir} init'")
         gate = cls(data_dir, conn, GateConfig.from_json(doc))
-        gate.enforce_retention(time.time())
+        gate.enforce_retention(now)
         return gate
 
     def close(self) -> None:

@@ -117,7 +117,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     for name, fn in pending:
         with transaction(conn):
             fn(db)
-            conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+            conn.execute("INSERT INTO _migrations VALUES (?, CAST(strftime('%s', 'now') AS REAL))", (name,))
         applied.append(name)
     return applied
 

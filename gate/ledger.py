@@ -13,8 +13,6 @@ import json
 import os
 import sqlite3
 import struct
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -149,32 +147,6 @@ class ImportResult:
     imported: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)
     skipped_bad: bool = False
-    seconds: float = 0.0
-
-
-class Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self, total: int, label: str, *, stream=None):
-        self.total, self.label = max(total, 1), label
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
-        self._last = -1
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        pct = min(100, done * 100 // self.total)
-        if pct != self._last:
-            self._last = pct
-            bar = "#" * (pct // 4)
-            self.stream.write(f"\r{self.label} [{bar:<25}] {pct:3d}%")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 MAX_REPORTED_BAD = 50
@@ -187,6 +159,7 @@ def import_tickets(
     event: str,
     data_key: bytes,
     skip_bad: bool = False,
+    now: float,
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Import a tickets JSON Lines file in one transaction.
@@ -195,7 +168,6 @@ def import_tickets(
     line means nothing is imported. ``progress`` receives bytes read so far.
     """
     result = ImportResult(skipped_bad=skip_bad)
-    t0 = time.perf_counter()
     try:
         fh = open(path, "rb")
     except OSError as exc:
@@ -228,8 +200,7 @@ def import_tickets(
             result.imported += len(batch)
         if progress:
             progress(done_bytes)
-        put_setting(conn, "ledger_imported_at", time.time())
-    result.seconds = time.perf_counter() - t0
+        put_setting(conn, "ledger_imported_at", now)
     return result
 
 

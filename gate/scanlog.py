@@ -46,6 +46,11 @@ class Entry:
     hash: bytes
 
 
+def head_message(device_id: str, seq: int, head_hash: bytes) -> bytes:
+    """What a device signs over its chain head (an upload, a bus record): DESIGN §6."""
+    return cbor2.dumps(["GT1-chain-head", device_id, seq, head_hash])
+
+
 def head(conn: sqlite3.Connection) -> tuple[int, bytes]:
     row = conn.execute("SELECT seq, hash FROM scans ORDER BY seq DESC LIMIT 1").fetchone()
     return (0, GENESIS) if row is None else (row[0], row[1])

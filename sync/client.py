@@ -24,7 +24,6 @@ from crypto.sealed import load_or_create_ed25519, write_secret
 from gate import ledger, scanlog
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import LedgerError, SyncError
-from sync.central_store import head_message
 
 TIMEOUT = (3.05, 15)  # connect, read
 TICKET_PAGE = 5000
@@ -226,7 +225,7 @@ def push_scans(gate, client: CentralClient, *, batch_size: int = UPLOAD_BATCH) -
             "records": [base64.b64encode(r[1]).decode() for r in rows],
             "head_hash": last_hash.hex(),
             "head_sig": base64.b64encode(device_key.sign(
-                head_message(gate.config.device_id, last_seq, last_hash))).decode(),
+                scanlog.head_message(gate.config.device_id, last_seq, last_hash))).decode(),
         }
         try:
             ack = client.upload(gate.policy.event, batch).get("stored_through")

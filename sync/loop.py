@@ -45,7 +45,7 @@ class SyncLoop:
     def _run(self) -> None:
         from gate.appliance import Gate
 
-        gate = Gate.open(self.data_dir)
+        gate = Gate.open(self.data_dir, now=time.time())
         try:
             while not self._stop.is_set():
                 try:

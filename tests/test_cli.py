@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from crypto.issuer import ticket_record
-from gate.cli import build_parser
+from gate.app.cli import build_parser
 from conftest import ROOT, json_lines, run_gate, write_jsonl
 
 NOW = 1_807_283_662
@@ -150,7 +150,7 @@ def _loaded_after(imports: str, names: tuple[str, ...]) -> list[str]:
 
 def test_verify_path_does_not_import_heavy_libraries():
     heavy = ("cv2", "face_recognition", "dlib", "textual", "fastapi", "numpy", "requests", "zxingcpp", "pyzbar")
-    assert _loaded_after("from gate.cli import build_parser; build_parser(); import gate.appliance, gate.decision",
+    assert _loaded_after("from gate.app.cli import build_parser; build_parser(); import gate.appliance, gate.decision",
                          heavy) == []
 
 

@@ -21,7 +21,7 @@ NOW = 1_807_283_662
 
 def load(gate: Gate, tmp_path: Path, records) -> None:
     ledger.import_tickets(gate.conn, write_jsonl(tmp_path / "t.jsonl", records),
-                          event=gate.policy.event, data_key=gate.data_key)
+                          event=gate.policy.event, data_key=gate.data_key, now=0)
 
 
 def test_accept_then_already_used_then_rollback_frees_the_entry(gate, issuer, tmp_path):

@@ -146,7 +146,7 @@ def test_lane_face_flow_uses_the_face_camera(gate, issuer, tmp_path, encodings):
 
     w = issuer.mint(face=True, entries=0)
     ledger.import_tickets(gate.conn, write_jsonl(tmp_path / "t.jsonl", [ticket_record(w, entries=0)]),
-                          event=gate.policy.event, data_key=gate.data_key)
+                          event=gate.policy.event, data_key=gate.data_key, now=0)
     ledger.enroll_face(gate.conn, w.ticket_id, encodings["alex_lacamoire1"].encoding, gate.data_key)
 
     def lane_with(photo):

@@ -104,7 +104,7 @@ def _lane(gate, sensor="sim", clock=None):
 def test_lane_logs_before_relay_and_rolls_back_without_passage(gate, issuer, tmp_path):
     w = issuer.mint()
     ledger.import_tickets(gate.conn, write_jsonl(tmp_path / "t.jsonl", [ticket_record(w)]),
-                          event=gate.policy.event, data_key=gate.data_key)
+                          event=gate.policy.event, data_key=gate.data_key, now=0)
     lane, clock = _lane(gate, "sim:never")
     order = []
     real_pulse = lane.relay.pulse

@@ -9,8 +9,8 @@ import time
 import cv2
 
 from crypto.issuer import Wallet
-from sync.central_app import ServerThread, create_app
-from sync.central_store import CentralStore
+from sync.central.app import ServerThread, create_app
+from sync.central.store import CentralStore
 from conftest import json_lines, run_gate
 
 

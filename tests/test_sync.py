@@ -14,9 +14,10 @@ import requests
 from gate.appliance import Gate
 from gate.decision import Reason
 from sync import client as sc
-from sync.central_app import ServerThread, create_app
-from sync.central_store import CentralStore, head_message
-from sync.reconcile import build_report, render_text
+from sync.central.app import ServerThread, create_app
+from gate.scanlog import head_message
+from sync.central.store import CentralStore
+from sync.central.reconcile import build_report, render_text
 from conftest import json_lines, run_gate
 from faulty_proxy import FaultyProxy
 

@@ -19,7 +19,7 @@ from hardware.relay import SimRelay
 from hardware.sensor import SimSensor
 from sync.loop import SyncLoop
 from tui.app import GateApp, PinScreen, Verdict
-from tui.pins import set_pin
+from gate.pins import set_pin
 from conftest import write_jsonl
 
 NOW = 1_700_000_000  # in the past: ages shown by the UI stay "0s"/"never" and snapshots stable
@@ -61,9 +61,9 @@ def make(tmp_path, *, offline=False):
     wallets = [issuer.mint(ticket_id=bytes([i + 1]) * 16, rotating=False) for i in range(3)]
     ledger.import_tickets(g.conn, write_jsonl(tmp_path / "t.jsonl", [
         ticket_record(w, holder=f"Holder {i}", tier="VIP" if i == 0 else "GA", status="revoked" if i == 2 else "valid")
-        for i, w in enumerate(wallets)]), event=issuer.event, data_key=g.data_key)
+        for i, w in enumerate(wallets)]), event=issuer.event, data_key=g.data_key, now=NOW)
     set_pin(g, "ann", "2468")
-    from tui.pins import check_pin
+    from gate.pins import check_pin
     clock = Clock()
     lane = Lane(g, relay=SimRelay(), sensor=SimSensor(1.0), clock=clock)
     sync = None

@@ -283,8 +283,8 @@ class GateApp(App):
 
 
 def run_tui(gate, lane, args) -> int:
-    from gate.run import _run_camera, _run_scanner, _start_sync
-    from tui.pins import check_pin
+    from gate.app.run import _run_camera, _run_scanner, _start_sync
+    from gate.pins import check_pin
 
     sync = _start_sync(gate, args)
     runner = (lambda: _run_scanner(lane, args)) if args.scanner else (lambda: _run_camera(lane, args))

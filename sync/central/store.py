@@ -26,7 +26,7 @@ from crypto.keyring import IssuerKey
 from crypto.sealed import write_secret
 from gate.db import transaction
 from gate.errors import ConfigError
-from gate.scanlog import GENESIS, chain_hash
+from gate.scanlog import GENESIS, chain_hash, head_message
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (event TEXT PRIMARY KEY, created REAL NOT NULL);
@@ -73,11 +73,6 @@ class CentralError(Exception):
 
 def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def head_message(device_id: str, seq: int, head_hash: bytes) -> bytes:
-    """What a device signs for an upload: its chain head."""
-    return cbor2.dumps(["GT1-chain-head", device_id, seq, head_hash])
 
 
 class CentralStore:

@@ -1,5 +1,5 @@
 """The reference central server: DESIGN §6 over HTTP+JSON (FastAPI), backed by
-:class:`sync.central_store.CentralStore`. ``/openapi.json`` documents it."""
+:class:`sync.central.store.CentralStore`. ``/openapi.json`` documents it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from sync.central_store import CentralError, CentralStore
-from sync.reconcile import build_report, render_text
+from sync.central.store import CentralError, CentralStore
+from sync.central.reconcile import build_report, render_text
 
 MAX_PAGE = 5000
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ASSETS = Path(__file__).resolve().parent / "assets" / "faces"
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "faces"
 EVENT = "evt-demo-arena"
 
 
@@ -73,8 +73,8 @@ class Demo:
         from hardware.relay import SimRelay
         from hardware.sensor import SimSensor
         from sync import client as sc
-        from sync.central_app import ServerThread, create_app
-        from sync.central_store import CentralStore
+        from sync.central.app import ServerThread, create_app
+        from sync.central.store import CentralStore
         from gate.ledger import encode_template
 
         self.sc = sc
@@ -216,7 +216,7 @@ class Demo:
             if pace:
                 time.sleep(pace)
         self.sync_all("doors close: final upload")
-        from sync.reconcile import build_report, render_text
+        from sync.central.reconcile import build_report, render_text
         rep = build_report(self.store, EVENT)
         self.out("")
         self.out(render_text(rep))

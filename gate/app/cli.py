@@ -26,8 +26,8 @@ def _now(args) -> float:
 
 
 def _open(args):
-    from gate.appliance import Gate
-    return Gate.open(Path(args.data))
+    from gate.app.compose import open_gate
+    return open_gate(args.data)
 
 
 def _fmt_ts(ts_ms: int | None) -> str:
@@ -51,6 +51,32 @@ def _print_json(obj) -> None:
 
 
 # ------------------------------------------------------------------ commands
+
+
+class Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int, label: str, *, stream=None):
+        self.total, self.label = max(total, 1), label
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self._last = -1
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        pct = min(100, done * 100 // self.total)
+        if pct != self._last:
+            self._last = pct
+            bar = "#" * (pct // 4)
+            self.stream.write(f"\r{self.label} [{bar:<25}] {pct:3d}%")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
 
 
 def cmd_init(args) -> int:
@@ -110,16 +136,17 @@ def cmd_ledger_import(args) -> int:
     from gate import ledger
     gate = _open(args)
     path = Path(args.file)
-    bar = ledger.Progress(ledger.file_size(path), f"importing {path.name}")
+    bar = Progress(ledger.file_size(path), f"importing {path.name}")
+    t0 = time.perf_counter()
     try:
         res = ledger.import_tickets(gate.conn, path, event=gate.policy.event,
                                     data_key=gate.data_key, skip_bad=args.skip_bad,
-                                    progress=bar.update)
+                                    now=time.time(), progress=bar.update)
     finally:
         bar.close()
     for lineno, msg in res.bad[:20]:
         print(f"skipped line {lineno}: {msg}", file=sys.stderr)
-    print(f"imported {res.imported} ticket(s) in {res.seconds:.1f} s"
+    print(f"imported {res.imported} ticket(s) in {time.perf_counter() - t0:.1f} s"
           + (f"; skipped {len(res.bad)} bad line(s)" if res.bad else ""))
     return 0
 
@@ -286,9 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions():
-    """Command groups defined next to the code they drive (lane, face, sync, ui)."""
-    from gate import cli_ext
-    return cli_ext.REGISTRARS
+    """Command groups defined next to the code they drive; their heavy imports
+    stay inside the handlers, so building the parser stays cheap."""
+    from gate.app import demo, face, pins, run
+    from sync import cli as sync_cli
+    from sync.central import cli as central_cli
+    return [run.register, face.register, sync_cli.register, central_cli.register,
+            sync_cli.register_pretix, pins.register, demo.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,9 +39,9 @@ def _human(ev) -> None:
 
 
 def cmd_run(args) -> int:
-    from gate.appliance import Gate
+    from gate.app.compose import open_gate
 
-    gate = Gate.open(Path(args.data))
+    gate = open_gate(args.data)
     if args.passage_timeout is not None:
         from dataclasses import replace
         gate.config = replace(gate.config, passage_timeout_s=args.passage_timeout)
@@ -117,7 +117,7 @@ def _run_scanner(lane, args) -> None:
 
 def cmd_doctor(args) -> int:
     from gate import ledger
-    from gate.appliance import Gate
+    from gate.app.compose import open_gate
 
     results: list[tuple[str, str, str]] = []
 
@@ -130,7 +130,7 @@ def cmd_doctor(args) -> int:
             status, msg = "FAIL", f"{type(exc).__name__}: {exc}"
         results.append((status, name, msg))
 
-    gate = Gate.open(Path(args.data))
+    gate = open_gate(args.data)
 
     def camera():
         if not args.camera:

@@ -12,10 +12,10 @@ from gate.errors import ConfigError
 
 def cmd_face_enroll(args) -> int:
     from gate import ledger
-    from gate.appliance import Gate
+    from gate.app.compose import open_gate
     from hardware.face import encoding_from_photo
 
-    gate = Gate.open(Path(args.data))
+    gate = open_gate(args.data)
     encoding = encoding_from_photo(Path(args.photo))
     ledger.enroll_face(gate.conn, args.ticket_id.lower(), encoding, gate.data_key)
     print(f"enrolled a face for ticket {args.ticket_id} (template encrypted; the photo was not stored)")
@@ -23,9 +23,9 @@ def cmd_face_enroll(args) -> int:
 
 
 def cmd_face_retention(args) -> int:
-    from gate.appliance import Gate
+    from gate.app.compose import open_gate
 
-    gate = Gate.open(Path(args.data))
+    gate = open_gate(args.data)
     if args.until is not None or args.days is not None:
         until = args.until if args.until is not None else time.time() + args.days * 86400
         gate.set_retention(until)
@@ -40,11 +40,11 @@ def cmd_face_retention(args) -> int:
 
 def cmd_wipe(args) -> int:
     from gate import ledger
-    from gate.appliance import Gate
+    from gate.app.compose import open_gate
 
     if not args.biometrics:
         raise ConfigError("say what to wipe: gate wipe --biometrics")
-    gate = Gate.open(Path(args.data))
+    gate = open_gate(args.data)
     n = ledger.wipe_biometrics(gate.conn)
     print(f"deleted {n} face template(s); free pages and the write-ahead log were scrubbed")
     return 0

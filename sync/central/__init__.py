@@ -1,0 +1,1 @@
+"""The reference central: store, HTTP API, reconciliation, its commands."""

@@ -1,0 +1,177 @@
+"""``gate central ...``: the reference central (issuer, devices, server, report)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from sync.cli import _out
+
+# ------------------------------------------------------------------ central
+
+
+def _store(args):
+    from sync.central.store import CentralStore
+    return CentralStore(Path(args.data))
+
+
+def cmd_central_serve(args) -> int:
+    import uvicorn
+
+    from sync.central.app import create_app
+
+    store = _store(args)
+    print(f"central serving {Path(args.data)} on http://{args.host}:{args.port} (OpenAPI at /docs)", file=sys.stderr)
+    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_central_event(args) -> int:
+    res = _store(args).create_event(args.event)
+    _out(args, res, f"event {res['event']} created; issuer key {res['kid']}")
+    return 0
+
+
+def cmd_central_keys_rotate(args) -> int:
+    store = _store(args)
+    event = store.require_event(args.event)
+    kid = store.rotate_key(event)
+    _out(args, {"event": event, "kid": kid}, f"new issuer key {kid} for {event}; older keys stay active")
+    return 0
+
+
+def cmd_central_keyring(args) -> int:
+    store = _store(args)
+    ring = store.keyring(store.require_event(args.event))
+    text = json.dumps(ring, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def cmd_central_issue(args) -> int:
+    store = _store(args)
+    event = store.require_event(args.event)
+    template = None
+    if args.face_photo:
+        from gate.ledger import encode_template
+        from hardware.face import encoding_from_photo
+        template = encode_template(encoding_from_photo(Path(args.face_photo)))
+    made = store.issue(event, count=args.count, out=Path(args.out), tier=args.tier, zone=args.zone,
+                       entries=args.entries, face_template=template, rotating=not args.static)
+    _out(args, {"event": event, "tickets": made},
+         f"issued {len(made)} ticket(s) for {event} into {args.out}")
+    return 0
+
+
+def cmd_central_revoke(args) -> int:
+    res = _store(args).revoke(args.ticket)
+    _out(args, res, f"ticket {args.ticket} revoked; gates learn it at their next sync")
+    return 0
+
+
+def cmd_central_reissue(args) -> int:
+    res = _store(args).reissue(args.ticket, Path(args.out))
+    _out(args, res, f"ticket {args.ticket} reissued as version {res['version']}: {res['file']}")
+    return 0
+
+
+def cmd_central_device_enroll(args) -> int:
+    store = _store(args)
+    event = store.require_event(args.event)
+    code = store.enrol_code(event)
+    _out(args, {"code": code, "event": event}, f"enrolment code for {event}: {code} (single use)")
+    return 0
+
+
+def cmd_central_device_revoke(args) -> int:
+    _store(args).revoke_device(args.device_id)
+    _out(args, {"device_id": args.device_id, "status": "revoked"}, f"device {args.device_id} revoked")
+    return 0
+
+
+def cmd_central_report(args) -> int:
+    from sync.central.reconcile import build_report, render_text
+
+    store = _store(args)
+    rep = build_report(store, store.require_event(args.event))
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        print(render_text(rep), end="")
+    return 0
+
+
+
+
+def register(sub) -> None:
+    p = sub.add_parser("central", help="the reference central server and issuer",
+                       description="The reference central system: events, issuer keys, tickets, devices, "
+                                   "the sync server and the reconciliation report. --data is central's "
+                                   "own directory. Every command takes --json.")
+    cs = p.add_subparsers(dest="central_command", metavar="ACTION")
+    cs.required = True
+
+    def add(name, func, help_, **kw):
+        q = cs.add_parser(name, help=help_, description=kw.pop("description", help_))
+        q.add_argument("--json", action="store_true", help="print one JSON object")
+        q.set_defaults(func=func)
+        return q
+
+    q = add("serve", cmd_central_serve, "serve the sync API (DESIGN §6)")
+    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    q.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    q = add("event", None, "events")
+    es = q.add_subparsers(dest="event_command", metavar="ACTION")
+    es.required = True
+    e = es.add_parser("create", help="create an event with its first issuer key", description="Create an event.")
+    e.add_argument("event", metavar="E")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_central_event)
+    q = add("keys", None, "issuer keys")
+    ks = q.add_subparsers(dest="keys_command", metavar="ACTION")
+    ks.required = True
+    k = ks.add_parser("rotate", help="add a new signing key (older ones stay active)",
+                      description="Add a new issuer signing key for the event.")
+    k.add_argument("--event", help="event (default: the only one)")
+    k.add_argument("--json", action="store_true", help="print one JSON object")
+    k.set_defaults(func=cmd_central_keys_rotate)
+    k = ks.add_parser("export", help="write the public key ring JSON (for gates without sync)",
+                      description="Print (and with --out write) the event's public key ring.")
+    k.add_argument("--event", help="event (default: the only one)")
+    k.add_argument("--out", help="also write it to this file")
+    k.add_argument("--json", action="store_true", help="(the output is JSON already)")
+    k.set_defaults(func=cmd_central_keyring)
+    q = add("issue", cmd_central_issue, "issue tickets and write their wallet files",
+            description="Issue tickets; each wallet file (credential + holder key) goes to --out.")
+    q.add_argument("--event", help="event (default: the only one)")
+    q.add_argument("--count", type=int, required=True, help="how many tickets")
+    q.add_argument("--tier", default="GA", help="ticket tier (default GA)")
+    q.add_argument("--zone", help="zone claim")
+    q.add_argument("--entries", type=int, default=1, help="entries allowed (0 = unlimited)")
+    q.add_argument("--face-photo", metavar="P", help="bind the tickets to the face in photo P")
+    q.add_argument("--static", action="store_true", help="static (paper) codes instead of rotating ones")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder for the wallet files")
+    q = add("revoke", cmd_central_revoke, "revoke a ticket (refund, fraud)")
+    q.add_argument("ticket", metavar="TICKET")
+    q = add("reissue", cmd_central_reissue, "reissue a ticket: version bump and a new holder key")
+    q.add_argument("ticket", metavar="TICKET")
+    q.add_argument("--out", default=".", metavar="DIR", help="folder for the new wallet file")
+    q = add("device", None, "gate devices")
+    ds = q.add_subparsers(dest="device_command", metavar="ACTION")
+    ds.required = True
+    d = ds.add_parser("enroll", help="make a one-time enrolment code for a gate",
+                      description="Make a single-use enrolment code for a new gate.")
+    d.add_argument("--event", help="event (default: the only one)")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.set_defaults(func=cmd_central_device_enroll)
+    d = ds.add_parser("revoke", help="revoke a gate's token", description="Revoke a device's token.")
+    d.add_argument("device_id", metavar="DEVICE_ID")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.set_defaults(func=cmd_central_device_revoke)
+    q = add("report", cmd_central_report, "the reconciliation report",
+            description="Double admissions, revoked and unlisted admissions, chains, counts.")
+    q.add_argument("--event", help="event (default: the only one)")
+
