@@ -22,9 +22,14 @@ from conftest import json_lines, run_gate
 from faulty_proxy import FaultyProxy
 
 
+def db_args(store) -> list[str]:
+    """``gate central`` arguments naming the store's database (none for the SQLite default)."""
+    return ["--db", store.db_url] if store.db_url else []
+
+
 @pytest.fixture
-def central(tmp_path):
-    store = CentralStore(tmp_path / "central")
+def central(tmp_path, central_db):
+    store = CentralStore(tmp_path / "central", central_db)
     store.create_event("evt-sync")
     server = ServerThread(create_app(store)).start()
     yield store, server
@@ -51,7 +56,7 @@ def test_provision_sync_deltas_and_upload_through_the_cli(central, tmp_path):
     run_gate(data, "init", "--event", "evt-sync", "--lane", "north")
     r = run_gate(data, "sync", "--once", check=False)
     assert r.returncode != 0 and "--enroll CODE" in r.stderr
-    code = json.loads(run_gate(tmp_path / "central", "central", "device", "enroll", "--json").stdout)["code"]
+    code = json.loads(run_gate(tmp_path / "central", "central", *db_args(store), "device", "enroll", "--json").stdout)["code"]
     out = json.loads(run_gate(data, "sync", "--central", server.url, "--enroll", code, "--once", "--json").stdout)
     assert out["ok"] and out["tickets"] == 3 and out["keys"] == 1
     assert oct((data / "keys" / "token").stat().st_mode)[-3:] == "600"
@@ -140,7 +145,7 @@ def test_two_gates_offline_double_admission_is_reported(central, tmp_path):
     (dup,) = rep["double_admissions"]
     assert dup["ticket_id"] == w.ticket_id and dup["admitted"] == 2 and len(dup["gates"]) == 2
     assert "DOUBLE ADMISSIONS (1)" in render_text(rep)
-    text = run_gate(tmp_path / "central", "central", "report").stdout
+    text = run_gate(tmp_path / "central", "central", *db_args(store), "report").stdout
     assert w.ticket_id in text
 
 

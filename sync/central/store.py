@@ -147,6 +147,7 @@ class CentralStore:
     def __init__(self, data_dir: Path, db_url: str | None = None, *, pool_size: int = 8,
                  pool_timeout: float = 10.0, migrate: bool = True):
         self.dir = Path(data_dir)
+        self.db_url = db_url  # None: the SQLite file under data_dir
         _harden_dir(self.dir)
         old = os.umask(0o077)  # files SQLite creates (the WAL, its index) are 0600 too
         try:
