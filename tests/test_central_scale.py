@@ -249,6 +249,7 @@ def test_fault_postgresql_restarted_mid_upload_batch_retried_and_stored_once(tmp
                         break
                 except sc.ApiError as exc:
                     errors.append(exc.status)
+                    print("upload error", exc)
                     assert exc.status in (None, 503), exc  # never a 500
                     time.sleep(0.2)
             assert restarted.is_set() and sc.outbox_length(g) == 0
@@ -272,6 +273,7 @@ def test_fault_api_process_killed_mid_batch_loses_nothing_acknowledged(two_serve
     killer.join()
     from gate.db import get_setting
     acked = get_setting(g.conn, "sync.uploaded_through", 0)
+    print("acked before the kill", acked)
     stored = _stored(store, g.config.device_id)
     assert [s for s, _ in stored][:acked] == list(range(1, acked + 1))  # every acknowledged record is there
     sc.push_scans(g, sc.client_for(g, b.url), batch_size=500)  # the gate goes on through the other one

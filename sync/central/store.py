@@ -262,6 +262,11 @@ class CentralStore:
         for i, r in enumerate(rows):
             r["change_seq"] = first + i
             r.setdefault("holder_pub", None)
+        if db.dialect == "postgresql" and not upsert and len(rows) > 100:
+            with db.raw.cursor() as cur, cur.copy(f"COPY tickets ({', '.join(cols)}) FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row([r[c] for c in cols])
+            return
         sql = f"INSERT INTO tickets ({', '.join(cols)}) VALUES ({_ph(cols)})"
         if upsert:
             sql += " ON CONFLICT (ticket_id) DO UPDATE SET " + ", ".join(
@@ -292,11 +297,12 @@ class CentralStore:
             self._insert_tickets(db, rows)
         return made
 
-    def add_tickets(self, records: list[dict]) -> None:
-        """Bulk load ticket records (DESIGN §5 shape): benchmarks, migrations."""
+    def add_tickets(self, records: list[dict], *, replace: bool = True) -> None:
+        """Bulk load ticket records (DESIGN §5 shape): benchmarks, migrations.
+        ``replace=False``: all are new (PostgreSQL then loads them with COPY)."""
         rows = [{f: int(r[f]) if isinstance(r[f], bool) else r[f] for f in TICKET_FIELDS} for r in records]
         with self._tx() as db:
-            self._insert_tickets(db, rows, upsert=True)
+            self._insert_tickets(db, rows, upsert=replace)
 
     def _ticket_event(self, db: DB, ticket_id: str) -> str:
         row = db.one("SELECT event FROM tickets WHERE ticket_id = :t", {"t": ticket_id})
