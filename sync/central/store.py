@@ -42,44 +42,44 @@ __all__ = ["CentralStore", "CentralError", "Migration", "Unavailable", "migratio
 
 SCHEMA_1 = """
 CREATE TABLE events (
-    event TEXT PRIMARY KEY, venue TEXT NOT NULL DEFAULT '', starts_at {real}, ends_at {real},
+    event {text} PRIMARY KEY, venue {text} NOT NULL DEFAULT '', starts_at {real}, ends_at {real},
     created {real} NOT NULL);
 CREATE INDEX events_venue ON events(venue);
 CREATE TABLE issuer_keys (
-    kid TEXT PRIMARY KEY, event TEXT NOT NULL, pub {blob} NOT NULL, status TEXT NOT NULL,
+    kid {text} PRIMARY KEY, event {text} NOT NULL, pub {blob} NOT NULL, status {text} NOT NULL,
     created {real} NOT NULL);
 CREATE TABLE tickets (
-    ticket_id TEXT PRIMARY KEY, event TEXT NOT NULL, tier TEXT NOT NULL DEFAULT '', zone TEXT,
-    version INTEGER NOT NULL DEFAULT 1, status TEXT NOT NULL DEFAULT 'valid',
+    ticket_id {text} PRIMARY KEY, event {text} NOT NULL, tier {text} NOT NULL DEFAULT '', zone {text},
+    version INTEGER NOT NULL DEFAULT 1, status {text} NOT NULL DEFAULT 'valid',
     entries INTEGER NOT NULL DEFAULT 1, reentry INTEGER NOT NULL DEFAULT 0,
-    face_required INTEGER NOT NULL DEFAULT 0, face_template TEXT, holder TEXT,
+    face_required INTEGER NOT NULL DEFAULT 0, face_template {text}, holder {text},
     holder_pub {blob}, change_seq {bigint} NOT NULL, revoked_at {real});
 CREATE INDEX tickets_feed ON tickets(event, change_seq);
-CREATE TABLE counters (name TEXT PRIMARY KEY, value {bigint} NOT NULL);
+CREATE TABLE counters (name {text} PRIMARY KEY, value {bigint} NOT NULL);
 INSERT INTO counters (name, value) VALUES ('change', 0);
 INSERT INTO counters (name, value) VALUES ('scan', 0);
 CREATE TABLE enrol_codes (
-    code_hash TEXT PRIMARY KEY, event TEXT NOT NULL, created {real} NOT NULL, used_by TEXT,
+    code_hash {text} PRIMARY KEY, event {text} NOT NULL, created {real} NOT NULL, used_by {text},
     used_at {real});
-CREATE TABLE enrol_failures (id {id}, client TEXT NOT NULL, at {real} NOT NULL, why TEXT NOT NULL);
+CREATE TABLE enrol_failures (id {id}, client {text} NOT NULL, at {real} NOT NULL, why {text} NOT NULL);
 CREATE INDEX enrol_failures_client ON enrol_failures(client, at);
 CREATE TABLE devices (
-    device_id TEXT PRIMARY KEY, event TEXT NOT NULL, venue TEXT NOT NULL DEFAULT '',
-    pub {blob} NOT NULL, token_hash TEXT NOT NULL UNIQUE, status TEXT NOT NULL DEFAULT 'active',
-    enrolled_at {real} NOT NULL, quarantined_at {real}, quarantine_reason TEXT);
+    device_id {text} PRIMARY KEY, event {text} NOT NULL, venue {text} NOT NULL DEFAULT '',
+    pub {blob} NOT NULL, token_hash {text} NOT NULL UNIQUE, status {text} NOT NULL DEFAULT 'active',
+    enrolled_at {real} NOT NULL, quarantined_at {real}, quarantine_reason {text});
 CREATE TABLE lane_buckets (
-    device_id TEXT NOT NULL, lane TEXT NOT NULL, tokens {real} NOT NULL, last_ms {bigint},
+    device_id {text} NOT NULL, lane {text} NOT NULL, tokens {real} NOT NULL, last_ms {bigint},
     PRIMARY KEY (device_id, lane));
 CREATE TABLE scans (
-    id {bigint} PRIMARY KEY, device_id TEXT NOT NULL, seq {bigint} NOT NULL, event TEXT NOT NULL,
-    ts_ms {bigint}, kind TEXT, mode TEXT, decision TEXT, reason TEXT, ticket_id TEXT,
-    unlisted INTEGER, consumes INTEGER, ref {bigint}, lane TEXT, proven INTEGER,
+    id {bigint} PRIMARY KEY, device_id {text} NOT NULL, seq {bigint} NOT NULL, event {text} NOT NULL,
+    ts_ms {bigint}, kind {text}, mode {text}, decision {text}, reason {text}, ticket_id {text},
+    unlisted INTEGER, consumes INTEGER, ref {bigint}, lane {text}, proven INTEGER,
     record {blob} NOT NULL, hash {blob} NOT NULL, received {real} NOT NULL, UNIQUE (device_id, seq));
 CREATE INDEX scans_event_id ON scans(event, id);
 CREATE INDEX scans_ticket ON scans(event, ticket_id);
 CREATE INDEX scans_rollback ON scans(device_id, ref) WHERE kind = 'rollback';
 CREATE TABLE problems (
-    id {id}, event TEXT, device_id TEXT, kind TEXT NOT NULL, detail TEXT NOT NULL, at {real} NOT NULL)
+    id {id}, event {text}, device_id {text}, kind {text} NOT NULL, detail {text} NOT NULL, at {real} NOT NULL)
 """
 
 migrations.append(Migration("central_1_schema", SCHEMA_1))
