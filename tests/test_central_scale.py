@@ -339,3 +339,62 @@ def test_fault_pool_exhausted_answers_503_with_retry_after_and_the_gate_honours_
     finally:
         server.stop()
         store.close()
+
+
+# the schema the previous release created (SQLite, before migrations existed)
+UNVERSIONED_SCHEMA = '''
+CREATE TABLE IF NOT EXISTS events (event TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS issuer_keys (
+    kid TEXT PRIMARY KEY, event TEXT NOT NULL, pub BLOB NOT NULL, status TEXT NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tickets (
+    ticket_id TEXT PRIMARY KEY, event TEXT NOT NULL, tier TEXT NOT NULL DEFAULT '', zone TEXT,
+    version INTEGER NOT NULL DEFAULT 1, status TEXT NOT NULL DEFAULT 'valid',
+    entries INTEGER NOT NULL DEFAULT 1, reentry INTEGER NOT NULL DEFAULT 0,
+    face_required INTEGER NOT NULL DEFAULT 0, face_template TEXT, holder TEXT,
+    change_seq INTEGER NOT NULL, revoked_at REAL);
+CREATE INDEX IF NOT EXISTS tickets_feed ON tickets(event, change_seq);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS enrol_codes (
+    code_hash TEXT PRIMARY KEY, event TEXT NOT NULL, created REAL NOT NULL, used_by TEXT);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY, event TEXT NOT NULL, pub BLOB NOT NULL, token_hash TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active', enrolled_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS scans (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
+    ts_ms INTEGER, kind TEXT, mode TEXT, decision TEXT, reason TEXT, ticket_id TEXT,
+    unlisted INTEGER, consumes INTEGER, ref INTEGER, lane TEXT, record BLOB NOT NULL,
+    hash BLOB NOT NULL, received REAL NOT NULL, UNIQUE (device_id, seq));
+CREATE INDEX IF NOT EXISTS scans_ticket ON scans(event, ticket_id);
+CREATE INDEX IF NOT EXISTS scans_rollback ON scans(device_id, ref) WHERE kind = 'rollback';
+CREATE TABLE IF NOT EXISTS problems (
+    id INTEGER PRIMARY KEY, event TEXT, device_id TEXT, kind TEXT NOT NULL, detail TEXT NOT NULL,
+    at REAL NOT NULL);
+'''
+
+
+def test_an_unversioned_central_db_is_upgraded_in_place(tmp_path):
+    import sqlite3
+    data = tmp_path / "central"
+    data.mkdir()
+    conn = sqlite3.connect(data / "central.db")
+    conn.executescript(UNVERSIONED_SCHEMA)
+    conn.execute("INSERT INTO events VALUES ('old', 1.0)")
+    conn.execute("INSERT INTO counters VALUES ('change', 7)")
+    conn.execute("INSERT INTO devices VALUES ('gate-old', 'old', ?, 'h', 'active', 1.0)", (b"k" * 32,))
+    for seq in (1, 2):
+        conn.execute("INSERT INTO scans (device_id, seq, event, ts_ms, kind, mode, decision, reason, ticket_id,"
+                     " unlisted, consumes, ref, lane, record, hash, received) VALUES"
+                     " ('gate-old', ?, 'old', 1000, 'scan', 'entry', 'accept', 'ACCEPT', ?, 0, 1, NULL, 'l', x'00',"
+                     " x'00', 1.0)", (seq, f"t{seq}"))
+    conn.commit()
+    conn.close()
+    store = CentralStore(data)  # (a schema step that assumed an empty database would fail here)
+    items, cursor, _ = store.admissions("old", 0, 10)
+    assert [i["ticket_id"] for i in items] == ["t1", "t2"] and cursor == 2
+    assert build_report(store, "old")["per_gate"] == {"gate-old": 2}
+    with store.writer() as db:  # feed counters continue after what is stored
+        assert db.scalar("SELECT value FROM counters WHERE name = 'scan'") == 2
+        assert db.scalar("SELECT value FROM counters WHERE name = 'change'") == 7
+    assert store.db.migrate() == []
+    store.close()

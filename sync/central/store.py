@@ -82,7 +82,38 @@ CREATE TABLE problems (
     id {id}, event {text}, device_id {text}, kind {text} NOT NULL, detail {text} NOT NULL, at {real} NOT NULL)
 """
 
-migrations.append(Migration("central_1_schema", SCHEMA_1))
+# a central.db made before migrations existed (SQLite, the previous release): add what is new
+FROM_UNVERSIONED = """
+ALTER TABLE events ADD COLUMN venue TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN starts_at REAL;
+ALTER TABLE events ADD COLUMN ends_at REAL;
+CREATE INDEX events_venue ON events(venue);
+ALTER TABLE tickets ADD COLUMN holder_pub BLOB;
+INSERT INTO counters (name, value) VALUES ('change', 0) ON CONFLICT (name) DO NOTHING;
+INSERT INTO counters (name, value) SELECT 'scan', coalesce(max(id), 0) FROM scans WHERE true
+    ON CONFLICT (name) DO NOTHING;
+ALTER TABLE enrol_codes ADD COLUMN used_at REAL;
+CREATE TABLE enrol_failures (id INTEGER PRIMARY KEY, client TEXT NOT NULL, at REAL NOT NULL, why TEXT NOT NULL);
+CREATE INDEX enrol_failures_client ON enrol_failures(client, at);
+ALTER TABLE devices ADD COLUMN venue TEXT NOT NULL DEFAULT '';
+ALTER TABLE devices ADD COLUMN quarantined_at REAL;
+ALTER TABLE devices ADD COLUMN quarantine_reason TEXT;
+CREATE UNIQUE INDEX devices_token ON devices(token_hash);
+CREATE TABLE lane_buckets (
+    device_id TEXT NOT NULL, lane TEXT NOT NULL, tokens REAL NOT NULL, last_ms INTEGER,
+    PRIMARY KEY (device_id, lane));
+ALTER TABLE scans ADD COLUMN proven INTEGER;
+CREATE INDEX scans_event_id ON scans(event, id)
+"""
+
+
+def _schema_1(db: DB) -> None:
+    legacy = db.dialect == "sqlite" and db.one(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scans'") is not None
+    db.script(FROM_UNVERSIONED if legacy else SCHEMA_1)
+
+
+migrations.append(Migration("central_1_schema", _schema_1))
 
 TICKET_FIELDS = ("ticket_id", "event", "tier", "zone", "version", "status", "entries", "reentry",
                  "face_required", "face_template", "holder")
@@ -122,6 +153,11 @@ def _text(v):
 
 def _ph(names) -> str:
     return ", ".join(f":{n}" for n in names)
+
+
+def _check_cursor(cursor: int) -> None:
+    if type(cursor) is not int or not 0 <= cursor <= _I64[1]:
+        raise CentralError(422, "cursor must be an integer from 0 to 2^63-1 (the one the last page gave)")
 
 
 def _harden_dir(path: Path) -> None:
@@ -337,6 +373,7 @@ class CentralStore:
         return {"ticket_id": ticket_id, "version": version + 1, "file": str(path)}
 
     def ticket_page(self, event: str, cursor: int, limit: int) -> tuple[list[dict], int, bool]:
+        _check_cursor(cursor)
         with self.reader() as db:
             rows = db.all(
                 f"SELECT {', '.join(TICKET_FIELDS)}, change_seq FROM tickets WHERE event = :e AND change_seq > :c"
