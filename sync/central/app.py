@@ -88,7 +88,7 @@ def create_app(store: CentralStore) -> FastAPI:
 
     @app.post("/v1/events/{event}/scans")
     async def scans(event: str, request: Request):
-        device_id, _, pub = device(request, event)
+        device_id, _, pub = await run_in_threadpool(device, request, event)  # never wait for a DB on the loop
         try:
             batch = json.loads(await request.body())
         except ValueError:

@@ -127,7 +127,10 @@ def normalise_url(url: str) -> str:
 class Database:
     def __init__(self, url: str, *, pool_size: int = 8, pool_timeout: float = 10.0):
         self.url = normalise_url(url)
-        u = sa.engine.make_url(self.url)
+        try:
+            u = sa.engine.make_url(self.url)
+        except sa.exc.ArgumentError:
+            raise ValueError("not a database URL: use sqlite:///PATH or postgresql://USER@HOST/DB") from None
         self.dialect = u.get_backend_name()
         if self.dialect not in DIALECT_TYPES:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:///PATH or postgresql://...")

@@ -187,10 +187,19 @@ class CentralStore:
         _harden_dir(self.dir)
         old = os.umask(0o077)  # files SQLite creates (the WAL, its index) are 0600 too
         try:
-            self.db = Database(db_url or f"sqlite:///{self.dir / 'central.db'}",
-                               pool_size=pool_size, pool_timeout=pool_timeout)
+            try:
+                self.db = Database(db_url or f"sqlite:///{self.dir / 'central.db'}",
+                                   pool_size=pool_size, pool_timeout=pool_timeout)
+            except ValueError as exc:  # a URL SQLAlchemy cannot parse or we do not support
+                raise ConfigError(f"--db {db_url}: {exc}") from None
             if migrate:
-                self.db.migrate()
+                try:
+                    self.db.migrate()
+                except Unavailable as exc:
+                    cause = exc.__cause__ or exc
+                    first = (str(getattr(cause, "orig", cause)).strip().splitlines() or ["?"])[0]
+                    raise ConfigError(f"cannot open the central database ({first}): "
+                                      "check --db and that the server is running") from None
         finally:
             os.umask(old)
         _harden_dir(self.dir)
