@@ -30,7 +30,6 @@ def _admitted_table(db, event: str) -> None:
         db.run("DROP TABLE IF EXISTS temp.adm")
         db.run("DROP TABLE IF EXISTS temp._over")
         db.run("CREATE TEMP TABLE adm AS " + body, {"e": event})
-        db.run("CREATE INDEX temp.adm_ticket ON adm(ticket_id)")
         db.run("CREATE TEMP TABLE _over (ticket_id TEXT PRIMARY KEY)")
 
 
@@ -106,11 +105,12 @@ def _build(db, event: str, verify_chains: bool) -> dict:
                 {"device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "consumes": bool(c)})
         for o in over:
             o["gates"] = sorted({a["device_id"] for a in o["admissions"]})
-    revoked_admissions = [
+    revoked_admissions = [  # the few revoked tickets first, then one pass over the admissions
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "revoked_at": rat}
         for tid, d, sq, ts, ln, rat in db.all(
             f"""SELECT a.ticket_id, a.device_id, a.seq, a.ts_ms, a.lane, t.revoked_at
                 {entry.replace('FROM adm a', 'FROM adm a JOIN tickets t ON t.ticket_id = a.ticket_id')}
+                AND a.ticket_id IN (SELECT ticket_id FROM tickets WHERE status = 'revoked')
                 AND t.status = 'revoked' AND t.revoked_at IS NOT NULL AND a.ts_ms >= t.revoked_at * 1000
                 ORDER BY a.ts_ms""")]
     unlisted = [
