@@ -94,6 +94,10 @@ def _run_camera(lane, args) -> None:
                 lane.submit(text, frame.captured_ns)
     finally:
         camera.close()
+        if pipeline.errors:
+            import sys
+            print(f"gate run: {pipeline.errors} of {pipeline.frames} frame(s) could not be decoded "
+                  f"(last: {pipeline.last_error}); the lane went on", file=sys.stderr, flush=True)
 
 
 def _run_scanner(lane, args) -> None:
