@@ -3,8 +3,9 @@ times faster here and decodes more real photos) and pyzbar (libzbar0).
 Only QR codes are reported; other symbologies and noise are ignored.
 
 The pipeline escalates per frame: a cheap first pass, and only when it finds
-nothing, retries that read codes the first pass misses on real photos (another
-binariser, contrast equalisation, a 2x upscale of small frames). A frame that
+nothing, retries that read codes the first pass misses on real photos (a global
+binariser, the same after a median filter, a 2x upscale of small frames,
+contrast equalisation). A frame that
 makes a decoder throw is one failed frame, counted; it never stops the lane.
 """
 
@@ -76,25 +77,20 @@ class PyzbarDecoder:
         yield from _generic_retries(self.decode, grey)
 
 
-_clahe = None
-
-
 def _generic_retries(decode, grey):
     import cv2
 
-    global _clahe
-    if _clahe is None:
-        _clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))  # per call: lanes may share a process
     h, w = grey.shape[:2]
     if max(h, w) <= SMALL_SIDE:  # a small frame: modules of 1-2 px need more pixels
         yield lambda: _scaled(decode(cv2.resize(grey, (w * 2, h * 2), interpolation=cv2.INTER_CUBIC)), 0.5)
         # contrast equalisation: shadows, bright spots, washed-out prints
-        yield lambda: decode(_clahe.apply(grey))
+        yield lambda: decode(clahe.apply(grey))
     else:
         # the same on a half-size copy: equalising a full textured 640x480 frame makes the
         # decoder chase every speck (~7 ms); at half size it costs ~0.6 ms
         half = (w // 2, h // 2)
-        yield lambda: _scaled(decode(_clahe.apply(cv2.resize(grey, half, interpolation=cv2.INTER_AREA))), 2.0)
+        yield lambda: _scaled(decode(clahe.apply(cv2.resize(grey, half, interpolation=cv2.INTER_AREA))), 2.0)
 
 
 def _scaled(found: Found, k: float) -> Found:
