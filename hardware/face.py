@@ -140,8 +140,8 @@ class FaceSource:
 
     @classmethod
     def from_spec(cls, spec: str, *, liveness: bool = False) -> "FaceSource":
-        from hardware.camera import open_camera
-        return cls(open_camera(spec), FaceEngine(), liveness=liveness)
+        from hardware.registry import open_device
+        return cls(open_device("camera", spec), FaceEngine(), liveness=liveness)
 
     def capture(self, timeout_s: float) -> FaceCapture:
         import cv2

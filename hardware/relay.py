@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from urllib.parse import parse_qs
 
 from gate.errors import HardwareError
 
@@ -153,31 +152,3 @@ class HidRelay(_TimedRelay):
     def close(self) -> None:
         super().close()
         self.dev.close()
-
-
-def open_relay(spec: str):
-    kind, _, arg = spec.partition(":")
-    if kind == "sim":
-        return SimRelay(arg or None)
-    if kind == "serial":
-        port, _, query = arg.partition("?")
-        q = {k: v[-1] for k, v in parse_qs(query).items()}
-        try:
-            kw = {}
-            if "on" in q:
-                kw["on"] = bytes.fromhex(q["on"])
-            if "off" in q:
-                kw["off"] = bytes.fromhex(q["off"])
-            if "baud" in q:
-                kw["baud"] = int(q["baud"])
-        except ValueError:
-            raise HardwareError(f"relay {spec!r}: on/off must be hex bytes and baud a number") from None
-        return SerialRelay(port, **kw)
-    if kind == "gpio":
-        chip, _, line = arg.rpartition(":")
-        if not chip or not line.isdigit():
-            raise HardwareError(f"relay {spec!r}: use gpio:CHIP:LINE, e.g. gpio:gpiochip0:17")
-        return GpioRelay(chip, int(line))
-    if kind == "hid":
-        return HidRelay(int(arg) if arg else 1)
-    raise HardwareError(f"unknown relay {spec!r}: use sim, gpio:CHIP:LINE, serial:PORT or hid")

@@ -21,8 +21,9 @@ from gate import ledger
 from gate.decision import Mode, Reason
 from gate.lane import Lane
 from hardware.qr import FramePipeline, make_decoder
-from hardware.relay import SerialRelay, SimRelay, open_relay
-from hardware.sensor import SimSensor, open_sensor
+from hardware.registry import open_device
+from hardware.relay import SerialRelay, SimRelay
+from hardware.sensor import SimSensor
 from hardware.synth import PERTURBATIONS, phone_frame
 from conftest import GATE_BIN, json_lines, run_gate, write_jsonl
 
@@ -98,7 +99,7 @@ def test_same_code_in_consecutive_frames_is_one_scan(issuer):
 
 def _lane(gate, sensor="sim", clock=None):
     clock = clock or FakeClock(1_807_283_662)
-    return Lane(gate, relay=SimRelay(), sensor=open_sensor(sensor), clock=clock), clock
+    return Lane(gate, relay=SimRelay(), sensor=open_device("sensor", sensor), clock=clock), clock
 
 
 def test_lane_logs_before_relay_and_rolls_back_without_passage(gate, issuer, tmp_path):
@@ -160,7 +161,7 @@ def test_serial_relay_on_a_real_pty():
     master, slave = pty.openpty()
     tty.setraw(master)
     try:
-        relay = open_relay(f"serial:{os.ttyname(slave)}?on=A00101A2&off=A00100A1")
+        relay = open_device("relay", f"serial:{os.ttyname(slave)}?on=A00101A2&off=A00100A1")
         assert isinstance(relay, SerialRelay)
         relay.pulse(50)
         got = b""
@@ -177,9 +178,9 @@ def test_serial_relay_on_a_real_pty():
 def test_serial_relay_custom_bytes_and_bad_spec(tmp_path):
     from gate.errors import HardwareError
     with pytest.raises(HardwareError, match="hex"):
-        open_relay("serial:/dev/null?on=ZZ")
+        open_device("relay", "serial:/dev/null?on=ZZ")
     with pytest.raises(HardwareError, match="cannot open"):
-        open_relay(f"serial:{tmp_path}/no-such-port")
+        open_device("relay", f"serial:{tmp_path}/no-such-port")
 
 
 def _gpio_chip():
@@ -191,7 +192,7 @@ def _gpio_chip():
 def test_gpio_relay_contract():
     pytest.importorskip("gpiod", reason="gpiod package not installed (pip install gpiod)")
     line = int(os.environ.get("GATE_TEST_GPIO_LINE", "0"))
-    relay = open_relay(f"gpio:{_gpio_chip()}:{line}")
+    relay = open_device("relay", f"gpio:{_gpio_chip()}:{line}")
     relay.pulse(20)
     time.sleep(0.05)
     relay.close()
@@ -214,7 +215,7 @@ def _hid_relay_present() -> bool:
 @pytest.mark.skipif(not _hid_relay_present(), reason="no USB HID relay board (16c0:05df) attached")
 def test_hid_relay_contract():
     pytest.importorskip("hid", reason="hid package not installed (pip install hid)")
-    relay = open_relay("hid")
+    relay = open_device("relay", "hid")
     relay.pulse(20)
     time.sleep(0.05)
     relay.close()
