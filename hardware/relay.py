@@ -29,6 +29,11 @@ class _TimedRelay:
 
     def _off(self) -> None: ...
 
+    def is_closed(self) -> bool:
+        """Whether the relay contact is closed (turnstile released) now, as
+        the device reports it where it can (GPIO, HID), else as last commanded."""
+        return self._timer is not None
+
     def pulse(self, ms: int = DEFAULT_PULSE_MS, *, tag: str | None = None) -> None:
         with self._lock:
             if self._timer is not None:
@@ -118,6 +123,9 @@ class GpioRelay(_TimedRelay):
     def _off(self) -> None:
         self.req.set_value(self.line, self._Value.INACTIVE)
 
+    def is_closed(self) -> bool:
+        return self.req.get_value(self.line) == self._Value.ACTIVE
+
     def close(self) -> None:
         super().close()
         self.req.release()
@@ -148,6 +156,11 @@ class HidRelay(_TimedRelay):
 
     def _off(self) -> None:
         self._report(0xFD)
+
+    def is_closed(self) -> bool:
+        # the board's feature report: byte 7 holds one state bit per relay
+        state = self.dev.get_feature_report(1, 9)
+        return bool(state[7] & (1 << (self.relay - 1)))
 
     def close(self) -> None:
         super().close()

@@ -33,7 +33,7 @@ def test_every_command_has_help_and_is_in_the_readme():
     cmds = list(_commands(build_parser()))
     assert len(cmds) >= 8
     for path, sub in cmds:
-        assert sub.description or sub.format_help().strip(), path
+        assert sub.description and sub.description.strip(), f"'gate {' '.join(path)}' has no description"
         helps = [a.help for a in sub._actions if a.option_strings and a.dest != "help"]
         assert all(helps), f"{' '.join(path)} has an option without help"
         pattern = r"gate(?: --data \S+)? " + re.escape(" ".join(path)) + r"\b"
