@@ -94,7 +94,7 @@ def register(sub) -> None:
                                    "IMAGE, or on every image under DIR, shrunk to the lane camera's frame, "
                                    "and print the texts read and the time taken. An unreadable file is "
                                    "reported and skipped; the exit status is then 1.")
-    p.add_argument("images", nargs="+", metavar="IMAGE|DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files, or folders searched for images")
     p.add_argument("--decoder", choices=["zxing", "pyzbar"], default="zxing", help="QR decoder (default: zxing)")
     p.add_argument("--frame", default="640x480", metavar="WxH",
                    help="shrink images to fit this frame, as the lane camera delivers them "
