@@ -96,3 +96,32 @@ def test_gt1_verification_snippet_runs_on_the_example():
     other = gt1.present(ex.objects()[3], holder_key=ex.objects()[1], now=ex.NOW)  # proof by the issuer key
     with pytest.raises(InvalidSignature):
         exec(compile(snippet, "docs/gt1.md", "exec"), {"qr_text": other})
+
+
+def _repo_files():
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return [ROOT / f for f in out if (ROOT / f).is_file()]
+
+
+def test_every_environment_variable_read_is_in_the_readme():
+    # a new os.environ / getenv read without a README line fails here
+    pattern = re.compile(r"""(?:os\.environ(?:\.get|\.setdefault|\.pop)?\(\s*|os\.environ\[\s*|getenv\(\s*)"""
+                         r"""["']([A-Z][A-Z0-9_]*)["']""")
+    names = set()
+    for path in _repo_files():
+        if path.suffix == ".py":
+            names |= set(pattern.findall(path.read_text(errors="replace")))
+    assert {"GATE_DATA", "GATE_PRETIX_SPEC"} <= names  # the scan itself works
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Environment variables"):]
+    missing = sorted(n for n in names if f"`{n}`" not in section)
+    assert not missing, f"add these to README.md, 'Environment variables': {missing}"
+
+
+def test_the_repository_stands_on_its_own():
+    """No file points outside the checkout for the contract or the vectors."""
+    banned = ("../" + "shared", "GATE_" + "SHARED", "DESIGN" + " §")
+    hits = [f"{p.relative_to(ROOT)}: {b}" for p in _repo_files() if p.suffix in (".py", ".md", ".toml", ".sh", ".json", "")
+            for b in banned if b in p.read_text(errors="replace")]
+    assert not hits, hits
