@@ -274,8 +274,9 @@ class _Ledger:
         from gate.decision import NO_USAGE
         return NO_USAGE
 
-    def step_accepted(self, tid, step):
-        return False
+    def lookup(self, tid, step):
+        from gate.decision import Lookup
+        return Lookup(self.ticket(tid))
 
     def face_template(self, tid):
         return None
@@ -329,7 +330,7 @@ def expected_verdict() -> dict:
     return {"decision": "accept", "reason": "ACCEPT", "ticket_id": wallet.ticket_id, "unlisted": False,
             "mode": "entry", "step": gt1.current_step(NOW), "version": 1,
             "kid": gt1.kid_for(gt1.raw_public(issuer_key)).hex(), "tier": "GA", "zone": "A",
-            "face_distance": None, "consumes_entry": True, "detail": "", "seq": None}
+            "face_distance": None, "consumes_entry": True, "sub": None, "detail": "", "seq": None}
 
 
 def write_files(directory: Path) -> tuple[Path, Path, str]:
