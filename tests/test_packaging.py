@@ -5,6 +5,7 @@ repository, importing nothing from the source tree."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,8 +19,13 @@ PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
 def test_wheel_ships_assets_and_the_demo_runs_from_it(tmp_path):
     wheels, target, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
+    # build from a clean copy: a stale build/ in the checkout would leak old modules into the wheel
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "gate-data",
+        "demo-data"))
     # --no-build-isolation: build with this venv's setuptools, so no index is consulted
-    subprocess.run(PIP + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+    subprocess.run(PIP + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
                    check=True, capture_output=True, text=True, timeout=300, cwd=elsewhere)
     (wheel,) = wheels.glob("gate_appliance-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
