@@ -125,3 +125,24 @@ def test_the_repository_stands_on_its_own():
     hits = [f"{p.relative_to(ROOT)}: {b}" for p in _repo_files() if p.suffix in (".py", ".md", ".toml", ".sh", ".json", "")
             for b in banned if b in p.read_text(errors="replace")]
     assert not hits, hits
+
+
+def test_links_between_docs_resolve():
+    """Every relative link in README.md and docs/*.md names a file that exists (and a heading
+    that exists, for #anchors): a renamed doc or section fails here."""
+    def anchors(text: str) -> set[str]:
+        return {re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-")
+                for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+    broken = []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and dest.is_file() and anchor not in anchors(dest.read_text()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken

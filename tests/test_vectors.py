@@ -123,6 +123,11 @@ def test_generated_set_covers_every_reason_a_cli_verify_can_give():
     lanes = {s["lane"]["mode"] for s in GENERATED["scenarios"]}
     missing = {r.value for r in Reason} - {"FACE_MISMATCH", "MANUAL_ADMIT", "MANUAL_DENY"} - expected
     assert not missing and lanes == {"entry", "exit"}
+    flagged = {(st["expect"], flag) for s in GENERATED["scenarios"] for st in s["steps"]
+               for flag in ("require_rotating", "require_listed") if s["lane"].get(flag)}
+    assert {("PROOF_REQUIRED", "require_rotating"), ("NOT_IN_LEDGER", "require_listed")} <= flagged
+    on_exit = {st["expect"] for s in GENERATED["scenarios"] if s["lane"]["mode"] == "exit" for st in s["steps"]}
+    assert {"ACCEPT", "REPLAY", "REVOKED", "WRONG_ZONE", "STALE_CODE", "NOT_IN_LEDGER"} <= on_exit
 
 
 def test_generator_is_reproducible_and_fresh(tmp_path):
