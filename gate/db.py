@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from gate.errors import LedgerError
+from gate.errors import DiskFullError, LedgerError
 
 if TYPE_CHECKING:  # sqlite_utils pulls in numpy: import it only when migrating
     import sqlite_utils
@@ -131,6 +131,11 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys=ON")
         migrate(conn)
     except sqlite3.DatabaseError as exc:
+        import shutil
+
+        if shutil.disk_usage(path.parent).free < 1_000_000:
+            raise DiskFullError(f"the disk holding {path} is full: free space on the data disk; "
+                                "every scan recorded before is safe") from None
         raise LedgerError(
             f"cannot open the device database {path}: {exc}. If the disk is full, free space;"
             " if the file is damaged, restore it from a backup or re-provision the gate."
