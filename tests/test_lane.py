@@ -263,9 +263,9 @@ def test_sigkill_during_a_burst_of_frames(tmp_path, issuer):
     run_gate(data, "keys", "trust", str(tmp_path / "ring.json"))
     frames = tmp_path / "frames"
     frames.mkdir()
-    now = time.time()
+    now = time.time()  # static codes: a slow machine writing 120 frames must not outlast a rotating code
     for i in range(120):
-        cv2.imwrite(str(frames / f"{i:04d}.png"), phone_frame(issuer.mint().code(now), seed=i))
+        cv2.imwrite(str(frames / f"{i:04d}.png"), phone_frame(issuer.mint(rotating=False).code(now), seed=i))
     journal = tmp_path / "pulses.log"
     proc = subprocess.Popen([str(GATE_BIN), "--data", str(data), "run", "--camera", f"images:{frames}",
                              "--relay", f"sim:{journal}", "--json-events"],
