@@ -1,4 +1,4 @@
-"""The gate's side of the sync protocol (DESIGN §6): an HTTP client with
+"""The gate's side of the sync protocol (docs/sync.md): an HTTP client with
 timeouts, a retry policy value object, and one sync pass that pulls keys,
 ticket deltas and other gates' admissions, and pushes the scan log outbox.
 
@@ -218,7 +218,7 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
                 raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
                                f"{cursor!r}): {exc}; page not applied") from None
         with transaction(gate.conn):
-            gate.conn.executemany(ledger._UPSERT, rows)
+            ledger.upsert_tickets(gate.conn, rows)
             put_setting(gate.conn, "sync.tickets_cursor", nxt)
             put_setting(gate.conn, "ledger_imported_at", time.time())
         total += len(rows)

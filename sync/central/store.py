@@ -343,7 +343,7 @@ class CentralStore:
         return made
 
     def add_tickets(self, records: list[dict], *, replace: bool = True) -> None:
-        """Bulk load ticket records (DESIGN §5 shape): benchmarks, migrations.
+        """Bulk load ticket records (docs/formats.md shape): benchmarks, migrations.
         ``replace=False``: all are new (PostgreSQL then loads them with COPY)."""
         rows = [{f: int(r[f]) if isinstance(r[f], bool) else r[f] for f in TICKET_FIELDS} for r in records]
         with self._tx() as db:
