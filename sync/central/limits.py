@@ -49,7 +49,11 @@ async def _answer(send, status: int, message: str) -> None:
 
 
 class BodyLimits:
-    """Read the body under a size limit and a deadline, then hand it to the app whole."""
+    """Count the body as the app reads it, under a size limit and a deadline.
+    Nothing is buffered here: a route authenticates first and reads the body
+    after, so an anonymous client cannot make the server hold even one limit's
+    worth. Going over raises CentralError (413 / 408), which the app answers;
+    the unread rest is never read (uvicorn then closes the connection)."""
 
     def __init__(self, app, *, body_timeout_s: float | None = None):
         self.app = app
@@ -70,31 +74,24 @@ class BodyLimits:
         timeout = self.body_timeout_s if self.body_timeout_s is not None else BODY_TIMEOUT_S
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        chunks, total = [], 0
-        while True:
+        total, complete = 0, False
+
+        async def counted():
+            nonlocal total, complete
+            if complete:  # body done: later calls wait for the disconnect, no deadline
+                return await receive()
             try:
                 msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                return await _answer(send, 408, f"request body not received within {timeout:g} s")
-            if msg["type"] != "http.request":
-                return  # the client went away
-            chunk = msg.get("body", b"")
-            total += len(chunk)
-            if total > limit:
-                return await _answer(send, 413, f"request body over {limit} bytes")
-            chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
-        body, delivered = b"".join(chunks), False
+                raise CentralError(408, f"request body not received within {timeout:g} s") from None
+            if msg["type"] == "http.request":
+                total += len(msg.get("body", b""))
+                if total > limit:
+                    raise CentralError(413, f"request body over {limit} bytes")
+                complete = not msg.get("more_body", False)
+            return msg
 
-        async def replay():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
+        return await self.app(scope, counted, send)
 
 
 def guarded_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES):
