@@ -159,6 +159,6 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_wallet_show)
     q = ws.add_parser("code", help="print the current QR text", description="Print the current QR text.")
     q.add_argument("ticket_file", metavar="TICKET_FILE")
-    from gate.app.cli import unix_time
+    from gate.argtypes import unix_time
     q.add_argument("--now", type=unix_time, help="as of this unix time")
     q.set_defaults(func=cmd_wallet_code)

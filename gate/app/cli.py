@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sqlite3
 import sys
@@ -17,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gate.argtypes import unix_time
 from gate.errors import ConfigError, GateError, LogError
 
 DEFAULT_DATA = os.environ.get("GATE_DATA", "gate-data")
@@ -39,17 +39,6 @@ def _fmt_ts(ts_ms: int | None) -> str:
         return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     except (ValueError, OverflowError, OSError, TypeError):
         return f"?{ts_ms}"
-
-
-def unix_time(text: str) -> float:
-    """argparse type for --now: a finite unix time (not nan, inf or absurd)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (unix seconds)") from None
-    if not math.isfinite(value) or abs(value) >= 1e15:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a usable unix time (seconds since 1970)")
-    return value
 
 
 def _jsonable(obj):
