@@ -159,6 +159,7 @@ def test_item02_gigabyte_bodies_get_413_and_central_stays_small(tmp_path):
         status, sent = _stream_body(c.port, f"/v1/events/{EVENT}/scans", gb, {}, chunked=True)
         assert status == 401 and sent < gb
         assert c.peak_rss_mb() < 200, f"central peaked at {c.peak_rss_mb():.0f} MB"
+        print(f"central peak RSS after four 1 GB bodies: {c.peak_rss_mb():.0f} MB")
         # a normal-sized upload still goes through (the limit leaves the gate's batches room)
         assert requests.get(c.url + "/v1/time", timeout=5).status_code == 200
     assert "Traceback" not in c.stderr
@@ -218,7 +219,18 @@ def test_item02_slow_clients_are_cut_off(tmp_path):
             cut = True
         s.close()
         assert cut
+        # a header bomb: 1 MB of one header line is refused at 64 KB, not accumulated
+        s = socket.create_connection(("127.0.0.1", c.port), timeout=10)
+        got = b""
+        try:
+            s.sendall(b"GET /v1/time HTTP/1.1\r\nX-Big: " + b"a" * (1 << 20))
+            got = s.recv(4096)
+        except OSError:
+            pass
+        s.close()
+        assert _status(got) in (None, 431) and not got.startswith(b"HTTP/1.1 200")
         assert requests.get(c.url + "/v1/time", timeout=5).status_code == 200  # still serving
+        assert c.peak_rss_mb() < 200
 
 
 # ------------------------------------------------------------------ item 6
@@ -475,6 +487,7 @@ def test_item12_stdin_bad_bytes_and_a_300mb_line_are_malformed_scans(tmp_path):
     assert [d["reason"] for d in decisions] == ["MALFORMED", "MALFORMED", "ACCEPT"]
     assert "longer than 4096" in decisions[1]["detail"]
     assert peak < 150, f"gate verify peaked at {peak:.0f} MB reading a 300 MB line"
+    print(f"gate verify peak RSS with a 300 MB stdin line: {peak:.0f} MB")
 
     def feed_small(pipe):
         pipe.write(b"\xc3\x28 bad\n" + b"B" * 5_000_000 + b"\n" + code.encode() + b"\n")

@@ -10,7 +10,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from sync.central.limits import BodyLimits, check_batch, int64, parse_json
+from sync.central.limits import BodyLimits, check_batch, guarded_protocol, int64, parse_json
 from sync.central.store import CentralError, CentralStore
 from sync.central.reconcile import build_report, render_text
 
@@ -113,7 +113,8 @@ class ServerThread:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                                    http=guarded_protocol()))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property

@@ -112,13 +112,14 @@ def guarded_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_byte
 
         def _arm(self):
             """A new request head is due: start its clock and byte count."""
-            self._head_cycle, self._head_bytes = self.cycle, 0
+            self._head_bytes = 0
             if self._head_timer is not None:
                 self._head_timer.cancel()
             self._head_timer = self.loop.call_later(header_timeout_s, self._head_late)
 
         def _awaiting_head(self) -> bool:
-            return self.cycle is self._head_cycle
+            # no request in progress (a pipelined one that is being answered counts as in progress)
+            return self.cycle is None or self.cycle.response_complete
 
         def _head_late(self):
             self._head_timer = None
