@@ -116,10 +116,21 @@ class Usage:
 NO_USAGE = Usage()
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Everything the ledger knows that one decision needs, read at once."""
+
+    record: TicketRecord | None  # None: not in the ledger
+    usage: Usage = NO_USAGE
+    step_accepted: bool = False  # this (ticket, step) already accepted here
+
+
 class LedgerView(Protocol):
     def ticket(self, ticket_id: str) -> TicketRecord | None: ...
     def usage(self, ticket_id: str) -> Usage: ...
-    def step_accepted(self, ticket_id: str, step: int) -> bool: ...
+    def lookup(self, ticket_id: str, step: int | None) -> Lookup:
+        """The ticket, its usage and whether ``step`` was accepted: one read on
+        the decision path."""
     def face_template(self, ticket_id: str) -> Sequence[float] | None: ...
 
 
@@ -245,7 +256,8 @@ def decide(
     step = p.step if c.holder_pub is not None else None
 
     # 9-11: ledger state (ledger fields override the credential's claims)
-    rec = ledger.ticket(tid)
+    look = ledger.lookup(tid, step)
+    rec = look.record
     unlisted = rec is None
     if unlisted:
         if lane.require_listed:
@@ -268,12 +280,12 @@ def decide(
                         sub=sub, detail=detail)
 
     # 12: the same rotation step already accepted here
-    if step is not None and ledger.step_accepted(tid, step):
+    if step is not None and look.step_accepted:
         return verdict(Reason.REPLAY)
     if mode is Mode.EXIT:
         return verdict(Reason.ACCEPT)
     # 13: allowance
-    exhausted, reentering = allowance(rec, ledger.usage(tid))
+    exhausted, reentering = allowance(rec, look.usage)
     if exhausted:
         return verdict(Reason.ALREADY_USED)
     # 14: face

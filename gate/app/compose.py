@@ -56,6 +56,9 @@ class LaneRunner:
         self._stop = threading.Event()
 
     def run(self) -> None:
+        import gc
+
+        gc.freeze()  # the lane's long-lived objects stay out of every later collection
         if self.spec.scanner:
             self._run_scanner()
         elif self.spec.camera:
