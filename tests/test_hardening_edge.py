@@ -316,6 +316,10 @@ def test_item06_api_fuzz_gives_no_5xx_and_no_traceback(tmp_path):
         assert r.status_code == 200 and r.json()["stored_through"] == 1
         for params in ({}, {"format": "text"}):
             go("GET", f"{ev}/reconciliation", params=params, headers=auth)
+        rep = requests.get(f"{ev}/reconciliation", headers=auth, timeout=10).json()
+        refused = [p for p in rep["problems"] if p["device_id"] == "fuzz-1" and p["kind"] == "malformed_upload"]
+        assert len(refused) >= len(hostile) + 3  # every hostile record refused and reported, none stored
+        assert rep["devices"][0]["records"] == 1
         # tokens, paths, methods
         for hdr in ({"Authorization": "Bearer " + "x" * 10000}, {"Authorization": "Basic abc"},
                     {"Authorization": "Bearer \u00e9".encode("utf-8").decode("latin-1")}):

@@ -82,7 +82,11 @@ def create_app(store: CentralStore) -> FastAPI:
     async def scans(event: str, request: Request):
         device_id, _, pub = device(request, event)
         batch = parse_json(await request.body())
-        check_batch(batch)
+        try:
+            check_batch(batch)
+        except CentralError as exc:  # kept for the report, like any refused upload
+            store._problem(event, device_id, "malformed_upload", str(exc))
+            raise
         return _json(store.store_scans(event, device_id, pub, batch))
 
     @app.get("/v1/events/{event}/admissions")
