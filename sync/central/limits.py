@@ -3,8 +3,9 @@ send, may make the server hold more than a few MB or a connection forever.
 
 - :class:`BodyLimits`, a pure ASGI middleware: refuses a body whose
   Content-Length is over the route's limit before reading any of it (413),
-  counts bytes as they stream in (chunked bodies: 413 as soon as the limit is
-  passed, the rest is never read) and gives the whole body a deadline (408).
+  counts bytes as the route reads them, after it authenticated (chunked
+  bodies: 413 as soon as the limit is passed, the rest is never read), and
+  gives the whole body a deadline (408).
 - :func:`guarded_protocol`: uvicorn's HTTP protocol with a deadline and a size
   cap on the request head (slowloris, header bombs), also after keep-alive.
 - :func:`parse_json`: JSON with depth and array-length limits (422).
