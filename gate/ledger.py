@@ -15,7 +15,7 @@ import sqlite3
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from cryptography.exceptions import InvalidTag
 
@@ -32,6 +32,23 @@ _TEMPLATE = struct.Struct(f"<{TEMPLATE_FLOATS}d")
 BATCH = 5000
 MAX_LINE_BYTES = 64 * 1024  # a ticket with a face template is ~1.6 KB
 INT64_MAX = 2 ** 63 - 1
+
+class TicketRow(NamedTuple):
+    """One row of the tickets table, as importers and sync write it (fields in
+    the table's column order, so a TicketRow goes straight to executemany)."""
+
+    ticket_id: str
+    event: str
+    tier: str = ""
+    zone: str | None = None
+    version: int = 1
+    status: str = "valid"
+    entries: int = 1
+    reentry: int = 0
+    face_required: int = 0
+    face_template: bytes | None = None  # sealed under the device data key
+    holder: str | None = None
+
 
 _UPSERT = """
 INSERT INTO tickets (ticket_id, event, tier, zone, version, status, entries, reentry,
@@ -113,7 +130,13 @@ def _bool(obj: dict, name: str) -> bool:
     return v
 
 
-def ticket_row(obj: object, event: str, data_key: bytes) -> tuple:
+def upsert_tickets(conn: sqlite3.Connection, rows: Sequence[TicketRow]) -> None:
+    """Insert or update tickets; a ticket's version never goes down (a stale
+    row cannot bring back a code from before a reissue). Call inside a transaction."""
+    conn.executemany(_UPSERT, rows)
+
+
+def ticket_row(obj: object, event: str, data_key: bytes) -> TicketRow:
     """Validate one ticket record (DESIGN §5) into a row for the tickets table."""
     if not isinstance(obj, dict):
         raise ValueError("record must be a JSON object")
@@ -144,7 +167,7 @@ def ticket_row(obj: object, event: str, data_key: bytes) -> tuple:
         if len(raw) != TEMPLATE_BYTES:
             raise ValueError(f"'face_template' must be {TEMPLATE_FLOATS} float64 ({TEMPLATE_BYTES} bytes)")
         sealed = seal(data_key, raw, tid.encode())
-    return (
+    return TicketRow(
         tid, event, _text(obj, "tier", optional=True) or "", _text(obj, "zone", optional=True),
         version, status, _uint(obj, "entries"), int(_bool(obj, "reentry")),
         int(_bool(obj, "face_required")), sealed, _text(obj, "holder", optional=True),
@@ -206,7 +229,7 @@ def import_tickets(
                     break
                 continue
             if len(batch) >= BATCH:
-                conn.executemany(_UPSERT, batch)
+                upsert_tickets(conn, batch)
                 result.imported += len(batch)
                 batch.clear()
                 if progress:
@@ -214,7 +237,7 @@ def import_tickets(
         if result.bad and not skip_bad:
             raise ImportFileError(_bad_lines_message(path, result.bad))
         if batch:
-            conn.executemany(_UPSERT, batch)
+            upsert_tickets(conn, batch)
             result.imported += len(batch)
         if progress:
             progress(done_bytes)
