@@ -1,4 +1,4 @@
-"""The local ticket ledger and issuer key ring (DESIGN §5), on the device database.
+"""The local ticket ledger and issuer key ring (docs/formats.md), on the device database.
 
 Imports are one transaction: a killed import leaves the ledger as it was. A
 re-import updates tickets in place but never lowers a ticket's version (a stale
@@ -137,7 +137,7 @@ def upsert_tickets(conn: sqlite3.Connection, rows: Sequence[TicketRow]) -> None:
 
 
 def ticket_row(obj: object, event: str, data_key: bytes) -> TicketRow:
-    """Validate one ticket record (DESIGN §5) into a row for the tickets table."""
+    """Validate one ticket record (docs/formats.md) into a row for the tickets table."""
     if not isinstance(obj, dict):
         raise ValueError("record must be a JSON object")
     tid = _text(obj, "ticket_id")

@@ -1,4 +1,4 @@
-"""The gate's side of the sync protocol (DESIGN §6): an HTTP client with
+"""The gate's side of the sync protocol (docs/sync.md): an HTTP client with
 timeouts, a retry policy value object, and one sync pass that pulls keys,
 ticket deltas and other gates' admissions, and pushes the scan log outbox.
 

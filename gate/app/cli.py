@@ -338,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION")
     ks.required = True
     q = ks.add_parser("trust", help="trust the keys in a key ring JSON file",
-                      description="Add or update issuer public keys from a DESIGN §5 key ring file. "
-                                  "A revoked key stays revoked.")
+                      description="Add or update issuer public keys from a key ring JSON file "
+                                  "(format: docs/formats.md). A revoked key stays revoked.")
     q.add_argument("ring", metavar="RING.json")
     q.set_defaults(func=cmd_keys_trust)
     q = ks.add_parser("list", help="list trusted issuer keys", description="List trusted issuer keys.")
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = p.add_subparsers(dest="ledger_command", metavar="ACTION")
     ls.required = True
     q = ls.add_parser("import", help="import tickets from a JSON Lines file",
-                      description="Import DESIGN §5 ticket records. All or nothing: a bad line is "
+                      description="Import ticket records (JSON Lines, format: docs/formats.md). All or nothing: a bad line is "
                                   "reported with its number and nothing is imported unless "
                                   "--skip-bad. Re-importing updates tickets in place; a ticket's "
                                   "version never goes down.")
