@@ -202,30 +202,33 @@ _INT_FIELDS = ("ts_ms", "ref", "seq")
 def check_batch(batch: object) -> None:
     """An upload's shape, before the store verifies it: the store keeps a record's
     kind/mode/decision/reason/ticket_id/lane in text columns and ts_ms/ref in
-    integer columns, and the admissions feed serves them as JSON. A record whose
-    values cannot be held that way is refused whole (422), naming the record."""
+    integer columns, and the admissions feed serves them as JSON. A malformed
+    batch is 400 (as docs/sync.md says); a record whose values cannot be held
+    that way refuses the batch whole with 422, naming the record."""
     import cbor2
 
     if not isinstance(batch, dict):
         raise CentralError(400, "body must be a JSON object")
     records, from_seq = batch.get("records"), batch.get("from_seq")
     if type(from_seq) is not int or not 1 <= from_seq < INT64[1] - MAX_RECORDS:
-        raise CentralError(422, "from_seq must be an integer from 1")
+        raise CentralError(400, "from_seq must be an integer from 1")
     if not isinstance(records, list) or not records:
-        raise CentralError(422, "records must be a non-empty list")
+        raise CentralError(400, "records must be a non-empty list of base64 CBOR records")
     if len(records) > MAX_RECORDS:
         raise CentralError(422, f"at most {MAX_RECORDS} records per upload")
     for name in ("head_hash", "head_sig", "device_id"):
         if not isinstance(batch.get(name), str):
-            raise CentralError(422, f"{name} must be a string")
+            raise CentralError(400, f"{name} must be a string")
     for i, text in enumerate(records):
         seq = from_seq + i
         if not isinstance(text, str):
-            raise CentralError(422, f"record {seq} must be base64 text")
+            raise CentralError(400, f"record {seq} must be base64 text")
         try:
-            rec = cbor2.loads(base64.b64decode(text, validate=True))
+            raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise CentralError(422, f"record {seq} is not base64") from None
+            raise CentralError(400, f"record {seq} is not base64") from None
+        try:
+            rec = cbor2.loads(raw)
         except Exception:  # noqa: BLE001 - any CBOR decoder failure is a bad record
             raise CentralError(422, f"record {seq} is not readable CBOR") from None
         if not isinstance(rec, dict):
