@@ -296,6 +296,7 @@ def scan_example() -> tuple[dict, bytes, bytes, dict]:
                ledger=_Ledger(ticket_record(wallet, zone="A")))
     rec = scanlog.scan_record(d, ts_ms=NOW * 1000, device=DEVICE_ID, lane="lane-1", event=EVENT,
                               qr_sha=hashlib.sha256(qr.encode()).digest()[:16])
+    rec.update(scanlog.holder_proof(qr))  # what Gate.record adds for an accepted rotating code
     rec["seq"] = 1
     data = scanlog.encode_record(rec)
     h = scanlog.chain_hash(scanlog.GENESIS, data)

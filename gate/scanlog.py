@@ -71,6 +71,19 @@ def scan_record(d: Decision, *, ts_ms: int, device: str, lane: str, event: str,
     return rec
 
 
+def holder_proof(qr: str) -> dict:
+    """An accepted rotating code's holder proof, for its record: central re-checks
+    it against the ticket's holder key (optional fields ``cred_sha``, ``proof``)."""
+    from crypto import gt1
+    try:
+        p = gt1.parse_qr(qr)
+    except gt1.Malformed:
+        return {}
+    if p.proof is None:
+        return {}
+    return {"cred_sha": hashlib.sha256(p.credential).digest(), "proof": p.proof}
+
+
 def append(conn: sqlite3.Connection, record: dict) -> Entry:
     """Append one record and apply its effect on the usage tables, atomically."""
     with transaction(conn):

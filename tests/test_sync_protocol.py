@@ -22,8 +22,8 @@ DEVICE = "gate-proto"
 
 
 @pytest.fixture
-def central(tmp_path):
-    store = CentralStore(tmp_path / "central")
+def central(tmp_path, central_db):  # on SQLite and PostgreSQL
+    store = CentralStore(tmp_path / "central", central_db)
     store.create_event(EVENT)
     store.create_event("evt-other")
     server = ServerThread(create_app(store)).start()
