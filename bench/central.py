@@ -110,17 +110,27 @@ def push_all(jobs: list[tuple[str, str]], procs: int, threads: int, batch: int) 
     return sum(n for n, _ in res), [x for _, lat in res for x in lat], time.perf_counter() - t
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def serve(data: Path, db: str | None, port: int) -> subprocess.Popen:
+    err = data.parent / f"serve-{port}.err"
     p = subprocess.Popen([str(GATE), "--data", str(data), "central"] + (["--db", db] if db else [])
                          + ["serve", "--port", str(port), "--pool-size", "8", "--pool-timeout", "30"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
+                         stdout=subprocess.DEVNULL, stderr=err.open("wb"))
+    for _ in range(600):
         try:
             requests.get(f"http://127.0.0.1:{port}/v1/time", timeout=1)
             return p
         except requests.RequestException:
+            if p.poll() is not None:
+                break
             time.sleep(0.1)
-    raise RuntimeError("serve did not start")
+    raise RuntimeError(f"serve did not start: {err.read_text()[-2000:]}")
 
 
 def run_config(name: str, tmp: Path, db: str | None, nproc: int, gates: list[Path], ids: list[str],
@@ -134,7 +144,7 @@ def run_config(name: str, tmp: Path, db: str | None, nproc: int, gates: list[Pat
         store.add_tickets([{**base, "ticket_id": t} for t in ids[i:i + 100_000]], replace=False)
     codes = [store.enrol_code(EVENT) for _ in gates + live]
     store.close()
-    ports = [20000 + (os.getpid() * 7 + i + hash(name)) % 20000 for i in range(nproc)]
+    ports = [free_port() for _ in range(nproc)]
     procs = [serve(data, db, p) for p in ports]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
