@@ -40,6 +40,8 @@ class Reason(StrEnum):
     # staff overrides (never returned by decide(); logged with the operator)
     MANUAL_ADMIT = "MANUAL_ADMIT"
     MANUAL_DENY = "MANUAL_DENY"
+    # the lane could not decide (an unexpected fault with this one code): refused, logged
+    ERROR = "ERROR"
 
 
 class Mode(StrEnum):
@@ -249,7 +251,10 @@ def decide(
             return verdict(Reason.NO_FACE_ENROLLED)
         if face is None or face.encoding is None:
             return verdict(Reason.FACE_REQUIRED, detail=face.detail if face else "no face captured")
-        distance = round(face_distance(template, face.encoding), 4)
-        if distance > lane.face_tolerance:
+        distance = face_distance(template, face.encoding)
+        if not math.isfinite(distance):  # a damaged template or capture: never a match
+            return verdict(Reason.FACE_MISMATCH, detail="face distance is not a number")
+        distance = round(distance, 4)
+        if not (distance <= lane.face_tolerance):  # written so that NaN could never admit
             return verdict(Reason.FACE_MISMATCH, distance=distance)
     return verdict(Reason.ACCEPT, consumes=not reentering, distance=distance)

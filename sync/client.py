@@ -193,13 +193,16 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
         cursor = get_setting(gate.conn, "sync.tickets_cursor", "")
         items, nxt, more = client.page(path, cursor, page)
         rows = []
+        keep = ledger.biometrics_allowed(gate.conn)
         for i, item in enumerate(items):
             try:
-                rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key))
+                rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key, keep_template=keep))
             except ValueError as exc:
                 raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
                                f"{cursor!r}): {exc}; page not applied") from None
         with transaction(gate.conn):
+            if not ledger.biometrics_allowed(gate.conn):  # wiped while this page was on its way
+                rows = ledger.strip_templates(rows)
             gate.conn.executemany(ledger._UPSERT, rows)
             put_setting(gate.conn, "sync.tickets_cursor", nxt)
             put_setting(gate.conn, "ledger_imported_at", time.time())

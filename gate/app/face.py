@@ -45,8 +45,32 @@ def cmd_wipe(args) -> int:
     if not args.biometrics:
         raise ConfigError("say what to wipe: gate wipe --biometrics")
     gate = open_gate(args.data)
-    n = ledger.wipe_biometrics(gate.conn)
+    now = time.time()
+    n = ledger.wipe_biometrics(gate.conn, now=now)
+    gate.control("biometrics", now=now, operator=None, enabled=False)
     print(f"deleted {n} face template(s); free pages and the write-ahead log were scrubbed")
+    print("no face template is stored again (import, sync, enrol) until 'gate face enable --yes'")
+    return 0
+
+
+def cmd_face_enable(args) -> int:
+    from gate import ledger
+    from gate.app.compose import open_gate
+
+    if not args.yes:
+        raise ConfigError("storing face templates again after a wipe needs the holders' consent: "
+                          "confirm with 'gate face enable --yes'")
+    gate = open_gate(args.data)
+    now = time.time()
+    until = gate.retention_until()
+    if until is not None and now >= until:
+        raise ConfigError("the retention deadline has passed: set a later one first "
+                          "('gate face retention --days N'), then 'gate face enable --yes'")
+    if not ledger.enable_biometrics(gate.conn):
+        print("face templates are already allowed on this gate")
+        return 0
+    gate.control("biometrics", now=now, operator=None, enabled=True)
+    print("face templates may be stored again (import, sync, enrol); sync or import to fetch them")
     return 0
 
 
@@ -62,6 +86,11 @@ def register(sub) -> None:
     q.add_argument("ticket_id", metavar="TICKET_ID")
     q.add_argument("photo", metavar="PHOTO")
     q.set_defaults(func=cmd_face_enroll)
+    q = fs.add_parser("enable", help="allow face templates again after a wipe or the retention deadline",
+                      description="After 'gate wipe --biometrics' or the retention deadline the gate "
+                                  "stores no face template (import, sync, enrol). This allows them again.")
+    q.add_argument("--yes", action="store_true", help="confirm: the holders consented again")
+    q.set_defaults(func=cmd_face_enable)
     q = fs.add_parser("retention", help="show or set when templates are deleted automatically",
                       description="Set the event's biometric retention deadline; after it every "
                                   "template is deleted the next time the gate starts or syncs.")
