@@ -207,7 +207,7 @@ def _hardware_args(p) -> None:
     p.add_argument("--relay", default="sim", metavar="SPEC",
                    help="sim[:FILE] | gpio:CHIP:LINE | serial:PORT | hid[:N] (default: sim)")
     p.add_argument("--sensor", default="none", metavar="SPEC",
-                   help="none | sim | sim:never | sim:P | gpio:CHIP:LINE (default: none)")
+                   help="none | sim | sim:never | sim:P, each with optional :delay=S | gpio:CHIP:LINE (default: none)")
 
 
 def cmd_tui(args) -> int:
