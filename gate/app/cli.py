@@ -146,6 +146,9 @@ def cmd_ledger_import(args) -> int:
         bar.close()
     for lineno, msg in res.bad[:20]:
         print(f"skipped line {lineno}: {msg}", file=sys.stderr)
+    if res.templates_refused:
+        print(f"{res.templates_refused} face template(s) not stored: {ledger.BIOMETRICS_OFF_MESSAGE}",
+              file=sys.stderr)
     print(f"imported {res.imported} ticket(s) in {time.perf_counter() - t0:.1f} s"
           + (f"; skipped {len(res.bad)} bad line(s)" if res.bad else ""))
     return 0
