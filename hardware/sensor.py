@@ -89,30 +89,3 @@ class GpioSensor:
 
     def close(self) -> None:
         self.req.release()
-
-
-def open_sensor(spec: str | None):
-    if spec in (None, "", "none"):
-        return NoSensor()
-    kind, _, arg = spec.partition(":")
-    if kind == "sim":
-        parts = [p for p in arg.split(":") if p] if arg else []
-        delay = 0.0
-        try:
-            if parts and parts[-1].startswith("delay="):
-                delay = float(parts.pop()[len("delay="):])
-                if not 0 <= delay < 3600:
-                    raise ValueError
-            if len(parts) > 1:
-                raise ValueError
-            p = parts[0] if parts else "1"
-            return SimSensor(0.0 if p == "never" else float(p), delay_s=delay)
-        except ValueError:
-            raise HardwareError(f"sensor {spec!r}: use sim, sim:never or sim:PROBABILITY, "
-                                "optionally with :delay=SECONDS") from None
-    if kind == "gpio":
-        chip, _, line = arg.rpartition(":")
-        if not chip or not line.isdigit():
-            raise HardwareError(f"sensor {spec!r}: use gpio:CHIP:LINE")
-        return GpioSensor(chip, int(line))
-    raise HardwareError(f"unknown sensor {spec!r}: use none, sim, sim:never, sim:P or gpio:CHIP:LINE")

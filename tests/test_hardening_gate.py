@@ -26,7 +26,8 @@ from gate.decision import FaceCapture, LanePolicy, Mode, Reason, TicketRecord, U
 from gate.errors import ConfigError, LedgerError
 from gate.lane import Lane, State
 from hardware.relay import SimRelay
-from hardware.sensor import SimSensor, open_sensor
+from hardware.registry import open_device
+from hardware.sensor import SimSensor
 from sync import client as sc
 from sync.central.app import ServerThread, create_app
 from sync.central.store import CentralStore
@@ -399,12 +400,13 @@ async def test_issue10_ui_answers_keys_while_a_passage_is_pending(tmp_path):
 
 
 def test_issue10_sim_sensor_delay_spec():
-    s = open_sensor("sim:1:delay=0.01")
+    s = open_device("sensor", "sim:1:delay=0.01")
     assert s.delay_s == 0.01 and s.wait_passage(5)
-    assert not open_sensor("sim:1:delay=9").wait_passage(0.01)  # still walking when the lane gives up
+    assert not open_device("sensor", "sim:1:delay=9").wait_passage(0.01)  # still walking at the timeout
+    assert open_device("sensor", "sim:never:delay=0").probability == 0.0
     from gate.errors import HardwareError
     with pytest.raises(HardwareError, match="delay=SECONDS"):
-        open_sensor("sim:delay=x")
+        open_device("sensor", "sim:delay=x")
 
 
 # ------------------------------------------------------------------ issue 10 §3: typed sync state
