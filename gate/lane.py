@@ -107,44 +107,45 @@ class Lane:
         waiting for a face or a passage: the staff UI keeps answering. No code
         can stop the lane: an unexpected fault in one decision is logged as a
         rejection with reason ERROR and the lane goes on."""
-        failed = None
         with self._turn:
             with self._lock:
                 if self.paused:
                     return None
                 now = self.clock.now()
-                try:
-                    first = self.gate.decide(qr, now=now)
-                except Exception as exc:
-                    failed = self._failed(qr, now, exc, captured_ns)
-            if failed is not None:
-                return self._emit(failed)
-            with self._lock:
-                if self._in_cooldown(first, now):
-                    return None
-                capture_face = first.reason is Reason.FACE_REQUIRED and self.face is not None
-                if capture_face:
+                d, entry, failed, face_first = self._decide_and_log(qr, now, None, captured_ns)
+                if face_first:
                     self.state = State.FACE
-            capture = self._capture() if capture_face else None  # up to face_timeout_s, unlocked
-            with self._lock:
-                if capture_face:
+            if face_first:  # capture the face with no lock and no transaction held
+                capture = self._capture()
+                with self._lock:
                     now = self.clock.now()
-                try:
-                    # decide again and log in one transaction: durable before any effect
-                    d, entry = self.gate.scan(qr, now=now, face=capture,
-                                              skip=lambda d: self._in_cooldown(d, now))
-                except Exception as exc:
-                    failed = self._failed(qr, now, exc, captured_ns)
-                    entry = None
-                if entry is None:
-                    self.state = State.IDLE
-                else:
-                    self.state = State.DECIDED
+                    d, entry, failed, _ = self._decide_and_log(qr, now, capture, captured_ns)
             if failed is not None:
                 return self._emit(failed)
             if entry is None:
                 return None
             return self._effect(d, entry.seq, now, captured_ns)
+
+    def _decide_and_log(self, qr: str, now: float, capture, captured_ns):
+        """(decision, entry, failed event, face needed first), with the lock held.
+        Decide and log in one transaction (durable before any effect); nothing is
+        logged for a camera re-read in the cooldown, or when the face must be
+        captured first (then the code is decided again with the face)."""
+        wants_face = False
+
+        def skip(d: Decision) -> bool:
+            nonlocal wants_face
+            if self._in_cooldown(d, now):
+                return True
+            wants_face = capture is None and d.reason is Reason.FACE_REQUIRED and self.face is not None
+            return wants_face
+
+        try:
+            d, entry = self.gate.scan(qr, now=now, face=capture, skip=skip)
+        except Exception as exc:
+            return None, None, self._failed(qr, now, exc, captured_ns), False
+        self.state = State.IDLE if entry is None else State.DECIDED
+        return d, entry, None, wants_face
 
     def _capture(self):
         try:
