@@ -224,7 +224,7 @@ def cmd_log(args) -> int:
             _print_json({**e.record, "hash": e.hash})
             continue
         r = e.record
-        what = r.get("reason") or (f"ref {r.get('ref')}" if "ref" in r else "")
+        what = r.get("reason") or r.get("action") or (f"ref {r.get('ref')}" if "ref" in r else "")
         op = f" by {r['operator']}" if r.get("operator") else ""
         print(f"{e.seq:>7} {_fmt_ts(r.get('ts_ms'))} {r['kind']:<8} {r.get('mode', ''):<5} "
               f"{what:<16} {r.get('ticket_id') or '-'}{op}")
