@@ -1,4 +1,4 @@
-"""GT1 credentials (DESIGN §3): COSE_Sign1 / EdDSA over CWT claims, shown as
+"""GT1 credentials (docs/gt1.md): COSE_Sign1 / EdDSA over CWT claims, shown as
 ``"GT1:" + base45(CBOR [credential, step, proof])``.
 
 Both sides live here: the issuer and holder sides (``issue``, ``present``) for
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -111,24 +112,52 @@ def current_step(now: float) -> int:
     return int(now // STEP_SECONDS)
 
 
+def _bstr_head(n: int) -> bytes:
+    """CBOR major type 2 (byte string) header for length ``n``, shortest form."""
+    if n < 24:
+        return bytes((0x40 | n,))
+    if n < 0x100:
+        return bytes((0x58, n))
+    if n < 0x10000:
+        return b"\x59" + n.to_bytes(2, "big")
+    return b"\x5a" + n.to_bytes(4, "big")
+
+
+_SIG1_PREFIX = b"\x84\x6aSignature1"  # array(4), text(10) "Signature1"
+
+
 def _sig_structure(protected: bytes, payload: bytes) -> bytes:
-    return cbor2.dumps(["Signature1", protected, b"", payload])
+    """CBOR(["Signature1", protected, h'', payload]) (RFC 9052 Sig_structure),
+    built directly: the same bytes cbor2.dumps gives, without the encoder."""
+    return b"".join((_SIG1_PREFIX, _bstr_head(len(protected)), protected, b"\x40",
+                     _bstr_head(len(payload)), payload))
 
 
 def _proof_message(credential: bytes, step: int) -> bytes:
     return cbor2.dumps([PROOF_CONTEXT, hashlib.sha256(credential).digest(), step])
 
 
+_local = threading.local()
+
+
+def _decoder() -> cbor2.CBORDecoder:
+    """One strict decoder per thread, re-pointed at each input (building one
+    per call cost a third of the decode)."""
+    dec = getattr(_local, "decoder", None)
+    if dec is None:
+        dec = _local.decoder = cbor2.CBORDecoder(io.BytesIO(b""), max_depth=MAX_DEPTH, allow_indefinite=False,
+                                                 allow_duplicate_keys=False)
+    return dec
+
+
 def _strict_loads(data: bytes, what: str):
     fp = io.BytesIO(data)
+    dec = _decoder()
     try:
-        obj = cbor2.CBORDecoder(
-            fp,
-            max_depth=MAX_DEPTH,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        ).decode()
+        dec.fp = fp
+        obj = dec.decode()
     except Exception as exc:  # cbor2 raises several types for hostile input
+        _local.decoder = None  # never reuse a decoder left mid-item
         raise Malformed(f"{what}: invalid CBOR ({type(exc).__name__})", code="CBOR") from None
     if fp.tell() != len(data):
         raise Malformed(f"{what}: trailing bytes after CBOR item", code="CBOR")
@@ -237,29 +266,28 @@ def _holder_key(cnf) -> bytes:
 
 def parse_claims(payload: bytes) -> Claims:
     claims = _strict_loads(payload, "claims")
-    if not isinstance(claims, Mapping):
+    if type(claims) is not dict and not isinstance(claims, Mapping):
         raise Malformed("claims must be a CBOR map", code="CLAIMS")
-    cti = claims.get(C_CTI)
+    get = claims.get
+    cti, evt, cnf = get(C_CTI), get(C_EVT), get(C_CNF)
     if type(cti) is not bytes or not 8 <= len(cti) <= 32:
         raise Malformed("claim cti must be 8 to 32 bytes", code="CLAIMS")
-    evt = claims.get(C_EVT)
     if type(evt) is not str:
         raise Malformed("claim evt must be text", code="CLAIMS")
-    cnf = claims.get(C_CNF)
+    # Positional, in Claims' field order: this runs for every code a lane sees.
     return Claims(
-        cti=cti,
-        evt=evt,
-        tier=_opt_text(claims, C_TIER, "tier") or "",
-        iss=_opt_text(claims, C_ISS, "iss"),
-        exp=_opt_int(claims, C_EXP, "exp"),
-        nbf=_opt_int(claims, C_NBF, "nbf"),
-        iat=_opt_int(claims, C_IAT, "iat"),
-        holder_pub=None if cnf is None else _holder_key(cnf),
-        zone=_opt_text(claims, C_ZONE, "zone"),
-        ent=_opt_uint(claims, C_ENT, "ent", 1),
-        ver=_opt_uint(claims, C_VER, "ver", 1),
-        fce=_opt_bool(claims, C_FCE, "fce"),
-        rex=_opt_bool(claims, C_REX, "rex"),
+        cti, evt,
+        _opt_text(claims, C_TIER, "tier") or "",
+        _opt_text(claims, C_ISS, "iss"),
+        _opt_int(claims, C_EXP, "exp"),
+        _opt_int(claims, C_NBF, "nbf"),
+        _opt_int(claims, C_IAT, "iat"),
+        None if cnf is None else _holder_key(cnf),
+        _opt_text(claims, C_ZONE, "zone"),
+        _opt_uint(claims, C_ENT, "ent", 1),
+        _opt_uint(claims, C_VER, "ver", 1),
+        _opt_bool(claims, C_FCE, "fce"),
+        _opt_bool(claims, C_REX, "rex"),
     )
 
 

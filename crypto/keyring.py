@@ -1,4 +1,4 @@
-"""Issuer key rings (DESIGN §5 key ring JSON): public keys only.
+"""Issuer key rings (key ring JSON, docs/formats.md): public keys only.
 
 A ring holds several keys at once (rotation: old and new keys both active for a
 while). A key is usable when its status is ``active`` and ``now`` lies inside its

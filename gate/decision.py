@@ -1,4 +1,4 @@
-"""The decision core (DESIGN §4): a pure function of the QR text, the time, the
+"""The decision core (docs/decision.md): a pure function of the QR text, the time, the
 lane policy, the key ring and a read-only view of the ledger.
 
 It never reads a clock, a camera or a socket, never writes, and never raises
@@ -94,7 +94,7 @@ class LanePolicy:
 
 @dataclass(frozen=True, slots=True)
 class TicketRecord:
-    """What the ledger knows of one ticket (DESIGN §5 tickets)."""
+    """What the ledger knows of one ticket (docs/formats.md, tickets)."""
 
     ticket_id: str
     version: int = 1
@@ -118,10 +118,21 @@ class Usage:
 NO_USAGE = Usage()
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Everything the ledger knows that one decision needs, read at once."""
+
+    record: TicketRecord | None  # None: not in the ledger
+    usage: Usage = NO_USAGE
+    step_accepted: bool = False  # this (ticket, step) already accepted here
+
+
 class LedgerView(Protocol):
     def ticket(self, ticket_id: str) -> TicketRecord | None: ...
     def usage(self, ticket_id: str) -> Usage: ...
-    def step_accepted(self, ticket_id: str, step: int) -> bool: ...
+    def lookup(self, ticket_id: str, step: int | None) -> Lookup:
+        """The ticket, its usage and whether ``step`` was accepted: one read on
+        the decision path."""
     def face_template(self, ticket_id: str) -> Sequence[float] | None: ...
 
 
@@ -176,7 +187,7 @@ class Decision:
 
 
 def allowance(rec: TicketRecord, usage: Usage) -> tuple[bool, bool]:
-    """Row 13 of DESIGN §4 for an entry: (exhausted, reentering). A re-entry after an
+    """Row 13 of docs/decision.md for an entry: (exhausted, reentering). A re-entry after an
     exit, where the ticket allows it, does not consume an entry."""
     reentering = rec.reentry and usage.last_kind is Mode.EXIT
     exhausted = not reentering and rec.entries != 0 and usage.admissions >= rec.entries
@@ -247,7 +258,8 @@ def decide(
     step = p.step if c.holder_pub is not None else None
 
     # 9-11: ledger state (ledger fields override the credential's claims)
-    rec = ledger.ticket(tid)
+    look = ledger.lookup(tid, step)
+    rec = look.record
     unlisted = rec is None
     if unlisted:
         if lane.require_listed:
@@ -270,12 +282,12 @@ def decide(
                         sub=sub, detail=detail)
 
     # 12: the same rotation step already accepted here
-    if step is not None and ledger.step_accepted(tid, step):
+    if step is not None and look.step_accepted:
         return verdict(Reason.REPLAY)
     if mode is Mode.EXIT:
         return verdict(Reason.ACCEPT)
     # 13: allowance
-    exhausted, reentering = allowance(rec, ledger.usage(tid))
+    exhausted, reentering = allowance(rec, look.usage)
     if exhausted:
         return verdict(Reason.ALREADY_USED)
     # 14: face

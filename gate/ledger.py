@@ -1,4 +1,4 @@
-"""The local ticket ledger and issuer key ring (DESIGN §5), on the device database.
+"""The local ticket ledger and issuer key ring (docs/formats.md), on the device database.
 
 Imports are one transaction: a killed import leaves the ledger as it was. A
 re-import updates tickets in place but never lowers a ticket's version (a stale
@@ -16,20 +16,37 @@ import sqlite3
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from cryptography.exceptions import InvalidTag
 
 from crypto.keyring import IssuerKey, KeyRing, parse_keyring
 from crypto.sealed import seal, unseal
 from gate.db import get_setting, put_setting, transaction
-from gate.decision import Mode, TicketRecord, Usage, NO_USAGE
+from gate.decision import NO_USAGE, Lookup, Mode, TicketRecord, Usage
 from gate.errors import ImportFileError, LedgerError
 
 TEMPLATE_FLOATS = 128
 TEMPLATE_BYTES = TEMPLATE_FLOATS * 8
 _TEMPLATE = struct.Struct(f"<{TEMPLATE_FLOATS}d")
 BATCH = 5000
+
+class TicketRow(NamedTuple):
+    """One row of the tickets table, as importers and sync write it (fields in
+    the table's column order, so a TicketRow goes straight to executemany)."""
+
+    ticket_id: str
+    event: str
+    tier: str = ""
+    zone: str | None = None
+    version: int = 1
+    status: str = "valid"
+    entries: int = 1
+    reentry: int = 0
+    face_required: int = 0
+    face_template: bytes | None = None  # sealed under the device data key
+    holder: str | None = None
+
 
 _UPSERT = """
 INSERT INTO tickets (ticket_id, event, tier, zone, version, status, entries, reentry,
@@ -105,8 +122,14 @@ def _bool(obj: dict, name: str) -> bool:
     return v
 
 
-def ticket_row(obj: object, event: str, data_key: bytes, *, keep_template: bool = True) -> tuple:
-    """Validate one ticket record (DESIGN §5) into a row for the tickets table.
+def upsert_tickets(conn: sqlite3.Connection, rows: Sequence[TicketRow]) -> None:
+    """Insert or update tickets; a ticket's version never goes down (a stale
+    row cannot bring back a code from before a reissue). Call inside a transaction."""
+    conn.executemany(_UPSERT, rows)
+
+
+def ticket_row(obj: object, event: str, data_key: bytes, *, keep_template: bool = True) -> TicketRow:
+    """Validate one ticket record (docs/formats.md) into a row for the tickets table.
     A face template is always checked; it is stored only when ``keep_template``
     (biometrics not switched off on this gate)."""
     if not isinstance(obj, dict):
@@ -141,7 +164,7 @@ def ticket_row(obj: object, event: str, data_key: bytes, *, keep_template: bool 
             raise ValueError("'face_template' holds NaN or infinite values: re-enrol the holder's face")
         if keep_template:
             sealed = seal(data_key, raw, tid.encode())
-    return (
+    return TicketRow(
         tid, event, _text(obj, "tier", optional=True) or "", _text(obj, "zone", optional=True),
         version, status, _uint(obj, "entries"), int(_bool(obj, "reentry")),
         int(_bool(obj, "face_required")), sealed, _text(obj, "holder", optional=True),
@@ -199,7 +222,7 @@ def import_tickets(
                     break
                 continue
             if len(batch) >= BATCH:
-                conn.executemany(_UPSERT, batch)
+                upsert_tickets(conn, batch)
                 result.imported += len(batch)
                 batch.clear()
                 if progress:
@@ -207,7 +230,7 @@ def import_tickets(
         if result.bad and not skip_bad:
             raise ImportFileError(_bad_lines_message(path, result.bad))
         if batch:
-            conn.executemany(_UPSERT, batch)
+            upsert_tickets(conn, batch)
             result.imported += len(batch)
         if progress:
             progress(done_bytes)
@@ -239,39 +262,32 @@ class SqliteLedgerView:
         self.conn = conn
         self.data_key = data_key
 
-    def ticket(self, ticket_id: str) -> TicketRecord | None:
-        row = self.conn.execute(
-            "SELECT version, status, entries, reentry, zone, face_required, tier, holder"
-            " FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone()
-        if row is None:
-            return None
-        v, st, ent, rex, zone, fce, tier, holder = row
-        return TicketRecord(ticket_id, v, st, ent, bool(rex), zone, bool(fce), tier, holder)
+    # One statement for everything a decision reads (it is on the decision
+    # path): the ticket row, this gate's usage, other gates' admissions (sync,
+    # bus) and whether the step was already accepted here.
+    _LOOKUP = """
+        SELECT t.version, t.status, t.entries, t.reentry, t.zone, t.face_required, t.tier, t.holder,
+               u.admissions, u.last_kind, u.last_ts_ms, r.admissions, r.last_kind, r.last_ts_ms,
+               EXISTS (SELECT 1 FROM steps s WHERE s.ticket_id = ?1 AND s.step = ?2)
+        FROM (SELECT 1) LEFT JOIN tickets t ON t.ticket_id = ?1 LEFT JOIN usage u ON u.ticket_id = ?1
+             LEFT JOIN remote_usage r ON r.ticket_id = ?1"""
 
-    _USAGE = """
-        SELECT u.admissions, u.last_kind, u.last_ts_ms,
-               (SELECT count(*) FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
-                                                          AND r.consumes = 1 AND r.mode = 'entry'),
-               (SELECT r.mode FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
-                ORDER BY r.ts_ms DESC LIMIT 1),
-               (SELECT max(r.ts_ms) FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0)
-        FROM (SELECT 1) LEFT JOIN usage u ON u.ticket_id = ?1"""
-
-    def usage(self, ticket_id: str) -> Usage:
-        """This gate's accepted history, plus what other gates reported through sync
-        (one query: this is on the decision path)."""
-        adm, kind, ts, r_adm, r_kind, r_ts = self.conn.execute(self._USAGE, (ticket_id,)).fetchone()
-        admissions = (adm or 0) + r_adm
+    def lookup(self, ticket_id: str, step: int | None) -> Lookup:
+        (v, st, ent, rex, zone, fce, tier, holder, adm, kind, ts, r_adm, r_kind, r_ts,
+         seen) = self.conn.execute(self._LOOKUP, (ticket_id, -1 if step is None else step)).fetchone()
+        record = None if v is None else TicketRecord(ticket_id, v, st, ent, bool(rex), zone, bool(fce), tier, holder)
+        admissions = (adm or 0) + (r_adm or 0)
         if r_ts is not None and (ts is None or r_ts > ts):
             kind = r_kind
-        if kind is None and admissions == 0:
-            return NO_USAGE
-        return Usage(admissions, Mode(kind) if kind else None)
+        usage = NO_USAGE if kind is None and admissions == 0 else Usage(admissions, Mode(kind) if kind else None)
+        return Lookup(record, usage, bool(seen))
 
-    def step_accepted(self, ticket_id: str, step: int) -> bool:
-        return self.conn.execute(
-            "SELECT 1 FROM steps WHERE ticket_id = ? AND step = ?", (ticket_id, step)
-        ).fetchone() is not None
+    def ticket(self, ticket_id: str) -> TicketRecord | None:
+        return self.lookup(ticket_id, None).record
+
+    def usage(self, ticket_id: str) -> Usage:
+        """This gate's accepted history, plus what other gates reported."""
+        return self.lookup(ticket_id, None).usage
 
     def face_template(self, ticket_id: str) -> tuple[float, ...] | None:
         row = self.conn.execute(
@@ -320,9 +336,9 @@ def enable_biometrics(conn: sqlite3.Connection) -> bool:
         return conn.execute("DELETE FROM settings WHERE key = ?", (BIOMETRICS_OFF,)).rowcount > 0
 
 
-def strip_templates(rows: list[tuple]) -> list[tuple]:
-    """Ticket rows (ticket_row) without their face templates."""
-    return [r[:9] + (None,) + r[10:] for r in rows]
+def strip_templates(rows: list[TicketRow]) -> list[TicketRow]:
+    """Ticket rows without their face templates."""
+    return [r._replace(face_template=None) for r in rows]
 
 
 def wipe_biometrics(conn: sqlite3.Connection, *, now: float, why: str = "wipe") -> int:

@@ -1,4 +1,4 @@
-"""The gate's side of the sync protocol (DESIGN §6): an HTTP client with
+"""The gate's side of the sync protocol (docs/sync.md): an HTTP client with
 timeouts, a retry policy value object, and one sync pass that pulls keys,
 ticket deltas and other gates' admissions, and pushes the scan log outbox.
 
@@ -223,7 +223,7 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
         with transaction(gate.conn):
             if not ledger.biometrics_allowed(gate.conn):  # wiped while this page was on its way
                 rows = ledger.strip_templates(rows)
-            gate.conn.executemany(ledger._UPSERT, rows)
+            ledger.upsert_tickets(gate.conn, rows)
             put_setting(gate.conn, "sync.tickets_cursor", nxt)
             put_setting(gate.conn, "ledger_imported_at", time.time())
         total += len(rows)

@@ -15,8 +15,8 @@ from crypto import gt1
 from crypto.base45 import b45decode, b45encode
 from crypto.issuer import Issuer
 from crypto.keyring import KeyRing, parse_keyring
-from gate.decision import (NO_USAGE, FaceCapture, LanePolicy, Mode, Reason, Sub, TicketRecord, Usage,
-                           decide)
+from gate.decision import (NO_USAGE, FaceCapture, LanePolicy, Lookup, Mode, Reason, Sub, TicketRecord,
+                           Usage, decide)
 
 NOW = 1_807_283_662
 EVENT = "evt-pure"
@@ -37,8 +37,8 @@ class MemoryLedger:
     def usage(self, ticket_id):
         return self.usage_of.get(ticket_id, NO_USAGE)
 
-    def step_accepted(self, ticket_id, step):
-        return (ticket_id, step) in self.steps
+    def lookup(self, ticket_id, step):
+        return Lookup(self.ticket(ticket_id), self.usage(ticket_id), (ticket_id, step) in self.steps)
 
     def face_template(self, ticket_id):
         return self.templates.get(ticket_id)

@@ -53,9 +53,13 @@ class LaneRunner:
 
     def __init__(self, gate: Gate, lane: Lane, spec: LaneSpec, sync=None):
         self.gate, self.lane, self.spec, self.sync = gate, lane, spec, sync
+        self.pipeline = None  # the camera's QR pipeline once running (its failed-frame count)
         self._stop = threading.Event()
 
     def run(self) -> None:
+        import gc
+
+        gc.freeze()  # the lane's long-lived objects stay out of every later collection
         if self.spec.scanner:
             self._run_scanner()
         elif self.spec.camera:
@@ -79,7 +83,7 @@ class LaneRunner:
         from hardware.registry import open_device
 
         camera = open_device("camera", self.spec.camera)
-        pipeline = FramePipeline(make_decoder(self.spec.decoder))
+        pipeline = self.pipeline = FramePipeline(make_decoder(self.spec.decoder))
         frames = 0
         try:
             while not self._stop.is_set() and (self.spec.max_frames is None or frames < self.spec.max_frames):

@@ -1,4 +1,4 @@
-"""The reference central server: DESIGN §6 over HTTP+JSON (FastAPI), backed by
+"""The reference central server: the sync protocol of docs/sync.md over HTTP+JSON (FastAPI), backed by
 :class:`sync.central.store.CentralStore`. ``/openapi.json`` documents it."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _json(obj, status: int = 200) -> Response:
 
 def create_app(store: CentralStore) -> FastAPI:
     app = FastAPI(title="Gate central (reference)", version="1",
-                  description="Sync protocol of DESIGN §6: devices, key rings, ticket deltas, scans, "
+                  description="Sync protocol of docs/sync.md: devices, key rings, ticket deltas, scans, "
                               "admissions and reconciliation.")
 
     @app.exception_handler(CentralError)

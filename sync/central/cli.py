@@ -120,7 +120,7 @@ def register(sub) -> None:
         q.set_defaults(func=func)
         return q
 
-    q = add("serve", cmd_central_serve, "serve the sync API (DESIGN §6)")
+    q = add("serve", cmd_central_serve, "serve the sync API (protocol: docs/sync.md)")
     q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     q.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     q = add("event", None, "events")

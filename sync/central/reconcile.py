@@ -1,4 +1,4 @@
-"""The reconciliation report (DESIGN §6), built by the central from the scans
+"""The reconciliation report (docs/sync.md), built by the central from the scans
 every gate uploaded: double admissions across gates (typically while offline),
 admissions of tickets revoked before the scan, unlisted admissions, broken or
 forked chains and refused uploads per device, sequence gaps, and counts per
