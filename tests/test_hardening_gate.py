@@ -137,15 +137,19 @@ async def test_item9_mode_and_pause_need_operator_and_pin_and_are_logged(tmp_pat
         await pilot.press("escape")  # cancelled: nothing changes
         assert lane.mode is Mode.ENTRY
         await pilot.press("m", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert lane.mode is Mode.EXIT and Gate.open(g.data_dir, now=NOW).policy.mode is Mode.EXIT
         await pilot.press("p", *"ann", "enter", *"000000", "enter")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert not lane.paused
         await pilot.press("p", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert lane.paused and "PAUSED" in str(app.query_one(Verdict).render())
         await pilot.press("p", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert not lane.paused
     control = [(r["action"], r.get("mode"), r["operator"]) for r in _kinds(g) if r["kind"] == "control"]
@@ -171,9 +175,11 @@ async def test_item9_five_wrong_pins_lock_the_operator_for_five_minutes(tmp_path
     async with app.run_test(size=(80, 24)) as pilot:
         for _ in range(5):
             await pilot.press("m", *"ann", "enter", *"111111", "enter")
+            await app.workers.wait_for_complete()
             await pilot.pause()
         # the right PIN no longer works for ann, in the UI ...
         await pilot.press("m", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert lane.mode is Mode.ENTRY
     # ... and the lockout is stored (a restart does not lift it) and logged with the operator
@@ -386,6 +392,7 @@ async def test_issue10_ui_answers_keys_while_a_passage_is_pending(tmp_path):
         assert wallets[1].ticket_id[:16] in str(app.screen.query_one("#lookup-result").render())
         await pilot.press("escape")
         await pilot.press("m", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert lane.mode is Mode.EXIT
         assert "EXIT" in str(app.query_one("#status").render())

@@ -91,12 +91,17 @@ async def test_pilot_keys_drive_the_lane(tmp_path):
         await pilot.pause()
         assert verdict.has_class("reject") and "CANCELLED" in str(verdict.render())
         await pilot.press("m", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
         assert lane.mode is Mode.EXIT and g.policy.mode is Mode.EXIT
         await pilot.press("m", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
         await pilot.press("p", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
         assert lane.paused and "PAUSED" in str(verdict.render())
         assert lane.submit(wallets[1].code(NOW)) is None
         await pilot.press("p", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
         assert not lane.paused
         # manual admit with a wrong PIN: nothing happens
         await pilot.press("a")

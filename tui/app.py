@@ -265,16 +265,29 @@ class GateApp(App):
 
         self.push_screen(PinScreen(title), done)
 
+    def _command(self, fn: Callable[[], object], after: Callable[[], None] | None = None) -> None:
+        """Run a lane command off Textual's event loop (it may wait for the turnstile
+        or for the database's write lock); ``after`` runs back on the loop."""
+
+        def work() -> None:
+            try:
+                fn()
+            except Exception as exc:  # shown, never a dead UI
+                self.call_from_thread(self.notify, f"not done: {exc}", severity="error", timeout=15)
+                return
+            if after is not None:
+                self.call_from_thread(after)
+
+        self.run_worker(work, thread=True, group="lane-command", exit_on_error=False)
+
     def action_override(self, admit: bool) -> None:
         verb = "ADMIT" if admit else "DENY"
         tid = self.last_event.decision.ticket_id if self.last_event else None
         title = f"Manual {verb}" + (f" ticket {tid[:12]}…" if tid else " (no ticket)")
 
         def run(op: str) -> None:
-            # an admit waits for the passage: off the UI's event loop
-            self.run_worker(lambda: self.lane.override(admit=admit, operator=op, ticket_id=tid,
-                                                       note="staff override in the UI"),
-                            thread=True, group="lane-command", exit_on_error=False)
+            self._command(lambda: self.lane.override(admit=admit, operator=op, ticket_id=tid,
+                                                     note="staff override in the UI"))
 
         self._authorised(title, run)
 
@@ -296,22 +309,22 @@ class GateApp(App):
         from gate.decision import Mode
         new = Mode.EXIT if self.lane.mode is Mode.ENTRY else Mode.ENTRY
 
-        def run(op: str) -> None:
-            self.lane.set_mode(new, operator=op)
-            self.notify(f"lane now {self.lane.mode.value.upper()} (by {op})")
+        def done() -> None:
+            self.notify(f"lane now {self.lane.mode.value.upper()}")
             self.refresh_side()
 
-        self._authorised(f"Switch lane to {new.value.upper()}", run)
+        self._authorised(f"Switch lane to {new.value.upper()}",
+                         lambda op: self._command(lambda: self.lane.set_mode(new, operator=op), done))
 
     def action_pause(self) -> None:
         pausing = not self.lane.paused
 
-        def run(op: str) -> None:
-            self.lane.pause(pausing, operator=op)
+        def done() -> None:
             self.query_one(Verdict).show(self.last_event, paused=self.lane.paused)
             self.refresh_side()
 
-        self._authorised("Pause the lane" if pausing else "Resume the lane", run)
+        self._authorised("Pause the lane" if pausing else "Resume the lane",
+                         lambda op: self._command(lambda: self.lane.pause(pausing, operator=op), done))
 
     def action_sync_now(self) -> None:
         if self.sync is None:
