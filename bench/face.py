@@ -146,9 +146,8 @@ def cross(people, templ, probe, k):
 
 
 def latency(rounds: int) -> None:
-    t = time.perf_counter()
     engine = FaceEngine()
-    print(f"\nmodels loaded in {(time.perf_counter() - t) * 1000:.0f} ms")
+    print()
     frames = [letterbox(load_rgb(p)) for p in sorted(REAL.glob("*/*.jpg"))]
     template = [0.05] * 128
     before, after, det, qual, enc, fused = [], [], [], [], [], []

@@ -29,6 +29,7 @@ from gate.errors import HardwareError
 
 AMBIGUOUS_RATIO = 0.5  # a second face at least this share of the largest one's area
 FUSE_FRAMES = 2  # lane: fuse the best this-many usable frames (2 x ~130 ms keeps under 400 ms)
+FUSE_BUDGET_S = 0.3  # ...but only look for more while the first good one came within this
 
 
 def models_dir() -> Path:
@@ -272,16 +273,20 @@ def template_from_photos(paths: Sequence[Path], engine: FaceEngine | None = None
 class FaceSource:
     """The lane's face capture: reads a camera for up to ``timeout_s``, keeps
     the frames whose face passes the quality gate, and fuses the ``fuse`` best
-    (sharpest) into one encoding; it stops as soon as it has them. With
+    (sharpest) into one encoding; it stops as soon as it has them, or at the
+    first usable frame once ``fuse_budget_s`` has passed (slow hardware keeps
+    the face step in budget with one frame). With
     ``liveness`` it also needs the face to move between frames (head movement)
     before it answers. No usable frame: the last reason (too small, blurred...)."""
 
     def __init__(self, camera, engine: FaceEngine, *, liveness: bool = False,
-                 max_frames: int = 8, fuse: int = FUSE_FRAMES, clock=time.monotonic):
+                 max_frames: int = 8, fuse: int = FUSE_FRAMES, fuse_budget_s: float = FUSE_BUDGET_S,
+                 clock=time.monotonic):
         self.camera, self.engine = camera, engine
         self.liveness = liveness
         self.max_frames = max_frames
         self.fuse = max(1, fuse)
+        self.fuse_budget_s = fuse_budget_s
         self.clock = clock
 
     @classmethod
@@ -292,7 +297,8 @@ class FaceSource:
     def capture(self, timeout_s: float) -> FaceCapture:
         import cv2
 
-        deadline = self.clock() + timeout_s
+        start = self.clock()
+        deadline = start + timeout_s
         good: list[tuple[float, tuple[float, ...]]] = []  # (sharpness, encoding)
         centers: list[tuple[float, float, float]] = []
         last_reason = "no face in view"
@@ -311,7 +317,8 @@ class FaceSource:
                 last_reason = a.capture.detail
                 continue
             good.append((a.quality.sharpness if a.quality else 0.0, a.capture.encoding))
-            if len(good) >= self.fuse and (not self.liveness or _moved(centers)):
+            enough = len(good) >= self.fuse or self.clock() - start > self.fuse_budget_s
+            if enough and (not self.liveness or _moved(centers)):
                 break
         if not good:
             return FaceCapture(None, last_reason)
