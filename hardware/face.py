@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from gate.decision import FaceCapture
+from gate.decision import FaceCapture, Sub
 from gate.errors import HardwareError
 
 AMBIGUOUS_RATIO = 0.5  # a second face at least this share of the largest one's area
@@ -198,16 +198,16 @@ class FaceEngine:
         """One image: the nearest face's encoding if it passes the gate, or why not."""
         boxes = self.detect(rgb)
         if not boxes:
-            return Analysis(FaceCapture(None, "no face in view"))
+            return Analysis(FaceCapture(None, "no face in view", Sub.NO_FACE))
         if len(boxes) > 1 and boxes[1].area >= AMBIGUOUS_RATIO * boxes[0].area:
-            return Analysis(FaceCapture(None, "two faces in view: one person at a time"))
+            return Analysis(FaceCapture(None, "two faces in view: one person at a time", Sub.SEVERAL_FACES))
         box = boxes[0]
         rect = self._rect(box)
         shape5 = self.pose5(rgb, rect)
         q = self.quality(rgb, box, shape5)
         reason = self.gate.reason(q) if self.gate else None
         if reason:
-            return Analysis(FaceCapture(None, reason), box, q)
+            return Analysis(FaceCapture(None, reason, Sub.POOR_CAPTURE), box, q)
         shape = shape5 if self.landmarks == 5 else self.pose(rgb, rect)
         enc = tuple(self.encoder.compute_face_descriptor(rgb, shape, self.jitters))
         return Analysis(FaceCapture(enc), box, q)
@@ -291,8 +291,8 @@ class FaceSource:
 
     @classmethod
     def from_spec(cls, spec: str, *, liveness: bool = False) -> "FaceSource":
-        from hardware.camera import open_camera
-        return cls(open_camera(spec), FaceEngine(), liveness=liveness)
+        from hardware.registry import open_device
+        return cls(open_device("camera", spec), FaceEngine(), liveness=liveness)
 
     def capture(self, timeout_s: float) -> FaceCapture:
         import cv2
@@ -301,7 +301,7 @@ class FaceSource:
         deadline = start + timeout_s
         good: list[tuple[float, tuple[float, ...]]] = []  # (sharpness, encoding)
         centers: list[tuple[float, float, float]] = []
-        last_reason = "no face in view"
+        last = FaceCapture(None, "no face in view", Sub.NO_FACE)
         frames = 0
         while self.clock() < deadline and frames < self.max_frames:
             frame = self.camera.read()
@@ -314,16 +314,16 @@ class FaceSource:
             if a.box is not None:
                 centers.append((*a.box.center, a.box.width))
             if a.capture.encoding is None:
-                last_reason = a.capture.detail
+                last = a.capture
                 continue
             good.append((a.quality.sharpness if a.quality else 0.0, a.capture.encoding))
             enough = len(good) >= self.fuse or self.clock() - start > self.fuse_budget_s
             if enough and (not self.liveness or _moved(centers)):
                 break
         if not good:
-            return FaceCapture(None, last_reason)
+            return last
         if self.liveness and not _moved(centers):
-            return FaceCapture(None, "liveness: no head movement seen")
+            return FaceCapture(None, "liveness: no head movement seen", Sub.NOT_LIVE)
         best = sorted(good, key=lambda g: g[0], reverse=True)[:self.fuse]
         return FaceCapture(fuse([e for _, e in best]))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gate.decision import Sub
 from conftest import ROOT, json_lines, run_gate, write_jsonl
 
 pytestmark = pytest.mark.face
@@ -102,6 +103,7 @@ def test_quality_gate_rejects_blurred_and_tiny_faces_with_the_reason():
     assert good.capture.encoding is not None and good.quality.face_px >= 60
     blurred = engine.analyse(cv2.GaussianBlur(rgb, (0, 0), 4))
     assert blurred.capture.encoding is None and "blurred" in blurred.capture.detail
+    assert blurred.capture.sub is Sub.POOR_CAPTURE
     assert blurred.quality.sharpness < good.quality.sharpness
     tiny = engine.analyse(_blank_canvas(rgb, 110))
     assert tiny.box is not None, "the tiny face should still be found, then refused"
@@ -115,7 +117,7 @@ def test_lane_fuses_the_sharpest_frames_and_skips_bad_ones(tmp_path):
     # Fails if a blurred frame is matched, if only one frame is used when two
     # good ones were seen, or if a lane with only bad frames answers without a reason.
     import cv2
-    from hardware.camera import open_camera
+    from hardware.registry import open_device
     from hardware.face import FaceEngine, FaceSource, fuse, load_rgb
     engine = FaceEngine()  # the lane's settings (HOG, no upsampling)
     a, b = REAL / "Colin_Powell" / "Colin_Powell_0001.jpg", REAL / "Colin_Powell" / "Colin_Powell_0002.jpg"
@@ -125,19 +127,19 @@ def test_lane_fuses_the_sharpest_frames_and_skips_bad_ones(tmp_path):
     shutil.copy(a, cam / "0002.jpg")
     shutil.copy(b, cam / "0003.jpg")
     still = iter(lambda: 0.0, None)  # a clock that never advances: timing plays no part
-    cap = FaceSource(open_camera(f"images:{cam}"), engine, fuse=2, clock=lambda: next(still)).capture(5.0)
+    cap = FaceSource(open_device("camera", f"images:{cam}"), engine, fuse=2, clock=lambda: next(still)).capture(5.0)
     one, two = (engine.analyse(load_rgb(p)).capture.encoding for p in (a, b))
     assert cap.encoding is not None
     assert np.allclose(cap.encoding, fuse([one, two]), atol=1e-6)
     # on slow hardware (0.4 s per frame here) the lane stops at the first usable frame
     ticks = iter(0.4 * i for i in range(1000))
-    cap = FaceSource(open_camera(f"images:{cam}"), engine, fuse=2, clock=lambda: next(ticks)).capture(5.0)
+    cap = FaceSource(open_device("camera", f"images:{cam}"), engine, fuse=2, clock=lambda: next(ticks)).capture(5.0)
     assert np.allclose(cap.encoding, one, atol=1e-6)
     bad = tmp_path / "bad"
     bad.mkdir()
     cv2.imwrite(str(bad / "0001.jpg"), cv2.GaussianBlur(cv2.imread(str(a)), (0, 0), 4))
-    cap = FaceSource(open_camera(f"images:{bad}"), engine).capture(5.0)
-    assert cap.encoding is None and "blurred" in cap.detail
+    cap = FaceSource(open_device("camera", f"images:{bad}"), engine).capture(5.0)
+    assert cap.encoding is None and "blurred" in cap.detail and cap.sub is Sub.POOR_CAPTURE
 
 
 @pytest.fixture(scope="module")
