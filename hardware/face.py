@@ -230,8 +230,13 @@ def fuse(encodings: Sequence[Sequence[float]]) -> tuple[float, ...]:
 
 def load_rgb(path: Path):
     import cv2
+    import numpy as np
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise HardwareError(f"cannot read image {path}: {e.strerror or e}") from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if img is None:
         raise HardwareError(f"cannot read image {path}: not a photo, or unreadable")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -194,6 +194,11 @@ def test_calibrate_and_tolerance_refuse_bad_input_with_one_line(tmp_path):
     r = run_gate(data, "face", "tolerance", "5", check=False)
     assert r.returncode != 0 and "between 0.2 and 0.8" in r.stderr and "Traceback" not in r.stderr
     assert "0.52" in run_gate(data, "face", "tolerance").stdout  # unchanged: the shipped default
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    for photo in (tmp_path / "missing.jpg", tmp_path / "broken.jpg"):
+        r = run_gate(data, "face", "enroll", "00" * 16, str(photo), check=False)
+        assert r.returncode != 0 and r.stderr.strip().count("\n") == 0, r.stderr  # one line, no decoder noise
+        assert "cannot read image" in r.stderr
 
 
 def test_enrol_from_several_photos_then_verify(tmp_path, issuer):
