@@ -83,6 +83,8 @@ def _opt_time(item: dict, name: str, where: str) -> int | None:
     v = item.get(name)
     if v is not None and (type(v) is not int):
         raise KeyRingError(f"{where}: {name} must be an integer or null")
+    if v is not None and not -(2 ** 63) < v < 2 ** 63:
+        raise KeyRingError(f"{where}: {name} is out of range (unix seconds)")
     return v
 
 

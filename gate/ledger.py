@@ -25,11 +25,14 @@ from crypto.sealed import seal, unseal
 from gate.db import get_setting, put_setting, transaction
 from gate.decision import NO_USAGE, Lookup, Mode, TicketRecord, Usage
 from gate.errors import ImportFileError, LedgerError
+from gate.lines import bounded_lines
 
 TEMPLATE_FLOATS = 128
 TEMPLATE_BYTES = TEMPLATE_FLOATS * 8
 _TEMPLATE = struct.Struct(f"<{TEMPLATE_FLOATS}d")
 BATCH = 5000
+MAX_LINE_BYTES = 64 * 1024  # a ticket with a face template is ~1.6 KB
+INT64_MAX = 2 ** 63 - 1
 
 class TicketRow(NamedTuple):
     """One row of the tickets table, as importers and sync write it (fields in
@@ -105,6 +108,10 @@ def _text(obj: dict, name: str, *, optional: bool = False) -> str | None:
         return None
     if not isinstance(v, str):
         raise ValueError(f"'{name}' must be a string")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"'{name}' is not valid Unicode (a lone surrogate escape)") from None
     return v
 
 
@@ -112,6 +119,8 @@ def _uint(obj: dict, name: str) -> int:
     v = obj.get(name)
     if type(v) is not int or v < 0:
         raise ValueError(f"'{name}' must be a non-negative integer")
+    if v > INT64_MAX:
+        raise ValueError(f"'{name}' is too large (at most {INT64_MAX})")
     return v
 
 
@@ -206,17 +215,26 @@ def import_tickets(
         keep = biometrics_allowed(conn)  # read under the write lock: a wipe cannot slip in between
         batch: list[tuple] = []
         done_bytes = 0
-        for lineno, line in enumerate(fh, 1):
-            done_bytes += len(line)
-            if not line.strip():
+        for lineno, line, too_long in bounded_lines(fh, MAX_LINE_BYTES):
+            done_bytes += len(line) + 1
+            if not too_long and not line.strip():
                 continue
             try:
+                if too_long:
+                    raise ValueError(f"line longer than {MAX_LINE_BYTES} bytes (not a ticket record)")
                 obj = json.loads(line)
                 batch.append(ticket_row(obj, event, data_key, keep_template=keep))
                 if not keep and isinstance(obj, dict) and obj.get("face_template") is not None:
                     result.templates_refused += 1
-            except (ValueError, UnicodeDecodeError) as exc:
-                msg = str(exc) if not isinstance(exc, json.JSONDecodeError) else f"not JSON ({exc.msg})"
+            except (ValueError, RecursionError) as exc:
+                if isinstance(exc, RecursionError):
+                    msg = "JSON nested too deeply (a ticket record is one flat object)"
+                elif isinstance(exc, UnicodeDecodeError):
+                    msg = f"not UTF-8 text (byte {exc.start + 1} of the line)"
+                elif isinstance(exc, json.JSONDecodeError):
+                    msg = f"not JSON ({exc.msg})"
+                else:
+                    msg = str(exc)
                 result.bad.append((lineno, msg))
                 if not skip_bad and len(result.bad) >= MAX_REPORTED_BAD:
                     break

@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gate.argtypes import unix_time
 from gate.errors import ConfigError, GateError, LogError
 
 DEFAULT_DATA = os.environ.get("GATE_DATA", "gate-data")
@@ -32,9 +33,13 @@ def _open(args):
 
 
 def _fmt_ts(ts_ms: int | None) -> str:
+    """Any stored time renders: a clock that said year 11476 shows as '?<ms>'."""
     if ts_ms is None:
         return "-"
-    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError, TypeError):
+        return f"?{ts_ms}"
 
 
 def _jsonable(obj):
@@ -101,17 +106,31 @@ def cmd_keys_trust(args) -> int:
     from crypto.keyring import KeyRingError
     gate = _open(args)
     try:
-        doc = json.loads(Path(args.ring).read_text())
+        raw = Path(args.ring).read_bytes()
+        doc = json.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read key ring {args.ring}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{args.ring}: line {line}: not UTF-8 text (byte {exc.start}); "
+                          "re-export the key ring from central") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{args.ring} is not JSON (line {exc.lineno}): fix or re-export it") from None
+        raise ConfigError(f"{args.ring}: line {exc.lineno}: not JSON ({exc.msg}): fix or re-export it") from None
+    except RecursionError:
+        raise ConfigError(f"{args.ring}: JSON nested too deeply: not a key ring; re-export it") from None
     try:
         keys = gate.trust(doc)
     except KeyRingError as exc:
         raise ConfigError(f"{args.ring}: {exc}; nothing was trusted") from None
-    active = sum(k.status == "active" for k in keys)
-    print(f"trusted {len(keys)} issuer key(s) for {gate.policy.event} ({active} active)")
+    # what the gate now holds, not what the file says: a key revoked here stays revoked
+    now = time.time()
+    held = [gate.keys.get(k.kid) for k in keys]
+    active = sum(1 for k in held if k is not None and k.usable(now))
+    revoked = sum(1 for k in held if k is not None and k.status == "revoked")
+    rest = len(keys) - active - revoked
+    print(f"trusted {len(keys)} issuer key(s) for {gate.policy.event} ({active} active"
+          + (f", {revoked} revoked" if revoked else "")
+          + (f", {rest} outside their validity window" if rest else "") + ")")
     return 0
 
 
@@ -175,57 +194,20 @@ def cmd_ledger_stats(args) -> int:
     return 0
 
 
-MAX_LINE = 4096  # a QR text longer than this is MALFORMED (docs/gt1.md): never read it whole
-
-
-def read_lines(fd: int, *, chunk: int = 65536):
-    """Lines from a file descriptor as ``(text, more_buffered)``, read in
-    chunks with os.read so a scanner's line is answered as soon as it arrives
-    and a bulk pipe is not flushed once per line. Bytes that are not UTF-8
-    become U+FFFD (the code is then MALFORMED, the loop goes on); a line longer
-    than MAX_LINE is cut to MAX_LINE + 1 characters and the rest of it is
-    skipped as it streams past, so memory stays bounded whatever arrives."""
-    pending = bytearray()
-    skipping = False  # inside an over-long line whose head was already given
-    while True:
-        data = os.read(fd, chunk)
-        if not data:
-            break
-        start = 0
-        lines = []
-        while True:
-            nl = data.find(b"\n", start)
-            if nl < 0:
-                break
-            if not skipping:
-                pending += data[start:nl]
-                lines.append(bytes(pending[:MAX_LINE + 1]))
-            pending.clear()
-            skipping = False
-            start = nl + 1
-        if not skipping:
-            pending += data[start:]
-            if len(pending) > MAX_LINE:
-                lines.append(bytes(pending[:MAX_LINE + 1]))
-                pending.clear()
-                skipping = True
-        for i, raw in enumerate(lines):
-            text = raw.decode("utf-8", "replace").rstrip("\r")
-            if text.strip():
-                yield text, i < len(lines) - 1
-    if pending and not skipping:
-        text = bytes(pending).decode("utf-8", "replace").rstrip("\r")
-        if text.strip():
-            yield text, False
-
-
 def _qr_inputs(args):
     """``(qr, more_buffered)``: the arguments, else the lines of stdin."""
     if args.qr:
         for i, q in enumerate(args.qr):
             yield q, i < len(args.qr) - 1
         return
-    yield from read_lines(sys.stdin.fileno())
+    from crypto.gt1 import MAX_QR_CHARS
+    from gate.lines import text_lines_more
+
+    # bounded lines: a 300 MB line or a stray byte is one MALFORMED scan, nothing more
+    for _, text, _, more in text_lines_more(sys.stdin.buffer, MAX_QR_CHARS):
+        text = text.rstrip("\r")
+        if text.strip():
+            yield text, more
 
 
 def cmd_verify(args) -> int:
@@ -349,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Decide each QR argument (or each stdin line when none) and "
                                    "record it in the scan log. A rejection is an answer (exit 0); "
                                    "only operational errors exit non-zero.")
-    p.add_argument("--now", type=float, help="decide as of this unix time (default: the clock)")
+    p.add_argument("--now", type=unix_time, help="decide as of this unix time (default: the clock)")
     p.add_argument("--mode", choices=["entry", "exit"], help="override the lane mode for this call")
     p.add_argument("--dry-run", action="store_true", help="decide only; record nothing")
     p.add_argument("--json", action="store_true", help="one JSON object per decision")
