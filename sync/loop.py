@@ -75,6 +75,7 @@ class SyncLoop:
         self.next_wait: float | None = None  # None: waiting for sync_now (no retries)
         self._stop = threading.Event()
         self._kick = threading.Event()
+        self._flush = False
         self._thread = threading.Thread(target=self._run, name="gate-sync", daemon=True)
 
     @classmethod
@@ -89,7 +90,11 @@ class SyncLoop:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, flush: bool = True) -> None:
+        """Stop the loop. With ``flush`` (the default) it first tries one last
+        upload, so scans decided just before a lane stops reach central when it
+        answers; an unreachable central costs one connect timeout, nothing more."""
+        self._flush = flush
         self._stop.set()
         self._kick.set()
         self._thread.join(timeout=20)
@@ -142,8 +147,19 @@ class SyncLoop:
                     self.next_wait = self.policy.delay(self.failures)
                 self._kick.wait(timeout=self.next_wait)  # None: only sync_now or stop wakes it
                 self._kick.clear()
+            if self._flush and self.state is not SyncState.UNAUTHORISED \
+                    and gate.pretix is None:
+                self._final_upload(gate)
         finally:
             gate.close()
+
+    def _final_upload(self, gate) -> None:
+        from sync.client import push_scans
+
+        try:
+            push_scans(gate, client_for(gate, self.central_url))
+        except Exception as exc:  # stopping must not fail: the outbox keeps them for next time
+            self.last_error = f"final upload: {exc}"
 
     def snapshot(self, gate) -> dict:
         """What the UI shows; ``gate`` is anything with ``conn`` and ``data_dir``
