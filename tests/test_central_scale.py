@@ -335,6 +335,12 @@ def test_fault_pool_exhausted_answers_503_with_retry_after_and_the_gate_honours_
         assert policy.delay(1) == 0.01
         assert policy.delay(1, retry_after=rep.retry_after) == rep.retry_after  # waits as long as asked
         assert policy.delay(1, retry_after=3600) == 30  # within the cap
+        # the lane's sync loop waits as central asked (a loop that ignored it would retry in 10 ms)
+        from sync.loop import SyncLoop
+        loop = SyncLoop.for_gate(g, policy=policy)
+        with store.reader():
+            loop.step(g)
+        assert loop.next_wait is not None and loop.next_wait >= rep.retry_after
         assert sc.sync_once(g, sc.client_for(g)).ok  # and recovers once a connection is free
     finally:
         server.stop()
