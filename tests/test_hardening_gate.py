@@ -223,8 +223,8 @@ def test_item10_nan_template_from_central_is_refused_at_sync(tmp_path):
     server = ServerThread(create_app(store)).start()
     try:
         store.issue("evt-sync", count=1, out=tmp_path / "w")
-        store.conn.execute("UPDATE tickets SET face_required = 1, face_template = ?",
-                           (_template([math.nan] * 128),))
+        with store.writer() as db:
+            db.run("UPDATE tickets SET face_required = 1, face_template = :t", {"t": _template([math.nan] * 128)})
         g = Gate.init(tmp_path / "g", event="evt-sync")
         sc.enroll(g, server.url, store.enrol_code("evt-sync"))
         rep = sc.sync_once(g, sc.client_for(g))

@@ -210,6 +210,21 @@ class CentralStore:
 
     def close(self) -> None:
         self.db.close()
+        if getattr(self, "_legacy_conn", None) is not None:
+            self._legacy_conn.close()
+
+    @property
+    def conn(self):
+        """Legacy: a plain sqlite3 connection (autocommit) to the SQLite database, for
+        old scripts and tests. New code uses :meth:`reader` / :meth:`writer`, which
+        work on both backends."""
+        if self.db.sqlite_path is None:
+            raise AttributeError("store.conn exists for SQLite only: use store.reader() / store.writer()")
+        if getattr(self, "_legacy_conn", None) is None:
+            import sqlite3
+            self._legacy_conn = sqlite3.connect(self.db.sqlite_path, isolation_level=None,
+                                                check_same_thread=False, timeout=30)
+        return self._legacy_conn
 
     # the read/write API other modules (ops dashboard, reports) build on
     def reader(self, scratch: bool = False):
