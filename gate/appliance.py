@@ -192,12 +192,14 @@ class Gate:
                       mode=mode, face=face)
 
     def record(self, decision: Decision, *, now: float, qr: str | None,
-               kind: str = scanlog.SCAN, operator: str | None = None) -> scanlog.Entry:
+               kind: str = scanlog.SCAN, operator: str | None = None, alone: bool = False) -> scanlog.Entry:
         rec = scanlog.scan_record(
             decision, ts_ms=int(now * 1000), device=self.config.device_id,
             lane=self.policy.lane, event=self.policy.event,
             qr_sha=None if qr is None else hashlib.sha256(qr.encode("utf-8", "replace")).digest()[:16],
             operator=operator, kind=kind)
+        if alone:
+            rec["alone"] = True  # admitted with neither central nor a bus peer (gate.bus)
         if qr is not None and self.pretix is not None:
             rec["code"] = qr  # pretix check-ins are uploaded by secret
         return scanlog.append(self.conn, rec)

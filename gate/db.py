@@ -82,9 +82,30 @@ def _m002_sync(db: "sqlite_utils.Database") -> None:
     db.execute("CREATE INDEX remote_ticket ON remote_admissions(ticket_id)")
 
 
+def _m003_bus(db: "sqlite_utils.Database") -> None:
+    # the venue bus (gate.bus): trusted devices, peer records as received (for
+    # catch-up answers), rollbacks seen before their admission
+    db.execute("""
+        CREATE TABLE bus_devices (
+            device_id TEXT PRIMARY KEY, pub BLOB NOT NULL, status TEXT NOT NULL, source TEXT
+        ) WITHOUT ROWID""")
+    db.execute("""
+        CREATE TABLE bus_records (
+            device_id TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL,
+            prev BLOB NOT NULL, sig BLOB NOT NULL, PRIMARY KEY (device_id, seq)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE TABLE bus_voids (device_id TEXT NOT NULL, ref INTEGER NOT NULL,"
+               " PRIMARY KEY (device_id, ref)) WITHOUT ROWID")
+    # where another gate's admission came from (lane named in refusals; via central | bus)
+    db.execute("ALTER TABLE remote_admissions ADD COLUMN lane TEXT")
+    db.execute("ALTER TABLE remote_admissions ADD COLUMN via TEXT")
+    db.execute("ALTER TABLE remote_admissions ADD COLUMN alone INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[tuple[str, Callable[["sqlite_utils.Database"], None]]] = [
     ("001_initial", _m001_initial),
     ("002_sync", _m002_sync),
+    ("003_bus", _m003_bus),
 ]
 
 

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Callable
 
 from gate.appliance import Gate
+from gate.bus import LinkState, WhenAlone, apply_when_alone
 from gate.decision import Decision, Mode, Reason
 
 DEFAULT_PULSE_MS = 200
@@ -75,6 +76,19 @@ class Lane:
         self.observers: list[Callable[[LaneEvent], None]] = []
         self._recent: dict[str, float] = {}
         self._lock = threading.RLock()  # the TUI commands the lane from another thread
+        # venue bus (gate.bus): the link state source (None: not tracked), the policy
+        # while ALONE, and hooks called with each appended seq (they must not block)
+        self.link: Callable[[], LinkState] | None = None
+        self.when_alone = WhenAlone.ADMIT
+        self.appended: list[Callable[[int], None]] = []
+        self.bus = None  # the running bus service, for status displays
+
+    def _notify(self, seq: int) -> None:
+        for fn in self.appended:
+            fn(seq)
+
+    def _alone(self) -> bool:
+        return self.link is not None and self.link() is LinkState.ALONE
 
     @property
     def mode(self) -> Mode:
@@ -108,7 +122,11 @@ class Lane:
                 now = self.clock.now()
                 d = self.gate.decide(qr, now=now, face=capture)
             self.state = State.DECIDED
-            entry = self.gate.record(d, now=now, qr=qr)  # durable before any effect
+            alone = self._alone()
+            if alone:
+                d = apply_when_alone(d, self.when_alone)
+            entry = self.gate.record(d, now=now, qr=qr, alone=alone and d.accepted)  # durable before any effect
+            self._notify(entry.seq)
             return self._effect(d, entry.seq, now, captured_ns)
 
     def _effect(self, d: Decision, seq: int, now: float, captured_ns: int | None,
@@ -133,7 +151,7 @@ class Lane:
             self.counters.admitted += 1
             self.state = State.IDLE
             return self._emit(LaneEvent(d, seq, "passed", now, frame_ms, operator))
-        self.gate.rollback(seq, now=self.clock.now(), why="no passage")
+        self._notify(self.gate.rollback(seq, now=self.clock.now(), why="no passage").seq)
         self.counters.rolled_back += 1
         self.state = State.IDLE
         return self._emit(LaneEvent(d, seq, "rolled_back", now, frame_ms, operator))
@@ -152,6 +170,7 @@ class Lane:
             d = Decision(reason, self.mode, ticket_id=ticket_id, detail=note,
                          consumes_entry=admit and ticket_id is not None and self.mode is Mode.ENTRY)
             entry = self.gate.record(d, now=now, qr=None, kind="override", operator=operator)
+            self._notify(entry.seq)
             if not admit:
                 self.counters.rejected["OVERRIDE_DENY"] += 1
                 return self._emit(LaneEvent(d, entry.seq, "override", now, None, operator))

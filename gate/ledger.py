@@ -241,21 +241,24 @@ class SqliteLedgerView:
         SELECT u.admissions, u.last_kind, u.last_ts_ms,
                (SELECT count(*) FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
                                                           AND r.consumes = 1 AND r.mode = 'entry'),
-               (SELECT r.mode FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
+               (SELECT r.mode || char(31) || coalesce(r.lane, '') || char(31) || r.device_id
+                FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
                 ORDER BY r.ts_ms DESC LIMIT 1),
                (SELECT max(r.ts_ms) FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0)
         FROM (SELECT 1) LEFT JOIN usage u ON u.ticket_id = ?1"""
 
     def usage(self, ticket_id: str) -> Usage:
         """This gate's accepted history, plus what other gates reported through sync
-        (one query: this is on the decision path)."""
-        adm, kind, ts, r_adm, r_kind, r_ts = self.conn.execute(self._USAGE, (ticket_id,)).fetchone()
+        or the venue bus (one query: this is on the decision path)."""
+        adm, kind, ts, r_adm, r_last, r_ts = self.conn.execute(self._USAGE, (ticket_id,)).fetchone()
         admissions = (adm or 0) + r_adm
+        where = None
         if r_ts is not None and (ts is None or r_ts > ts):
-            kind = r_kind
+            kind, lane, device = r_last.split("\x1f")
+            where, ts = (f"{lane} ({device.split('#')[0]})" if lane else device.split("#")[0]), r_ts
         if kind is None and admissions == 0:
             return NO_USAGE
-        return Usage(admissions, Mode(kind) if kind else None)
+        return Usage(admissions, Mode(kind) if kind else None, where, ts)
 
     def step_accepted(self, ticket_id: str, step: int) -> bool:
         return self.conn.execute(

@@ -26,10 +26,6 @@ def build_lane(gate, args, *, clock=None):
                 clock=clock or SystemClock(), face=face, pulse_ms=args.pulse_ms)
 
 
-def _printer(ev) -> None:
-    print(json.dumps(ev.to_json(), separators=(",", ":")), flush=True)
-
-
 def _human(ev) -> None:
     d = ev.decision
     who = d.ticket_id or "-"
@@ -49,8 +45,9 @@ def cmd_run(args) -> int:
     if args.tui:
         from tui.app import run_tui
         return run_tui(gate, lane, args)
-    lane.observers.append(_printer if args.json_events else _human)
     sync = _start_sync(gate, args)
+    busvc = _start_bus(gate, lane, args, sync)
+    lane.observers.append(_link_printer(lane) if args.json_events else _human)
     try:
         if args.scanner:
             _run_scanner(lane, args)
@@ -59,6 +56,8 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if busvc:
+            busvc.close()
         if sync:
             sync.stop()
         lane.relay.close()
@@ -73,6 +72,49 @@ def _start_sync(gate, args):
     loop = SyncLoop.for_gate(gate, args.central)
     loop.start()
     return loop
+
+
+def bus_endpoints(gate, args) -> tuple[list[str], list[str]]:
+    """--bus-listen / --bus-peer given to this run, added to the ones set with 'gate init'."""
+    from gate import bus
+    saved = bus.settings(gate.conn)
+    listen = list(dict.fromkeys((saved.get("listen") or []) + (getattr(args, "bus_listen", None) or [])))
+    peers = list(dict.fromkeys((saved.get("peers") or []) + (getattr(args, "bus_peer", None) or [])))
+    return listen, peers
+
+
+def _start_bus(gate, lane, args, sync):
+    """The venue bus (docs/bus.md), when endpoints are configured; also the link
+    state and the --when-alone policy whenever a bus or a central is."""
+    from gate.bus import WhenAlone, link_state
+    lane.when_alone = WhenAlone(getattr(args, "when_alone", None) or "admit")
+    listen, peers = bus_endpoints(gate, args)
+    central_ok = (lambda: sync.online) if sync else (lambda: None)
+    if not (listen or peers or getattr(args, "bus_scout", False)):
+        if sync:
+            lane.link = lambda: link_state(central_ok=sync.online, peers=0)
+        return None
+    from sync.bus_service import open_bus
+    svc = open_bus(gate, listen=listen, peers=peers, scout=args.bus_scout, central_ok=central_ok)
+    lane.appended.append(svc.appended)
+    lane.link = svc.state
+    lane.bus = svc
+    if args.json_events:
+        svc.on_state.append(lambda st, n: print(json.dumps({"link": st.value, "peers": n}), flush=True))
+    svc.start(wait_peers_s=3.0 if peers else 0.0)
+    if args.json_events:
+        print(json.dumps({"link": svc.state().value, "peers": svc._peers, "caught_up": svc.caught_up}),
+              flush=True)
+    return svc
+
+
+def _link_printer(lane):
+    def emit(ev) -> None:
+        out = ev.to_json()
+        if lane.link is not None:
+            out["link"] = lane.link().value
+        print(json.dumps(out, separators=(",", ":")), flush=True)
+    return emit
 
 
 def _run_camera(lane, args) -> None:
@@ -228,6 +270,15 @@ def _lane_args(p) -> None:
     p.add_argument("--face-liveness", action="store_true",
                    help="also require head movement across face frames (see README: what it does not stop)")
     p.add_argument("--central", metavar="URL", help="sync with this central server in the background")
+    p.add_argument("--bus-listen", action="append", metavar="tcp/IP:PORT",
+                   help="venue bus: accept peer gates here (repeatable; added to 'gate init' ones)")
+    p.add_argument("--bus-peer", action="append", metavar="tcp/IP:PORT",
+                   help="venue bus: connect to this peer gate (repeatable; added to 'gate init' ones)")
+    p.add_argument("--bus-scout", action="store_true",
+                   help="venue bus: also discover peers by multicast (off by default)")
+    p.add_argument("--when-alone", choices=["admit", "rotating-only", "refuse"], default="admit",
+                   help="with neither central nor a bus peer: admit (flagged 'alone', default), "
+                        "rotating codes only, or refuse")
 
 
 def register(sub) -> None:

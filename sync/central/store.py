@@ -260,6 +260,14 @@ class CentralStore:
             raise CentralError(401, "unknown or revoked device token")
         return row[0], row[1], row[2]
 
+    def devices(self, event: str) -> dict:
+        """The event's devices with their public keys and status: the venue bus
+        trust list (gate.bus.parse_trust reads it)."""
+        rows = self.conn.execute("SELECT device_id, pub, status FROM devices WHERE event = ? ORDER BY device_id",
+                                 (event,)).fetchall()
+        return {"event": event, "devices": [{"device_id": d, "public_key": bytes(p).hex(), "status": st}
+                                            for d, p, st in rows]}
+
     def revoke_device(self, device_id: str) -> None:
         with self._tx() as c:
             if c.execute("UPDATE devices SET status = 'revoked' WHERE device_id = ?", (device_id,)).rowcount != 1:
@@ -351,11 +359,11 @@ class CentralStore:
     def admissions(self, event: str, cursor: int, limit: int) -> tuple[list[dict], int, bool]:
         """Accepted scans and rollbacks of all gates, for cross-gate duplicate detection."""
         rows = self.conn.execute(
-            "SELECT id, device_id, seq, ticket_id, mode, consumes, ts_ms, kind, ref FROM scans"
+            "SELECT id, device_id, seq, ticket_id, mode, consumes, ts_ms, kind, ref, lane FROM scans"
             " WHERE event = ? AND id > ? AND ((decision = 'accept' AND ticket_id IS NOT NULL) OR kind = 'rollback')"
             " ORDER BY id LIMIT ?", (event, cursor, limit + 1)).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         items = [{"device_id": d, "seq": s, "ticket_id": t, "mode": m, "consumes": bool(cons), "ts_ms": ts,
-                  "kind": k, "ref": ref} for _, d, s, t, m, cons, ts, k, ref in rows]
+                  "kind": k, "ref": ref, "lane": ln} for _, d, s, t, m, cons, ts, k, ref, ln in rows]
         return items, (rows[-1][0] if rows else cursor), more
