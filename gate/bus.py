@@ -256,6 +256,9 @@ class BusBook:
         if self._trust is None:
             self._trust = trusted(self.conn)
         d = self._trust.get(device_id)
+        if d is None:  # trust may have grown since (a sync, 'gate bus trust'): look again
+            self._trust = trusted(self.conn)
+            d = self._trust.get(device_id)
         if d is None or d.status != "active":
             return None
         k = self._keys.get(device_id)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+import cbor2
+
 from gate.scanlog import GENESIS, chain_hash
 
 
@@ -64,6 +66,10 @@ def _build(conn, event: str) -> dict:
                 {"device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "consumes": bool(c)})
         for o in over:
             o["gates"] = sorted({a["device_id"] for a in o["admissions"]})
+            for a in o["admissions"]:  # admitted with neither central nor a venue bus peer (gate.bus)
+                row = conn.execute("SELECT record FROM scans WHERE device_id = ? AND seq = ?",
+                                   (a["device_id"], a["seq"])).fetchone()
+                a["alone"] = bool(row and cbor2.loads(row[0]).get("alone"))
     revoked_admissions = [
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "revoked_at": rat}
         for tid, d, sq, ts, ln, rat in conn.execute(
@@ -120,7 +126,8 @@ def render_text(rep: dict) -> str:
              "", f"scans {rep['scans']}: " + ", ".join(f"{k} {v}" for k, v in rep["by_reason"].items())]
     lines += ["", f"DOUBLE ADMISSIONS ({len(rep['double_admissions'])})"]
     for o in rep["double_admissions"]:
-        where = "; ".join(f"{a['device_id']}/{a['lane']} #{a['seq']} {ts(a['ts_ms'])}" for a in o["admissions"])
+        where = "; ".join(f"{a['device_id']}/{a['lane']} #{a['seq']} {ts(a['ts_ms'])}"
+                          + (" ALONE" if a.get("alone") else "") for a in o["admissions"])
         lines.append(f"  {o['ticket_id']}  allowed {o['allowed']}, admitted {o['admitted']}: {where}")
     lines += ["", f"ADMISSIONS OF REVOKED TICKETS ({len(rep['revoked_admissions'])})"]
     for a in rep["revoked_admissions"]:
