@@ -245,6 +245,7 @@ class BusBook:
     own_pub: bytes | None = None
     counts: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     last_ignored: str = ""
+    last_record: dict | None = None  # the last peer record stored
     _trust: dict | None = None
     _keys: dict = field(default_factory=dict)
 
@@ -305,6 +306,7 @@ class BusBook:
             return self._ignore("not_usage", f"{m.device_id} #{m.seq}")
         forked = stored is not None
         self._store(m, rec, forked)
+        self.last_record = rec
         self.counts["forked" if forked else "accepted"] += 1
         return "forked" if forked else "accepted"
 

@@ -33,6 +33,9 @@ class BusService:
         db = self.data_dir / "gate.db"
         self._pub_conn = connect(db)
         self._rx_conn = connect(db)
+        # peer records are re-fetched by catch-up after a power cut: no fsync per message
+        # (WAL + NORMAL still commits atomically; the lane's own log stays FULL)
+        self._rx_conn.execute("PRAGMA synchronous=NORMAL")
         self._q_conn = connect(db)
         self.book = BusBook(self._rx_conn, device_id, event, own_pub=gt1.raw_public(self.key))
         self._out: collections.deque[int] = collections.deque(maxlen=queue_max)
@@ -44,6 +47,7 @@ class BusService:
         self._peers = 0
         self._state: LinkState | None = None
         self.on_state: list[Callable[[LinkState, int], None]] = []
+        self.on_stored: list[Callable[[dict], None]] = []  # a peer record is stored (receiver thread)
         self._threads = [threading.Thread(target=f, name=n, daemon=True) for f, n in
                          ((self._publisher, "bus-pub"), (self._receiver, "bus-rx"), (self._monitor, "bus-mon"))]
 
@@ -123,9 +127,12 @@ class BusService:
                     break
                 with self._rx_lock:
                     try:
-                        self.book.receive(data)
+                        got = self.book.receive(data)
                     except Exception as exc:  # never let one message stop the receiver
-                        self.book.last_ignored = f"error: {exc}"
+                        self.book.last_ignored, got = f"error: {exc}", "error"
+                if got in ("accepted", "forked"):
+                    for fn in list(self.on_stored):
+                        fn(self.book.last_record)
 
     def _answer(self, since: dict[str, int]):
         with self._q_lock:

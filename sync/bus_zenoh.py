@@ -54,7 +54,7 @@ class ZenohBus:
 
     def publish(self, device_id: str, seq: int, message: bytes) -> None:
         self.session.put(f"{self.prefix}/{_safe(device_id)}/{seq}", message,
-                         congestion_control=zenoh.CongestionControl.DROP)
+                         congestion_control=zenoh.CongestionControl.DROP, express=True)
 
     def subscribe(self, handler: Callable[[bytes], None]) -> None:
         def on_sample(sample) -> None:
