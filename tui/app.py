@@ -229,7 +229,12 @@ class GateApp(App):
             net = "OFFLINE (no central)"
             out = (f"outbox {outbox_length(self.lane.gate)} · ledger "
                    f"{_age(get_setting(self.lane.gate.conn, 'ledger_imported_at'), now)}")
-        self.query_one("#status", Static).update(f"{state}\n{net}\n{out}")
+        text = f"{state}\n{net}\n{out}"
+        if self.lane.link is not None:  # the venue bus link state (gate.bus)
+            link = self.lane.link().value
+            peers = getattr(self.lane.bus, "_peers", None)
+            text += f"\nlink {link}" + (f" · {peers} peer(s)" if peers is not None else "")
+        self.query_one("#status", Static).update(text)
 
     # ---------------------------------------------------------- commands
 
@@ -283,15 +288,18 @@ class GateApp(App):
 
 
 def run_tui(gate, lane, args) -> int:
-    from gate.app.run import _run_camera, _run_scanner, _start_sync
+    from gate.app.run import _run_camera, _run_scanner, _start_bus, _start_sync
     from gate.pins import check_pin
 
     sync = _start_sync(gate, args)
+    busvc = _start_bus(gate, lane, args, sync)
     runner = (lambda: _run_scanner(lane, args)) if args.scanner else (lambda: _run_camera(lane, args))
     app = GateApp(lane, sync=sync, check_pin=lambda op, pin: check_pin(gate, op, pin), runner=runner)
     try:
         app.run()
     finally:
+        if busvc:
+            busvc.close()
         if sync:
             sync.stop()
     return 0

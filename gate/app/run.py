@@ -236,12 +236,49 @@ def cmd_doctor(args) -> int:
             return "FAIL", f"only {free:.0f} MB free on the data disk: free space"
         return "OK", f"{free:,.0f} MB free"
 
+    def link():
+        return doctor_link(gate, args)
+
     for name, fn in [("camera", camera), ("relay", relay), ("sensor", sensor), ("clock", clock),
-                     ("keys", keys), ("ledger", ledger_fresh), ("disk", disk)]:
+                     ("keys", keys), ("ledger", ledger_fresh), ("disk", disk), ("link", link)]:
         check(name, fn)
     for status, name, msg in results:
         print(f"{status:<5}{name:<8}{msg}")
     return 1 if any(s == "FAIL" for s, _, _ in results) else 0
+
+
+def doctor_link(gate, args) -> tuple[str, str]:
+    """The link state as the lane would see it now: central answers? bus peers reachable?"""
+    from gate import bus
+    try:
+        from sync.client import client_for
+        client_for(gate).time()
+        central_ok = True
+    except Exception:  # not enrolled, or central unreachable
+        central_ok = False
+    listen, peers = bus_endpoints(gate, args)
+    n = 0
+    if peers:
+        from sync.bus_zenoh import ZenohBus
+        port = ZenohBus(gate.policy.event, peers=peers)
+        try:
+            deadline = time.monotonic() + 2.0
+            while port.peers() < len(peers) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            n = port.peers()
+        finally:
+            port.close()
+    state = bus.link_state(central_ok=central_ok, peers=n)
+    trusted = bus.stored_counts(gate.conn)["trusted_devices"]
+    msg = f"{state.value}: central {'answers' if central_ok else 'unreachable or not enrolled'}, " \
+          f"{n}/{len(peers)} bus peer(s) reachable, {trusted} trusted device(s)"
+    if not (listen or peers):
+        msg += "; no venue bus configured (gate init --bus-listen/--bus-peer)"
+    if state is bus.LinkState.ALONE or (peers and n < len(peers)):
+        return "WARN", msg
+    if (listen or peers) and trusted == 0:
+        return "WARN", msg + ": sync with central or 'gate bus trust FILE' first"
+    return "OK", msg
 
 
 def _hardware_args(p) -> None:
