@@ -22,6 +22,9 @@ from gate.bus import BusBook, BusPort, LinkState
 from gate.db import connect
 
 
+PERIODIC_S = 10.0
+
+
 class BusService:
     def __init__(self, data_dir: Path, port: BusPort, *, device_id: str, event: str,
                  queue_max: int = 4096, central_ok: Callable[[], bool | None] = lambda: None):
@@ -156,15 +159,24 @@ class BusService:
         return n
 
     def _monitor(self) -> None:
-        last_save = 0.0
+        """Peers and link state every 0.1 s. A peer that joins is asked at once and
+        again shortly after (its queryable may be declared a moment after its
+        session connects); with peers, a catch-up every PERIODIC_S heals what a
+        flood dropped."""
+        last_save, due = 0.0, []
+        next_periodic = time.monotonic() + PERIODIC_S
         while not self._stop.wait(0.1):
             try:
                 peers = self.port.peers()
             except Exception:
                 peers = 0
-            joined = peers > self._peers
+            now = time.monotonic()
+            if peers > self._peers:
+                due = [now, now + 0.3, now + 1.5]
             self._peers = peers
-            if joined:
+            if peers and (due and due[0] <= now or now >= next_periodic):
+                due = [t for t in due if t > now]
+                next_periodic = now + PERIODIC_S
                 self.catch_up()
             st = self.state()
             if st != self._state:
@@ -172,9 +184,9 @@ class BusService:
                 for fn in list(self.on_state):
                     fn(st, peers)
                 last_save = 0.0
-            if time.monotonic() - last_save > 1.0:
+            if now - last_save > 1.0:
                 self.save_status()
-                last_save = time.monotonic()
+                last_save = now
 
     # ------------------------------------------------------------ status
 

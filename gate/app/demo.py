@@ -134,17 +134,25 @@ class Demo:
             self.lanes[i].link = lambda: link_state(central_ok=self.online, peers=0)
 
     def settle(self, timeout: float = 2.0) -> None:
-        """Let the bus deliver what was just published (the demo runs faster than people walk)."""
+        """Let the bus deliver what was just published (the demo runs faster than people walk):
+        wait until each gate holds the other's last usage record."""
+        if any(b is None for b in self.buses):
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            live = [b for b in self.buses if b is not None]
-            if len(live) < 2 or live[0].port.peers() == 0:
-                return
-            if all(not b._out and not b._in for b in live) and all(
-                    b.book.counts["accepted"] + b.book.counts["duplicate"] >= o.published
-                    for b, o in ((live[0], live[1]), (live[1], live[0]))):
+            if all(self._holds(self.gates[i], self.gates[1 - i]) for i in range(2)):
                 return
             time.sleep(0.005)
+
+    @staticmethod
+    def _holds(g, other) -> bool:
+        (last,) = other.conn.execute("SELECT max(seq) FROM scans WHERE (accepted = 1 AND ticket_id IS NOT NULL)"
+                                     " OR kind = 'rollback'").fetchone()
+        (got,) = g.conn.execute(  # by the bus, or by central
+            "SELECT max(seq) FROM (SELECT seq FROM bus_records WHERE device_id = ?1"
+            " UNION ALL SELECT seq FROM remote_admissions WHERE device_id = ?1)",
+            (other.config.device_id,)).fetchone()
+        return last is None or (got or 0) >= last
 
     def close(self) -> None:
         for i in range(len(self.buses)):
