@@ -21,8 +21,11 @@ def main() -> int:
     event, endpoint, path, repeat = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     msgs = cbor2.loads(path.read_bytes())
     bus = ZenohBus(event, peers=[endpoint])
+    # wait until the gate's subscription has reached us (connected is not enough:
+    # a put before that is routed nowhere)
+    probe = bus.session.declare_publisher(f"{bus.prefix}/peer/0")
     deadline = time.monotonic() + 10
-    while bus.peers() == 0 and time.monotonic() < deadline:
+    while not probe.matching_status.matching and time.monotonic() < deadline:
         time.sleep(0.01)
     n = 0
     for _ in range(repeat):
