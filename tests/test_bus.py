@@ -276,3 +276,14 @@ def test_central_and_bus_carry_one_admission_counted_once(tmp_path):
             p.stop()
         server.stop()
         store.close()
+
+
+def test_core_bus_imports_no_network_library_and_reads_no_clock():
+    # fails if gate/bus.py (the port) or the lane pulls in zenoh or a shell module,
+    # or if building the CLI parser starts importing the Zenoh adapter
+    from test_cli import ROOT, _loaded_after
+    assert _loaded_after("import gate.bus, gate.lane, gate.appliance",
+                         ("zenoh", "sync", "hardware", "tui", "requests")) == []
+    assert _loaded_after("from gate.app.cli import build_parser; build_parser()", ("zenoh",)) == []
+    src = (ROOT / "gate" / "bus.py").read_text()
+    assert not any(n in src for n in ("time.time(", "datetime.now(", "time.monotonic(", "import time"))
