@@ -93,6 +93,25 @@ def test_acceptance_admitted_at_a_refused_at_b_and_learnt_by_a_after_restart(ven
     assert e["reason"] == "ALREADY_USED" and "north-2" in e["detail"]
 
 
+def test_rollback_at_a_voids_the_admission_at_b(venue):
+    import sqlite3
+    iss, a_dir, b_dir, _, procs = venue
+    pa, pb = free_ports(2)
+    # A's holder never passes: the admission is rolled back after 0.1 s
+    a = lane(procs, a_dir, pa, [pb], "--sensor", "sim:never", "--passage-timeout", "0.1")
+    b = lane(procs, b_dir, pb, [pa])
+    a.ready(), b.ready()
+    w = iss.mint(rotating=False)
+    assert a.scan(w.code(time.time()))["outcome"] == "rolled_back"
+
+    def voided():
+        with sqlite3.connect(b_dir / "gate.db") as c:
+            return c.execute("SELECT voided FROM remote_admissions WHERE ticket_id = ?", (w.ticket_id,)).fetchone()
+    poll(lambda: voided() == (1,), "B voids A's rolled-back admission")
+    # fails if the rollback did not travel or does not void: B would say ALREADY_USED
+    assert b.scan(w.code(time.time()))["reason"] == "ACCEPT"
+
+
 def _forger(tmp: Path, msgs: list[bytes], endpoint: int, repeat: int = 1) -> subprocess.Popen:
     f = tmp / f"msgs-{len(msgs)}-{repeat}.cbor"
     f.write_bytes(cbor2.dumps(msgs))
