@@ -418,6 +418,13 @@ def settings(conn: sqlite3.Connection) -> dict:
     return get_setting(conn, "bus", {}) or {}
 
 
+def endpoints(conn: sqlite3.Connection, listen=(), peers=()) -> tuple[list[str], list[str]]:
+    """The endpoints set with 'gate init' plus the ones given to this run."""
+    saved = settings(conn)
+    return (list(dict.fromkeys([*(saved.get("listen") or []), *listen])),
+            list(dict.fromkeys([*(saved.get("peers") or []), *peers])))
+
+
 def save_settings(conn: sqlite3.Connection, listen: list[str], peers: list[str]) -> None:
     with transaction(conn):
         put_setting(conn, "bus", {"listen": listen, "peers": peers})

@@ -1,4 +1,4 @@
-"""The local ticket ledger and issuer key ring (DESIGN §5), on the device database.
+"""The local ticket ledger and issuer key ring (docs/formats.md), on the device database.
 
 Imports are one transaction: a killed import leaves the ledger as it was. A
 re-import updates tickets in place but never lowers a ticket's version (a stale
@@ -15,20 +15,40 @@ import sqlite3
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from cryptography.exceptions import InvalidTag
 
 from crypto.keyring import IssuerKey, KeyRing, parse_keyring
 from crypto.sealed import seal, unseal
 from gate.db import get_setting, put_setting, transaction
-from gate.decision import Mode, TicketRecord, Usage, NO_USAGE
+from gate.decision import NO_USAGE, Lookup, Mode, TicketRecord, Usage
 from gate.errors import ImportFileError, LedgerError
+from gate.lines import bounded_lines
 
 TEMPLATE_FLOATS = 128
 TEMPLATE_BYTES = TEMPLATE_FLOATS * 8
 _TEMPLATE = struct.Struct(f"<{TEMPLATE_FLOATS}d")
 BATCH = 5000
+MAX_LINE_BYTES = 64 * 1024  # a ticket with a face template is ~1.6 KB
+INT64_MAX = 2 ** 63 - 1
+
+class TicketRow(NamedTuple):
+    """One row of the tickets table, as importers and sync write it (fields in
+    the table's column order, so a TicketRow goes straight to executemany)."""
+
+    ticket_id: str
+    event: str
+    tier: str = ""
+    zone: str | None = None
+    version: int = 1
+    status: str = "valid"
+    entries: int = 1
+    reentry: int = 0
+    face_required: int = 0
+    face_template: bytes | None = None  # sealed under the device data key
+    holder: str | None = None
+
 
 _UPSERT = """
 INSERT INTO tickets (ticket_id, event, tier, zone, version, status, entries, reentry,
@@ -87,6 +107,10 @@ def _text(obj: dict, name: str, *, optional: bool = False) -> str | None:
         return None
     if not isinstance(v, str):
         raise ValueError(f"'{name}' must be a string")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"'{name}' is not valid Unicode (a lone surrogate escape)") from None
     return v
 
 
@@ -94,6 +118,8 @@ def _uint(obj: dict, name: str) -> int:
     v = obj.get(name)
     if type(v) is not int or v < 0:
         raise ValueError(f"'{name}' must be a non-negative integer")
+    if v > INT64_MAX:
+        raise ValueError(f"'{name}' is too large (at most {INT64_MAX})")
     return v
 
 
@@ -104,8 +130,14 @@ def _bool(obj: dict, name: str) -> bool:
     return v
 
 
-def ticket_row(obj: object, event: str, data_key: bytes) -> tuple:
-    """Validate one ticket record (DESIGN §5) into a row for the tickets table."""
+def upsert_tickets(conn: sqlite3.Connection, rows: Sequence[TicketRow]) -> None:
+    """Insert or update tickets; a ticket's version never goes down (a stale
+    row cannot bring back a code from before a reissue). Call inside a transaction."""
+    conn.executemany(_UPSERT, rows)
+
+
+def ticket_row(obj: object, event: str, data_key: bytes) -> TicketRow:
+    """Validate one ticket record (docs/formats.md) into a row for the tickets table."""
     if not isinstance(obj, dict):
         raise ValueError("record must be a JSON object")
     tid = _text(obj, "ticket_id")
@@ -135,7 +167,7 @@ def ticket_row(obj: object, event: str, data_key: bytes) -> tuple:
         if len(raw) != TEMPLATE_BYTES:
             raise ValueError(f"'face_template' must be {TEMPLATE_FLOATS} float64 ({TEMPLATE_BYTES} bytes)")
         sealed = seal(data_key, raw, tid.encode())
-    return (
+    return TicketRow(
         tid, event, _text(obj, "tier", optional=True) or "", _text(obj, "zone", optional=True),
         version, status, _uint(obj, "entries"), int(_bool(obj, "reentry")),
         int(_bool(obj, "face_required")), sealed, _text(obj, "holder", optional=True),
@@ -175,20 +207,29 @@ def import_tickets(
     with fh, transaction(conn):
         batch: list[tuple] = []
         done_bytes = 0
-        for lineno, line in enumerate(fh, 1):
-            done_bytes += len(line)
-            if not line.strip():
+        for lineno, line, too_long in bounded_lines(fh, MAX_LINE_BYTES):
+            done_bytes += len(line) + 1
+            if not too_long and not line.strip():
                 continue
             try:
+                if too_long:
+                    raise ValueError(f"line longer than {MAX_LINE_BYTES} bytes (not a ticket record)")
                 batch.append(ticket_row(json.loads(line), event, data_key))
-            except (ValueError, UnicodeDecodeError) as exc:
-                msg = str(exc) if not isinstance(exc, json.JSONDecodeError) else f"not JSON ({exc.msg})"
+            except (ValueError, RecursionError) as exc:
+                if isinstance(exc, RecursionError):
+                    msg = "JSON nested too deeply (a ticket record is one flat object)"
+                elif isinstance(exc, UnicodeDecodeError):
+                    msg = f"not UTF-8 text (byte {exc.start + 1} of the line)"
+                elif isinstance(exc, json.JSONDecodeError):
+                    msg = f"not JSON ({exc.msg})"
+                else:
+                    msg = str(exc)
                 result.bad.append((lineno, msg))
                 if not skip_bad and len(result.bad) >= MAX_REPORTED_BAD:
                     break
                 continue
             if len(batch) >= BATCH:
-                conn.executemany(_UPSERT, batch)
+                upsert_tickets(conn, batch)
                 result.imported += len(batch)
                 batch.clear()
                 if progress:
@@ -196,7 +237,7 @@ def import_tickets(
         if result.bad and not skip_bad:
             raise ImportFileError(_bad_lines_message(path, result.bad))
         if batch:
-            conn.executemany(_UPSERT, batch)
+            upsert_tickets(conn, batch)
             result.imported += len(batch)
         if progress:
             progress(done_bytes)
@@ -228,42 +269,38 @@ class SqliteLedgerView:
         self.conn = conn
         self.data_key = data_key
 
-    def ticket(self, ticket_id: str) -> TicketRecord | None:
-        row = self.conn.execute(
-            "SELECT version, status, entries, reentry, zone, face_required, tier, holder"
-            " FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone()
-        if row is None:
-            return None
-        v, st, ent, rex, zone, fce, tier, holder = row
-        return TicketRecord(ticket_id, v, st, ent, bool(rex), zone, bool(fce), tier, holder)
+    # One statement for everything a decision reads (it is on the decision
+    # path): the ticket row, this gate's usage, other gates' admissions (sync,
+    # bus) and whether the step was already accepted here.
+    _LOOKUP = """
+        SELECT t.version, t.status, t.entries, t.reentry, t.zone, t.face_required, t.tier, t.holder,
+               u.admissions, u.last_kind, u.last_ts_ms, r.admissions, r.last_kind, r.last_ts_ms, r.last_where,
+               EXISTS (SELECT 1 FROM steps s WHERE s.ticket_id = ?1 AND s.step = ?2)
+        FROM (SELECT 1) LEFT JOIN tickets t ON t.ticket_id = ?1 LEFT JOIN usage u ON u.ticket_id = ?1
+             LEFT JOIN remote_usage r ON r.ticket_id = ?1"""
 
-    _USAGE = """
-        SELECT u.admissions, u.last_kind, u.last_ts_ms,
-               (SELECT count(*) FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
-                                                          AND r.consumes = 1 AND r.mode = 'entry'),
-               (SELECT r.mode || char(31) || coalesce(r.lane, '') || char(31) || r.device_id
-                FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
-                ORDER BY r.ts_ms DESC LIMIT 1),
-               (SELECT max(r.ts_ms) FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0)
-        FROM (SELECT 1) LEFT JOIN usage u ON u.ticket_id = ?1"""
-
-    def usage(self, ticket_id: str) -> Usage:
-        """This gate's accepted history, plus what other gates reported through sync
-        or the venue bus (one query: this is on the decision path)."""
-        adm, kind, ts, r_adm, r_last, r_ts = self.conn.execute(self._USAGE, (ticket_id,)).fetchone()
-        admissions = (adm or 0) + r_adm
+    def lookup(self, ticket_id: str, step: int | None) -> Lookup:
+        (v, st, ent, rex, zone, fce, tier, holder, adm, kind, ts, r_adm, r_kind, r_ts, r_where,
+         seen) = self.conn.execute(self._LOOKUP, (ticket_id, -1 if step is None else step)).fetchone()
+        record = None if v is None else TicketRecord(ticket_id, v, st, ent, bool(rex), zone, bool(fce), tier, holder)
+        admissions = (adm or 0) + (r_adm or 0)
         where = None
         if r_ts is not None and (ts is None or r_ts > ts):
-            kind, lane, device = r_last.split("\x1f")
-            where, ts = (f"{lane} ({device.split('#')[0]})" if lane else device.split("#")[0]), r_ts
-        if kind is None and admissions == 0:
-            return NO_USAGE
-        return Usage(admissions, Mode(kind) if kind else None, where, ts)
+            kind, ts = r_kind, r_ts
+            if r_where:  # "lane<US>device" of the other gate (sync or venue bus)
+                lane, _, device = r_where.partition("\x1f")
+                device = device.split("#")[0]
+                where = f"{lane} ({device})" if lane else device
+        usage = NO_USAGE if kind is None and admissions == 0 else \
+            Usage(admissions, Mode(kind) if kind else None, where, ts)
+        return Lookup(record, usage, bool(seen))
 
-    def step_accepted(self, ticket_id: str, step: int) -> bool:
-        return self.conn.execute(
-            "SELECT 1 FROM steps WHERE ticket_id = ? AND step = ?", (ticket_id, step)
-        ).fetchone() is not None
+    def ticket(self, ticket_id: str) -> TicketRecord | None:
+        return self.lookup(ticket_id, None).record
+
+    def usage(self, ticket_id: str) -> Usage:
+        """This gate's accepted history, plus what other gates reported."""
+        return self.lookup(ticket_id, None).usage
 
     def face_template(self, ticket_id: str) -> tuple[float, ...] | None:
         row = self.conn.execute(

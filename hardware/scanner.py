@@ -4,23 +4,27 @@
 from __future__ import annotations
 
 import sys
-from urllib.parse import parse_qs
 
 from gate.errors import HardwareError
 
 
 class StdinScanner:
+    """One code per line from a binary stream (default: stdin's bytes). A byte
+    that is not UTF-8 or a line over 4096 characters (cut there; the rest is
+    read in chunks and dropped) reaches the decision, which says MALFORMED."""
+
     def __init__(self, stream=None):
-        self.stream = stream or sys.stdin
+        from crypto.gt1 import MAX_QR_CHARS
+        from gate.lines import text_lines
+
+        stream = stream or sys.stdin.buffer
+        self._lines = text_lines(stream, MAX_QR_CHARS)
 
     def read_code(self) -> str | None:
-        while True:
-            line = self.stream.readline()
-            if not line:
-                return None
-            line = line.rstrip("\r\n")
+        for _, line, _ in self._lines:
             if line.strip():
                 return line
+        return None
 
     def close(self) -> None:
         pass
@@ -46,14 +50,3 @@ class SerialScanner:
 
     def close(self) -> None:
         self.port.close()
-
-
-def open_scanner(spec: str):
-    kind, _, arg = spec.partition(":")
-    if kind == "stdin":
-        return StdinScanner()
-    if kind == "serial":
-        port, _, query = arg.partition("?")
-        baud = int(parse_qs(query).get("baud", ["9600"])[-1])
-        return SerialScanner(port, baud)
-    raise HardwareError(f"unknown scanner {spec!r}: use stdin or serial:PORT")

@@ -48,6 +48,7 @@ class BusService:
         self.published = self.dropped_out = self.dropped_in = self.catchups = 0
         self.caught_up = 0  # records learnt through catch-up
         self._peers = 0
+        self.port_peers_configured = False  # set by the composer: wait for a peer at start
         self._state: LinkState | None = None
         self.on_state: list[Callable[[LinkState, int], None]] = []
         self.on_stored: list[Callable[[dict], None]] = []  # a peer record is stored (receiver thread)
@@ -62,6 +63,10 @@ class BusService:
             self.dropped_out += 1
         self._out.append(seq)
         self._out_ev.set()
+
+    @property
+    def peers(self) -> int:
+        return self._peers
 
     def state(self) -> LinkState:
         return bus.link_state(central_ok=self.central_ok(), peers=self._peers)
@@ -79,6 +84,7 @@ class BusService:
         self._peers = self.port.peers()
         if self._peers:
             self.catch_up(catchup_timeout_s)
+        self._state = self.state()  # the monitor reports changes from here on
         for t in self._threads:
             t.start()
         return self

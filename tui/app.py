@@ -232,7 +232,7 @@ class GateApp(App):
         text = f"{state}\n{net}\n{out}"
         if self.lane.link is not None:  # the venue bus link state (gate.bus)
             link = self.lane.link().value
-            peers = getattr(self.lane.bus, "_peers", None)
+            peers = getattr(self.lane.bus, "peers", None)
             text += f"\nlink {link}" + (f" · {peers} peer(s)" if peers is not None else "")
         self.query_one("#status", Static).update(text)
 
@@ -287,19 +287,16 @@ class GateApp(App):
         self.notify("sync requested")
 
 
-def run_tui(gate, lane, args) -> int:
-    from gate.app.run import _run_camera, _run_scanner, _start_bus, _start_sync
+def run_tui(runner) -> int:
+    """Run the staff UI over a composed lane (``gate.app.compose.build_lane``):
+    the lane runs in a worker thread, the UI observes and commands it."""
     from gate.pins import check_pin
 
-    sync = _start_sync(gate, args)
-    busvc = _start_bus(gate, lane, args, sync)
-    runner = (lambda: _run_scanner(lane, args)) if args.scanner else (lambda: _run_camera(lane, args))
-    app = GateApp(lane, sync=sync, check_pin=lambda op, pin: check_pin(gate, op, pin), runner=runner)
+    gate = runner.gate
+    app = GateApp(runner.lane, sync=runner.sync, check_pin=lambda op, pin: check_pin(gate, op, pin),
+                  runner=runner.run)
     try:
         app.run()
     finally:
-        if busvc:
-            busvc.close()
-        if sync:
-            sync.stop()
+        runner.close()
     return 0

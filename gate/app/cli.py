@@ -8,6 +8,7 @@ the commands that need them, so ``gate verify`` starts fast.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sqlite3
@@ -16,6 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gate.argtypes import unix_time
 from gate.errors import ConfigError, GateError, LogError
 
 DEFAULT_DATA = os.environ.get("GATE_DATA", "gate-data")
@@ -31,9 +33,13 @@ def _open(args):
 
 
 def _fmt_ts(ts_ms: int | None) -> str:
+    """Any stored time renders: a clock that said year 11476 shows as '?<ms>'."""
     if ts_ms is None:
         return "-"
-    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError, TypeError):
+        return f"?{ts_ms}"
 
 
 def _jsonable(obj):
@@ -103,17 +109,31 @@ def cmd_keys_trust(args) -> int:
     from crypto.keyring import KeyRingError
     gate = _open(args)
     try:
-        doc = json.loads(Path(args.ring).read_text())
+        raw = Path(args.ring).read_bytes()
+        doc = json.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read key ring {args.ring}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{args.ring}: line {line}: not UTF-8 text (byte {exc.start}); "
+                          "re-export the key ring from central") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{args.ring} is not JSON (line {exc.lineno}): fix or re-export it") from None
+        raise ConfigError(f"{args.ring}: line {exc.lineno}: not JSON ({exc.msg}): fix or re-export it") from None
+    except RecursionError:
+        raise ConfigError(f"{args.ring}: JSON nested too deeply: not a key ring; re-export it") from None
     try:
         keys = gate.trust(doc)
     except KeyRingError as exc:
         raise ConfigError(f"{args.ring}: {exc}; nothing was trusted") from None
-    active = sum(k.status == "active" for k in keys)
-    print(f"trusted {len(keys)} issuer key(s) for {gate.policy.event} ({active} active)")
+    # what the gate now holds, not what the file says: a key revoked here stays revoked
+    now = time.time()
+    held = [gate.keys.get(k.kid) for k in keys]
+    active = sum(1 for k in held if k is not None and k.usable(now))
+    revoked = sum(1 for k in held if k is not None and k.status == "revoked")
+    rest = len(keys) - active - revoked
+    print(f"trusted {len(keys)} issuer key(s) for {gate.policy.event} ({active} active"
+          + (f", {revoked} revoked" if revoked else "")
+          + (f", {rest} outside their validity window" if rest else "") + ")")
     return 0
 
 
@@ -174,14 +194,57 @@ def cmd_ledger_stats(args) -> int:
     return 0
 
 
+MAX_LINE = 4096  # a QR text longer than this is MALFORMED (docs/gt1.md): never read it whole
+
+
+def read_lines(fd: int, *, chunk: int = 65536):
+    """Lines from a file descriptor as ``(text, more_buffered)``, read in
+    chunks with os.read so a scanner's line is answered as soon as it arrives
+    and a bulk pipe is not flushed once per line. Bytes that are not UTF-8
+    become U+FFFD (the code is then MALFORMED, the loop goes on); a line longer
+    than MAX_LINE is cut to MAX_LINE + 1 characters and the rest of it is
+    skipped as it streams past, so memory stays bounded whatever arrives."""
+    pending = bytearray()
+    skipping = False  # inside an over-long line whose head was already given
+    while True:
+        data = os.read(fd, chunk)
+        if not data:
+            break
+        start = 0
+        lines = []
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                break
+            if not skipping:
+                pending += data[start:nl]
+                lines.append(bytes(pending[:MAX_LINE + 1]))
+            pending.clear()
+            skipping = False
+            start = nl + 1
+        if not skipping:
+            pending += data[start:]
+            if len(pending) > MAX_LINE:
+                lines.append(bytes(pending[:MAX_LINE + 1]))
+                pending.clear()
+                skipping = True
+        for i, raw in enumerate(lines):
+            text = raw.decode("utf-8", "replace").rstrip("\r")
+            if text.strip():
+                yield text, i < len(lines) - 1
+    if pending and not skipping:
+        text = bytes(pending).decode("utf-8", "replace").rstrip("\r")
+        if text.strip():
+            yield text, False
+
+
 def _qr_inputs(args):
+    """``(qr, more_buffered)``: the arguments, else the lines of stdin."""
     if args.qr:
-        yield from args.qr
+        for i, q in enumerate(args.qr):
+            yield q, i < len(args.qr) - 1
         return
-    for line in sys.stdin:
-        line = line.rstrip("\r\n")
-        if line.strip():
-            yield line
+    yield from read_lines(sys.stdin.fileno())
 
 
 def cmd_verify(args) -> int:
@@ -192,13 +255,24 @@ def cmd_verify(args) -> int:
     if getattr(args, "face", None):
         from hardware.face import capture_from_photo
         face = capture_from_photo(Path(args.face))
-    for qr in _qr_inputs(args):
-        now = _now(args)
+    encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder: this loop is the hot path
+    gc.freeze()  # start-up objects out of the collector's way: a gen-2 pass would rescan them all
+    pending: list[str] = []  # our own buffer: one write per batch even when Python runs unbuffered
+
+    def flush() -> None:
+        sys.stdout.write("".join(pending))
+        sys.stdout.flush()
+        pending.clear()
+    fixed_now = args.now
+    for qr, more in _qr_inputs(args):
+        now = time.time() if fixed_now is None else fixed_now
         d, entry = gate.scan(qr, now=now, mode=mode, face=face, dry_run=args.dry_run)
         if args.json:
-            out = d.to_json()
+            out = d.to_json()  # JSON types only: no _jsonable walk needed
             out["seq"] = entry.seq if entry else None
-            _print_json(out)
+            pending.append(encode(out) + "\n")
+            if not more:  # answer now unless the next line is already here
+                flush()
         else:
             who = f" ticket {d.ticket_id}" if d.ticket_id else ""
             extra = " (unlisted: sold after last sync)" if d.unlisted and d.accepted else ""
@@ -271,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION")
     ks.required = True
     q = ks.add_parser("trust", help="trust the keys in a key ring JSON file",
-                      description="Add or update issuer public keys from a DESIGN §5 key ring file. "
-                                  "A revoked key stays revoked.")
+                      description="Add or update issuer public keys from a key ring JSON file "
+                                  "(format: docs/formats.md). A revoked key stays revoked.")
     q.add_argument("ring", metavar="RING.json")
     q.set_defaults(func=cmd_keys_trust)
     q = ks.add_parser("list", help="list trusted issuer keys", description="List trusted issuer keys.")
@@ -283,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = p.add_subparsers(dest="ledger_command", metavar="ACTION")
     ls.required = True
     q = ls.add_parser("import", help="import tickets from a JSON Lines file",
-                      description="Import DESIGN §5 ticket records. All or nothing: a bad line is "
+                      description="Import ticket records (JSON Lines, format: docs/formats.md). All or nothing: a bad line is "
                                   "reported with its number and nothing is imported unless "
                                   "--skip-bad. Re-importing updates tickets in place; a ticket's "
                                   "version never goes down.")
@@ -298,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Decide each QR argument (or each stdin line when none) and "
                                    "record it in the scan log. A rejection is an answer (exit 0); "
                                    "only operational errors exit non-zero.")
-    p.add_argument("--now", type=float, help="decide as of this unix time (default: the clock)")
+    p.add_argument("--now", type=unix_time, help="decide as of this unix time (default: the clock)")
     p.add_argument("--mode", choices=["entry", "exit"], help="override the lane mode for this call")
     p.add_argument("--dry-run", action="store_true", help="decide only; record nothing")
     p.add_argument("--json", action="store_true", help="one JSON object per decision")
@@ -322,12 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions():
     """Command groups defined next to the code they drive; their heavy imports
     stay inside the handlers, so building the parser stays cheap."""
-    from gate.app import demo, face, pins, run
+    from gate.app import decode, demo, face, pins, run
     from sync import bus_cli
     from sync import cli as sync_cli
     from sync.central import cli as central_cli
     return [run.register, face.register, sync_cli.register, central_cli.register,
-            sync_cli.register_pretix, pins.register, demo.register, bus_cli.register]
+            sync_cli.register_pretix, pins.register, demo.register, decode.register,
+            bus_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,156 +2,43 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import sys
 import time
-from pathlib import Path
 
-from gate.errors import ConfigError, GateError
-
-
-def build_lane(gate, args, *, clock=None):
-    """Compose a lane from CLI/config specs (the one place hardware is chosen)."""
-    from gate.lane import Lane
-    from hardware.ports import SystemClock
-    from hardware.relay import open_relay
-    from hardware.sensor import open_sensor
-
-    face = None
-    if getattr(args, "face_camera", None):
-        from hardware.face import FaceSource
-        face = FaceSource.from_spec(args.face_camera, liveness=getattr(args, "face_liveness", False))
-    return Lane(gate, relay=open_relay(args.relay), sensor=open_sensor(args.sensor),
-                clock=clock or SystemClock(), face=face, pulse_ms=args.pulse_ms)
-
-
-def _human(ev) -> None:
-    d = ev.decision
-    who = d.ticket_id or "-"
-    ms = f" {ev.frame_ms:.1f} ms" if ev.frame_ms is not None else ""
-    print(f"{time.strftime('%H:%M:%S')} {'ADMIT ' if d.accepted else 'REJECT'} {d.reason.value:<16} "
-          f"{who} {ev.outcome}{ms}", flush=True)
+from gate.errors import GateError
 
 
 def cmd_run(args) -> int:
-    from gate.app.compose import open_gate
+    from gate.app.compose import LaneSpec, build_lane, lane_printer, open_gate
 
-    gate = open_gate(args.data)
-    if args.passage_timeout is not None:
-        from dataclasses import replace
-        gate.config = replace(gate.config, passage_timeout_s=args.passage_timeout)
-    lane = build_lane(gate, args)
+    runner = build_lane(LaneSpec.from_args(args), open_gate(args.data))
+    if runner.bus is not None:  # the venue bus: catch up before the first decision
+        runner.start_bus(on_state=_print_link if args.json_events and not args.tui else None)
     if args.tui:
         from tui.app import run_tui
-        return run_tui(gate, lane, args)
-    sync = _start_sync(gate, args)
-    busvc = _start_bus(gate, lane, args, sync)
-    lane.observers.append(_link_printer(lane) if args.json_events else _human)
+        return run_tui(runner)
+    runner.lane.observers.append(lane_printer(args.json_events, runner.lane))
     try:
-        if args.scanner:
-            _run_scanner(lane, args)
-        else:
-            _run_camera(lane, args)
+        runner.run()
     except KeyboardInterrupt:
         pass
     finally:
-        if busvc:
-            busvc.close()
-        if sync:
-            sync.stop()
-        lane.relay.close()
-        lane.sensor.close()
+        runner.close()
+        if runner.pipeline is not None and runner.pipeline.errors:
+            p = runner.pipeline
+            print(f"gate run: {p.errors} of {p.frames} frame(s) could not be decoded "
+                  f"(last: {p.last_error}); the lane went on", file=sys.stderr, flush=True)
     return 0
 
 
-def _start_sync(gate, args):
-    if not getattr(args, "central", None):
-        return None
-    from sync.loop import SyncLoop
-    loop = SyncLoop.for_gate(gate, args.central)
-    loop.start()
-    return loop
-
-
-def bus_endpoints(gate, args) -> tuple[list[str], list[str]]:
-    """--bus-listen / --bus-peer given to this run, added to the ones set with 'gate init'."""
-    from gate import bus
-    saved = bus.settings(gate.conn)
-    listen = list(dict.fromkeys((saved.get("listen") or []) + (getattr(args, "bus_listen", None) or [])))
-    peers = list(dict.fromkeys((saved.get("peers") or []) + (getattr(args, "bus_peer", None) or [])))
-    return listen, peers
-
-
-def _start_bus(gate, lane, args, sync):
-    """The venue bus (docs/bus.md), when endpoints are configured; also the link
-    state and the --when-alone policy whenever a bus or a central is."""
-    from gate.bus import WhenAlone, link_state
-    lane.when_alone = WhenAlone(getattr(args, "when_alone", None) or "admit")
-    listen, peers = bus_endpoints(gate, args)
-    central_ok = (lambda: sync.online) if sync else (lambda: None)
-    if not (listen or peers or getattr(args, "bus_scout", False)):
-        if sync:
-            lane.link = lambda: link_state(central_ok=sync.online, peers=0)
-        return None
-    from sync.bus_service import open_bus
-    svc = open_bus(gate, listen=listen, peers=peers, scout=args.bus_scout, central_ok=central_ok)
-    lane.appended.append(svc.appended)
-    lane.link = svc.state
-    lane.bus = svc
-    if args.json_events:
-        svc.on_state.append(lambda st, n: print(json.dumps({"link": st.value, "peers": n}), flush=True))
-    svc.start(wait_peers_s=3.0 if peers else 0.0)
-    if args.json_events:
-        print(json.dumps({"link": svc.state().value, "peers": svc._peers, "caught_up": svc.caught_up}),
-              flush=True)
-    return svc
-
-
-def _link_printer(lane):
-    def emit(ev) -> None:
-        out = ev.to_json()
-        if lane.link is not None:
-            out["link"] = lane.link().value
-        print(json.dumps(out, separators=(",", ":")), flush=True)
-    return emit
-
-
-def _run_camera(lane, args) -> None:
-    from hardware.camera import open_camera
-    from hardware.qr import FramePipeline, make_decoder
-
-    if not args.camera:
-        raise ConfigError("give --camera SPEC (opencv:0, video:FILE, images:DIR, synthetic) or --scanner SPEC")
-    camera = open_camera(args.camera)
-    pipeline = FramePipeline(make_decoder(args.decoder))
-    frames = 0
-    try:
-        while args.max_frames is None or frames < args.max_frames:
-            frame = camera.read()
-            if frame is None:
-                break
-            frames += 1
-            for text in pipeline.process(frame.image, frame.index):
-                lane.submit(text, frame.captured_ns)
-    finally:
-        camera.close()
-
-
-def _run_scanner(lane, args) -> None:
-    from hardware.scanner import open_scanner
-
-    scanner = open_scanner(args.scanner)
-    # a handheld read is deliberate: show every one (the cooldown hides camera re-reads only)
-    lane.cooldown_s = 0.0
-    try:
-        while True:
-            code = scanner.read_code()
-            if code is None:
-                break
-            lane.submit(code, time.monotonic_ns())
-    finally:
-        scanner.close()
+def _print_link(state, peers: int, caught_up: int | None = None) -> None:
+    import json
+    doc = {"link": state.value, "peers": peers}
+    if caught_up is not None:
+        doc["caught_up"] = caught_up
+    print(json.dumps(doc), flush=True)
 
 
 # ------------------------------------------------------------------ doctor
@@ -160,6 +47,7 @@ def _run_scanner(lane, args) -> None:
 def cmd_doctor(args) -> int:
     from gate import ledger
     from gate.app.compose import open_gate
+    from hardware.registry import is_simulated, open_device
 
     results: list[tuple[str, str, str]] = []
 
@@ -177,8 +65,7 @@ def cmd_doctor(args) -> int:
     def camera():
         if not args.camera:
             return "SKIP", "no --camera given"
-        from hardware.camera import open_camera
-        cam = open_camera(args.camera)
+        cam = open_device("camera", args.camera)
         try:
             frame = cam.read()
         finally:
@@ -189,15 +76,13 @@ def cmd_doctor(args) -> int:
         return "OK", f"{args.camera} gives {w}x{h} frames"
 
     def relay():
-        from hardware.relay import open_relay
-        r = open_relay(args.relay)
-        r.close()
-        return ("WARN" if args.relay.startswith("sim") else "OK"), f"{args.relay} opened" + (
-            " (simulated: the turnstile will not move)" if args.relay.startswith("sim") else "")
+        open_device("relay", args.relay).close()
+        if is_simulated("relay", args.relay):
+            return "WARN", f"{args.relay} opened (simulated: the turnstile will not move)"
+        return "OK", f"{args.relay} opened"
 
     def sensor():
-        from hardware.sensor import open_sensor
-        s = open_sensor(args.sensor)
+        s = open_device("sensor", args.sensor)
         s.close()
         if not getattr(s, "present", False):
             return "WARN", "no passage sensor: admissions cannot be rolled back when nobody passes"
@@ -247,6 +132,12 @@ def cmd_doctor(args) -> int:
     return 1 if any(s == "FAIL" for s, _, _ in results) else 0
 
 
+def bus_endpoints(gate, args) -> tuple[list[str], list[str]]:
+    """--bus-listen / --bus-peer given to this run, added to the ones set with 'gate init'."""
+    from gate import bus
+    return bus.endpoints(gate.conn, getattr(args, "bus_listen", None) or (), getattr(args, "bus_peer", None) or ())
+
+
 def doctor_link(gate, args) -> tuple[str, str]:
     """The link state as the lane would see it now: central answers? bus peers reachable?"""
     from gate import bus
@@ -282,11 +173,11 @@ def doctor_link(gate, args) -> tuple[str, str]:
 
 
 def _hardware_args(p) -> None:
-    p.add_argument("--camera", metavar="SPEC", help="opencv:N | video:FILE | images:DIR | synthetic")
-    p.add_argument("--relay", default="sim", metavar="SPEC",
-                   help="sim[:FILE] | gpio:CHIP:LINE | serial:PORT | hid[:N] (default: sim)")
-    p.add_argument("--sensor", default="none", metavar="SPEC",
-                   help="none | sim | sim:never | sim:P | gpio:CHIP:LINE (default: none)")
+    from hardware.registry import usage
+
+    p.add_argument("--camera", metavar="SPEC", help=usage("camera"))
+    p.add_argument("--relay", default="sim", metavar="SPEC", help=usage("relay") + " (default: sim)")
+    p.add_argument("--sensor", default="none", metavar="SPEC", help=usage("sensor") + " (default: none)")
 
 
 def cmd_tui(args) -> int:
@@ -296,7 +187,9 @@ def cmd_tui(args) -> int:
 
 def _lane_args(p) -> None:
     _hardware_args(p)
-    p.add_argument("--scanner", metavar="SPEC", help="handheld scanner instead of a camera: stdin | serial:PORT")
+    from hardware.registry import usage
+
+    p.add_argument("--scanner", metavar="SPEC", help="handheld scanner instead of a camera: " + usage("scanner"))
     p.add_argument("--decoder", choices=["zxing", "pyzbar"], default="zxing", help="QR decoder (default: zxing)")
     p.add_argument("--json-events", action="store_true", help="print one JSON object per decision")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N camera frames")

@@ -1,8 +1,9 @@
-"""The reconciliation report (DESIGN §6), built by the central from the scans
+"""The reconciliation report (docs/sync.md), built by the central from the scans
 every gate uploaded: double admissions across gates (typically while offline),
 admissions of tickets revoked before the scan, unlisted admissions, broken or
-forked chains and refused uploads per device, sequence gaps, and counts per
-gate / lane / hour. JSON, and a readable text form.
+forked chains and refused uploads per device, sequence gaps, records stamped
+by a wrong clock, and counts per gate / lane / hour. JSON, and a readable text
+form that renders whatever a gate's clock said.
 """
 
 from __future__ import annotations
@@ -13,6 +14,34 @@ from datetime import datetime, timezone
 import cbor2
 
 from gate.scanlog import GENESIS, chain_hash
+
+DAY_MS = 86_400_000
+SANE_MS = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01 UTC
+
+
+def fmt_ms(ms, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A record's timestamp for people; any value a gate's clock (or a hostile
+    device) wrote renders, out-of-range ones as the raw number with a '?'."""
+    if type(ms) is int and SANE_MS[0] <= ms < SANE_MS[1]:
+        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime(fmt)
+    return f"?{ms}"
+
+
+def _clock_wrong(conn, event: str) -> list[dict]:
+    """Per device, the records whose timestamp cannot be true: before the event
+    existed at central (minus a day), after central received them (plus a day),
+    outside 2000-2100, or not an integer. They stay stored as facts."""
+    row = conn.execute("SELECT created FROM events WHERE event = ?", (event,)).fetchone()
+    lo = max(SANE_MS[0], int(((row[0] if row else 0) or 0) * 1000) - DAY_MS)
+    out = []
+    for d, n, s0, s1, t0, t1 in conn.execute(
+            """SELECT device_id, count(*), min(seq), max(seq), min(ts_ms), max(ts_ms) FROM scans
+               WHERE event = ? AND ts_ms IS NOT NULL AND (typeof(ts_ms) != 'integer' OR ts_ms < ?
+                     OR ts_ms > min(?, CAST(received * 1000 AS INTEGER) + ?))
+               GROUP BY device_id ORDER BY device_id""", (event, lo, SANE_MS[1], DAY_MS)):
+        out.append({"device_id": d, "records": n, "first_seq": s0, "last_seq": s1,
+                    "earliest_ts_ms": t0, "latest_ts_ms": t1})
+    return out
 
 
 def _admitted_table(conn, event: str) -> None:
@@ -42,9 +71,11 @@ def _build(conn, event: str) -> dict:
     _admitted_table(conn, event)
     per_gate = dict(conn.execute("SELECT device_id, count(*) FROM adm GROUP BY 1 ORDER BY 1"))
     per_lane = dict(conn.execute("SELECT coalesce(lane, '-'), count(*) FROM adm GROUP BY 1 ORDER BY 1"))
-    per_hour = {
-        datetime.fromtimestamp(h * 3600, timezone.utc).strftime("%Y-%m-%d %H:00"): n
-        for h, n in conn.execute("SELECT coalesce(ts_ms, 0) / 3600000, count(*) FROM adm GROUP BY 1 ORDER BY 1")}
+    per_hour: dict[str, int] = {}
+    for h, n in conn.execute("SELECT coalesce(ts_ms, 0) / 3600000, count(*) FROM adm GROUP BY 1 ORDER BY 1"):
+        key = fmt_ms(h * 3_600_000 if type(h) is int else h, "%Y-%m-%d %H:00")
+        key = "clock wrong" if key.startswith("?") else key
+        per_hour[key] = per_hour.get(key, 0) + n
     entry = "FROM adm a WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL"
     over, by_ticket = [], {}
     for tid, used, allowed in conn.execute(
@@ -97,6 +128,7 @@ def _build(conn, event: str) -> dict:
         "unlisted_admissions": unlisted,
         "devices": devices,
         "problems": problems,
+        "clock_wrong": _clock_wrong(conn, event),
         "per_gate": per_gate,
         "per_lane": per_lane,
         "per_hour": per_hour,
@@ -119,7 +151,7 @@ def _device_chain(conn, device_id: str, status: str) -> dict:
 
 def render_text(rep: dict) -> str:
     def ts(ms):
-        return datetime.fromtimestamp((ms or 0) / 1000, timezone.utc).strftime("%H:%M:%S")
+        return fmt_ms(ms, "%H:%M:%S")
 
     lines = [f"Reconciliation report — event {rep['event']}",
              f"generated {datetime.fromtimestamp(rep['generated_at'], timezone.utc):%Y-%m-%d %H:%M UTC}",
@@ -144,6 +176,12 @@ def render_text(rep: dict) -> str:
     lines += ["", f"REFUSED UPLOADS / TAMPERING ({len(rep['problems'])})"]
     for p in rep["problems"]:
         lines.append(f"  {p['device_id']}: {p['kind']} — {p['detail']}")
+    clock = rep.get("clock_wrong", [])
+    lines += ["", f"CLOCK WRONG ({len(clock)})"]
+    for c in clock:
+        lines.append(f"  clock wrong on gate {c['device_id']}: {c['records']} record(s), seq {c['first_seq']}-"
+                     f"{c['last_seq']}, stamped {fmt_ms(c['earliest_ts_ms'])} .. {fmt_ms(c['latest_ts_ms'])}"
+                     " (kept as recorded; times in this report are the gate's)")
     lines += ["", "ADMITTED PER GATE: " + ", ".join(f"{k} {v}" for k, v in rep["per_gate"].items()),
               "ADMITTED PER LANE: " + ", ".join(f"{k} {v}" for k, v in rep["per_lane"].items()),
               "ADMITTED PER HOUR: " + ", ".join(f"{k} {v}" for k, v in rep["per_hour"].items())]

@@ -175,7 +175,7 @@ class CentralStore:
         return made
 
     def add_tickets(self, records: list[dict]) -> None:
-        """Bulk load ticket records (DESIGN §5 shape): benchmarks, migrations."""
+        """Bulk load ticket records (docs/formats.md shape): benchmarks, migrations."""
         with self._tx() as c:
             first = self._next(c, "change", len(records)) - len(records) + 1
             c.executemany(
