@@ -396,13 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions():
     """Command groups defined next to the code they drive; their heavy imports
     stay inside the handlers, so building the parser stays cheap."""
-    from gate.app import decode, demo, face, pins, run
-    from sync import bus_cli
+    from gate.app import bus, decode, demo, face, pins, run
     from sync import cli as sync_cli
     from sync.central import cli as central_cli
     return [run.register, face.register, sync_cli.register, central_cli.register,
             sync_cli.register_pretix, pins.register, demo.register, decode.register,
-            bus_cli.register]
+            bus.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,9 +16,8 @@ def status_doc(gate) -> dict:
     from crypto.sealed import load_or_create_ed25519
     from gate import bus
     from gate.db import get_setting
-    from gate.app.run import bus_endpoints
 
-    listen, peers = bus_endpoints(gate, None)
+    listen, peers = bus.endpoints(gate.conn)
     live = bus.load_status(gate.conn) or {}
     running = bool(live) and time.time() - live.get("at", 0) < STALE_S
     central_ok = get_setting(gate.conn, "sync.last_ok")
