@@ -5,8 +5,9 @@ scan log, simulated relay) with the Zenoh bus in peer mode, full mesh, multicast
 off. For each of K fresh paper tickets (default 300), one gate admits it; we
 time from the end of its durable append until the record is committed at EVERY
 other gate (from then on each of them refuses the ticket). Same host, so the
-processes share one wall clock. Then each gate's own decision latency
-(submit -> durable append), bus on, beside a gate with the bus off.
+processes share one wall clock. Beside it, decision latency (submit -> durable
+append) at the admitting gate (bus on) and, at the same moment, at an 11th gate
+with the bus off, so both see the same machine load.
 
     .venv/bin/python bench/bus.py [--gates N] [--tickets K]
 """
@@ -36,14 +37,10 @@ EVENT = "evt-bench-bus"
 
 def worker(data: str, listen: str, peers: list[str], want_peers: int) -> None:
     """One gate: codes on stdin -> lane.submit; JSON lines out."""
-    from types import SimpleNamespace
-
-    from gate.app.compose import open_gate
-    from gate.app.run import build_lane
-    from hardware.ports import SystemClock
+    from gate.app.compose import LaneSpec, build_lane, open_gate
 
     gate = open_gate(data)
-    lane = build_lane(gate, SimpleNamespace(relay="sim", sensor="none", pulse_ms=0), clock=SystemClock())
+    lane = build_lane(LaneSpec(relay="sim", sensor="none", pulse_ms=0), gate, start_sync=False).lane
     lane.cooldown_s = 0.0
     out_lock = threading.Lock()
 
@@ -126,14 +123,23 @@ def main() -> int:
         ready = [p.q.get(timeout=60).get("ready") for p in procs + [off]]
         print(f"{a.gates} gates up (peer mode, full mesh, multicast off); peers per gate: "
               f"min {min(ready[:-1])}, max {max(ready[:-1])}")
-        spread, ms_on, heard, first = [], [], [], []
+        spread, ms_on, heard, first, ms_off = [], [], [], [], []
         for k in range(a.tickets):
             origin = procs[k % a.gates]
             w = iss.mint(rotating=False)
             origin.send(w.code(time.time()))
-            t_app, stored, arrivals = None, {}, {}
+            off.send(iss.mint(rotating=False).code(time.time()))  # same moment, same machine load
+            t_app, stored, arrivals, n_off = None, {}, {}, len(ms_off)
             deadline = time.monotonic() + 10
-            while (t_app is None or len(stored) < a.gates - 1) and time.monotonic() < deadline:
+            while (t_app is None or len(stored) < a.gates - 1 or len(ms_off) == n_off) \
+                    and time.monotonic() < deadline:
+                while True:
+                    try:
+                        m = off.q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if "decided" in m:
+                        ms_off.append(m["ms"])
                 for i, p in enumerate(procs):
                     while True:
                         try:
@@ -154,13 +160,6 @@ def main() -> int:
             spread.append((max(stored.values()) - t_app) / 1e6)
             heard.append((max(arrivals.values()) - t_app) / 1e6)
             first.append((min(arrivals.values()) - t_app) / 1e6)
-        for k in range(a.tickets):
-            off.send(iss.mint(rotating=False).code(time.time()))
-        ms_off = []
-        while len(ms_off) < a.tickets:
-            m = off.q.get(timeout=30)
-            if "decided" in m:
-                ms_off.append(m["ms"])
         for p in procs + [off]:
             p.close()
     print(f"append at one gate -> committed at all {a.gates - 1} others ({len(spread)} tickets): "
