@@ -93,9 +93,10 @@ class BusService:
         self._stop.set()
         self._out_ev.set()
         self._in_ev.set()
+        self.port.close()  # first: a publish stuck on a congested link returns
         for t in self._threads:
-            t.join(timeout=3)
-        self.port.close()
+            if t.is_alive():
+                t.join(timeout=3)
         self.save_status()
         for c in (self._pub_conn, self._rx_conn, self._q_conn):
             c.close()

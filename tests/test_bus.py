@@ -99,7 +99,10 @@ def test_rollback_at_a_voids_the_admission_at_b(venue):
     pa, pb = free_ports(2)
     # A's holder never passes: the admission is rolled back after 0.1 s
     a = lane(procs, a_dir, pa, [pb], "--sensor", "sim:never", "--passage-timeout", "0.1")
-    b = lane(procs, b_dir, pb, [pa])
+    # B's endpoints set once with 'gate init' (fails if init does not store them for 'gate run')
+    run_gate(b_dir, "init", "--event", EVENT, "--lane", "north-2", "--bus-listen", f"tcp/127.0.0.1:{pb}",
+             "--bus-peer", f"tcp/127.0.0.1:{pa}")
+    b = lane(procs, b_dir, None, [])
     a.ready(), b.ready()
     w = iss.mint(rotating=False)
     assert a.scan(w.code(time.time()))["outcome"] == "rolled_back"
@@ -315,3 +318,42 @@ def test_core_bus_imports_no_network_library_and_reads_no_clock():
     assert _loaded_after("from gate.app.cli import build_parser; build_parser()", ("zenoh",)) == []
     src = (ROOT / "gate" / "bus.py").read_text()
     assert not any(n in src for n in ("time.time(", "datetime.now(", "time.monotonic(", "import time"))
+
+
+def test_publish_queue_is_bounded_and_never_blocks_the_lane(tmp_path):
+    # A congested link (a port whose publish is stuck): the lane's hook still
+    # returns at once, the queue stays at its bound and the oldest gossip is
+    # dropped and counted. Fails if appended() waits for the network or the
+    # queue grows without limit.
+    import threading
+
+    from gate.appliance import Gate
+    from sync.bus_service import BusService
+
+    stuck = threading.Event()
+
+    class CongestedPort:
+        def publish(self, device_id, seq, message):
+            stuck.wait(30)
+
+        def subscribe(self, handler): ...
+        def answer(self, handler): ...
+        def query(self, since, timeout_s): return []
+        def peers(self): return 1
+        def close(self): stuck.set()
+
+    g = Gate.init(tmp_path / "g", event=EVENT)
+    iss = Issuer(EVENT)
+    g.trust(iss.keyring())
+    seqs = [g.scan(iss.mint(rotating=False).code(time.time()), now=time.time())[1].seq for _ in range(3)]
+    svc = BusService(g.data_dir, CongestedPort(), device_id=g.config.device_id, event=EVENT, queue_max=8)
+    svc.start()
+    try:
+        svc.appended(seqs[0])
+        poll(lambda: not svc._out, "the publisher takes the first record and gets stuck in publish")
+        for i in range(1000):
+            svc.appended(seqs[i % 3])
+        assert len(svc._out) == 8 and svc.dropped_out == 1000 - 8
+    finally:
+        svc.close()
+        g.close()
