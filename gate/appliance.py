@@ -13,6 +13,7 @@ import secrets
 import sqlite3
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from crypto.keyring import KeyRing
 from crypto.sealed import load_or_create_data_key, load_or_create_ed25519
@@ -120,21 +121,31 @@ class Gate:
             put_setting(self.conn, "biometric_retention_until", until)
 
     def enforce_retention(self, now: float) -> int:
-        """Delete all templates once the event's retention deadline has passed."""
+        """Once the event's retention deadline has passed: delete all templates and
+        store no more (until an operator re-enables them with a later deadline)."""
         until = self.retention_until()
         if until is None or now < until:
             return 0
         if not self.conn.execute("SELECT 1 FROM tickets WHERE face_template IS NOT NULL LIMIT 1").fetchone():
+            if ledger.biometrics_allowed(self.conn):
+                ledger.disable_biometrics(self.conn, now=now, why="retention")
             return 0
-        return ledger.wipe_biometrics(self.conn)
+        return ledger.wipe_biometrics(self.conn, now=now, why="retention")
 
     def save_config(self, config: GateConfig) -> None:
         with transaction(self.conn):
             put_setting(self.conn, "config", config.to_json())
         self.config = config
 
-    def set_mode(self, mode: Mode) -> None:
-        self.save_config(replace(self.config, policy=replace(self.config.policy, mode=mode)))
+    def set_mode(self, mode: Mode, *, now: float | None = None, operator: str | None = None) -> None:
+        """Persist the lane's mode; with ``now``, the change is logged (with its operator)
+        in the same transaction."""
+        config = replace(self.config, policy=replace(self.config.policy, mode=mode))
+        with transaction(self.conn):
+            put_setting(self.conn, "config", config.to_json())
+            if now is not None:
+                self.control("mode", now=now, operator=operator, mode=mode.value)
+        self.config = config
 
     # ------------------------------------------------------------ keys
 
@@ -205,12 +216,35 @@ class Gate:
         return scanlog.append(self.conn, rec)
 
     def scan(self, qr: str, *, now: float, mode: Mode | None = None,
-             face: FaceCapture | None = None, dry_run: bool = False
+             face: FaceCapture | None = None, dry_run: bool = False,
+             skip: Callable[[Decision], bool] | None = None,
+             adjust: Callable[[Decision], Decision] | None = None, alone: bool = False
              ) -> tuple[Decision, scanlog.Entry | None]:
         """Decide and (unless dry_run) append to the scan log. The record is
-        durable when this returns: only then may a relay be driven."""
-        d = self.decide(qr, now=now, mode=mode, face=face)
-        return d, (None if dry_run else self.record(d, now=now, qr=qr))
+        durable when this returns: only then may a relay be driven.
+
+        Decision and append are one ``BEGIN IMMEDIATE`` transaction: the usage the
+        decision reads is re-read under the write lock, so any number of processes
+        deciding on one data directory (``gate run`` and ``gate verify``) never admit
+        a ticket more often than it allows. ``skip(decision)`` true: record nothing.
+        ``adjust`` is the lane's policy while ALONE (gate.bus.apply_when_alone);
+        ``alone`` flags an accept made with neither central nor a bus peer."""
+        if dry_run:
+            return self.decide(qr, now=now, mode=mode, face=face), None
+        with transaction(self.conn):
+            d = self.decide(qr, now=now, mode=mode, face=face)
+            if adjust is not None:
+                d = adjust(d)
+            if skip is not None and skip(d):
+                return d, None
+            return d, self.record(d, now=now, qr=qr, alone=alone and d.accepted)
+
+    def control(self, action: str, *, now: float, operator: str | None, **fields) -> scanlog.Entry:
+        """Log a staff command that changes what the lane lets through (scanlog.CONTROL)."""
+        rec = {"kind": scanlog.CONTROL, "ts_ms": int(now * 1000), "device": self.config.device_id,
+               "lane": self.policy.lane, "event": self.policy.event, "action": action,
+               "operator": operator, **fields}
+        return scanlog.append(self.conn, rec)
 
     def rollback(self, seq: int, *, now: float, why: str = "no passage") -> scanlog.Entry:
         return scanlog.append(self.conn, {

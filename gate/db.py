@@ -221,6 +221,12 @@ def put_setting(conn: sqlite3.Connection, key: str, value) -> None:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+    """One write transaction (``BEGIN IMMEDIATE``: the write lock is taken first, so
+    what is read inside it is what the writes are based on). Inside an open
+    transaction it joins that one: the outer block commits or rolls back."""
+    if conn.in_transaction:
+        yield conn
+        return
     conn.execute(f"BEGIN {mode}")
     try:
         yield conn

@@ -8,6 +8,7 @@ the entry is given back). Hardware comes in through the ports in
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,9 +17,10 @@ from typing import Callable
 
 from gate.appliance import Gate
 from gate.bus import LinkState, WhenAlone, apply_when_alone
-from gate.decision import Decision, Mode, Reason
+from gate.decision import Decision, FaceCapture, Mode, Reason
 
 DEFAULT_PULSE_MS = 200
+_NO_LOCK = contextlib.nullcontext()
 
 
 class State(StrEnum):
@@ -75,9 +77,13 @@ class Lane:
         self.counters = Counters()
         self.observers: list[Callable[[LaneEvent], None]] = []
         self._recent: dict[str, float] = {}
-        self._lock = threading.RLock()  # the TUI commands the lane from another thread
+        # _lock guards state, counters and the gate's connection; it is held for a
+        # decision and its log record only. _turn serialises whole turnstile cycles
+        # (decide -> face -> relay -> passage) between the lane thread and staff admits.
+        self._lock = threading.RLock()
+        self._turn = threading.Lock()
         # venue bus (gate.bus): the link state source (None: not tracked), the policy
-        # while ALONE, and hooks called with each appended seq (they must not block)
+        # while ALONE, and hooks called with each appended usage seq (they must not block)
         self.link: Callable[[], LinkState] | None = None
         self.when_alone = WhenAlone.ADMIT
         self.appended: list[Callable[[int], None]] = []
@@ -108,53 +114,120 @@ class Lane:
 
     def submit(self, qr: str, captured_ns: int | None = None) -> LaneEvent | None:
         """One code read by the camera or a scanner. Returns the lane event, or
-        None when the read was ignored (paused lane, or a duplicate read)."""
-        with self._lock:
-            if self.paused:
-                return None
-            now = self.clock.now()
-            d = self.gate.decide(qr, now=now)
-            if self._in_cooldown(d, now):
-                return None
-            if d.reason is Reason.FACE_REQUIRED and self.face is not None:
-                self.state = State.FACE
-                capture = self.face.capture(self.gate.config.face_timeout_s)
+        None when the read was ignored (paused lane, or a duplicate read).
+
+        Decisions are serialised (one holder at a time through the turnstile),
+        but the state lock is held only while deciding and logging, never while
+        waiting for a face or a passage: the staff UI keeps answering. No code
+        can stop the lane: an unexpected fault in one decision is logged as a
+        rejection with reason ERROR and the lane goes on."""
+        with self._turn:
+            with self._lock:
+                if self.paused:
+                    return None
                 now = self.clock.now()
-                d = self.gate.decide(qr, now=now, face=capture)
-            self.state = State.DECIDED
-            alone = self._alone()
-            if alone:
-                d = apply_when_alone(d, self.when_alone)
-            entry = self.gate.record(d, now=now, qr=qr, alone=alone and d.accepted)  # durable before any effect
-            self._notify(entry.seq)
+                d, entry, failed, face_first = self._decide_and_log(qr, now, None, captured_ns)
+                if face_first:
+                    self.state = State.FACE
+            if face_first:  # capture the face with no lock and no transaction held
+                capture = self._capture()
+                with self._lock:
+                    now = self.clock.now()
+                    d, entry, failed, _ = self._decide_and_log(qr, now, capture, captured_ns)
+            if failed is not None:
+                return self._emit(failed)
+            if entry is None:
+                return None
             return self._effect(d, entry.seq, now, captured_ns)
+
+    def _decide_and_log(self, qr: str, now: float, capture, captured_ns):
+        """(decision, entry, failed event, face needed first), with the lock held.
+        Decide and log in one transaction (durable before any effect); nothing is
+        logged for a camera re-read in the cooldown, or when the face must be
+        captured first (then the code is decided again with the face)."""
+        wants_face = False
+
+        def skip(d: Decision) -> bool:
+            nonlocal wants_face
+            if self._in_cooldown(d, now):
+                return True
+            wants_face = capture is None and d.reason is Reason.FACE_REQUIRED and self.face is not None
+            return wants_face
+
+        alone = self._alone()
+        policy = (lambda d: apply_when_alone(d, self.when_alone)) if alone else None
+        try:
+            d, entry = self.gate.scan(qr, now=now, face=capture, skip=skip, adjust=policy, alone=alone)
+        except Exception as exc:
+            return None, None, self._failed(qr, now, exc, captured_ns), False
+        if entry is not None:
+            self._notify(entry.seq)
+        self.state = State.IDLE if entry is None else State.DECIDED
+        return d, entry, None, wants_face
+
+    def _capture(self):
+        try:
+            return self.face.capture(self.gate.config.face_timeout_s)
+        except Exception as exc:  # a camera fault is no face, not a stopped lane
+            return FaceCapture(None, f"face camera failed: {type(exc).__name__}")
+
+    def _failed(self, qr: str, now: float, exc: Exception, captured_ns: int | None) -> LaneEvent:
+        """Log an undecidable code as an ERROR rejection (called with the lock held;
+        the caller emits the event once it has let go of the lock)."""
+        d = Decision(Reason.ERROR, self.mode, detail=f"{type(exc).__name__}: {exc}"[:200])
+        entry = self.gate.record(d, now=now, qr=qr)  # if the log itself fails, the lane must stop
+        self.counters.rejected[d.reason.value] += 1
+        self.state = State.IDLE
+        return LaneEvent(d, entry.seq, "rejected", now, self._ms(captured_ns))
 
     def _effect(self, d: Decision, seq: int, now: float, captured_ns: int | None,
                 operator: str | None = None) -> LaneEvent:
+        """Drive the relay and wait for the passage (the caller holds ``_turn``,
+        not ``_lock``). Events are emitted with no lock held."""
+        frame_ms = self._ms(captured_ns)
+        with self._lock:
+            ev = self._open(d, seq, now, frame_ms, operator)
+        if ev is not None:  # rejected, exit, or the relay failed
+            return self._emit(ev)
+        try:
+            passed = self.sensor.wait_passage(self.gate.config.passage_timeout_s)  # unlocked
+        except Exception:  # a sensor fault: nobody is known to have passed
+            passed = False
+        with self._lock:
+            if not passed:
+                ev = self._give_back(d, seq, now, frame_ms, operator, "no passage")
+            else:
+                if getattr(self.sensor, "present", False):
+                    self.gate.passed(seq, now=self.clock.now())
+                self.counters.admitted += 1
+                self.state = State.IDLE
+                ev = LaneEvent(d, seq, "passed", now, frame_ms, operator)
+        return self._emit(ev)
+
+    def _open(self, d: Decision, seq: int, now: float, frame_ms, operator) -> LaneEvent | None:
+        """The part of an effect that needs no waiting; None: wait for the passage."""
         if not d.accepted:
             self.counters.rejected[d.reason.value] += 1
             self.state = State.IDLE
-            return self._emit(LaneEvent(d, seq, "rejected", now, self._ms(captured_ns), operator))
-        self.relay.pulse(self.pulse_ms, tag=f"seq={seq} ticket={d.ticket_id}")
-        frame_ms = self._ms(captured_ns)
+            return LaneEvent(d, seq, "rejected", now, frame_ms, operator)
+        try:
+            self.relay.pulse(self.pulse_ms, tag=f"seq={seq} ticket={d.ticket_id}")
+        except Exception as exc:  # the turnstile did not open: give the entry back
+            return self._give_back(d, seq, now, frame_ms, operator, f"relay failed: {type(exc).__name__}")
         self.state = State.OPEN
         if d.ticket_id:
             self._recent[d.ticket_id] = now
         if d.mode is Mode.EXIT:
             self.counters.exited += 1
             self.state = State.IDLE
-            return self._emit(LaneEvent(d, seq, "exit", now, frame_ms, operator))
-        passed = self.sensor.wait_passage(self.gate.config.passage_timeout_s)
-        if passed:
-            if getattr(self.sensor, "present", False):
-                self.gate.passed(seq, now=self.clock.now())
-            self.counters.admitted += 1
-            self.state = State.IDLE
-            return self._emit(LaneEvent(d, seq, "passed", now, frame_ms, operator))
-        self._notify(self.gate.rollback(seq, now=self.clock.now(), why="no passage").seq)
+            return LaneEvent(d, seq, "exit", now, frame_ms, operator)
+        return None
+
+    def _give_back(self, d: Decision, seq: int, now: float, frame_ms, operator, why: str) -> LaneEvent:
+        self._notify(self.gate.rollback(seq, now=self.clock.now(), why=why).seq)
         self.counters.rolled_back += 1
         self.state = State.IDLE
-        return self._emit(LaneEvent(d, seq, "rolled_back", now, frame_ms, operator))
+        return LaneEvent(d, seq, "rolled_back", now, frame_ms, operator)
 
     def _ms(self, captured_ns: int | None) -> float | None:
         if captured_ns is None:
@@ -163,22 +236,32 @@ class Lane:
 
     def override(self, *, admit: bool, operator: str, ticket_id: str | None = None,
                  note: str = "") -> LaneEvent:
-        """Manual admit / deny by staff: logged with the operator, never silent."""
-        with self._lock:
-            now = self.clock.now()
-            reason = Reason.MANUAL_ADMIT if admit else Reason.MANUAL_DENY
-            d = Decision(reason, self.mode, ticket_id=ticket_id, detail=note,
-                         consumes_entry=admit and ticket_id is not None and self.mode is Mode.ENTRY)
-            entry = self.gate.record(d, now=now, qr=None, kind="override", operator=operator)
-            self._notify(entry.seq)
+        """Manual admit / deny by staff: logged with the operator, never silent.
+        An admit waits for the turnstile like a scan does (call it off the UI's loop)."""
+        with self._turn if admit else _NO_LOCK:
+            with self._lock:
+                now = self.clock.now()
+                reason = Reason.MANUAL_ADMIT if admit else Reason.MANUAL_DENY
+                d = Decision(reason, self.mode, ticket_id=ticket_id, detail=note,
+                             consumes_entry=admit and ticket_id is not None and self.mode is Mode.ENTRY)
+                entry = self.gate.record(d, now=now, qr=None, kind="override", operator=operator)
+                self._notify(entry.seq)
+                if not admit:
+                    self.counters.rejected["OVERRIDE_DENY"] += 1
+                    ev = LaneEvent(d, entry.seq, "override", now, None, operator)
             if not admit:
-                self.counters.rejected["OVERRIDE_DENY"] += 1
-                return self._emit(LaneEvent(d, entry.seq, "override", now, None, operator))
+                return self._emit(ev)
             return self._effect(d, entry.seq, now, None, operator)
 
-    def set_mode(self, mode: Mode) -> None:
+    def set_mode(self, mode: Mode, *, operator: str | None = None) -> None:
+        """Switch entry/exit; persisted and logged (with the operator) in one transaction."""
         with self._lock:
-            self.gate.set_mode(mode)
+            if mode is not self.mode:
+                self.gate.set_mode(mode, now=self.clock.now(), operator=operator)
 
-    def pause(self, paused: bool = True) -> None:
-        self.paused = paused
+    def pause(self, paused: bool = True, *, operator: str | None = None) -> None:
+        """Pause (codes are ignored) or resume the lane; logged with the operator."""
+        with self._lock:
+            if paused != self.paused:
+                self.gate.control("pause" if paused else "resume", now=self.clock.now(), operator=operator)
+            self.paused = paused

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import sqlite3
 import struct
@@ -136,8 +137,10 @@ def upsert_tickets(conn: sqlite3.Connection, rows: Sequence[TicketRow]) -> None:
     conn.executemany(_UPSERT, rows)
 
 
-def ticket_row(obj: object, event: str, data_key: bytes) -> TicketRow:
-    """Validate one ticket record (docs/formats.md) into a row for the tickets table."""
+def ticket_row(obj: object, event: str, data_key: bytes, *, keep_template: bool = True) -> TicketRow:
+    """Validate one ticket record (docs/formats.md) into a row for the tickets table.
+    A face template is always checked; it is stored only when ``keep_template``
+    (biometrics not switched off on this gate)."""
     if not isinstance(obj, dict):
         raise ValueError("record must be a JSON object")
     tid = _text(obj, "ticket_id")
@@ -166,7 +169,10 @@ def ticket_row(obj: object, event: str, data_key: bytes) -> TicketRow:
             raise ValueError("'face_template' is not valid base64") from None
         if len(raw) != TEMPLATE_BYTES:
             raise ValueError(f"'face_template' must be {TEMPLATE_FLOATS} float64 ({TEMPLATE_BYTES} bytes)")
-        sealed = seal(data_key, raw, tid.encode())
+        if not all(map(math.isfinite, _TEMPLATE.unpack(raw))):
+            raise ValueError("'face_template' holds NaN or infinite values: re-enrol the holder's face")
+        if keep_template:
+            sealed = seal(data_key, raw, tid.encode())
     return TicketRow(
         tid, event, _text(obj, "tier", optional=True) or "", _text(obj, "zone", optional=True),
         version, status, _uint(obj, "entries"), int(_bool(obj, "reentry")),
@@ -179,6 +185,7 @@ class ImportResult:
     imported: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)
     skipped_bad: bool = False
+    templates_refused: int = 0  # face templates not stored: biometrics are switched off
 
 
 MAX_REPORTED_BAD = 50
@@ -205,6 +212,7 @@ def import_tickets(
     except OSError as exc:
         raise ImportFileError(f"cannot read {path}: {exc.strerror}") from None
     with fh, transaction(conn):
+        keep = biometrics_allowed(conn)  # read under the write lock: a wipe cannot slip in between
         batch: list[tuple] = []
         done_bytes = 0
         for lineno, line, too_long in bounded_lines(fh, MAX_LINE_BYTES):
@@ -214,7 +222,10 @@ def import_tickets(
             try:
                 if too_long:
                     raise ValueError(f"line longer than {MAX_LINE_BYTES} bytes (not a ticket record)")
-                batch.append(ticket_row(json.loads(line), event, data_key))
+                obj = json.loads(line)
+                batch.append(ticket_row(obj, event, data_key, keep_template=keep))
+                if not keep and isinstance(obj, dict) and obj.get("face_template") is not None:
+                    result.templates_refused += 1
             except (ValueError, RecursionError) as exc:
                 if isinstance(exc, RecursionError):
                     msg = "JSON nested too deeply (a ticket record is one flat object)"
@@ -316,18 +327,52 @@ class SqliteLedgerView:
 def enroll_face(conn: sqlite3.Connection, ticket_id: str, encoding: Sequence[float],
                 data_key: bytes) -> None:
     """Store a holder's template (encrypted) and bind the ticket to that face."""
+    if len(encoding) != TEMPLATE_FLOATS or not all(map(math.isfinite, encoding)):
+        raise LedgerError(f"a face template is {TEMPLATE_FLOATS} finite numbers: take the photo again")
     blob = seal(data_key, encode_template(encoding), ticket_id.encode())
     with transaction(conn):
+        if not biometrics_allowed(conn):
+            raise LedgerError(BIOMETRICS_OFF_MESSAGE)
         cur = conn.execute("UPDATE tickets SET face_template = ?, face_required = 1 WHERE ticket_id = ?",
                            (blob, ticket_id))
         if cur.rowcount != 1:
             raise LedgerError(f"ticket {ticket_id} is not in the ledger: import or sync the tickets first")
 
 
-def wipe_biometrics(conn: sqlite3.Connection) -> int:
-    """Delete every face template, and scrub them from free pages and the WAL."""
+BIOMETRICS_OFF = "biometrics.disabled"
+BIOMETRICS_OFF_MESSAGE = ("face templates are switched off on this gate (wiped or past the retention "
+                          "deadline): run 'gate face enable --yes' to store them again")
+
+
+def biometrics_allowed(conn: sqlite3.Connection) -> bool:
+    """False after a wipe or the retention deadline, until an operator re-enables them."""
+    return get_setting(conn, BIOMETRICS_OFF) is None
+
+
+def disable_biometrics(conn: sqlite3.Connection, *, now: float, why: str) -> None:
+    with transaction(conn):
+        put_setting(conn, BIOMETRICS_OFF, {"since": now, "why": why})
+
+
+def enable_biometrics(conn: sqlite3.Connection) -> bool:
+    """Allow templates again; True when they were switched off."""
+    with transaction(conn):
+        return conn.execute("DELETE FROM settings WHERE key = ?", (BIOMETRICS_OFF,)).rowcount > 0
+
+
+def strip_templates(rows: list[TicketRow]) -> list[TicketRow]:
+    """Ticket rows without their face templates."""
+    return [r._replace(face_template=None) for r in rows]
+
+
+def wipe_biometrics(conn: sqlite3.Connection, *, now: float, why: str = "wipe") -> int:
+    """Delete every face template, and scrub them from free pages and the WAL.
+    From then on no template is stored (import, sync, enrolment) until an
+    operator re-enables them (:func:`enable_biometrics`)."""
     conn.execute("PRAGMA secure_delete = ON")
     with transaction(conn):
+        if biometrics_allowed(conn):
+            put_setting(conn, BIOMETRICS_OFF, {"since": now, "why": why})
         n = conn.execute("UPDATE tickets SET face_template = NULL WHERE face_template IS NOT NULL").rowcount
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.execute("VACUUM")

@@ -1,14 +1,25 @@
-"""Supervisor PINs for manual overrides: scrypt hashes in the device database,
-one per operator name. Every override is logged with the operator."""
+"""Supervisor PINs for everything in the staff UI that can let someone through
+(manual admit/deny, entry/exit mode, pause/resume): scrypt hashes in the device
+database, one per operator name. Every such command is logged with the operator.
+
+A PIN is at least 6 digits. 5 wrong PINs in a row lock that operator name for
+5 minutes; the lockout is stored in the database (it survives a restart) and
+logged in the scan log.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
+from dataclasses import dataclass
 
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import ConfigError
+
+MIN_DIGITS = 6
+MAX_FAILURES = 5
+LOCKOUT_S = 300.0
 
 
 def _hash(pin: str, salt: bytes) -> bytes:
@@ -20,17 +31,59 @@ def _load(gate) -> dict:
 
 
 def set_pin(gate, operator: str, pin: str) -> None:
-    if len(pin) < 4 or not pin.isdigit():
-        raise ConfigError("a supervisor PIN is at least 4 digits")
+    if len(pin) < MIN_DIGITS or not pin.isdigit():
+        raise ConfigError(f"a supervisor PIN is at least {MIN_DIGITS} digits: choose a longer one")
+    if not operator.strip():
+        raise ConfigError("name the operator the PIN belongs to")
     salt = os.urandom(16)
-    ops = _load(gate)
-    ops[operator] = {"salt": salt.hex(), "hash": _hash(pin, salt).hex()}
     with transaction(gate.conn):
+        ops = _load(gate)
+        ops[operator] = {"salt": salt.hex(), "hash": _hash(pin, salt).hex()}
         put_setting(gate.conn, "operators", ops)
 
 
-def check_pin(gate, operator: str, pin: str) -> bool:
+@dataclass(frozen=True, slots=True)
+class PinCheck:
+    ok: bool
+    locked_until: float | None = None  # set when the operator is locked out
+    tries_left: int = MAX_FAILURES
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def message(self, operator: str) -> str:
+        if self.ok:
+            return f"{operator}: PIN accepted"
+        if self.locked_until is not None:
+            return (f"{operator} is locked out after {MAX_FAILURES} wrong PINs: "
+                    f"another supervisor, or wait {LOCKOUT_S / 60:.0f} minutes")
+        return f"wrong PIN for {operator}: nothing done ({self.tries_left} tries left)"
+
+
+def check_pin(gate, operator: str, pin: str, *, now: float) -> PinCheck:
+    """Check OPERATOR's PIN as of ``now``; count failures and lock out after 5."""
+    locks = get_setting(gate.conn, "pin_lockout", {})
+    until = (locks.get(operator) or {}).get("until")
+    if until is not None and now < until:
+        return PinCheck(False, locked_until=until, tries_left=0)
     rec = _load(gate).get(operator)
-    if rec is None:
-        return False
-    return hmac.compare_digest(_hash(pin, bytes.fromhex(rec["salt"])), bytes.fromhex(rec["hash"]))
+    ok = rec is not None and hmac.compare_digest(
+        _hash(pin, bytes.fromhex(rec["salt"])), bytes.fromhex(rec["hash"]))
+    with transaction(gate.conn):
+        locks = get_setting(gate.conn, "pin_lockout", {})
+        st = locks.get(operator) or {}
+        if ok:
+            if st:
+                locks.pop(operator)
+                put_setting(gate.conn, "pin_lockout", locks)
+            return PinCheck(True)
+        failures = (0 if st.get("until") is not None else st.get("failures", 0)) + 1
+        if failures >= MAX_FAILURES:
+            locks[operator] = {"failures": 0, "until": now + LOCKOUT_S}
+            put_setting(gate.conn, "pin_lockout", locks)
+            gate.control("pin_lockout", now=now, operator=operator,
+                         until_ms=int((now + LOCKOUT_S) * 1000), failures=failures)
+            return PinCheck(False, locked_until=now + LOCKOUT_S, tries_left=0)
+        locks[operator] = {"failures": failures, "until": None}
+        put_setting(gate.conn, "pin_lockout", locks)
+        return PinCheck(False, tries_left=MAX_FAILURES - failures)

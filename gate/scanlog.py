@@ -12,6 +12,7 @@ tables in one transaction, before the caller drives any relay.
 from __future__ import annotations
 
 import hashlib
+import math
 import sqlite3
 from dataclasses import dataclass
 from typing import Iterator
@@ -29,6 +30,9 @@ SCAN = "scan"          # a decision (accepted or not)
 ROLLBACK = "rollback"  # an accepted entry whose passage never happened (ref = scan seq)
 PASSED = "passed"      # the passage sensor saw the holder go through (ref = scan seq)
 OVERRIDE = "override"  # a manual admit / deny by staff (operator named)
+CONTROL = "control"    # a staff command that changes what the lane lets through:
+                       # action "mode" (mode = the new mode), "pause", "resume",
+                       # "pin_lockout" (until_ms), "biometrics" (enabled); operator named
 
 
 def encode_record(record: dict) -> bytes:
@@ -63,7 +67,8 @@ def scan_record(d: Decision, *, ts_ms: int, device: str, lane: str, event: str,
         "mode": d.mode.value, "decision": "accept" if d.accepted else "reject",
         "reason": d.reason.value, "ticket_id": d.ticket_id, "step": d.step,
         "version": d.version, "unlisted": d.unlisted, "consumes": d.consumes_entry,
-        "face_e4": None if d.face_distance is None else round(d.face_distance * 10000),
+        "face_e4": (round(d.face_distance * 10000)
+                    if d.face_distance is not None and math.isfinite(d.face_distance) else None),
         "qr_sha": qr_sha,
     }
     if operator is not None:

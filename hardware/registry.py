@@ -118,15 +118,25 @@ def _no_sensor(arg: str):
 
 def _sim_sensor(arg: str):
     from hardware.sensor import SimSensor
+    parts = arg.split(":") if arg else []
+    delay = 0.0
+    if parts and parts[-1].startswith("delay="):  # a holder who takes S seconds to walk through
+        try:
+            delay = float(parts.pop()[len("delay="):])
+        except ValueError:
+            delay = -1.0
+        if not 0.0 <= delay < 3600:
+            raise HardwareError(f"sensor 'sim:{arg}': delay=SECONDS, e.g. sim:1:delay=2")
+    arg = ":".join(parts)
     if arg == "never":
-        return SimSensor(0.0)
+        return SimSensor(0.0, delay_s=delay)
     try:
         p = float(arg) if arg else 1.0
     except ValueError:
         p = -1.0
     if not 0.0 <= p <= 1.0:
         raise HardwareError(f"sensor 'sim:{arg}': use sim, sim:never or sim:P with P between 0 and 1")
-    return SimSensor(p)
+    return SimSensor(p, delay_s=delay)
 
 
 def _gpio_sensor(arg: str):
@@ -168,7 +178,8 @@ DRIVERS: tuple[Driver, ...] = (
            _serial_relay),
     Driver("relay", "hid", "hid[:N]", "USB HID relay board 16c0:05df", _hid_relay, needs="hid"),
     Driver("sensor", "none", "none", "no passage sensor (admissions are never rolled back)", _no_sensor),
-    Driver("sensor", "sim", "sim[:never|:P]", "simulated passage sensor (P: share who pass)",
+    Driver("sensor", "sim", "sim[:never|:P][:delay=S]",
+           "simulated passage sensor (P: share who pass; S: seconds to walk through)",
            _sim_sensor, simulated=True),
     Driver("sensor", "gpio", "gpio:CHIP:LINE", "passage sensor on a GPIO line via libgpiod", _gpio_sensor,
            needs="gpiod"),

@@ -1,13 +1,15 @@
 """Passage sensors by spec string:
 
 - ``none`` — no sensor: every opening counts as a passage
-- ``sim`` (everyone passes), ``sim:never``, ``sim:P`` (each passes with probability P, seeded)
+- ``sim`` (everyone passes), ``sim:never``, ``sim:P`` (each passes with probability P, seeded);
+  add ``:delay=S`` (e.g. ``sim:1:delay=2``) for a holder who takes S seconds to walk through
 - ``gpio:CHIP:LINE`` — a beam or arm sensor on a GPIO line (rising edge = passage)
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from datetime import timedelta
 
 from gate.errors import HardwareError
@@ -24,19 +26,37 @@ class NoSensor:
 
 
 class SimSensor:
-    """Answers at once (no waiting): the lane's clock, not this sensor, keeps time."""
+    """Answers at once by default (the lane's clock, not this sensor, keeps time).
+    With ``delay_s`` the holder takes that long (at most the lane's timeout) to
+    walk through; :meth:`walk_through` ends a pending wait at once."""
 
     present = True
 
-    def __init__(self, probability: float = 1.0, seed: int = 7):
+    def __init__(self, probability: float = 1.0, seed: int = 7, *, delay_s: float = 0.0):
         self.probability = probability
         self.rng = random.Random(seed)
+        self.delay_s = delay_s
         self.script: list[bool] = []  # explicit answers first, then the probability
+        self.waiting = threading.Event()  # set while a passage is pending
+        self._through = threading.Event()
 
     def wait_passage(self, timeout_s: float) -> bool:
+        if self.delay_s > 0:
+            self.waiting.set()
+            try:
+                early = self._through.wait(min(self.delay_s, timeout_s))
+            finally:
+                self._through.clear()
+                self.waiting.clear()
+            if not early and self.delay_s > timeout_s:
+                return False  # still walking when the lane gave up
         if self.script:
             return self.script.pop(0)
         return self.rng.random() < self.probability
+
+    def walk_through(self) -> None:
+        """The holder reaches the sensor now (ends a pending delayed wait)."""
+        self._through.set()
 
     def close(self) -> None:
         pass

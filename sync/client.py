@@ -32,11 +32,27 @@ UPLOAD_BATCH = 2000
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter; computes delays, never sleeps."""
+    """When to try again and how long to wait (exponential backoff with jitter);
+    computes, never sleeps. Modelled on urllib3's ``Retry.is_retry``: a failure is
+    retried when nothing answered (network down, timeout) or when the status is
+    in ``status_forcelist``; an answer in ``stop_statuses`` (the token is refused)
+    means retrying cannot help until someone acts."""
 
     base_s: float = 1.0
     cap_s: float = 60.0
     jitter: float = 0.2
+    status_forcelist: frozenset = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+    stop_statuses: frozenset = frozenset({401, 403})
+
+    def is_retry(self, status: int | None) -> bool:
+        """Retry after a failure with this HTTP status (None: central did not answer)."""
+        if status is None:
+            return True
+        return status in self.status_forcelist or status >= 500
+
+    def is_stop(self, status: int | None) -> bool:
+        """This answer means: stop retrying until an operator acts (enrol again)."""
+        return status is not None and status in self.stop_statuses
 
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
         if failures <= 0:
@@ -52,9 +68,10 @@ class RetryPolicy:
 
 class ApiError(SyncError):
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
-                 body: dict | None = None):
+                 body: dict | None = None, answered: bool = True):
         super().__init__(message)
         self.status, self.retryable, self.body = status, retryable, body or {}
+        self.answered = answered  # False: no answer at all (unreachable, timeout)
 
 
 class CentralClient:
@@ -86,9 +103,11 @@ class CentralClient:
                            "'--ca FILE' (the central's CA or certificate) or install its CA in the system "
                            "store", retryable=False) from None
         except requests.Timeout:
-            raise ApiError(f"central did not answer within {self.timeout[1]} s ({path})") from None
+            raise ApiError(f"central did not answer within {self.timeout[1]} s ({path})",
+                           answered=False) from None
         except requests.RequestException as exc:
-            raise ApiError(f"cannot reach central at {self.base}: {type(exc).__name__}") from None
+            raise ApiError(f"cannot reach central at {self.base}: {type(exc).__name__}",
+                           answered=False) from None
         try:
             doc = json.loads(data) if data else {}
         except ValueError:
@@ -211,6 +230,7 @@ class SyncReport:
     admissions: int = 0
     clock_offset_s: float | None = None
     errors: list[str] = field(default_factory=list)
+    failures: list[ApiError] = field(default_factory=list)  # the errors, with their status
 
     @property
     def ok(self) -> bool:
@@ -241,13 +261,16 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
         cursor = get_setting(gate.conn, "sync.tickets_cursor", "")
         items, nxt, more = client.page(path, cursor, page)
         rows = []
+        keep = ledger.biometrics_allowed(gate.conn)
         for i, item in enumerate(items):
             try:
-                rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key))
+                rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key, keep_template=keep))
             except ValueError as exc:
                 raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
                                f"{cursor!r}): {exc}; page not applied") from None
         with transaction(gate.conn):
+            if not ledger.biometrics_allowed(gate.conn):  # wiped while this page was on its way
+                rows = ledger.strip_templates(rows)
             ledger.upsert_tickets(gate.conn, rows)
             put_setting(gate.conn, "sync.tickets_cursor", nxt)
             put_setting(gate.conn, "ledger_imported_at", time.time())
@@ -350,7 +373,8 @@ def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncR
             fn()
         except ApiError as exc:
             rep.errors.append(f"{name}: {exc}")
-            if exc.status is None and name == "time":  # unreachable: do not try the rest now
+            rep.failures.append(exc)
+            if not exc.answered and name == "time":  # unreachable: do not try the rest now
                 break
     gate.enforce_retention(time.time())
     with transaction(gate.conn):

@@ -255,6 +255,7 @@ def sync_once(gate, client: PretixClient, *, now: float | None = None) -> SyncRe
             fn()
         except ApiError as exc:
             rep.errors.append(f"{name}: {exc}")
+            rep.failures.append(exc)
             if exc.status is None:
                 break
     with transaction(gate.conn):

@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -441,9 +442,19 @@ def test_item12_hostile_import_files_name_the_line(tmp_path):
                                            check=False).stderr
 
 
+# The gate CLI in a child that reports its own peak RSS (VmHWM, which resets at
+# exec) as the last line of stderr: wait4's ru_maxrss would count the pages of
+# this big pytest process at fork and fail the bound for the wrong reason.
+_MEASURED = ("import sys; from gate.app.cli import main; sys.argv[0] = 'gate'; rc = main(sys.argv[1:]); "
+             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+             "sys.stdout.flush(); print('VmHWM', hwm, file=sys.stderr); sys.exit(rc)")
+
+
 def _peak_rss_of(cmd: list[str], feed) -> tuple[bytes, bytes, int, float]:
-    """Run cmd, write its stdin with feed(pipe) from a thread; return stdout,
-    stderr, exit code and the child's peak RSS in MB (from wait4)."""
+    """Run the gate command cmd (cmd[0] is the gate executable), write its stdin
+    with feed(pipe) from a thread; return stdout, stderr, exit code and the
+    child's own peak RSS in MB."""
+    cmd = [sys.executable, "-c", _MEASURED, *cmd[1:]]
     # stdio decoded strictly, as under a service with a full UTF-8 locale such as
     # en_US.UTF-8 (the C/C.UTF-8 locales here would smuggle bad bytes in as surrogates)
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -463,11 +474,13 @@ def _peak_rss_of(cmd: list[str], feed) -> tuple[bytes, bytes, int, float]:
     finally:
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.close()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
     for t in readers:
         t.join()
-    return chunks["out"], chunks["err"], proc.returncode, usage.ru_maxrss / 1024
+    err, _, last = chunks["err"].rstrip(b"\n").rpartition(b"\n")
+    if not last.startswith(b"VmHWM"):  # the child died before reporting
+        return chunks["out"], chunks["err"], proc.returncode, float("inf")
+    return chunks["out"], err, proc.returncode, int(last.split()[1]) / 1024
 
 
 def test_item12_stdin_bad_bytes_and_a_300mb_line_are_malformed_scans(tmp_path):

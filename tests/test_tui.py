@@ -17,7 +17,7 @@ from gate.decision import Mode
 from gate.lane import Lane
 from hardware.relay import SimRelay
 from hardware.sensor import SimSensor
-from sync.loop import SyncLoop
+from sync.loop import SyncLoop, SyncState
 from tui.app import GateApp, PinScreen, Verdict
 from gate.pins import set_pin
 from conftest import write_jsonl
@@ -62,15 +62,14 @@ def make(tmp_path, *, offline=False):
     ledger.import_tickets(g.conn, write_jsonl(tmp_path / "t.jsonl", [
         ticket_record(w, holder=f"Holder {i}", tier="VIP" if i == 0 else "GA", status="revoked" if i == 2 else "valid")
         for i, w in enumerate(wallets)]), event=issuer.event, data_key=g.data_key, now=NOW)
-    set_pin(g, "ann", "2468")
-    from gate.pins import check_pin
+    set_pin(g, "ann", "246813")
     clock = Clock()
     lane = Lane(g, relay=SimRelay(), sensor=SimSensor(1.0), clock=clock)
     sync = None
     if offline:
         sync = SyncLoop(g.data_dir, "http://127.0.0.1:9")
-        sync.online, sync.last_error = False, "cannot reach central"
-    app = GateApp(lane, sync=sync, check_pin=lambda op, pin: check_pin(g, op, pin), clock=clock.now)
+        sync.state, sync.last_error = SyncState.OFFLINE, "cannot reach central"
+    app = GateApp(lane, sync=sync, clock=clock.now)
     return app, lane, wallets, g
 
 
@@ -91,23 +90,29 @@ async def test_pilot_keys_drive_the_lane(tmp_path):
         lane.submit(wallets[2].code(NOW))
         await pilot.pause()
         assert verdict.has_class("reject") and "CANCELLED" in str(verdict.render())
-        await pilot.press("m")
+        await pilot.press("m", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
         assert lane.mode is Mode.EXIT and g.policy.mode is Mode.EXIT
-        await pilot.press("m")
-        await pilot.press("p")
+        await pilot.press("m", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.press("p", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
         assert lane.paused and "PAUSED" in str(verdict.render())
         assert lane.submit(wallets[1].code(NOW)) is None
-        await pilot.press("p")
+        await pilot.press("p", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
         assert not lane.paused
         # manual admit with a wrong PIN: nothing happens
         await pilot.press("a")
         assert isinstance(app.screen, PinScreen)
-        await pilot.press(*"ann", "enter", *"1111", "enter")
+        await pilot.press(*"ann", "enter", *"111111", "enter")
         await pilot.pause()
         assert not any(r[0] == "override" for r in g.conn.execute("SELECT kind FROM scans"))
         # with the right PIN it is logged with the operator
         await pilot.press("a")
-        await pilot.press(*"ann", "enter", *"2468", "enter")
+        await pilot.press(*"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()  # the admit waits for the passage off the UI loop
         await pilot.pause()
         kinds = [r[0] for r in g.conn.execute("SELECT kind FROM scans ORDER BY seq")]
         assert kinds[-2:] == ["override", "passed"]  # the admit opened the turnstile and they went through
@@ -138,7 +143,8 @@ def _before(state, lane, wallets):
         elif state == "override":
             lane.submit(wallets[2].code(NOW))
             await pilot.pause()
-            await pilot.press("a", *"ann", "enter", *"2468", "enter")
+            await pilot.press("a", *"ann", "enter", *"246813", "enter")
+            await pilot.app.workers.wait_for_complete()
         await pilot.pause()
     return run
 

@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, RichLog, Static
 
 from gate.lane import Lane, LaneEvent
+from gate.pins import PinCheck
 from tui.words import words
 
 
@@ -58,7 +59,8 @@ class Verdict(Static):
 
 
 class PinScreen(ModalScreen[tuple[str, str] | None]):
-    """Operator name and supervisor PIN for a manual override."""
+    """Operator name and supervisor PIN for anything that can let someone through
+    (manual admit/deny, entry/exit, pause/resume)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
@@ -136,19 +138,32 @@ class GateApp(App):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, lane: Lane, *, sync=None, check_pin: Callable[[str, str], bool] | None = None,
+    def __init__(self, lane: Lane, *, sync=None,
+                 check_pin: Callable[[str, str], "bool | PinCheck"] | None = None,
                  runner: Callable[[], None] | None = None, clock: Callable[[], float] = time.time,
                  title: str | None = None):
         super().__init__()
+        from gate.appliance import Gate
+
         self.lane = lane
         self.sync = sync
-        self.check_pin = check_pin or (lambda op, pin: False)
-        self.runner = runner
         self.clock = clock
+        # the UI's own connection: lookups, status and PIN checks never touch the
+        # lane thread's connection (and never wait for the lane)
+        self.db = Gate.open(lane.gate.data_dir, now=clock())
+        self.check_pin = check_pin or self._check_pin
+        self.runner = runner
         self.last_event: LaneEvent | None = None
         self.pending_story: list[str] = []
         self.sub_title = title or f"{lane.gate.policy.event} · {lane.gate.policy.lane}"
         lane.observers.append(self._from_lane)
+
+    def _check_pin(self, operator: str, pin: str) -> PinCheck:
+        from gate.pins import check_pin
+        return check_pin(self.db, operator, pin, now=self.clock())
+
+    def on_unmount(self) -> None:
+        self.db.close()
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
@@ -219,40 +234,66 @@ class GateApp(App):
         state = "PAUSED" if self.lane.paused else mode
         now = self.clock()
         if self.sync is not None:
-            snap = self.sync.snapshot(self.lane.gate)
-            online = {True: "ONLINE", False: "OFFLINE", None: "connecting"}[snap["online"]]
-            net = f"{online} · sync {_age(snap['last_ok'], now)} ago"
+            snap = self.sync.snapshot(self.db)
+            label = getattr(snap.get("state"), "label", None) or \
+                {True: "ONLINE", False: "OFFLINE", None: "connecting"}[snap["online"]]
+            net = f"{label} · sync {_age(snap['last_ok'], now)} ago"
             out = f"outbox {snap['outbox']} · ledger {_age(snap['ledger_updated'], now)}"
         else:
             from gate.db import get_setting
             from sync.client import outbox_length
             net = "OFFLINE (no central)"
-            out = (f"outbox {outbox_length(self.lane.gate)} · ledger "
-                   f"{_age(get_setting(self.lane.gate.conn, 'ledger_imported_at'), now)}")
+            out = (f"outbox {outbox_length(self.db)} · ledger "
+                   f"{_age(get_setting(self.db.conn, 'ledger_imported_at'), now)}")
         text = f"{state}\n{net}\n{out}"
         if self.lane.link is not None:  # the venue bus link state (gate.bus)
-            link = self.lane.link().value
             peers = getattr(self.lane.bus, "peers", None)
-            text += f"\nlink {link}" + (f" · {peers} peer(s)" if peers is not None else "")
+            text += f"\nlink {self.lane.link().value}" + (f" · {peers} peer(s)" if peers is not None else "")
         self.query_one("#status", Static).update(text)
 
     # ---------------------------------------------------------- commands
+
+    def _authorised(self, title: str, then: Callable[[str], None]) -> None:
+        """Ask for operator and supervisor PIN; run ``then(operator)`` only when it checks."""
+
+        def done(result: tuple[str, str] | None) -> None:
+            if result is None:
+                return
+            op, pin = result
+            check = self.check_pin(op, pin)
+            if not check:
+                msg = check.message(op) if isinstance(check, PinCheck) else f"wrong PIN for {op}: nothing done"
+                self.notify(msg, severity="error")
+                return
+            then(op)
+
+        self.push_screen(PinScreen(title), done)
+
+    def _command(self, fn: Callable[[], object], after: Callable[[], None] | None = None) -> None:
+        """Run a lane command off Textual's event loop (it may wait for the turnstile
+        or for the database's write lock); ``after`` runs back on the loop."""
+
+        def work() -> None:
+            try:
+                fn()
+            except Exception as exc:  # shown, never a dead UI
+                self.call_from_thread(self.notify, f"not done: {exc}", severity="error", timeout=15)
+                return
+            if after is not None:
+                self.call_from_thread(after)
+
+        self.run_worker(work, thread=True, group="lane-command", exit_on_error=False)
 
     def action_override(self, admit: bool) -> None:
         verb = "ADMIT" if admit else "DENY"
         tid = self.last_event.decision.ticket_id if self.last_event else None
         title = f"Manual {verb}" + (f" ticket {tid[:12]}…" if tid else " (no ticket)")
 
-        def done(result: tuple[str, str] | None) -> None:
-            if result is None:
-                return
-            op, pin = result
-            if not self.check_pin(op, pin):
-                self.notify(f"wrong PIN for {op}: nothing done", severity="error")
-                return
-            self.lane.override(admit=admit, operator=op, ticket_id=tid, note="staff override in the UI")
+        def run(op: str) -> None:
+            self._command(lambda: self.lane.override(admit=admit, operator=op, ticket_id=tid,
+                                                     note="staff override in the UI"))
 
-        self.push_screen(PinScreen(title), done)
+        self._authorised(title, run)
 
     def action_lookup(self) -> None:
         self.push_screen(LookupScreen(self._lookup))
@@ -270,14 +311,24 @@ class GateApp(App):
 
     def action_toggle_mode(self) -> None:
         from gate.decision import Mode
-        self.lane.set_mode(Mode.EXIT if self.lane.mode is Mode.ENTRY else Mode.ENTRY)
-        self.notify(f"lane now {self.lane.mode.value.upper()}")
-        self.refresh_side()
+        new = Mode.EXIT if self.lane.mode is Mode.ENTRY else Mode.ENTRY
+
+        def done() -> None:
+            self.notify(f"lane now {self.lane.mode.value.upper()}")
+            self.refresh_side()
+
+        self._authorised(f"Switch lane to {new.value.upper()}",
+                         lambda op: self._command(lambda: self.lane.set_mode(new, operator=op), done))
 
     def action_pause(self) -> None:
-        self.lane.pause(not self.lane.paused)
-        self.query_one(Verdict).show(self.last_event, paused=self.lane.paused)
-        self.refresh_side()
+        pausing = not self.lane.paused
+
+        def done() -> None:
+            self.query_one(Verdict).show(self.last_event, paused=self.lane.paused)
+            self.refresh_side()
+
+        self._authorised("Pause the lane" if pausing else "Resume the lane",
+                         lambda op: self._command(lambda: self.lane.pause(pausing, operator=op), done))
 
     def action_sync_now(self) -> None:
         if self.sync is None:
@@ -289,12 +340,9 @@ class GateApp(App):
 
 def run_tui(runner) -> int:
     """Run the staff UI over a composed lane (``gate.app.compose.build_lane``):
-    the lane runs in a worker thread, the UI observes and commands it."""
-    from gate.pins import check_pin
-
-    gate = runner.gate
-    app = GateApp(runner.lane, sync=runner.sync, check_pin=lambda op, pin: check_pin(gate, op, pin),
-                  runner=runner.run)
+    the lane runs in a worker thread, the UI observes and commands it (PINs are
+    checked through the UI's own database connection)."""
+    app = GateApp(runner.lane, sync=runner.sync, runner=runner.run)
     try:
         app.run()
     finally:

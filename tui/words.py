@@ -26,6 +26,7 @@ WORDS: dict[str, tuple[str, str, str, str]] = {
     "FACE_REQUIRED": ("☺", "LOOK AT CAMERA", "Face check needed: one person, face to the camera", "reject"),
     "FACE_MISMATCH": ("✖", "FACE MISMATCH", "Face does not match the ticket holder: check ID", "reject"),
     "NO_FACE_ENROLLED": ("✖", "NO FACE ON FILE", "Face-bound ticket without enrolment: box office", "reject"),
+    "ERROR": ("!", "NOT CHECKED", "The gate could not check this code: call a supervisor", "reject"),
 }
 
 

@@ -19,11 +19,11 @@ def cmd_pin_set(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pin", help="supervisor PINs for manual overrides",
+    p = sub.add_parser("pin", help="supervisor PINs for the staff UI (admit, deny, mode, pause)",
                        description="Manage the supervisor PINs the staff UI asks for on manual admit/deny.")
     ps = p.add_subparsers(dest="pin_command", metavar="ACTION")
     ps.required = True
     q = ps.add_parser("set", help="set an operator's PIN (read from the terminal or stdin)",
-                      description="Set OPERATOR's supervisor PIN (at least 4 digits).")
+                      description="Set OPERATOR's supervisor PIN (at least 6 digits; 5 wrong PINs lock the operator out for 5 minutes).")
     q.add_argument("operator", metavar="OPERATOR")
     q.set_defaults(func=cmd_pin_set)
