@@ -18,7 +18,7 @@ import pytest
 from crypto.issuer import Issuer
 from crypto.sealed import load_or_create_ed25519
 from gate import bus, scanlog
-from bus_lanes import LaneProc, free_ports, gate_cmd, setup_gate, trust_all
+from bus_lanes import LaneProc, free_ports, setup_gate, trust_all
 from conftest import json_lines, run_gate
 
 EVENT = "evt-bus"
