@@ -181,12 +181,13 @@ class BusService:
             if peers > self._peers:
                 due = [now, now + 0.3, now + 1.5]
             self._peers = peers
-            if now >= next_periodic:  # a device revoked at the last sync stops counting
+            periodic = now >= next_periodic
+            if periodic:  # a device revoked at the last sync stops counting
+                next_periodic = now + PERIODIC_S
                 with self._rx_lock:
                     self.book.reload_trust()
-            if peers and (due and due[0] <= now or now >= next_periodic):
+            if peers and (due and due[0] <= now or periodic):
                 due = [t for t in due if t > now]
-                next_periodic = now + PERIODIC_S
                 self.catch_up()
             st = self.state()
             if st != self._state:
