@@ -260,8 +260,17 @@ def _opt_bool(claims: dict, key: int, name: str) -> bool:
     return v
 
 
+_MAP_TYPES = (dict, cbor2.frozendict)
+
+
+def _is_map(obj) -> bool:
+    """A decoded CBOR map (dict, or FrozenDict inside tags); the exact-type test
+    first, since an ABC isinstance check costs more than the rest of the test."""
+    return type(obj) in _MAP_TYPES or isinstance(obj, Mapping)
+
+
 def _holder_key(cnf) -> bytes:
-    if not isinstance(cnf, Mapping) or not isinstance(cnf.get(1), Mapping):
+    if not _is_map(cnf) or not _is_map(cnf.get(1)):
         raise Malformed("claim cnf must be {1: COSE_Key}", code="CLAIMS")
     ck = cnf[1]
     x = ck.get(-2)
@@ -272,7 +281,7 @@ def _holder_key(cnf) -> bytes:
 
 def parse_claims(payload: bytes) -> Claims:
     claims = _strict_loads(payload, "claims")
-    if type(claims) is not dict and not isinstance(claims, Mapping):
+    if not _is_map(claims):
         raise Malformed("claims must be a CBOR map", code="CLAIMS")
     get = claims.get
     cti, evt, cnf = get(C_CTI), get(C_EVT), get(C_CNF)
@@ -308,12 +317,12 @@ def parse_credential(credential: bytes) -> tuple[bytes, bytes, bytes, Claims]:
     protected, unprotected, payload, signature = parts
     if type(protected) is not bytes or type(payload) is not bytes:
         raise Malformed("COSE_Sign1 protected header and payload must be byte strings", code="COSE")
-    if not isinstance(unprotected, Mapping) or unprotected:
+    if not _is_map(unprotected) or unprotected:
         raise Malformed("COSE_Sign1 unprotected header must be an empty map", code="COSE")
     if type(signature) is not bytes or len(signature) != 64:
         raise Malformed("COSE_Sign1 signature must be 64 bytes", code="COSE")
     header = _strict_loads(protected, "protected header")
-    if not isinstance(header, Mapping) or header.get(1) != ALG_EDDSA or type(header.get(1)) is not int:
+    if not _is_map(header) or header.get(1) != ALG_EDDSA or type(header.get(1)) is not int:
         raise Malformed("protected header must name alg EdDSA (-8)", code="COSE")
     kid = header.get(4)
     if type(kid) is not bytes or len(kid) != 8:

@@ -203,12 +203,14 @@ class Gate:
                       mode=mode, face=face)
 
     def record(self, decision: Decision, *, now: float, qr: str | None,
-               kind: str = scanlog.SCAN, operator: str | None = None) -> scanlog.Entry:
+               kind: str = scanlog.SCAN, operator: str | None = None, alone: bool = False) -> scanlog.Entry:
         rec = scanlog.scan_record(
             decision, ts_ms=int(now * 1000), device=self.config.device_id,
             lane=self.policy.lane, event=self.policy.event,
             qr_sha=None if qr is None else hashlib.sha256(qr.encode("utf-8", "replace")).digest()[:16],
             operator=operator, kind=kind)
+        if alone:
+            rec["alone"] = True  # admitted with neither central nor a bus peer (gate.bus)
         if qr is not None and self.pretix is not None:
             rec["code"] = qr  # pretix check-ins are uploaded by secret
         elif qr is not None and decision.accepted and decision.step is not None:
@@ -217,7 +219,8 @@ class Gate:
 
     def scan(self, qr: str, *, now: float, mode: Mode | None = None,
              face: FaceCapture | None = None, dry_run: bool = False,
-             skip: Callable[[Decision], bool] | None = None
+             skip: Callable[[Decision], bool] | None = None,
+             adjust: Callable[[Decision], Decision] | None = None, alone: bool = False
              ) -> tuple[Decision, scanlog.Entry | None]:
         """Decide and (unless dry_run) append to the scan log. The record is
         durable when this returns: only then may a relay be driven.
@@ -225,14 +228,18 @@ class Gate:
         Decision and append are one ``BEGIN IMMEDIATE`` transaction: the usage the
         decision reads is re-read under the write lock, so any number of processes
         deciding on one data directory (``gate run`` and ``gate verify``) never admit
-        a ticket more often than it allows. ``skip(decision)`` true: record nothing."""
+        a ticket more often than it allows. ``skip(decision)`` true: record nothing.
+        ``adjust`` is the lane's policy while ALONE (gate.bus.apply_when_alone);
+        ``alone`` flags an accept made with neither central nor a bus peer."""
         if dry_run:
             return self.decide(qr, now=now, mode=mode, face=face), None
         with transaction(self.conn):
             d = self.decide(qr, now=now, mode=mode, face=face)
+            if adjust is not None:
+                d = adjust(d)
             if skip is not None and skip(d):
                 return d, None
-            return d, self.record(d, now=now, qr=qr)
+            return d, self.record(d, now=now, qr=qr, alone=alone and d.accepted)
 
     def control(self, action: str, *, now: float, operator: str | None, **fields) -> scanlog.Entry:
         """Log a staff command that changes what the lane lets through (scanlog.CONTROL)."""

@@ -115,10 +115,57 @@ def _m003_remote_usage(db: "sqlite_utils.Database") -> None:
         FROM remote_admissions a WHERE a.voided = 0 GROUP BY a.ticket_id""")
 
 
+def _m004_bus(db: "sqlite_utils.Database") -> None:
+    # the venue bus (gate.bus): trusted devices, peer records as received (for
+    # catch-up answers), rollbacks seen before their admission
+    db.execute("""
+        CREATE TABLE bus_devices (
+            device_id TEXT PRIMARY KEY, pub BLOB NOT NULL, status TEXT NOT NULL, source TEXT
+        ) WITHOUT ROWID""")
+    db.execute("""
+        CREATE TABLE bus_records (
+            device_id TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL,
+            prev BLOB NOT NULL, sig BLOB NOT NULL, PRIMARY KEY (device_id, seq)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE TABLE bus_voids (device_id TEXT NOT NULL, ref INTEGER NOT NULL,"
+               " PRIMARY KEY (device_id, ref)) WITHOUT ROWID")
+    # where another gate's admission came from (lane named in refusals; via central | bus)
+    db.execute("ALTER TABLE remote_admissions ADD COLUMN lane TEXT")
+    db.execute("ALTER TABLE remote_admissions ADD COLUMN via TEXT")
+    db.execute("ALTER TABLE remote_admissions ADD COLUMN alone INTEGER NOT NULL DEFAULT 0")
+    # remote_usage also names where the last admission was ("lane<US>device"), so a
+    # refusal can say "admitted at north-1 3 s ago": the 003 triggers, plus that column
+    db.execute("ALTER TABLE remote_usage ADD COLUMN last_where TEXT")
+    last = ("(SELECT {col} FROM remote_admissions r WHERE r.ticket_id = {t} AND r.voided = 0"
+            " ORDER BY r.ts_ms DESC LIMIT 1)")
+    where_col = "coalesce(r.lane, '') || char(31) || r.device_id"
+    refresh = """
+            DELETE FROM remote_usage WHERE ticket_id = {t};
+            INSERT INTO remote_usage (ticket_id, admissions, last_kind, last_ts_ms, last_where)
+            SELECT {t},
+                   (SELECT count(*) FROM remote_admissions r WHERE r.ticket_id = {t} AND r.voided = 0
+                                                              AND r.consumes = 1 AND r.mode = 'entry'),
+                   {last_kind},
+                   (SELECT max(r.ts_ms) FROM remote_admissions r WHERE r.ticket_id = {t} AND r.voided = 0),
+                   {last_where}
+            WHERE EXISTS (SELECT 1 FROM remote_admissions r WHERE r.ticket_id = {t} AND r.voided = 0);"""
+
+    def body(t: str) -> str:
+        return refresh.format(t=t, last_kind=last.format(col="r.mode", t=t),
+                              last_where=last.format(col=where_col, t=t))
+    for name in ("ins", "upd", "del"):
+        db.execute(f"DROP TRIGGER remote_usage_{name}")
+    db.execute(f"CREATE TRIGGER remote_usage_ins AFTER INSERT ON remote_admissions BEGIN{body('NEW.ticket_id')} END")
+    db.execute(f"CREATE TRIGGER remote_usage_upd AFTER UPDATE ON remote_admissions BEGIN"
+               f"{body('OLD.ticket_id')}{body('NEW.ticket_id')} END")
+    db.execute(f"CREATE TRIGGER remote_usage_del AFTER DELETE ON remote_admissions BEGIN{body('OLD.ticket_id')} END")
+
+
 MIGRATIONS: list[tuple[str, Callable[["sqlite_utils.Database"], None]]] = [
     ("001_initial", _m001_initial),
     ("002_sync", _m002_sync),
     ("003_remote_usage", _m003_remote_usage),
+    ("004_bus", _m004_bus),
 ]
 
 

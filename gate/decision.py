@@ -37,6 +37,8 @@ class Reason(StrEnum):
     FACE_REQUIRED = "FACE_REQUIRED"
     FACE_MISMATCH = "FACE_MISMATCH"
     NO_FACE_ENROLLED = "NO_FACE_ENROLLED"
+    # the lane has neither central nor a bus peer and its policy refuses (gate.bus)
+    LANE_ALONE = "LANE_ALONE"
     # staff overrides (never returned by decide(); logged with the operator)
     MANUAL_ADMIT = "MANUAL_ADMIT"
     MANUAL_DENY = "MANUAL_DENY"
@@ -113,6 +115,8 @@ class Usage:
 
     admissions: int = 0  # entries that consumed an allowance
     last_kind: Mode | None = None  # kind of the last accepted scan
+    last_where: str | None = None  # the other lane that made the last admission (None: this one)
+    last_ts_ms: int | None = None  # when the last accepted scan was made
 
 
 NO_USAGE = Usage()
@@ -192,6 +196,13 @@ def allowance(rec: TicketRecord, usage: Usage) -> tuple[bool, bool]:
     reentering = rec.reentry and usage.last_kind is Mode.EXIT
     exhausted = not reentering and rec.entries != 0 and usage.admissions >= rec.entries
     return exhausted, reentering
+
+
+def used_where(usage: Usage, now: float) -> str:
+    if usage.last_where is None or usage.last_ts_ms is None:
+        return ""
+    ago = max(0, round(now - usage.last_ts_ms / 1000))
+    return f"admitted at {usage.last_where} {ago} s ago"
 
 
 def face_distance(a: Sequence[float], b: Sequence[float]) -> float:
@@ -289,7 +300,7 @@ def decide(
     # 13: allowance
     exhausted, reentering = allowance(rec, look.usage)
     if exhausted:
-        return verdict(Reason.ALREADY_USED)
+        return verdict(Reason.ALREADY_USED, detail=used_where(look.usage, now))
     # 14: face
     distance = None
     if rec.face_required or c.fce:

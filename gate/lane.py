@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Callable
 
 from gate.appliance import Gate
+from gate.bus import LinkState, WhenAlone, apply_when_alone
 from gate.decision import Decision, FaceCapture, Mode, Reason
 
 DEFAULT_PULSE_MS = 200
@@ -81,6 +82,19 @@ class Lane:
         # (decide -> face -> relay -> passage) between the lane thread and staff admits.
         self._lock = threading.RLock()
         self._turn = threading.Lock()
+        # venue bus (gate.bus): the link state source (None: not tracked), the policy
+        # while ALONE, and hooks called with each appended usage seq (they must not block)
+        self.link: Callable[[], LinkState] | None = None
+        self.when_alone = WhenAlone.ADMIT
+        self.appended: list[Callable[[int], None]] = []
+        self.bus = None  # the running bus service, for status displays
+
+    def _notify(self, seq: int) -> None:
+        for fn in self.appended:
+            fn(seq)
+
+    def _alone(self) -> bool:
+        return self.link is not None and self.link() is LinkState.ALONE
 
     @property
     def mode(self) -> Mode:
@@ -140,10 +154,14 @@ class Lane:
             wants_face = capture is None and d.reason is Reason.FACE_REQUIRED and self.face is not None
             return wants_face
 
+        alone = self._alone()
+        policy = (lambda d: apply_when_alone(d, self.when_alone)) if alone else None
         try:
-            d, entry = self.gate.scan(qr, now=now, face=capture, skip=skip)
+            d, entry = self.gate.scan(qr, now=now, face=capture, skip=skip, adjust=policy, alone=alone)
         except Exception as exc:
             return None, None, self._failed(qr, now, exc, captured_ns), False
+        if entry is not None:
+            self._notify(entry.seq)
         self.state = State.IDLE if entry is None else State.DECIDED
         return d, entry, None, wants_face
 
@@ -206,7 +224,7 @@ class Lane:
         return None
 
     def _give_back(self, d: Decision, seq: int, now: float, frame_ms, operator, why: str) -> LaneEvent:
-        self.gate.rollback(seq, now=self.clock.now(), why=why)
+        self._notify(self.gate.rollback(seq, now=self.clock.now(), why=why).seq)
         self.counters.rolled_back += 1
         self.state = State.IDLE
         return LaneEvent(d, seq, "rolled_back", now, frame_ms, operator)
@@ -227,6 +245,7 @@ class Lane:
                 d = Decision(reason, self.mode, ticket_id=ticket_id, detail=note,
                              consumes_entry=admit and ticket_id is not None and self.mode is Mode.ENTRY)
                 entry = self.gate.record(d, now=now, qr=None, kind="override", operator=operator)
+                self._notify(entry.seq)
                 if not admit:
                     self.counters.rejected["OVERRIDE_DENY"] += 1
                     ev = LaneEvent(d, entry.seq, "override", now, None, operator)

@@ -285,19 +285,25 @@ class SqliteLedgerView:
     # bus) and whether the step was already accepted here.
     _LOOKUP = """
         SELECT t.version, t.status, t.entries, t.reentry, t.zone, t.face_required, t.tier, t.holder,
-               u.admissions, u.last_kind, u.last_ts_ms, r.admissions, r.last_kind, r.last_ts_ms,
+               u.admissions, u.last_kind, u.last_ts_ms, r.admissions, r.last_kind, r.last_ts_ms, r.last_where,
                EXISTS (SELECT 1 FROM steps s WHERE s.ticket_id = ?1 AND s.step = ?2)
         FROM (SELECT 1) LEFT JOIN tickets t ON t.ticket_id = ?1 LEFT JOIN usage u ON u.ticket_id = ?1
              LEFT JOIN remote_usage r ON r.ticket_id = ?1"""
 
     def lookup(self, ticket_id: str, step: int | None) -> Lookup:
-        (v, st, ent, rex, zone, fce, tier, holder, adm, kind, ts, r_adm, r_kind, r_ts,
+        (v, st, ent, rex, zone, fce, tier, holder, adm, kind, ts, r_adm, r_kind, r_ts, r_where,
          seen) = self.conn.execute(self._LOOKUP, (ticket_id, -1 if step is None else step)).fetchone()
         record = None if v is None else TicketRecord(ticket_id, v, st, ent, bool(rex), zone, bool(fce), tier, holder)
         admissions = (adm or 0) + (r_adm or 0)
+        where = None
         if r_ts is not None and (ts is None or r_ts > ts):
-            kind = r_kind
-        usage = NO_USAGE if kind is None and admissions == 0 else Usage(admissions, Mode(kind) if kind else None)
+            kind, ts = r_kind, r_ts
+            if r_where:  # "lane<US>device" of the other gate (sync or venue bus)
+                lane, _, device = r_where.partition("\x1f")
+                device = device.split("#")[0]
+                where = f"{lane} ({device})" if lane else device
+        usage = NO_USAGE if kind is None and admissions == 0 else \
+            Usage(admissions, Mode(kind) if kind else None, where, ts)
         return Lookup(record, usage, bool(seen))
 
     def ticket(self, ticket_id: str) -> TicketRecord | None:

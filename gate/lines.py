@@ -25,26 +25,29 @@ def bounded_lines_more(fh: BinaryIO, max_bytes: int) -> Iterator[tuple[int, byte
     is already buffered. A reader that answers each line can write its answers
     in one batch and flush only when nothing more is waiting."""
     read = getattr(fh, "read1", None) or fh.read
-    buf, long_, lineno = bytearray(), False, 0
+    buf, long_, lineno = bytearray(), False, 0  # the line in progress (at most max_bytes + 1 kept)
     while True:
         data = read(CHUNK)
         if not data:
             break
-        start = 0
-        while start < len(data):
-            nl = data.find(b"\n", start)
-            end = len(data) if nl < 0 else nl
-            room = max_bytes + 1 - len(buf)
-            if room > 0:
-                buf += data[start:min(end, start + room)]
-            if len(buf) > max_bytes:
-                long_ = True
-            if nl < 0:
+        parts = data.split(b"\n")  # whole lines in C; the last part continues into the next chunk
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
+            if i == last:  # no newline after it yet
+                if not long_:
+                    buf += part[:max_bytes + 1 - len(buf)]
+                    long_ = len(buf) > max_bytes
                 break
             lineno += 1
-            more = data.find(b"\n", nl + 1) >= 0
+            more = i + 1 < last
+            if not buf and not long_ and len(part) <= max_bytes:  # the common case: a whole short line
+                yield lineno, part.rstrip(b"\r"), False, more
+                continue
+            if not long_:
+                buf += part[:max_bytes + 1 - len(buf)]
+                long_ = len(buf) > max_bytes
             yield lineno, bytes(buf.rstrip(b"\r") if not long_ else buf), long_, more
-            buf, long_, start = bytearray(), False, nl + 1
+            buf, long_ = bytearray(), False
     if buf or long_:
         yield lineno + 1, bytes(buf.rstrip(b"\r") if not long_ else buf), long_, False
 

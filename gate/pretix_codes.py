@@ -19,7 +19,8 @@ from typing import Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gate.decision import Decision, LanePolicy, LedgerView, Mode, Reason, Sub, TicketRecord, allowance
+from gate.decision import (Decision, LanePolicy, LedgerView, Mode, Reason, Sub, TicketRecord, allowance,
+                           used_where)
 
 MAX_SECRET = 4096
 
@@ -118,13 +119,14 @@ def decide_pretix(secret: str, *, now: float, lane: LanePolicy, keys: Sequence[E
     if rec.status != "valid":
         return Decision(Reason.REVOKED, mode, ticket_id=tid, unlisted=unlisted, holder=rec.holder)
 
-    def verdict(reason: Reason, consumes: bool = False) -> Decision:
+    def verdict(reason: Reason, consumes: bool = False, detail: str = "") -> Decision:
         return Decision(reason, mode, ticket_id=tid, unlisted=unlisted, tier=rec.tier or None,
-                        holder=rec.holder, consumes_entry=consumes)
+                        holder=rec.holder, consumes_entry=consumes, detail=detail)
 
     if mode is Mode.EXIT:
         return verdict(Reason.ACCEPT)
-    exhausted, reentering = allowance(rec, ledger.usage(tid))
+    usage = ledger.usage(tid)
+    exhausted, reentering = allowance(rec, usage)
     if exhausted:
-        return verdict(Reason.ALREADY_USED)
+        return verdict(Reason.ALREADY_USED, detail=used_where(usage, now))
     return verdict(Reason.ACCEPT, consumes=not reentering)

@@ -161,6 +161,9 @@ class CentralClient:
             raise ApiError(f"central sent a malformed page on {path}")
         return items, nxt, more
 
+    def devices(self, event: str) -> dict:
+        return self._call("GET", f"/v1/events/{event}/devices")
+
     def upload(self, event: str, batch: dict) -> dict:
         return self._call("POST", f"/v1/events/{event}/scans", body=batch)
 
@@ -355,15 +358,27 @@ def pull_admissions(gate, client: CentralClient) -> int:
                     voids.append((it["device_id"], it["ref"]))
             elif isinstance(it.get("ticket_id"), str) and it.get("mode") in ("entry", "exit"):
                 admits.append((it["device_id"], it["seq"], it["ticket_id"], it["mode"],
-                               int(bool(it.get("consumes"))), it.get("ts_ms")))
+                               int(bool(it.get("consumes"))), it.get("ts_ms"),
+                               it["lane"] if isinstance(it.get("lane"), str) else None))
         with transaction(gate.conn):
+            # the same admission may already have come over the venue bus: (device, seq) dedups
             gate.conn.executemany("INSERT OR IGNORE INTO remote_admissions (device_id, seq, ticket_id, mode,"
-                                  " consumes, ts_ms) VALUES (?,?,?,?,?,?)", admits)
+                                  " consumes, ts_ms, lane, via) VALUES (?,?,?,?,?,?,?,'central')", admits)
             gate.conn.executemany("UPDATE remote_admissions SET voided = 1 WHERE device_id = ? AND seq = ?", voids)
             put_setting(gate.conn, "sync.admissions_cursor", nxt)
         total += len(admits)
         if not more or not items:
             return total
+
+
+def pull_devices(gate, client: CentralClient) -> int:
+    """The event's devices and their keys: who the venue bus trusts."""
+    from gate import bus
+    try:
+        devices = bus.parse_trust(client.devices(gate.policy.event), gate.policy.event)
+    except ValueError as exc:
+        raise ApiError(f"central sent an invalid device list: {exc}") from None
+    return bus.store_trust(gate.conn, devices, "central")
 
 
 def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncReport:
@@ -374,7 +389,8 @@ def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncR
              ("keys", lambda: setattr(rep, "keys", pull_keys(gate, client))),
              ("tickets", lambda: setattr(rep, "tickets", pull_tickets(gate, client))),
              ("upload", lambda: setattr(rep, "uploaded", push_scans(gate, client))),
-             ("admissions", lambda: setattr(rep, "admissions", pull_admissions(gate, client)))]
+             ("admissions", lambda: setattr(rep, "admissions", pull_admissions(gate, client))),
+             ("devices", lambda: pull_devices(gate, client))]
     for name, fn in steps:
         try:
             fn()

@@ -245,7 +245,11 @@ class GateApp(App):
             net = "OFFLINE (no central)"
             out = (f"outbox {outbox_length(self.db)} · ledger "
                    f"{_age(get_setting(self.db.conn, 'ledger_imported_at'), now)}")
-        self.query_one("#status", Static).update(f"{state}\n{net}\n{out}")
+        text = f"{state}\n{net}\n{out}"
+        if self.lane.link is not None:  # the venue bus link state (gate.bus)
+            peers = getattr(self.lane.bus, "peers", None)
+            text += f"\nlink {self.lane.link().value}" + (f" · {peers} peer(s)" if peers is not None else "")
+        self.query_one("#status", Static).update(text)
 
     # ---------------------------------------------------------- commands
 

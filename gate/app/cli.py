@@ -92,6 +92,9 @@ def cmd_init(args) -> int:
     gate = Gate.init(Path(args.data), event=args.event, lane=args.lane, mode=Mode(args.mode),
                      zones=zones, require_rotating=args.require_rotating,
                      require_listed=args.require_listed)
+    if args.bus_listen or args.bus_peer:
+        from gate import bus
+        bus.save_settings(gate.conn, args.bus_listen or [], args.bus_peer or [])
     p = gate.policy
     print(f"gate {gate.config.device_id} ready in {args.data}: event {p.event}, lane {p.lane}, "
           f"{p.mode.value}" + (f", zones {','.join(p.zones)}" if p.zones else "")
@@ -298,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse static codes (screenshots and paper)")
     p.add_argument("--require-listed", action="store_true",
                    help="refuse signed tickets missing from the ledger (NOT_IN_LEDGER)")
+    p.add_argument("--bus-listen", action="append", metavar="tcp/IP:PORT",
+                   help="venue bus: where 'gate run' accepts peer gates (repeatable; docs/bus.md)")
+    p.add_argument("--bus-peer", action="append", metavar="tcp/IP:PORT",
+                   help="venue bus: a peer gate 'gate run' connects to (repeatable)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("keys", help="issuer public keys", description="Manage trusted issuer public keys.")
@@ -355,11 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions():
     """Command groups defined next to the code they drive; their heavy imports
     stay inside the handlers, so building the parser stays cheap."""
-    from gate.app import decode, demo, face, pins, run
+    from gate.app import bus, decode, demo, face, pins, run
     from sync import cli as sync_cli
     from sync.central import cli as central_cli
     return [run.register, face.register, sync_cli.register, central_cli.register,
-            sync_cli.register_pretix, pins.register, demo.register, decode.register]
+            sync_cli.register_pretix, pins.register, demo.register, decode.register,
+            bus.register]
 
 
 def main(argv: list[str] | None = None) -> int:

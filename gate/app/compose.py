@@ -37,6 +37,11 @@ class LaneSpec:
     passage_timeout_s: float | None = None
     central: str | None = None
     max_frames: int | None = None
+    # the venue bus (docs/bus.md): added to the endpoints set with 'gate init'
+    bus_listen: tuple[str, ...] = ()
+    bus_peers: tuple[str, ...] = ()
+    bus_scout: bool = False
+    when_alone: str = "admit"
 
     @classmethod
     def from_args(cls, args) -> "LaneSpec":
@@ -44,15 +49,18 @@ class LaneSpec:
         return cls(camera=args.camera, scanner=args.scanner, relay=args.relay, sensor=args.sensor,
                    decoder=args.decoder, face_camera=args.face_camera, face_liveness=args.face_liveness,
                    pulse_ms=args.pulse_ms, passage_timeout_s=args.passage_timeout,
-                   central=args.central, max_frames=args.max_frames)
+                   central=args.central, max_frames=args.max_frames,
+                   bus_listen=tuple(getattr(args, "bus_listen", None) or ()),
+                   bus_peers=tuple(getattr(args, "bus_peer", None) or ()),
+                   bus_scout=getattr(args, "bus_scout", False), when_alone=getattr(args, "when_alone", "admit"))
 
 
 class LaneRunner:
     """A composed lane with its input (camera or scanner) and background sync.
     :meth:`run` feeds the lane until the source ends or :meth:`stop` is called."""
 
-    def __init__(self, gate: Gate, lane: Lane, spec: LaneSpec, sync=None):
-        self.gate, self.lane, self.spec, self.sync = gate, lane, spec, sync
+    def __init__(self, gate: Gate, lane: Lane, spec: LaneSpec, sync=None, bus=None):
+        self.gate, self.lane, self.spec, self.sync, self.bus = gate, lane, spec, sync, bus
         self.pipeline = None  # the camera's QR pipeline once running (its failed-frame count)
         self._stop = threading.Event()
 
@@ -71,8 +79,20 @@ class LaneRunner:
     def stop(self) -> None:
         self._stop.set()
 
+    def start_bus(self, *, on_state: Callable | None = None, wait_peers_s: float = 3.0) -> None:
+        """Start the venue bus: wait (bounded) for a configured peer and catch up, so
+        the first decision knows what other lanes admitted while this one was off.
+        ``on_state(state, peers[, caught_up])`` hears the link state now and on change."""
+        if on_state is not None:
+            self.bus.on_state.append(on_state)
+        self.bus.start(wait_peers_s=wait_peers_s if self.bus.port_peers_configured else 0.0)
+        if on_state is not None:
+            on_state(self.bus.state(), self.bus.peers, self.bus.caught_up)
+
     def close(self) -> None:
         self.stop()
+        if self.bus is not None:
+            self.bus.close()
         if self.sync is not None:
             self.sync.stop()
         self.lane.relay.close()
@@ -132,15 +152,39 @@ def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None,
     if spec.central and start_sync:
         from sync.loop import SyncLoop
         sync = SyncLoop.for_gate(gate, spec.central).start()
-    return LaneRunner(gate, lane, spec, sync)
+    return LaneRunner(gate, lane, spec, sync, _attach_bus(gate, lane, spec, sync))
 
 
-def lane_printer(json_events: bool) -> Callable:
-    """The observer ``gate run`` attaches: one JSON object or one line per decision."""
+def _attach_bus(gate: Gate, lane: Lane, spec: LaneSpec, sync):
+    """The link state and --when-alone policy whenever a bus or a central is
+    configured; the venue bus itself (not started) when endpoints are."""
+    from gate import bus
+
+    lane.when_alone = bus.WhenAlone(spec.when_alone)
+    listen, peers = bus.endpoints(gate.conn, spec.bus_listen, spec.bus_peers)
+    if not (listen or peers or spec.bus_scout):
+        if sync is not None:
+            lane.link = lambda: bus.link_state(central_ok=sync.online, peers=0)
+        return None
+    from sync.bus_service import open_bus
+    svc = open_bus(gate, listen=listen, peers=peers, scout=spec.bus_scout,
+                   central_ok=(lambda: sync.online) if sync is not None else (lambda: None))
+    svc.port_peers_configured = bool(peers)
+    lane.appended.append(svc.appended)
+    lane.link, lane.bus = svc.state, svc
+    return svc
+
+
+def lane_printer(json_events: bool, lane: Lane | None = None) -> Callable:
+    """The observer ``gate run`` attaches: one JSON object or one line per decision
+    (with the link state when ``lane`` tracks one)."""
     import json
 
     def as_json(ev) -> None:
-        print(json.dumps(ev.to_json(), separators=(",", ":")), flush=True)
+        out = ev.to_json()
+        if lane is not None and lane.link is not None:
+            out["link"] = lane.link().value
+        print(json.dumps(out, separators=(",", ":")), flush=True)
 
     def as_line(ev) -> None:
         d = ev.decision

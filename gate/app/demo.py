@@ -5,10 +5,12 @@ wallets, provisions two simulated lanes, and streams synthetic camera frames
 (real QR images, decoded by zxing-cpp) with a realistic crowd: live rotating
 codes, a screenshot replayed later, a refunded ticket, the seller's code after a
 transfer, a ticket for another day, a face-bound ticket shown by an impostor and
-then by its holder, a holder who turns back at the turnstile. Midway the venue
-network goes down: a photocopied paper ticket gets in at both lanes. The
-network comes back, the gates sync, and central's reconciliation finds the
-double admission. On a terminal the staff UI shows lane north-1; with
+then by its holder, a holder who turns back at the turnstile. Midway central
+goes away: the lanes still talk over the venue bus (Zenoh, 127.0.0.1), so a
+photocopied paper ticket admitted at north-1 is refused at north-2. Then north-2
+is cut off from everything (ALONE): another photocopied ticket gets in at both
+lanes. The network comes back, the gates sync, and central's reconciliation
+names that double admission, flagged ALONE. On a terminal the staff UI shows lane north-1; with
 ``--headless`` the story and the summary are printed.
 """
 
@@ -59,6 +61,7 @@ class Demo:
     clock: DemoClock = field(default_factory=lambda: DemoClock(time.time()))
     counts: Counter = field(default_factory=Counter)
     online: bool = True
+    counts_bus: int = 0  # refusals naming the lane that admitted the ticket (venue bus)
 
     # ------------------------------------------------------------- setup
 
@@ -82,6 +85,7 @@ class Demo:
         wallets = self.work / "wallets"
         self.w = [Wallet.load(m["file"]) for m in self.store.issue(EVENT, count=20, out=wallets)]
         self.paper = Wallet.load(self.store.issue(EVENT, count=1, out=wallets, rotating=False)[0]["file"])
+        self.paper2 = Wallet.load(self.store.issue(EVENT, count=1, out=wallets, rotating=False)[0]["file"])
         template = encode_template(encoding_from_photo(ASSETS / "obama1.jpg"))
         self.face_ticket = Wallet.load(self.store.issue(EVENT, count=1, out=wallets, face_template=template,
                                                         tier="VIP")[0]["file"])
@@ -89,7 +93,7 @@ class Demo:
                                gt1.issue(self.store.signing_key(EVENT), ticket_id=bytes(16), event="evt-demo-arena-day2"))
         self.out(f"central  http://127.0.0.1:{self.server.port}  event {EVENT}: "
                  f"{len(self.w) + 2} tickets issued (rotating, paper, face-bound)")
-        self.gates, self.lanes, self.cams, self.pipes = [], [], [], []
+        self.gates, self.lanes, self.cams, self.pipes, self.buses = [], [], [], [], [None, None]
         engine = FaceEngine()
         self.face_cam = [PhotoCamera(), PhotoCamera()]
         for i, name in enumerate(("north-1", "north-2")):
@@ -103,8 +107,54 @@ class Demo:
             self.cams.append(SyntheticCamera(clock=self.clock, max_idle=1))
             self.pipes.append(FramePipeline(make_decoder("zxing")))
         self.sync_all("doors open: both lanes sync")
+        self.bus_ports = _free_ports(2)
+        for i in range(2):
+            self.open_bus(i)
+        self.out(f"bus      Zenoh peer mode on 127.0.0.1:{self.bus_ports[0]} / :{self.bus_ports[1]}, "
+                 f"multicast off; link {self.lanes[0].link().value}")
+
+    def open_bus(self, i: int) -> None:
+        from sync.bus_service import open_bus
+        eps = [f"tcp/127.0.0.1:{p}" for p in self.bus_ports]
+        svc = open_bus(self.gates[i], listen=[eps[i]], peers=[eps[1 - i]], central_ok=lambda: self.online)
+        lane = self.lanes[i]
+        lane.appended[:] = [svc.appended]
+        lane.link, lane.bus = svc.state, svc
+        self.buses[i] = svc
+        svc.start(wait_peers_s=2.0 if self.buses[1 - i] is not None else 0.0)
+
+    def close_bus(self, i: int) -> None:
+        svc, self.buses[i] = self.buses[i], None
+        if svc is not None:
+            svc.close()
+            self.lanes[i].appended[:] = []
+            from gate.bus import link_state
+            self.lanes[i].link = lambda: link_state(central_ok=self.online, peers=0)
+
+    def settle(self, timeout: float = 2.0) -> None:
+        """Let the bus deliver what was just published (the demo runs faster than people walk):
+        wait until each gate holds the other's last usage record."""
+        if any(b is None for b in self.buses):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._holds(self.gates[i], self.gates[1 - i]) for i in range(2)):
+                return
+            time.sleep(0.005)
+
+    @staticmethod
+    def _holds(g, other) -> bool:
+        (last,) = other.conn.execute("SELECT max(seq) FROM scans WHERE (accepted = 1 AND ticket_id IS NOT NULL)"
+                                     " OR kind = 'rollback'").fetchone()
+        (got,) = g.conn.execute(  # by the bus, or by central
+            "SELECT max(seq) FROM (SELECT seq FROM bus_records WHERE device_id = ?1"
+            " UNION ALL SELECT seq FROM remote_admissions WHERE device_id = ?1)",
+            (other.config.device_id,)).fetchone()
+        return last is None or (got or 0) >= last
 
     def close(self) -> None:
+        for i in range(len(self.buses)):
+            self.close_bus(i)
         for g in self.gates:
             g.close()
         self.server.stop()
@@ -131,6 +181,9 @@ class Demo:
         if ev.outcome == "rolled_back":
             mark = "BACK  "
         extra = f" face {d.face_distance:.2f}" if d.face_distance is not None else ""
+        if d.detail.startswith("admitted at"):
+            self.counts_bus += 1
+            extra = f" ({d.detail.split(' (')[0]}{d.detail[d.detail.rfind(')') + 1:]})"
         self._last = f"{mark} {d.reason.value:<14}{extra}"
 
     def show(self, step: Step) -> str:
@@ -172,13 +225,16 @@ class Demo:
             Step(0, "someone else with the face-bound VIP ticket", self.face_ticket.code, face="biden1.jpg"),
             Step(0, "the VIP holder herself", self.face_ticket.code, face="obama2.jpg", advance=30),
             Step(1, "a torn, unreadable code", lambda now: "GT1:NOT/A/REAL/CODE"),
-            Step(0, "--- the venue network goes down ---", None, before=self._cut),
-            Step(0, "a paper ticket", self.paper.code),
-            Step(1, "a photocopy of the same paper ticket, at the other lane", self.paper.code),
+            Step(0, "--- central is unreachable: the lanes talk over the venue bus ---", None, before=self._cut),
+            Step(0, "a paper ticket", self.paper.code, advance=3),
+            Step(1, "a photocopy of the same paper ticket, at the other lane (the bus knows)", self.paper.code),
             Step(1, "holder 9 (offline, still decided locally)", w[9].code),
-            Step(0, "holder 10 (offline)", w[10].code),
+            Step(0, "--- north-2 is cut off from everything: ALONE ---", None, before=self._partition),
+            Step(0, "another paper ticket", self.paper2.code, advance=3),
+            Step(1, "its photocopy at north-2, which cannot know", self.paper2.code),
+            Step(0, "holder 10", w[10].code),
             Step(0, "--- the network is back ---", None, before=self._restore),
-            Step(0, "the photocopy tries lane north-1 too", self.paper.code),
+            Step(0, "the first photocopy tries lane north-1 too", self.paper.code),
             Step(0, "holder 11", w[11].code),
         ]
         return steps
@@ -191,11 +247,22 @@ class Demo:
 
     def _cut(self) -> None:
         self.online = False
-        self.sync_all("network down")
+        self.sync_all("central unreachable")
+        self.out(f"  link   " + ", ".join(f"{ln.gate.policy.lane} {ln.link().value}" for ln in self.lanes))
+
+    def _partition(self) -> None:
+        self.close_bus(1)
+        deadline = time.monotonic() + 5
+        while self.lanes[0].link().value != "ALONE" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.out(f"  link   " + ", ".join(f"{ln.gate.policy.lane} {ln.link().value}" for ln in self.lanes)
+                 + " (admissions are flagged 'alone')")
 
     def _restore(self) -> None:
         self.online = True
+        self.open_bus(1)
         self.sync_all("network back: scans up, other gates' admissions down")
+        self.out(f"  link   " + ", ".join(f"{ln.gate.policy.lane} {ln.link().value}" for ln in self.lanes))
 
     def run(self, *, pace: float = 0.0) -> dict:
         self.setup()
@@ -207,6 +274,7 @@ class Demo:
                 step.before()
             if step.code is None:
                 continue
+            self.settle()
             verdict = self.show(step)
             lane = self.lanes[step.lane].gate.policy.lane
             self.out(f"  +{(self.clock.now() - t0) / 60:4.1f}m {lane:<8} {verdict:<26} {step.story}")
@@ -222,6 +290,10 @@ class Demo:
             "counts": dict(sorted(self.counts.items())),
             "double_admissions": [d["ticket_id"] for d in rep["double_admissions"]],
             "paper_ticket": self.paper.ticket_id,
+            "alone_ticket": self.paper2.ticket_id,
+            "refused_by_bus": self.counts_bus,
+            "alone_flagged": [a["device_id"] for d in rep["double_admissions"] for a in d["admissions"]
+                              if a.get("alone")],
             "chains_ok": all(d["chain_ok"] for d in rep["devices"]),
             "scans_at_central": rep["scans"],
             "rolled_back": sum(l.counters.rolled_back for l in self.lanes),
@@ -230,6 +302,17 @@ class Demo:
         self.out(f"double admissions found by reconciliation: {len(summary['double_admissions'])}; "
                  f"chains {'intact' if summary['chains_ok'] else 'BROKEN'}")
         return summary
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
 def run_headless(out=print, workdir: Path | None = None) -> dict:

@@ -14,10 +14,12 @@ def cmd_run(args) -> int:
     from gate.app.compose import LaneSpec, build_lane, lane_printer, open_gate
 
     runner = build_lane(LaneSpec.from_args(args), open_gate(args.data))
+    if runner.bus is not None:  # the venue bus: catch up before the first decision
+        runner.start_bus(on_state=_print_link if args.json_events and not args.tui else None)
     if args.tui:
         from tui.app import run_tui
         return run_tui(runner)
-    runner.lane.observers.append(lane_printer(args.json_events))
+    runner.lane.observers.append(lane_printer(args.json_events, runner.lane))
     try:
         runner.run()
     except KeyboardInterrupt:
@@ -29,6 +31,14 @@ def cmd_run(args) -> int:
             print(f"gate run: {p.errors} of {p.frames} frame(s) could not be decoded "
                   f"(last: {p.last_error}); the lane went on", file=sys.stderr, flush=True)
     return 0
+
+
+def _print_link(state, peers: int, caught_up: int | None = None) -> None:
+    import json
+    doc = {"link": state.value, "peers": peers}
+    if caught_up is not None:
+        doc["caught_up"] = caught_up
+    print(json.dumps(doc), flush=True)
 
 
 # ------------------------------------------------------------------ doctor
@@ -111,12 +121,55 @@ def cmd_doctor(args) -> int:
             return "FAIL", f"only {free:.0f} MB free on the data disk: free space"
         return "OK", f"{free:,.0f} MB free"
 
+    def link():
+        return doctor_link(gate, args)
+
     for name, fn in [("camera", camera), ("relay", relay), ("sensor", sensor), ("clock", clock),
-                     ("keys", keys), ("ledger", ledger_fresh), ("disk", disk)]:
+                     ("keys", keys), ("ledger", ledger_fresh), ("disk", disk), ("link", link)]:
         check(name, fn)
     for status, name, msg in results:
         print(f"{status:<5}{name:<8}{msg}")
     return 1 if any(s == "FAIL" for s, _, _ in results) else 0
+
+
+def bus_endpoints(gate, args) -> tuple[list[str], list[str]]:
+    """--bus-listen / --bus-peer given to this run, added to the ones set with 'gate init'."""
+    from gate import bus
+    return bus.endpoints(gate.conn, getattr(args, "bus_listen", None) or (), getattr(args, "bus_peer", None) or ())
+
+
+def doctor_link(gate, args) -> tuple[str, str]:
+    """The link state as the lane would see it now: central answers? bus peers reachable?"""
+    from gate import bus
+    try:
+        from sync.client import client_for
+        client_for(gate).time()
+        central_ok = True
+    except Exception:  # not enrolled, or central unreachable
+        central_ok = False
+    listen, peers = bus_endpoints(gate, args)
+    n = 0
+    if peers:
+        from sync.bus_zenoh import ZenohBus
+        port = ZenohBus(gate.policy.event, peers=peers)
+        try:
+            deadline = time.monotonic() + 2.0
+            while port.peers() < len(peers) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            n = port.peers()
+        finally:
+            port.close()
+    state = bus.link_state(central_ok=central_ok, peers=n)
+    trusted = bus.stored_counts(gate.conn)["trusted_devices"]
+    msg = f"{state.value}: central {'answers' if central_ok else 'unreachable or not enrolled'}, " \
+          f"{n}/{len(peers)} bus peer(s) reachable, {trusted} trusted device(s)"
+    if not (listen or peers):
+        msg += "; no venue bus configured (gate init --bus-listen/--bus-peer)"
+    if state is bus.LinkState.ALONE or (peers and n < len(peers)):
+        return "WARN", msg
+    if (listen or peers) and trusted == 0:
+        return "WARN", msg + ": sync with central or 'gate bus trust FILE' first"
+    return "OK", msg
 
 
 def _hardware_args(p) -> None:
@@ -147,6 +200,15 @@ def _lane_args(p) -> None:
     p.add_argument("--face-liveness", action="store_true",
                    help="also require head movement across face frames (see README: what it does not stop)")
     p.add_argument("--central", metavar="URL", help="sync with this central server in the background")
+    p.add_argument("--bus-listen", action="append", metavar="tcp/IP:PORT",
+                   help="venue bus: accept peer gates here (repeatable; added to 'gate init' ones)")
+    p.add_argument("--bus-peer", action="append", metavar="tcp/IP:PORT",
+                   help="venue bus: connect to this peer gate (repeatable; added to 'gate init' ones)")
+    p.add_argument("--bus-scout", action="store_true",
+                   help="venue bus: also discover peers by multicast (off by default)")
+    p.add_argument("--when-alone", choices=["admit", "rotating-only", "refuse"], default="admit",
+                   help="with neither central nor a bus peer: admit (flagged 'alone', default), "
+                        "rotating codes only, or refuse")
 
 
 def register(sub) -> None:

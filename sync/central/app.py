@@ -104,6 +104,12 @@ def create_app(store: CentralStore) -> FastAPI:
     def admissions(event: str, request: Request):
         return paged(request, event, store.admissions)
 
+    @app.get("/v1/events/{event}/devices")
+    def devices(event: str, request: Request):
+        """The event's devices, public keys and status: the gates' venue bus trust list."""
+        device(request, event)
+        return _json(store.devices(event))
+
     @app.get("/v1/events/{event}/reconciliation")
     def reconciliation(event: str, request: Request):
         device(request, event)

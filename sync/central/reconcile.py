@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+import cbor2
+
 from gate.scanlog import GENESIS, chain_hash
 
 DAY_MS = 86_400_000
@@ -140,6 +142,10 @@ def _build(db, event: str, verify_chains: bool) -> dict:
                 {"device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "consumes": bool(c)})
         for o in over:
             o["gates"] = sorted({a["device_id"] for a in o["admissions"]})
+            for a in o["admissions"]:  # admitted with neither central nor a venue bus peer (gate.bus)
+                row = db.one("SELECT record FROM scans WHERE device_id = :d AND seq = :s",
+                             {"d": a["device_id"], "s": a["seq"]})
+                a["alone"] = bool(row and cbor2.loads(bytes(row[0])).get("alone"))
     revoked_admissions = [  # the few revoked tickets first, then one pass over the admissions
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "revoked_at": rat}
         for tid, d, sq, ts, ln, rat in db.all(
@@ -229,7 +235,8 @@ def render_text(rep: dict) -> str:
              "", f"scans {rep['scans']}: " + ", ".join(f"{k} {v}" for k, v in rep["by_reason"].items())]
     lines += ["", f"DOUBLE ADMISSIONS ({len(rep['double_admissions'])})"]
     for o in rep["double_admissions"]:
-        where = "; ".join(f"{a['device_id']}/{a['lane']} #{a['seq']} {ts(a['ts_ms'])}" for a in o["admissions"])
+        where = "; ".join(f"{a['device_id']}/{a['lane']} #{a['seq']} {ts(a['ts_ms'])}"
+                          + (" ALONE" if a.get("alone") else "") for a in o["admissions"])
         lines.append(f"  {o['ticket_id']}  allowed {o['allowed']}, admitted {o['admitted']}: {where}")
     lines += ["", f"ADMISSIONS OF REVOKED TICKETS ({len(rep['revoked_admissions'])})"]
     for a in rep["revoked_admissions"]:

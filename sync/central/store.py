@@ -478,6 +478,20 @@ class CentralStore:
                                     + (f" (venue {row[4]!r})" if row[4] else ""))
         return row[0], row[1], bytes(row[2])
 
+    def devices(self, event: str) -> dict:
+        """The event's devices (and its venue's) with their public keys and status:
+        the venue bus trust list (gate.bus.parse_trust reads it). ``quarantined``
+        says whether central holds the device's admissions back (gate.bus does not
+        act on it yet)."""
+        with self.reader() as db:
+            rows = db.all(
+                """SELECT device_id, pub, status, quarantined_at FROM devices
+                   WHERE event = :e OR (venue <> '' AND venue = (SELECT venue FROM events WHERE event = :e))
+                   ORDER BY device_id""", {"e": event})
+        return {"event": event, "devices": [
+            {"device_id": d, "public_key": bytes(p).hex(), "status": st, "quarantined": q is not None}
+            for d, p, st, q in rows]}
+
     def revoke_device(self, device_id: str) -> None:
         with self._tx() as db:
             if db.run("UPDATE devices SET status = 'revoked' WHERE device_id = :d", {"d": device_id}) != 1:
@@ -705,7 +719,7 @@ class CentralStore:
         proof backs them (``proven``)."""
         with self.reader() as db:
             rows = db.all(
-                "SELECT s.id, s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.kind, s.ref, s.proven"
+                "SELECT s.id, s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.kind, s.ref, s.proven, s.lane"
                 " FROM scans s JOIN devices d ON d.device_id = s.device_id"
                 " WHERE s.event = :e AND s.id > :c"
                 " AND ((s.decision = 'accept' AND s.ticket_id IS NOT NULL) OR s.kind = 'rollback')"
@@ -714,5 +728,6 @@ class CentralStore:
         more = len(rows) > limit
         rows = rows[:limit]
         items = [{"device_id": d, "seq": s, "ticket_id": t, "mode": m, "consumes": bool(cons), "ts_ms": ts,
-                  "kind": k, "ref": ref, "proven": pv == 1} for _, d, s, t, m, cons, ts, k, ref, pv in rows]
+                  "kind": k, "ref": ref, "proven": pv == 1, "lane": ln}
+                 for _, d, s, t, m, cons, ts, k, ref, pv, ln in rows]
         return items, (rows[-1][0] if rows else cursor), more

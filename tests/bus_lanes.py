@@ -1,0 +1,121 @@
+"""Helpers for venue bus tests and the bus bench: real `gate run` processes on
+127.0.0.1 with explicit endpoints and multicast off, driven through stdin."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+GATE_BIN = Path(sys.executable).with_name("gate")
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def gate_cmd(data: Path, *args: str) -> list[str]:
+    return [str(GATE_BIN), "--data", str(data), *args]
+
+
+def setup_gate(data: Path, event: str, lane: str, ring: Path) -> str:
+    """init + trust issuer keys; returns the device's trust entry (device_id, key)."""
+    subprocess.run(gate_cmd(data, "init", "--event", event, "--lane", lane), check=True, capture_output=True)
+    subprocess.run(gate_cmd(data, "keys", "trust", str(ring)), check=True, capture_output=True)
+    st = json.loads(subprocess.run(gate_cmd(data, "bus", "status", "--json"), check=True,
+                                   capture_output=True, text=True).stdout)
+    return {"device_id": st["device_id"], "public_key": st["public_key"], "status": "active"}
+
+
+def trust_all(datas: list[Path], event: str, entries: list[dict], tmp: Path) -> None:
+    f = tmp / "devices.json"
+    f.write_text(json.dumps({"event": event, "devices": entries}))
+    for d in datas:
+        subprocess.run(gate_cmd(d, "bus", "trust", str(f)), check=True, capture_output=True)
+
+
+class LaneProc:
+    """One `gate run --scanner stdin --json-events` process with a bus."""
+
+    def __init__(self, data: Path, *, listen: int | None, peers: list[int], extra: tuple[str, ...] = ()):
+        args = ["run", "--scanner", "stdin", "--relay", "sim", "--sensor", "none", "--json-events"]
+        if listen is not None:
+            args += ["--bus-listen", f"tcp/127.0.0.1:{listen}"]
+        for p in peers:
+            args += ["--bus-peer", f"tcp/127.0.0.1:{p}"]
+        self.proc = subprocess.Popen(gate_cmd(data, *args, *extra), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                     env={**os.environ, "RUST_LOG": "off"})
+        self.lines: queue.Queue = queue.Queue()
+        self.seen: list[dict] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                pass
+        self.lines.put(None)
+
+    def next(self, pred=lambda e: True, timeout: float = 20.0) -> dict:
+        """The next JSON line matching pred, within a bounded deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching event within {timeout} s; seen {self.seen[-5:]}; "
+                                     f"stderr: {self.stderr_tail()}")
+            try:
+                e = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if e is None:
+                raise AssertionError(f"lane exited; stderr: {self.stderr_tail()}")
+            self.seen.append(e)
+            if pred(e):
+                return e
+
+    def ready(self, timeout: float = 20.0) -> dict:
+        """The first link line: printed once start-up (and catch-up) is done."""
+        return self.next(lambda e: "link" in e and "reason" not in e, timeout)
+
+    def scan(self, code: str, timeout: float = 20.0) -> dict:
+        self.proc.stdin.write(code + "\n")
+        self.proc.stdin.flush()
+        return self.next(lambda e: "reason" in e, timeout)
+
+    def stderr_tail(self) -> str:
+        if self.proc.poll() is None:
+            return "(running)"
+        return (self.proc.stderr.read() or "")[-2000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()

@@ -1,0 +1,359 @@
+"""The venue bus with real processes: `gate run --scanner stdin --json-events`
+lanes on 127.0.0.1 (explicit endpoints, multicast off), raw peers that forge
+and flood, a real central. No blind sleeps: every wait polls a condition with a
+bounded deadline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from crypto.issuer import Issuer
+from crypto.sealed import load_or_create_ed25519
+from gate import bus, scanlog
+from bus_lanes import LaneProc, free_ports, setup_gate, trust_all
+from conftest import json_lines, run_gate
+
+EVENT = "evt-bus"
+PEER = Path(__file__).with_name("bus_peer.py")
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def venue(tmp_path):
+    """Two provisioned gates (north-1, north-2) trusting each other, and the issuer."""
+    iss = Issuer(EVENT)
+    ring = tmp_path / "ring.json"
+    ring.write_text(json.dumps(iss.keyring()))
+    a, b = tmp_path / "a", tmp_path / "b"
+    entries = [setup_gate(a, EVENT, "north-1", ring), setup_gate(b, EVENT, "north-2", ring)]
+    trust_all([a, b], EVENT, entries, tmp_path)
+    procs: list[LaneProc] = []
+    yield iss, a, b, entries, procs
+    for p in procs:
+        p.stop()
+
+
+def lane(procs, data, listen, peers, *extra) -> LaneProc:
+    p = LaneProc(data, listen=listen, peers=peers, extra=extra)
+    procs.append(p)
+    return p
+
+
+def bus_status(data: Path) -> dict:
+    return json.loads(run_gate(data, "bus", "status", "--json").stdout)
+
+
+def received(st: dict) -> dict:
+    return st.get("last_run", {}).get("received", {})
+
+
+def poll(fn, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+def test_acceptance_admitted_at_a_refused_at_b_and_learnt_by_a_after_restart(venue):
+    iss, a_dir, b_dir, _, procs = venue
+    pa, pb = free_ports(2)
+    a = lane(procs, a_dir, pa, [pb])
+    b = lane(procs, b_dir, pb, [pa])
+    assert a.ready()["link"] == "VENUE" and b.ready()["link"] == "VENUE"  # no central: peers only
+    paper = iss.mint(rotating=False)
+    first = a.scan(paper.code(time.time()))
+    assert first["reason"] == "ACCEPT" and first["link"] == "VENUE"
+    # B refuses the photocopy, naming A. Fails if the record never travels, is not
+    # trusted, or the usage query ignores bus admissions.
+    poll(lambda: bus_status(b_dir)["admissions_from_bus"] == 1, "B stores A's admission")
+    again = b.scan(paper.code(time.time()))
+    assert again["reason"] == "ALREADY_USED"
+    assert "north-1" in again["detail"]
+    # A is off while B admits a ticket; A restarted refuses it on its FIRST decision
+    # (fails if catch-up does not run before the lane reads its scanner)
+    a.stop()
+    poll(lambda: b.next(lambda e: "link" in e and "reason" not in e)["link"] == "ALONE", "B sees A gone")
+    ticket = iss.mint(rotating=False)
+    assert b.scan(ticket.code(time.time()))["reason"] == "ACCEPT"
+    a = lane(procs, a_dir, pa, [pb])
+    assert a.ready()["caught_up"] >= 1
+    e = a.scan(ticket.code(time.time()))
+    assert e["reason"] == "ALREADY_USED" and "north-2" in e["detail"]
+
+
+def test_rollback_at_a_voids_the_admission_at_b(venue):
+    import sqlite3
+    iss, a_dir, b_dir, _, procs = venue
+    pa, pb = free_ports(2)
+    # A's holder never passes: the admission is rolled back after 0.1 s
+    a = lane(procs, a_dir, pa, [pb], "--sensor", "sim:never", "--passage-timeout", "0.1")
+    # B's endpoints set once with 'gate init' (fails if init does not store them for 'gate run')
+    run_gate(b_dir, "init", "--event", EVENT, "--lane", "north-2", "--bus-listen", f"tcp/127.0.0.1:{pb}",
+             "--bus-peer", f"tcp/127.0.0.1:{pa}")
+    b = lane(procs, b_dir, None, [])
+    a.ready(), b.ready()
+    w = iss.mint(rotating=False)
+    assert a.scan(w.code(time.time()))["outcome"] == "rolled_back"
+
+    def voided():
+        with sqlite3.connect(b_dir / "gate.db") as c:
+            return c.execute("SELECT voided FROM remote_admissions WHERE ticket_id = ?", (w.ticket_id,)).fetchone()
+    poll(lambda: voided() == (1,), "B voids A's rolled-back admission")
+    # fails if the rollback did not travel or does not void: B would say ALREADY_USED
+    assert b.scan(w.code(time.time()))["reason"] == "ACCEPT"
+
+
+def _forger(tmp: Path, msgs: list[bytes], endpoint: int, repeat: int = 1) -> subprocess.Popen:
+    f = tmp / f"msgs-{len(msgs)}-{repeat}.cbor"
+    f.write_bytes(cbor2.dumps(msgs))
+    return subprocess.Popen([sys.executable, str(PEER), EVENT, f"tcp/127.0.0.1:{endpoint}", str(f), str(repeat)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _record(device: str, seq: int, ticket: str, event: str = EVENT, lane_name: str = "north-2") -> bytes:
+    return scanlog.encode_record({
+        "kind": "scan", "ts_ms": int(time.time() * 1000), "device": device, "lane": lane_name,
+        "event": event, "mode": "entry", "decision": "accept", "reason": "ACCEPT", "ticket_id": ticket,
+        "step": None, "version": 1, "unlisted": True, "consumes": True, "face_e4": None, "qr_sha": None,
+        "seq": seq})
+
+
+def test_forged_records_change_no_decision_and_are_counted(venue, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    iss, a_dir, b_dir, entries, procs = venue
+    (pa,) = free_ports(1)
+    a = lane(procs, a_dir, pa, [])
+    a.ready()
+    w1, w2, w3 = (iss.mint(rotating=False) for _ in range(3))
+    b_id = entries[1]["device_id"]
+    b_key = load_or_create_ed25519(b_dir / "keys" / "device.key")  # a trusted device's real key
+    g = scanlog.GENESIS
+    unknown = bus.sign_record(Ed25519PrivateKey.generate(), "gate-stranger", 1, g, _record("gate-stranger", 1, w1.ticket_id))
+    good = bus.sign_record(b_key, b_id, 1, g, _record(b_id, 1, w2.ticket_id))
+    edited = bus.BusMessage(b_id, 1, g, good.record.replace(w2.ticket_id.encode(), w1.ticket_id.encode()), good.sig)
+    other_event = bus.sign_record(b_key, b_id, 2, g, _record(b_id, 2, w3.ticket_id, event="evt-other"))
+    impostor = bus.sign_record(Ed25519PrivateKey.generate(), b_id, 3, g, _record(b_id, 3, w3.ticket_id))
+    peer = _forger(tmp_path, [unknown.encode(), edited.encode(), other_event.encode(), impostor.encode(),
+                              b"\xa1junk"], pa)
+    try:
+        assert peer.stdout.readline().startswith("sent 5")
+        # fails if any forged message is stored, or is silently dropped uncounted
+        st = poll(lambda: (lambda s: s if sum(received(s).get(k, 0) for k in (
+            "unknown_device", "bad_signature", "wrong_event", "malformed")) >= 5 else None)(bus_status(a_dir)),
+            "A counts the five forged messages")
+        r = st["last_run"]["received"]
+        assert r["unknown_device"] == 1 and r["bad_signature"] == 2 and r["wrong_event"] == 1
+        assert r["malformed"] == 1 and r["accepted"] == 0 and st["peer_records"] == 0
+        for w in (w1, w3):  # the tickets the forgeries named are still admitted
+            assert a.scan(w.code(time.time()))["reason"] == "ACCEPT"
+    finally:
+        peer.stdin.close()
+        peer.wait(timeout=10)
+
+
+def test_peer_killed_mid_stream_and_a_dead_endpoint(venue):
+    iss, a_dir, b_dir, _, procs = venue
+    pa, pb, dead = free_ports(3)
+    a = lane(procs, a_dir, pa, [pb, dead])  # one peer endpoint nobody listens on
+    b = lane(procs, b_dir, pb, [pa])
+    a.ready(), b.ready()
+    ws = [iss.mint(rotating=False) for _ in range(6)]
+    for w in ws[:5]:
+        b.proc.stdin.write(w.code(time.time()) + "\n")
+    b.proc.stdin.flush()
+    b.next(lambda e: e.get("reason") == "ACCEPT")  # at least one decided; then killed mid-stream
+    b.kill()
+    # A notices (ALONE: no central, no peer) and keeps deciding (fails if a dead
+    # peer blocks the lane)
+    a.next(lambda e: e.get("link") == "ALONE" and "reason" not in e)
+    fresh = a.scan(ws[5].code(time.time()))
+    assert fresh["reason"] == "ACCEPT" and fresh["link"] == "ALONE"
+    log = json.loads(run_gate(a_dir, "log", "--json", "--limit", "100").stdout.splitlines()[-1])
+    assert log["alone"] is True  # the admission while ALONE is flagged in its record
+    # B's durable records may not all have been published before the kill: B back,
+    # A catches up and refuses exactly what B admitted (fails if catch-up on rejoin misses)
+    b = lane(procs, b_dir, pb, [pa])
+    b.ready()
+    admitted_at_b = {r["ticket_id"] for r in json_lines(run_gate(b_dir, "log", "--json").stdout)
+                     if r.get("decision") == "accept"}
+    assert admitted_at_b
+    poll(lambda: bus_status(a_dir)["admissions_from_bus"] == len(admitted_at_b), "A catches up with B")
+    for w in ws[:5]:
+        want = "ALREADY_USED" if w.ticket_id in admitted_at_b else "ACCEPT"
+        assert a.scan(w.code(time.time()))["reason"] == want
+
+
+def test_when_alone_policies_and_bad_endpoint(venue):
+    iss, a_dir, _, _, procs = venue
+    (dead,) = free_ports(1)
+    bad = run_gate(a_dir, "run", "--scanner", "stdin", "--bus-peer", "127.0.0.1:7447", check=False, input="")
+    assert bad.returncode != 0 and "tcp/IP:PORT" in bad.stderr and "Traceback" not in bad.stderr
+    a = lane(procs, a_dir, None, [dead], "--when-alone", "refuse")
+    assert a.ready()["link"] == "ALONE"
+    e = a.scan(iss.mint(rotating=False).code(time.time()))
+    assert e["reason"] == "LANE_ALONE"
+    a.stop()
+    a = lane(procs, a_dir, None, [dead], "--when-alone", "rotating-only")
+    a.ready()
+    assert a.scan(iss.mint(rotating=False).code(time.time()))["reason"] == "PROOF_REQUIRED"
+    assert a.scan(iss.mint().code(time.time()))["reason"] == "ACCEPT"
+
+
+def test_peer_restarted_with_an_older_database(venue, tmp_path):
+    iss, a_dir, b_dir, _, procs = venue
+    pa, pb = free_ports(2)
+    backup = tmp_path / "b-backup"
+    shutil.copytree(b_dir, backup)
+    a = lane(procs, a_dir, pa, [pb])
+    b = lane(procs, b_dir, pb, [pa])
+    a.ready(), b.ready()
+    t1 = iss.mint(rotating=False)
+    assert b.scan(t1.code(time.time()))["reason"] == "ACCEPT"
+    poll(lambda: a.scan(t1.code(time.time()))["reason"] == "ALREADY_USED", "A learns t1")
+    b.stop()
+    shutil.rmtree(b_dir)
+    shutil.copytree(backup, b_dir)  # B comes back from a backup taken before t1
+    b = lane(procs, b_dir, pb, [pa])
+    b.ready()
+    # B learns from A what it admitted itself before the restore (fails if a gate
+    # ignores records under its own id)
+    assert b.scan(t1.code(time.time()))["reason"] == "ALREADY_USED"
+    # and what B admits now still reaches A
+    t2 = iss.mint(rotating=False)
+    b.proc.stdin.write(t2.code(time.time()) + "\n")
+    b.proc.stdin.flush()
+    assert b.next(lambda e: "reason" in e)["reason"] == "ACCEPT"
+    poll(lambda: a.scan(t2.code(time.time()))["reason"] == "ALREADY_USED", "A refuses t2 from the restored B")
+
+
+def test_flooding_peer_never_blocks_the_lane(venue, tmp_path):
+    iss, a_dir, b_dir, entries, procs = venue
+    (pa,) = free_ports(1)
+    a = lane(procs, a_dir, pa, [])
+    a.ready()
+    b_id = entries[1]["device_id"]
+    b_key = load_or_create_ed25519(b_dir / "keys" / "device.key")
+    w = iss.mint(rotating=False)
+    real = bus.sign_record(b_key, b_id, 1, scanlog.GENESIS, _record(b_id, 1, w.ticket_id)).encode()
+    junk = [bus.sign_record(b_key, "gate-x", i, scanlog.GENESIS, _record("gate-x", i, "00" * 16)).encode()
+            for i in range(1, 200)]
+    peer = _forger(tmp_path, junk + [real], pa, repeat=250)  # 50,000 messages
+    try:
+        # decisions come back while the flood runs (fails if the receiver shares the lane's thread/lock)
+        fresh = [iss.mint(rotating=False) for _ in range(5)]
+        assert [a.scan(x.code(time.time()))["reason"] for x in fresh] == ["ACCEPT"] * 5
+        assert peer.stdout.readline().startswith("sent 50000")
+        poll(lambda: a.scan(w.code(time.time()))["reason"] == "ALREADY_USED", "the real record got through")
+        st = poll(lambda: (lambda s: s if received(s).get("unknown_device") else None)(bus_status(a_dir)),
+                  "flood counted")
+        r = st["last_run"]
+        # bounded: what was not processed was dropped and counted, never queued without limit
+        assert r["received"]["unknown_device"] + r["dropped_in"] <= 50000
+        assert st["peer_records"] == 1
+    finally:
+        peer.stdin.close()
+        peer.wait(timeout=10)
+
+
+def test_central_and_bus_carry_one_admission_counted_once(tmp_path):
+    from crypto.issuer import Wallet
+    from sync.central.app import ServerThread, create_app
+    from sync.central.reconcile import build_report
+    from sync.central.store import CentralStore
+    store = CentralStore(tmp_path / "central")
+    store.create_event(EVENT)
+    (m,) = store.issue(EVENT, count=1, out=tmp_path / "w", entries=2, rotating=False)
+    w = Wallet.load(m["file"])
+    server = ServerThread(create_app(store)).start()
+    procs = []
+    try:
+        dirs = [tmp_path / "a", tmp_path / "b"]
+        for d, name in zip(dirs, ("north-1", "north-2")):
+            run_gate(d, "init", "--event", EVENT, "--lane", name)
+        for d in dirs:  # the second enrolment's sync brings both devices' keys (trust from central)
+            run_gate(d, "sync", "--central", server.url, "--enroll", store.enrol_code(EVENT), "--once")
+        run_gate(dirs[0], "sync", "--once")
+        assert bus_status(dirs[0])["trusted_devices"] == 2
+        pa, pb = free_ports(2)
+        a = lane(procs, dirs[0], pa, [pb], "--central", server.url)
+        b = lane(procs, dirs[1], pb, [pa], "--central", server.url)
+        a.ready(), b.ready()
+        assert a.scan(w.code(time.time()))["reason"] == "ACCEPT"
+        poll(lambda: bus_status(dirs[1])["admissions_from_bus"] == 1, "B hears A's admission on the bus")
+        b.stop()
+        a.stop()
+        run_gate(dirs[0], "sync", "--once")
+        run_gate(dirs[1], "sync", "--once")  # central now also carries A's admission to B
+        # two entries allowed, one used: B admits (fails if central + bus counted it twice)
+        out = run_gate(dirs[1], "verify", "--json", w.code(time.time()))
+        assert json.loads(out.stdout)["reason"] == "ACCEPT"
+        run_gate(dirs[1], "sync", "--once")
+        rep = build_report(store, EVENT)
+        assert rep["double_admissions"] == [] and sum(rep["per_gate"].values()) == 2
+    finally:
+        for p in procs:
+            p.stop()
+        server.stop()
+        store.close()
+
+
+def test_core_bus_imports_no_network_library_and_reads_no_clock():
+    # fails if gate/bus.py (the port) or the lane pulls in zenoh or a shell module,
+    # or if building the CLI parser starts importing the Zenoh adapter
+    from test_cli import ROOT, _loaded_after
+    assert _loaded_after("import gate.bus, gate.lane, gate.appliance",
+                         ("zenoh", "sync", "hardware", "tui", "requests")) == []
+    assert _loaded_after("from gate.app.cli import build_parser; build_parser()", ("zenoh",)) == []
+    src = (ROOT / "gate" / "bus.py").read_text()
+    assert not any(n in src for n in ("time.time(", "datetime.now(", "time.monotonic(", "import time"))
+
+
+def test_publish_queue_is_bounded_and_never_blocks_the_lane(tmp_path):
+    # A congested link (a port whose publish is stuck): the lane's hook still
+    # returns at once, the queue stays at its bound and the oldest gossip is
+    # dropped and counted. Fails if appended() waits for the network or the
+    # queue grows without limit.
+    import threading
+
+    from gate.appliance import Gate
+    from sync.bus_service import BusService
+
+    stuck = threading.Event()
+
+    class CongestedPort:
+        def publish(self, device_id, seq, message):
+            stuck.wait(30)
+
+        def subscribe(self, handler): ...
+        def answer(self, handler): ...
+        def query(self, since, timeout_s): return []
+        def peers(self): return 1
+        def close(self): stuck.set()
+
+    g = Gate.init(tmp_path / "g", event=EVENT)
+    iss = Issuer(EVENT)
+    g.trust(iss.keyring())
+    seqs = [g.scan(iss.mint(rotating=False).code(time.time()), now=time.time())[1].seq for _ in range(3)]
+    svc = BusService(g.data_dir, CongestedPort(), device_id=g.config.device_id, event=EVENT, queue_max=8)
+    svc.start()
+    try:
+        svc.appended(seqs[0])
+        poll(lambda: not svc._out, "the publisher takes the first record and gets stuck in publish")
+        for i in range(1000):
+            svc.appended(seqs[i % 3])
+        assert len(svc._out) == 8 and svc.dropped_out == 1000 - 8
+    finally:
+        svc.close()
+        g.close()
