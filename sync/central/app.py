@@ -30,6 +30,9 @@ def create_app(store: CentralStore) -> FastAPI:
     def _central_error(request: Request, exc: CentralError):
         return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status)
 
+    from sync.central.ops import mount as mount_ops  # the ops room under /ops; ops credentials for reports
+    require_ops = mount_ops(app, store)
+
     def device(request: Request, event: str | None = None) -> tuple[str, str, bytes]:
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer "):
@@ -93,7 +96,7 @@ def create_app(store: CentralStore) -> FastAPI:
 
     @app.get("/v1/events/{event}/reconciliation")
     def reconciliation(event: str, request: Request):
-        device(request, event)
+        require_ops(request)
         rep = build_report(store, event)
         if request.query_params.get("format") == "text":
             return PlainTextResponse(render_text(rep))

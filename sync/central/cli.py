@@ -171,6 +171,8 @@ def register(sub) -> None:
     d.add_argument("device_id", metavar="DEVICE_ID")
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(func=cmd_central_device_revoke)
+    from sync.central.ops.cli import register as register_ops
+    register_ops(cs)
     q = add("report", cmd_central_report, "the reconciliation report",
             description="Double admissions, revoked and unlisted admissions, chains, counts.")
     q.add_argument("--event", help="event (default: the only one)")
