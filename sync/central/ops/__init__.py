@@ -60,16 +60,19 @@ class GateStatusRecorder:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         auth = headers.get(b"authorization", b"")
-        status = {}
+        if not auth.startswith(b"Bearer "):
+            return await self.app(scope, receive, send)
 
         async def _send(msg):
-            if msg["type"] == "http.response.start":
-                status["code"] = msg["status"]
+            # recorded before the answer leaves, so a gate that got its answer is on the page
+            if msg["type"] == "http.response.start" and msg["status"] < 400:
+                try:
+                    await anyio.to_thread.run_sync(self.record, auth[7:].strip().decode("latin-1"), headers)
+                except Exception:  # the ops view must never cost a gate its sync
+                    pass
             await send(msg)
 
         await self.app(scope, receive, _send)
-        if auth.startswith(b"Bearer ") and status.get("code", 500) < 400:
-            await anyio.to_thread.run_sync(self.record, auth[7:].strip().decode("latin-1"), headers)
 
     def record(self, token: str, headers: dict) -> None:
         th = accounts.token_hash(token)

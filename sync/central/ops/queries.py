@@ -11,7 +11,7 @@ RED_S = 300     # ... and red
 OPEN_WINDOW_S = 600  # doors count as open when any gate of the event scanned this recently
 STALL_RECENT_S = 120  # a lane's current rate: the last 2 minutes ...
 STALL_BASE_S = 600    # ... against its own 10 minutes before that
-STALL_MIN_BASE = 2.0  # per minute: below this a lane is too quiet to call stalled
+STALL_MIN_BASE = 1.0  # per minute: below this a lane is too quiet to call stalled
 SHARED_LANES, SHARED_WINDOW_MS = 3, 60_000
 
 # accepted scans that were not rolled back (the report's "admitted")

@@ -137,7 +137,7 @@ def doors_live(d: dict, alerts: list[dict]) -> str:
     if alerts:
         a = alerts[0]
         banner = (f'<p class="msg {a["level"]}" role=status>{"✖" if a["level"] == "crit" else "▲"} '
-                  f'{len(alerts)} alert{"s" if len(alerts) != 1 else ""}: {e(a["text"])} '
+                  f'{len(alerts)} alert{"s" if len(alerts) != 1 else ""} — <b>{e(a["kind"])}</b>: {e(a["text"])} '
                   f'<a href="/ops/e/{quote(d["event"])}/alerts">see all</a></p>')
     lanes = table(["Lane", "Admitted"], [[e(k), f"<b data-lane='{e(k)}'>{v}</b>"] for k, v in d["per_lane"].items()],
                   empty="no admissions yet")
