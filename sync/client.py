@@ -301,7 +301,8 @@ def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncR
     steps = [("time", clock),
              ("keys", lambda: setattr(rep, "keys", pull_keys(gate, client))),
              ("tickets", lambda: setattr(rep, "tickets", pull_tickets(gate, client))),
-             ("upload", lambda: setattr(rep, "uploaded", push_scans(gate, client))),
+             ("upload", lambda: (setattr(rep, "uploaded", push_scans(gate, client)),
+                                 client.status_headers.update({"X-Gate-Outbox": str(outbox_length(gate))}))),
              ("admissions", lambda: setattr(rep, "admissions", pull_admissions(gate, client)))]
     for name, fn in steps:
         try:

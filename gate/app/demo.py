@@ -91,6 +91,8 @@ class Demo:
                                gt1.issue(self.store.signing_key(EVENT), ticket_id=bytes(16), event="evt-demo-arena-day2"))
         self.out(f"central  http://127.0.0.1:{self.server.port}  event {EVENT}: "
                  f"{len(self.w) + 2} tickets issued (rotating, paper, face-bound)")
+        from sync.central.ops import demo_login
+        self.out(demo_login(self.store, self.server.url))
         self.gates, self.lanes, self.cams, self.pipes = [], [], [], []
         engine = FaceEngine()
         self.face_cam = [PhotoCamera(), PhotoCamera()]

@@ -322,7 +322,7 @@ def mount(app: FastAPI, store, *, clock=time.time):
         need_event(event)
         with db.reader() as r:
             al = queries.alerts(r, event, clock())
-        return live_or_page(request, user, event, f"Alerts — {event}", "alerts", views.alerts_live(al))
+        return live_or_page(request, user, event, f"Alerts — {event}", "alerts", views.alerts_live(al, event))
 
     @app.get("/ops/e/{event}/ticket", include_in_schema=False)
     def ticket(event: str, request: Request):
@@ -360,7 +360,9 @@ def mount(app: FastAPI, store, *, clock=time.time):
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(cols)
-        w.writerows(rows)
+        # a cell starting with = + - @ would run as a formula in a spreadsheet: quote it
+        w.writerows([[f"'{c}" if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c for c in r]
+                     for r in rows])
         return Response(buf.getvalue(), media_type="text/csv", headers={
             "Content-Disposition": f'attachment; filename="{event}-{section}.csv"', "Cache-Control": "no-store"})
 
@@ -373,3 +375,10 @@ def mount(app: FastAPI, store, *, clock=time.time):
         return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status)
 
     return require_ops
+
+
+def demo_login(store, base_url: str) -> str:
+    """An admin account with a fresh random password for ``gate demo``; returns the line to print."""
+    pw = secrets.token_urlsafe(9)
+    accounts.add(OpsDB(store), "demo", pw, "admin", now=time.time())
+    return f"ops room {base_url}/ops  login demo / {pw}  (live while the story runs)"

@@ -34,6 +34,16 @@ def ago(seconds: float | None) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def offset(ms: int | None) -> str:
+    """Central time minus the gate's: positive means the gate's clock is behind."""
+    if ms is None:
+        return "—"
+    if abs(ms) < 50:
+        return "0.0 s"
+    text = f"{abs(ms) / 1000:.1f} s {'behind' if ms > 0 else 'ahead'}"
+    return f"<b>▲ {text}</b>" if abs(ms) > 2000 else text
+
+
 def page(title: str, body: str, *, user: dict | None, event: str | None, events: list[str], active: str,
          csrf: str) -> str:
     nav = ""
@@ -80,12 +90,12 @@ def gauge(inside: int, capacity: int | None) -> str:
 <p class=big><span data-k=inside>{inside}</span> / {capacity} inside · {100 * frac:.0f} % <span class="tag {level}">{word}</span></p>"""
 
 
-def chart(minutes: list[dict], now_minute: int) -> str:
+def chart(minutes: list[dict], now_minute: int, ahead: bool = False) -> str:
     """Admissions per minute per lane, last 60 minutes, as inline SVG (one polyline per lane)."""
     lanes = sorted({m["lane"] for m in minutes})
     if not lanes:
         return '<p class=muted>No admissions in the last hour.</p>'
-    w, h, left, bottom, top = 720, 220, 36, 24, 10
+    w, h, left, bottom, top = 900, 220, 36, 24, 10
     series = {ln: [0] * 60 for ln in lanes}
     for m in minutes:
         i = 59 - (now_minute - m["m"])
@@ -103,8 +113,10 @@ def chart(minutes: list[dict], now_minute: int) -> str:
         y = top + ph * k / 4
         parts.append(f'<line class=grid x1={left} x2={left + pw} y1="{y:.1f}" y2="{y:.1f}"></line>'
                      f'<text x={left - 4} y="{y + 4:.1f}" text-anchor=end>{ymax * (4 - k) // 4}</text>')
-    for i, label in ((0, "−60 min"), (30, "−30"), (59, "now")):
-        parts.append(f'<text x="{xy(i, 0)[0]:.1f}" y={h - 6} text-anchor=middle>{label}</text>')
+    end = datetime.fromtimestamp(now_minute * 60, timezone.utc).strftime("%H:%M")
+    for i, label in ((0, "−60 min"), (30, "−30"), (59, f"{end}" if ahead else f"now {end}")):
+        anchor = "end" if i == 59 else "start" if i == 0 else "middle"
+        parts.append(f'<text x="{xy(i, 0)[0]:.1f}" y={h - 6} text-anchor={anchor}>{label}</text>')
     for n, ln in enumerate(lanes):
         colour, dash = LINE_STYLES[n % len(LINE_STYLES)]
         pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in enumerate(series[ln])))
@@ -117,7 +129,9 @@ def chart(minutes: list[dict], now_minute: int) -> str:
         f'<li><svg width=28 height=10><line x1=0 x2=28 y1=5 y2=5 stroke="{LINE_STYLES[n % 6][0]}" stroke-width=2 '
         f'stroke-dasharray="{LINE_STYLES[n % 6][1]}"></line></svg> {e(ln)}: {sum(series[ln])} in the hour, '
         f'{series[ln][-1]} this minute</li>' for n, ln in enumerate(lanes))
-    return "".join(parts) + f"<ul class=legend>{legend}</ul>"
+    note = ("<li>▲ a gate's clock runs ahead of central's: the chart ends at its newest admission</li>"
+            if ahead else "")
+    return "".join(parts) + f"<ul class=legend>{legend}{note}</ul>"
 
 
 def table(headers: list[str], rows: list[list], *, cls: str = "", row_cls: list[str] | None = None,
@@ -126,7 +140,7 @@ def table(headers: list[str], rows: list[list], *, cls: str = "", row_cls: list[
         return f"<p class=muted>{e(empty)}</p>"
     head = "".join(f"<th>{h}</th>" for h in headers)
     body = "".join(
-        f"<tr class='{row_cls[i] if row_cls else ''}'>" + "".join(f"<td data-label='{e(h)}'>{c}</td>"
+        f"<tr class='{row_cls[i] if row_cls else ''}'>" + "".join(f"<td data-label='{e(h)}'><span>{c}</span></td>"
                                                                for h, c in zip(headers, r)) + "</tr>"
         for i, r in enumerate(rows))
     return f"<div class=scroll><table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
@@ -147,9 +161,9 @@ def doors_live(d: dict, alerts: list[dict]) -> str:
                     [[hms(n["at"]), f"<b>{e(n['kind'])}</b>", e(n["text"])] for n in d["notable"]],
                     empty="nothing notable")
     return f"""{banner}<section class=cards>
-<div class=card><h2>Admitted</h2><p class=big data-k=admitted>{d['admitted']}</p><p class=muted>{d['scans']} scans, {d['exits']} exits</p></div>
+<div class=card><h2>Admitted</h2><p class=big data-k=admitted>{d['admitted']}</p><p class=muted>{d['scans']} scans, {d['exits']} exit{'' if d['exits'] == 1 else 's'}</p></div>
 <div class="card wide"><h2>Inside now</h2>{gauge(d['inside'], d['capacity'])}</div></section>
-<section><h2>Admissions per minute per lane (last hour, UTC)</h2>{chart(d['minutes'], d['now_minute'])}</section>
+<section><h2>Admissions per minute per lane (last hour, UTC)</h2>{chart(d['minutes'], d['now_minute'], d['ahead'])}</section>
 <section class=cols><div><h2>Admitted per lane</h2>{lanes}</div><div><h2>Refusals by reason</h2>{refusals}</div></section>
 <section><h2>Last {len(d['notable'])} notable events</h2>{notable}</section>"""
 
@@ -173,7 +187,7 @@ def gates_live(rows: list[dict]) -> str:
             f"{hms(g['last_contact'])} <small>({ago(g['silent_s'])} ago)</small>",
             f'<span class="tag {level}">{icon} {word}</span>',
             e("—" if g["outbox"] is None else g["outbox"]),
-            "—" if off is None else f"{off / 1000:+.1f} s" + (" ▲" if abs(off) > 2000 else ""),
+            offset(off),
             e(g["chain"]) if g["chain"] == "ok" else f"<b>▲ {e(g['chain'])}</b>",
             ago(g["ledger_age_s"]),
             "<b>✖ yes</b>" if g["quarantined"] else "no"])
@@ -182,11 +196,18 @@ def gates_live(rows: list[dict]) -> str:
                   "Ledger age", "Quarantined"], out, cls="gates", row_cls=cls, empty="no gates enrolled")
 
 
-def alerts_live(alerts: list[dict]) -> str:
+def alerts_live(alerts: list[dict], event: str) -> str:
     if not alerts:
         return '<p class="msg ok" role=status>● No alerts.</p>'
+
+    def detail(a):
+        if not a.get("ticket_id"):
+            return e(a["text"])
+        return (e(a["text"]) + f' <a href="/ops/e/{quote(event)}/ticket?q={quote(a["ticket_id"])}">'
+                'ticket history</a>')
+
     rows = [[f'<span class="tag {a["level"]}">{"✖ critical" if a["level"] == "crit" else "▲ warning"}</span>',
-             f"<b>{e(a['kind'])}</b>", hms(a["at"]), e(a["text"])] for a in alerts]
+             f"<b>{e(a['kind'])}</b>", hms(a["at"]), detail(a)] for a in alerts]
     return table(["Level", "Alert", "Time (UTC)", "Detail"], rows, cls="alerts",
                  row_cls=[a["level"] for a in alerts])
 
