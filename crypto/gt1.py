@@ -110,7 +110,13 @@ def _sig_structure(protected: bytes, payload: bytes) -> bytes:
 
 
 def _proof_message(credential: bytes, step: int) -> bytes:
-    return cbor2.dumps([PROOF_CONTEXT, hashlib.sha256(credential).digest(), step])
+    return proof_message(hashlib.sha256(credential).digest(), step)
+
+
+def proof_message(credential_sha256: bytes, step: int) -> bytes:
+    """What the holder key signs for a rotating code (the central re-checks it
+    from a scan record's ``cred_sha`` and ``proof``)."""
+    return cbor2.dumps([PROOF_CONTEXT, credential_sha256, step])
 
 
 def _strict_loads(data: bytes, what: str):

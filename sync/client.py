@@ -38,12 +38,17 @@ class RetryPolicy:
     cap_s: float = 60.0
     jitter: float = 0.2
 
-    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+    def delay(self, failures: int, rng: random.Random | None = None, *, retry_after: float | None = None) -> float:
+        """Seconds to wait after ``failures`` failures in a row; a server's
+        ``Retry-After`` is honoured (never retry sooner than it asks, up to the cap)."""
         if failures <= 0:
             return 0.0
         d = min(self.cap_s, self.base_s * 2 ** (failures - 1))
         r = (rng or random).uniform(-self.jitter, self.jitter)
-        return max(0.0, d * (1 + r))
+        d = max(0.0, d * (1 + r))
+        if retry_after is not None and retry_after > 0:
+            d = max(d, min(self.cap_s, float(retry_after)))
+        return d
 
     @staticmethod
     def retryable_status(status: int) -> bool:
@@ -52,9 +57,19 @@ class RetryPolicy:
 
 class ApiError(SyncError):
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
-                 body: dict | None = None):
+                 body: dict | None = None, retry_after: float | None = None):
         super().__init__(message)
         self.status, self.retryable, self.body = status, retryable, body or {}
+        self.retry_after = retry_after
+
+
+def _retry_after(resp) -> float | None:
+    """``Retry-After`` in seconds (the delta form; an HTTP date is rare from central)."""
+    try:
+        v = float(resp.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return v if 0 <= v < 86400 else None
 
 
 class CentralClient:
@@ -94,14 +109,16 @@ class CentralClient:
             msg = doc.get("error") if isinstance(doc, dict) else None
             raise ApiError(f"central answered {resp.status_code} on {path}: {msg or 'no details'}",
                            status=resp.status_code, retryable=RetryPolicy.retryable_status(resp.status_code),
-                           body=doc if isinstance(doc, dict) else None)
+                           body=doc if isinstance(doc, dict) else None, retry_after=_retry_after(resp))
         if not isinstance(doc, dict):
             raise ApiError(f"central sent a malformed answer on {path} (not a JSON object)")
         return doc
 
-    def register(self, code: str, device_id: str, public_key: bytes) -> dict:
-        return self._call("POST", "/v1/devices", body={
-            "enrolment_code": code, "device_id": device_id, "public_key": b64url_encode(public_key)})
+    def register(self, code: str, device_id: str, public_key: bytes, event: str | None = None) -> dict:
+        body = {"enrolment_code": code, "device_id": device_id, "public_key": b64url_encode(public_key)}
+        if event is not None:
+            body["event"] = event  # central refuses a code made for another event
+        return self._call("POST", "/v1/devices", body=body)
 
     def time(self) -> float:
         t = self._call("GET", "/v1/time").get("time")
@@ -136,7 +153,7 @@ def enroll(gate, central_url: str, code: str) -> str:
 
     device_key = load_or_create_ed25519(gate.data_dir / "keys" / "device.key")
     client = CentralClient(central_url)
-    doc = client.register(code, gate.config.device_id, gt1.raw_public(device_key))
+    doc = client.register(code, gate.config.device_id, gt1.raw_public(device_key), gate.policy.event)
     token, event = doc.get("token"), doc.get("event")
     if not isinstance(token, str) or not token:
         raise SyncError("central did not return a device token")
@@ -164,6 +181,7 @@ class SyncReport:
     admissions: int = 0
     clock_offset_s: float | None = None
     errors: list[str] = field(default_factory=list)
+    retry_after: float | None = None  # the largest Retry-After central sent in this pass
 
     @property
     def ok(self) -> bool:
@@ -309,6 +327,8 @@ def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncR
             fn()
         except ApiError as exc:
             rep.errors.append(f"{name}: {exc}")
+            if exc.retry_after is not None:
+                rep.retry_after = max(rep.retry_after or 0.0, exc.retry_after)
             if exc.status is None and name == "time":  # unreachable: do not try the rest now
                 break
     gate.enforce_retention(time.time())

@@ -61,7 +61,9 @@ class SyncLoop:
                 except Exception as exc:  # the loop must outlive any failure
                     self.online, self.last_error = False, str(exc)
                     self.failures += 1
-                wait = self.interval_s if self.failures == 0 else self.policy.delay(self.failures)
+                retry_after = getattr(self.last_report, "retry_after", None) if self.failures else None
+                wait = self.interval_s if self.failures == 0 else self.policy.delay(self.failures,
+                                                                                     retry_after=retry_after)
                 self._kick.wait(timeout=wait)
                 self._kick.clear()
         finally:

@@ -56,3 +56,24 @@ def gate(tmp_path, issuer):
 def write_jsonl(path: Path, records) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
+
+
+# ------------------------------------------------------------------ central backends
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL cluster for the session (tests/pg.py)."""
+    from pg import PgCluster
+    cluster = PgCluster().start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def central_db(request, tmp_path):
+    """The database URL of a fresh central, on each backend: every central test
+    runs on both. SQLite: None (the default file under the central's --data)."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_cluster").create_db()

@@ -32,7 +32,8 @@ def test_scanner_lane_with_background_sync_reaches_central(tmp_path):
         assert [e["reason"] for e in events] == ["ACCEPT", "ACCEPT", "ACCEPT", "ALREADY_USED"]
         assert all(e["outcome"] in ("passed", "rejected") for e in events)
         run_gate(data, "sync", "--once")  # the loop may have stopped before its first upload finished
-        rows = store.conn.execute("SELECT count(*) FROM scans WHERE kind = 'scan'").fetchone()[0]
+        with store.reader() as db:
+            rows = db.scalar("SELECT count(*) FROM scans WHERE kind = 'scan'")
         assert rows == 4
     finally:
         server.stop()

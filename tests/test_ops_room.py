@@ -27,15 +27,19 @@ ADMIN, ADMIN_PW = "alice", "correct horse battery"
 VIEWER, VIEWER_PW = "victor", "viewer pass 123"
 
 
-@pytest.fixture(scope="module")
-def central(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def central(request, tmp_path_factory):
+    """One central per backend: every query of the ops room runs on SQLite and PostgreSQL."""
     data = tmp_path_factory.mktemp("ops-central")
-    store = CentralStore(data)
+    url = None if request.param == "sqlite" else request.getfixturevalue("pg_cluster").create_db()
+    store = CentralStore(data, url)
     server = ServerThread(create_app(store)).start()
+    db = ["--db", url] if url else []
     # accounts are made the way an operator makes them: the CLI, password on stdin
-    run_gate(data, "central", "ops", "add", ADMIN, "--role", "admin", "--password-stdin", input=ADMIN_PW + "\n")
-    run_gate(data, "central", "ops", "add", VIEWER, "--password-stdin", input=VIEWER_PW + "\n")
-    yield store, server, data
+    run_gate(data, "central", *db, "ops", "add", ADMIN, "--role", "admin", "--password-stdin",
+             input=ADMIN_PW + "\n")
+    run_gate(data, "central", *db, "ops", "add", VIEWER, "--password-stdin", input=VIEWER_PW + "\n")
+    yield store, server, (data, db)
     server.stop()
     store.close()
 
@@ -134,8 +138,8 @@ def test_login_required_and_device_tokens_get_401(central, browser, tmp_path):
 
 
 def test_wrong_passwords_lock_the_account_for_five_minutes(central, browser, tmp_path):
-    store, server, data = central
-    run_gate(data, "central", "ops", "add", "carol", "--password-stdin", input="carol's password\n")
+    store, server, (data, db) = central
+    run_gate(data, "central", *db, "ops", "add", "carol", "--password-stdin", input="carol's password\n")
     page = browser.new_page()
     page.goto(server.url + "/ops/login")
     for i in range(5):
@@ -290,8 +294,8 @@ def test_ticket_history_across_two_gates_and_csv_export(central, browser, tmp_pa
     g1, g2 = v.gate("g1", "north"), v.gate("g2", "south")
     w = v.wallets[0]
     # the issuer has no holder option: name the holder the way a box office import would
-    with store._tx() as c:
-        c.execute("UPDATE tickets SET holder = 'Ada Lovelace' WHERE ticket_id = ?", (w.ticket_id,))
+    with store.writer() as db:
+        db.run("UPDATE tickets SET holder = 'Ada Lovelace' WHERE ticket_id = :t", {"t": w.ticket_id})
     now = time.time()
     assert g1.scan(w.code(now - 300), now=now - 300)[0].reason is Reason.ACCEPT
     assert v.sync(g1).ok and v.sync(g2).ok

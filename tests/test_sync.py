@@ -22,9 +22,14 @@ from conftest import json_lines, run_gate
 from faulty_proxy import FaultyProxy
 
 
+def db_args(store) -> list[str]:
+    """``gate central`` arguments naming the store's database (none for the SQLite default)."""
+    return ["--db", store.db_url] if store.db_url else []
+
+
 @pytest.fixture
-def central(tmp_path):
-    store = CentralStore(tmp_path / "central")
+def central(tmp_path, central_db):
+    store = CentralStore(tmp_path / "central", central_db)
     store.create_event("evt-sync")
     server = ServerThread(create_app(store)).start()
     yield store, server
@@ -51,7 +56,7 @@ def test_provision_sync_deltas_and_upload_through_the_cli(central, tmp_path):
     run_gate(data, "init", "--event", "evt-sync", "--lane", "north")
     r = run_gate(data, "sync", "--once", check=False)
     assert r.returncode != 0 and "--enroll CODE" in r.stderr
-    code = json.loads(run_gate(tmp_path / "central", "central", "device", "enroll", "--json").stdout)["code"]
+    code = json.loads(run_gate(tmp_path / "central", "central", *db_args(store), "device", "enroll", "--json").stdout)["code"]
     out = json.loads(run_gate(data, "sync", "--central", server.url, "--enroll", code, "--once", "--json").stdout)
     assert out["ok"] and out["tickets"] == 3 and out["keys"] == 1
     assert oct((data / "keys" / "token").stat().st_mode)[-3:] == "600"
@@ -98,8 +103,9 @@ def test_gate_keeps_deciding_through_faults_and_central_gets_every_scan_once(cen
         proxy.mode = "pass"
         assert sc.sync_once(g, client).ok
         assert sc.outbox_length(g) == 0
-    rows = store.conn.execute("SELECT seq, count(*) FROM scans WHERE device_id = ? GROUP BY seq",
-                              (g.config.device_id,)).fetchall()
+    with store.reader() as db:
+        rows = db.all("SELECT seq, count(*) FROM scans WHERE device_id = :d GROUP BY seq ORDER BY seq",
+                      {"d": g.config.device_id})
     assert [s for s, _ in rows] == list(range(1, i + 1)) and all(n == 1 for _, n in rows)
     assert build_report(store, "evt-sync")["devices"][0]["chain_ok"]
 
@@ -109,7 +115,8 @@ def test_lying_central_cannot_corrupt_the_ledger(central, tmp_path):
     _wallets(store, tmp_path, 2)
     g = _gate(tmp_path, store, server.url)
     # a ticket record with a wrong type sits in central's feed
-    store.conn.execute("UPDATE tickets SET entries = -5 WHERE rowid = 2")
+    with store.writer() as db:
+        db.run("UPDATE tickets SET entries = -5 WHERE change_seq = 2")
     rep = sc.sync_once(g, sc.client_for(g))
     assert not rep.ok and any("invalid ticket" in e for e in rep.errors)
     assert g.conn.execute("SELECT count(*) FROM tickets").fetchone()[0] == 0  # page not applied
@@ -138,7 +145,7 @@ def test_two_gates_offline_double_admission_is_reported(central, tmp_path):
     (dup,) = rep["double_admissions"]
     assert dup["ticket_id"] == w.ticket_id and dup["admitted"] == 2 and len(dup["gates"]) == 2
     assert "DOUBLE ADMISSIONS (1)" in render_text(rep)
-    text = run_gate(tmp_path / "central", "central", "report").stdout
+    text = run_gate(tmp_path / "central", "central", *db_args(store), "report").stdout
     assert w.ticket_id in text
 
 
@@ -205,7 +212,8 @@ def test_tampered_uploads_are_refused_and_reported(central, tmp_path):
     refused(_batch(g, [recs[0], recs[1], cbor2.dumps(forked, canonical=True)]), 409)  # forked chain
     kinds = [p["kind"] for p in build_report(store, "evt-sync")["problems"]]
     assert kinds == ["broken_chain", "broken_chain", "bad_signature", "forked_chain"]
-    assert store.conn.execute("SELECT count(*) FROM scans").fetchone()[0] == 3
+    with store.reader() as db:
+        assert db.scalar("SELECT count(*) FROM scans") == 3
     # unknown and revoked tokens get 401
     r = requests.get(f"{server.url}/v1/events/evt-sync/keyring", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401

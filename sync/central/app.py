@@ -10,7 +10,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from sync.central.store import CentralError, CentralStore
+from sync.central.store import CentralError, CentralStore, Unavailable
 from sync.central.reconcile import build_report, render_text
 
 MAX_PAGE = 5000
@@ -28,7 +28,15 @@ def create_app(store: CentralStore) -> FastAPI:
 
     @app.exception_handler(CentralError)
     def _central_error(request: Request, exc: CentralError):
-        return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status)
+        headers = {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else None
+        return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(Unavailable)
+    def _unavailable(request: Request, exc: Unavailable):
+        # pool exhausted or database connection lost: a bounded wait happened; the gate retries
+        return JSONResponse({"error": f"central is busy or its database is unreachable ({exc}): retry",
+                             "retry_after": exc.retry_after}, status_code=503,
+                            headers={"Retry-After": str(exc.retry_after)})
 
     from sync.central.ops import mount as mount_ops  # the ops room under /ops; ops credentials for reports
     require_ops = mount_ops(app, store)
@@ -37,10 +45,7 @@ def create_app(store: CentralStore) -> FastAPI:
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer "):
             raise CentralError(401, "missing bearer token")
-        device_id, dev_event, pub = store.device_for_token(auth[7:].strip())
-        if event is not None and event != dev_event:
-            raise CentralError(403, f"this device is enrolled for event {dev_event!r}")
-        return device_id, dev_event, pub
+        return store.device_for_token(auth[7:].strip(), event)
 
     def page_args(request: Request, default: int = 1000) -> tuple[int, int]:
         try:
@@ -56,9 +61,13 @@ def create_app(store: CentralStore) -> FastAPI:
             body = json.loads(await request.body())
             pub = base64.urlsafe_b64decode(body["public_key"] + "=" * (-len(body["public_key"]) % 4))
             code, device_id = str(body["enrolment_code"]), str(body["device_id"])
-        except (ValueError, KeyError, TypeError):
+            event = body.get("event")
+            if event is not None and not isinstance(event, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise CentralError(400, "body needs enrolment_code, device_id, public_key (base64url)") from None
-        return _json(store.register(code, device_id, pub), 201)
+        client = request.client.host if request.client else "-"
+        return _json(store.register(code, device_id, pub, event=event, client=client), 201)
 
     @app.get("/v1/time")
     def server_time():

@@ -11,9 +11,21 @@ from sync.cli import _out
 # ------------------------------------------------------------------ central
 
 
-def _store(args):
+def _store(args, **kw):
     from sync.central.store import CentralStore
-    return CentralStore(Path(args.data))
+    return CentralStore(Path(args.data), getattr(args, "db", None), **kw)
+
+
+def _when(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from datetime import datetime, timezone
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        from gate.errors import ConfigError
+        raise ConfigError(f"not a date and time: {text!r} (use ISO 8601, e.g. 2026-11-25T18:00+00:00)") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def cmd_central_serve(args) -> int:
@@ -21,15 +33,18 @@ def cmd_central_serve(args) -> int:
 
     from sync.central.app import create_app
 
-    store = _store(args)
-    print(f"central serving {Path(args.data)} on http://{args.host}:{args.port} (OpenAPI at /docs)", file=sys.stderr)
+    store = _store(args, pool_size=args.pool_size, pool_timeout=args.pool_timeout)
+    where = Path(args.data) if store.dialect == "sqlite" else "PostgreSQL"
+    print(f"central serving {where} on http://{args.host}:{args.port} (OpenAPI at /docs)", file=sys.stderr)
     uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
 def cmd_central_event(args) -> int:
-    res = _store(args).create_event(args.event)
-    _out(args, res, f"event {res['event']} created; issuer key {res['kid']}")
+    res = _store(args).create_event(args.event, venue=args.venue or "", starts_at=_when(args.starts),
+                                     ends_at=_when(args.ends))
+    _out(args, res, f"event {res['event']} created" + (f" at venue {res['venue']}" if res["venue"] else "")
+         + f"; issuer key {res['kid']}")
     return 0
 
 
@@ -92,11 +107,22 @@ def cmd_central_device_revoke(args) -> int:
     return 0
 
 
+def cmd_central_device_release(args) -> int:
+    _store(args).release_device(args.device_id)
+    _out(args, {"device_id": args.device_id, "quarantined": False},
+         f"device {args.device_id} released from quarantine; its new admissions reach other gates again")
+    return 0
+
+
 def cmd_central_report(args) -> int:
-    from sync.central.reconcile import build_report, render_text
+    from sync.central.reconcile import build_report, build_venue_report, render_text, render_venue_text
 
     store = _store(args)
-    rep = build_report(store, store.require_event(args.event))
+    if args.venue:
+        rep = build_venue_report(store, args.venue)
+        print(json.dumps(rep) if args.json else render_venue_text(rep), end="\n" if args.json else "")
+        return 0
+    rep = build_report(store, store.require_event(args.event), verify_chains=args.verify_chains)
     if args.json:
         print(json.dumps(rep))
     else:
@@ -110,7 +136,10 @@ def register(sub) -> None:
     p = sub.add_parser("central", help="the reference central server and issuer",
                        description="The reference central system: events, issuer keys, tickets, devices, "
                                    "the sync server and the reconciliation report. --data is central's "
-                                   "own directory. Every command takes --json.")
+                                   "own directory (issuer keys; the SQLite database unless --db names "
+                                   "another). Every command takes --json.")
+    p.add_argument("--db", metavar="URL", help="database: sqlite:///PATH (default: DATA/central.db) or "
+                   "postgresql://USER@HOST/DB (several serve processes, venue groups)")
     cs = p.add_subparsers(dest="central_command", metavar="ACTION")
     cs.required = True
 
@@ -123,11 +152,17 @@ def register(sub) -> None:
     q = add("serve", cmd_central_serve, "serve the sync API (DESIGN §6)")
     q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     q.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    q.add_argument("--pool-size", type=int, default=8, help="database connections per process (default 8)")
+    q.add_argument("--pool-timeout", type=float, default=10.0,
+                   help="seconds a request waits for a free connection before 503 + Retry-After (default 10)")
     q = add("event", None, "events")
     es = q.add_subparsers(dest="event_command", metavar="ACTION")
     es.required = True
     e = es.add_parser("create", help="create an event with its first issuer key", description="Create an event.")
     e.add_argument("event", metavar="E")
+    e.add_argument("--venue", help="the venue it takes place at (devices of a venue may serve all its events)")
+    e.add_argument("--starts", metavar="ISO", help="doors open (ISO 8601); admissions a day outside are implausible")
+    e.add_argument("--ends", metavar="ISO", help="event ends (ISO 8601)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_central_event)
     q = add("keys", None, "issuer keys")
@@ -171,9 +206,17 @@ def register(sub) -> None:
     d.add_argument("device_id", metavar="DEVICE_ID")
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(func=cmd_central_device_revoke)
+    d = ds.add_parser("release", help="lift a device's quarantine after checking the evidence",
+                      description="Lift the quarantine of a device whose uploads were implausible.")
+    d.add_argument("device_id", metavar="DEVICE_ID")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.set_defaults(func=cmd_central_device_release)
     from sync.central.ops.cli import register as register_ops
     register_ops(cs)
     q = add("report", cmd_central_report, "the reconciliation report",
-            description="Double admissions, revoked and unlisted admissions, chains, counts.")
+            description="Double admissions, revoked and unlisted admissions, quarantined devices, chains, "
+                        "counts; per event, or per venue with --venue.")
     q.add_argument("--event", help="event (default: the only one)")
+    q.add_argument("--venue", help="summarise every event of this venue instead")
+    q.add_argument("--verify-chains", action="store_true", help="also re-hash every stored record")
 

@@ -13,51 +13,77 @@ from datetime import datetime, timezone
 from gate.scanlog import GENESIS, chain_hash
 
 
-def _admitted_table(conn, event: str) -> None:
+def _admitted_table(db, event: str) -> None:
     """One pass over the scans: the admitted (accepted, not rolled back) ones, in a
     compact temp table without the record blobs, for all the aggregates below."""
-    conn.execute("DROP TABLE IF EXISTS temp.adm")
-    conn.execute("""
-        CREATE TEMP TABLE adm AS
-        SELECT s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.lane, s.unlisted
-        FROM scans s WHERE s.event = ? AND s.kind IN ('scan', 'override') AND s.decision = 'accept'
+    body = """SELECT s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.lane, s.unlisted
+        FROM scans s WHERE s.event = :e AND s.kind IN ('scan', 'override') AND s.decision = 'accept'
         AND NOT EXISTS (SELECT 1 FROM scans r WHERE r.kind = 'rollback' AND r.device_id = s.device_id
-                        AND r.ref = s.seq)""", (event,))
-    conn.execute("CREATE INDEX temp.adm_ticket ON adm(ticket_id)")
+                        AND r.ref = s.seq)"""
+    if db.dialect == "postgresql":
+        db.run("DROP TABLE IF EXISTS pg_temp.adm")
+        db.run("DROP TABLE IF EXISTS pg_temp._over")
+        db.run("CREATE TEMP TABLE adm ON COMMIT DROP AS " + body, {"e": event})
+        db.run("CREATE INDEX ON adm(ticket_id)")
+        db.run("ANALYZE adm")
+        db.run("CREATE TEMP TABLE _over (ticket_id TEXT PRIMARY KEY) ON COMMIT DROP")
+    else:
+        db.run("DROP TABLE IF EXISTS temp.adm")
+        db.run("DROP TABLE IF EXISTS temp._over")
+        db.run("CREATE TEMP TABLE adm AS " + body, {"e": event})
+        db.run("CREATE INDEX temp.adm_ticket ON adm(ticket_id)")
+        db.run("CREATE TEMP TABLE _over (ticket_id TEXT PRIMARY KEY)")
 
 
-def build_report(store, event: str) -> dict:
-    """Aggregations run in SQLite, so memory stays flat however many scans there are."""
-    conn = store.conn
-    with store.lock:
-        return _build(conn, event)
+def build_report(store, event: str, *, verify_chains: bool = False) -> dict:
+    """Aggregations run in the database, so memory stays flat however many scans
+    there are. It reads one snapshot on its own connection (``store.reader``):
+    uploads go on while it runs, on SQLite and PostgreSQL alike."""
+    with store.reader(scratch=True) as db:
+        return _build(db, event, verify_chains)
 
 
-def _build(conn, event: str) -> dict:
-    by_reason = dict(conn.execute(
-        "SELECT reason, count(*) FROM scans WHERE event = ? AND kind IN ('scan', 'override')"
-        " GROUP BY reason ORDER BY reason", (event,)))
-    _admitted_table(conn, event)
-    per_gate = dict(conn.execute("SELECT device_id, count(*) FROM adm GROUP BY 1 ORDER BY 1"))
-    per_lane = dict(conn.execute("SELECT coalesce(lane, '-'), count(*) FROM adm GROUP BY 1 ORDER BY 1"))
+def build_venue_report(store, venue: str) -> dict:
+    """Per-event summaries of every event of one venue, from one snapshot."""
+    with store.reader(scratch=True) as db:
+        events = [r[0] for r in db.all("SELECT event FROM events WHERE venue = :v ORDER BY created", {"v": venue})]
+        out = []
+        for ev in events:
+            rep = _build(db, ev, False)
+            out.append({"event": ev, "scans": rep["scans"], "admitted": sum(rep["per_gate"].values()),
+                        "double_admissions": len(rep["double_admissions"]),
+                        "revoked_admissions": len(rep["revoked_admissions"]),
+                        "unlisted_admissions": len(rep["unlisted_admissions"]),
+                        "quarantined": [d["device_id"] for d in rep["devices"] if d["quarantined"]],
+                        "problems": len(rep["problems"])})
+    return {"venue": venue, "generated_at": time.time(), "events": out,
+            "scans": sum(e["scans"] for e in out), "admitted": sum(e["admitted"] for e in out)}
+
+
+def _build(db, event: str, verify_chains: bool) -> dict:
+    by_reason = {r: n for r, n in db.all(
+        "SELECT reason, count(*) FROM scans WHERE event = :e AND kind IN ('scan', 'override')"
+        " GROUP BY reason ORDER BY reason", {"e": event})}
+    _admitted_table(db, event)
+    per_gate = {d: n for d, n in db.all("SELECT device_id, count(*) FROM adm GROUP BY 1 ORDER BY 1")}
+    per_lane = {ln: n for ln, n in db.all("SELECT coalesce(lane, '-'), count(*) FROM adm GROUP BY 1 ORDER BY 1")}
     per_hour = {
         datetime.fromtimestamp(h * 3600, timezone.utc).strftime("%Y-%m-%d %H:00"): n
-        for h, n in conn.execute("SELECT coalesce(ts_ms, 0) / 3600000, count(*) FROM adm GROUP BY 1 ORDER BY 1")}
+        for h, n in db.all("SELECT coalesce(ts_ms, 0) / 3600000, count(*) FROM adm GROUP BY 1 ORDER BY 1")}
     entry = "FROM adm a WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL"
     over, by_ticket = [], {}
-    for tid, used, allowed in conn.execute(
+    for tid, used, allowed in db.all(
             """SELECT a.ticket_id, sum(a.consumes), coalesce(t.entries, 1)
                 FROM adm a LEFT JOIN tickets t ON t.ticket_id = a.ticket_id
                 WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL
-                GROUP BY a.ticket_id HAVING coalesce(t.entries, 1) > 0 AND sum(a.consumes) > coalesce(t.entries, 1)
+                GROUP BY a.ticket_id, t.entries
+                HAVING coalesce(t.entries, 1) > 0 AND sum(a.consumes) > coalesce(t.entries, 1)
                 ORDER BY a.ticket_id"""):
         by_ticket[tid] = {"ticket_id": tid, "allowed": allowed, "admitted": used, "gates": [], "admissions": []}
         over.append(by_ticket[tid])
     if over:  # the admissions behind them, in one pass
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _over (ticket_id TEXT PRIMARY KEY)")
-        conn.execute("DELETE FROM _over")
-        conn.executemany("INSERT INTO _over VALUES (?)", [(t,) for t in by_ticket])
-        for tid, d, sq, ts, ln, c in conn.execute(
+        db.run("INSERT INTO _over (ticket_id) VALUES (:t)", [{"t": t} for t in by_ticket])
+        for tid, d, sq, ts, ln, c in db.all(
                 f"SELECT a.ticket_id, a.device_id, a.seq, a.ts_ms, a.lane, a.consumes {entry}"
                 " AND a.ticket_id IN (SELECT ticket_id FROM _over) ORDER BY a.ticket_id, a.ts_ms"):
             by_ticket[tid]["admissions"].append(
@@ -66,23 +92,23 @@ def _build(conn, event: str) -> dict:
             o["gates"] = sorted({a["device_id"] for a in o["admissions"]})
     revoked_admissions = [
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "revoked_at": rat}
-        for tid, d, sq, ts, ln, rat in conn.execute(
+        for tid, d, sq, ts, ln, rat in db.all(
             f"""SELECT a.ticket_id, a.device_id, a.seq, a.ts_ms, a.lane, t.revoked_at
                 {entry.replace('FROM adm a', 'FROM adm a JOIN tickets t ON t.ticket_id = a.ticket_id')}
                 AND t.status = 'revoked' AND t.revoked_at IS NOT NULL AND a.ts_ms >= t.revoked_at * 1000
                 ORDER BY a.ts_ms""")]
     unlisted = [
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "known_now": bool(known)}
-        for tid, d, sq, ts, ln, known in conn.execute(
+        for tid, d, sq, ts, ln, known in db.all(
             f"""SELECT a.ticket_id, a.device_id, a.seq, a.ts_ms, a.lane,
                        EXISTS (SELECT 1 FROM tickets t WHERE t.ticket_id = a.ticket_id)
                 {entry} AND a.unlisted = 1 ORDER BY a.ts_ms""")]
-    devices = [_device_chain(conn, device_id, status) for device_id, status in conn.execute(
-        "SELECT device_id, status FROM devices WHERE event = ? ORDER BY enrolled_at", (event,))]
-    problems = [{"device_id": d, "kind": k, "detail": det, "at": at} for d, k, det, at in conn.execute(
-        "SELECT device_id, kind, detail, at FROM problems WHERE event = ? ORDER BY id", (event,))]
+    devices = _devices(db, event, verify_chains)
+    problems = [{"device_id": d, "kind": k, "detail": det, "at": at} for d, k, det, at in db.all(
+        "SELECT device_id, kind, detail, at FROM problems WHERE event = :e ORDER BY id", {"e": event})]
     return {
         "event": event,
+        "venue": db.scalar("SELECT venue FROM events WHERE event = :e", {"e": event}) or "",
         "generated_at": time.time(),
         "scans": sum(by_reason.values()),
         "by_reason": by_reason,
@@ -90,6 +116,8 @@ def _build(conn, event: str) -> dict:
         "revoked_admissions": revoked_admissions,
         "unlisted_admissions": unlisted,
         "devices": devices,
+        "quarantined": [{"device_id": d["device_id"], "reason": d["quarantine_reason"]}
+                        for d in devices if d["quarantined"]],
         "problems": problems,
         "per_gate": per_gate,
         "per_lane": per_lane,
@@ -97,18 +125,47 @@ def _build(conn, event: str) -> dict:
     }
 
 
-def _device_chain(conn, device_id: str, status: str) -> dict:
-    prev, expected, gaps, broken, n = GENESIS, 1, [], None, 0
-    for seq, data, h in conn.execute("SELECT seq, record, hash FROM scans WHERE device_id = ? ORDER BY seq",
-                                     (device_id,)):
+def _devices(db, event: str, verify_chains: bool) -> list[dict]:
+    """Each device of the event (or of its venue): chain state from counts (every
+    record was chain-checked against a signed head when it was stored); with
+    ``verify_chains`` the stored records are re-hashed as well."""
+    devs = db.all(
+        """SELECT d.device_id, d.status, d.quarantined_at, d.quarantine_reason FROM devices d
+           WHERE d.event = :e OR (d.venue <> '' AND d.venue = (SELECT venue FROM events WHERE event = :e))
+           ORDER BY d.enrolled_at, d.device_id""", {"e": event})
+    stats = {d: (n, lo, hi) for d, n, lo, hi in db.all(
+        """SELECT s.device_id, count(*), min(s.seq), max(s.seq) FROM scans s
+           WHERE s.device_id IN (SELECT d.device_id FROM devices d WHERE d.event = :e
+                 OR (d.venue <> '' AND d.venue = (SELECT venue FROM events WHERE event = :e)))
+           GROUP BY s.device_id""", {"e": event})}
+    out = []
+    for device_id, status, qat, qwhy in devs:
+        n, lo, hi = stats.get(device_id, (0, None, None))
+        gaps, broken = [], None
+        if n and (lo != 1 or hi != n):  # seqs are unique: only then is there a gap to find
+            expected = 1
+            for (seq,) in db.all("SELECT seq FROM scans WHERE device_id = :d ORDER BY seq", {"d": device_id}):
+                if seq != expected:
+                    gaps.append([expected, seq - 1])
+                expected = seq + 1
+        if verify_chains and n:
+            broken = _rehash(db, device_id)
+        out.append({"device_id": device_id, "status": status, "records": n, "stored_through": hi or 0,
+                    "gaps": gaps, "chain_ok": broken is None and not gaps, "broken_at": broken,
+                    "quarantined": qat is not None, "quarantine_reason": qwhy})
+    return out
+
+
+def _rehash(db, device_id: str) -> int | None:
+    prev, expected = GENESIS, 1
+    for seq, data, h in db.all("SELECT seq, record, hash FROM scans WHERE device_id = :d ORDER BY seq",
+                               {"d": device_id}):
         if seq != expected:
-            gaps.append([expected, seq - 1])
             prev = None
-        if prev is not None and broken is None and chain_hash(prev, data) != h:
-            broken = seq
-        prev, expected, n = h, seq + 1, n + 1
-    return {"device_id": device_id, "status": status, "records": n, "stored_through": expected - 1,
-            "gaps": gaps, "chain_ok": broken is None and not gaps, "broken_at": broken}
+        if prev is not None and chain_hash(prev, bytes(data)) != bytes(h):
+            return seq
+        prev, expected = bytes(h), seq + 1
+    return None
 
 
 def render_text(rep: dict) -> str:
@@ -130,14 +187,30 @@ def render_text(rep: dict) -> str:
         lines.append(f"  {a['ticket_id']}  {a['device_id']} #{a['seq']}"
                      f"  {'sold, now in ledger' if a['known_now'] else 'NOT KNOWN TO CENTRAL'}")
     lines += ["", "DEVICES"]
-    lines.append(f"  {'device':<16}{'status':<9}{'records':>8}  chain")
+    lines.append(f"  {'device':<16}{'status':<12}{'records':>8}  chain")
     for d in rep["devices"]:
         state = "ok" if d["chain_ok"] else (f"gaps {d['gaps']}" if d["gaps"] else f"broken at {d['broken_at']}")
-        lines.append(f"  {d['device_id']:<16}{d['status']:<9}{d['records']:>8}  {state}")
+        st = "quarantined" if d.get("quarantined") and d["status"] == "active" else d["status"]
+        lines.append(f"  {d['device_id']:<16}{st:<12}{d['records']:>8}  {state}")
+    quarantined = rep.get("quarantined", [])
+    lines += ["", f"QUARANTINED DEVICES ({len(quarantined)}): admissions held back from other gates"]
+    for q in quarantined:
+        lines.append(f"  {q['device_id']}: {q['reason']}")
     lines += ["", f"REFUSED UPLOADS / TAMPERING ({len(rep['problems'])})"]
     for p in rep["problems"]:
         lines.append(f"  {p['device_id']}: {p['kind']} — {p['detail']}")
     lines += ["", "ADMITTED PER GATE: " + ", ".join(f"{k} {v}" for k, v in rep["per_gate"].items()),
               "ADMITTED PER LANE: " + ", ".join(f"{k} {v}" for k, v in rep["per_lane"].items()),
               "ADMITTED PER HOUR: " + ", ".join(f"{k} {v}" for k, v in rep["per_hour"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def render_venue_text(rep: dict) -> str:
+    lines = [f"Venue report — {rep['venue']}",
+             f"generated {datetime.fromtimestamp(rep['generated_at'], timezone.utc):%Y-%m-%d %H:%M UTC}",
+             f"scans {rep['scans']}, admitted {rep['admitted']}", "",
+             f"  {'event':<20}{'scans':>9}{'admitted':>10}{'double':>8}{'revoked':>9}{'unlisted':>10}  quarantined"]
+    for e in rep["events"]:
+        lines.append(f"  {e['event']:<20}{e['scans']:>9}{e['admitted']:>10}{e['double_admissions']:>8}"
+                     f"{e['revoked_admissions']:>9}{e['unlisted_admissions']:>10}  {', '.join(e['quarantined']) or '-'}")
     return "\n".join(lines) + "\n"

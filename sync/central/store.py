@@ -1,17 +1,27 @@
-"""The reference central's storage (SQLite): events, issuer keys, tickets with a
-change feed, devices, and scans stored as facts with their hash chains.
+"""The reference central's storage: venues and events, issuer keys, tickets with
+a change feed, devices, and scans stored as facts with their hash chains, over
+SQLite (default, one file under ``--data``) or PostgreSQL (``--db URL``); see
+:mod:`sync.central.db` for the two backends.
 
 Issuer private keys are files (0600) under ``DIR/keys``; only the central has
 them. Scans are never refused for what they say (an entry that happened is a
-fact); an upload is refused only when it is not authentic or not intact.
+fact); an upload is refused only when it is not authentic or not intact. A
+device whose uploads are physically implausible (faster than a turnstile,
+outside the event) is quarantined: everything is stored as evidence, but its
+admissions are not propagated to other gates unless a holder proof backs them.
+
+Feed cursors (ticket ``change_seq``, scan ``id``) come from the ``counters``
+table, incremented at the end of the writing transaction: the counter row stays
+locked until that transaction commits, so numbers are handed out in commit
+order and a reader never sees a higher number before a lower one commits.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 import secrets
-import sqlite3
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,42 +34,69 @@ from crypto import gt1
 from crypto.issuer import Wallet, private_raw
 from crypto.keyring import IssuerKey
 from crypto.sealed import write_secret
-from gate.db import transaction
 from gate.errors import ConfigError
 from gate.scanlog import GENESIS, chain_hash, head_message
+from sync.central.db import DB, Database, Migration, Unavailable, migrations
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (event TEXT PRIMARY KEY, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS issuer_keys (
-    kid TEXT PRIMARY KEY, event TEXT NOT NULL, pub BLOB NOT NULL, status TEXT NOT NULL,
-    created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS tickets (
+__all__ = ["CentralStore", "CentralError", "Migration", "Unavailable", "migrations"]
+
+SCHEMA_1 = """
+CREATE TABLE events (
+    event TEXT PRIMARY KEY, venue TEXT NOT NULL DEFAULT '', starts_at {real}, ends_at {real},
+    created {real} NOT NULL);
+CREATE INDEX events_venue ON events(venue);
+CREATE TABLE issuer_keys (
+    kid TEXT PRIMARY KEY, event TEXT NOT NULL, pub {blob} NOT NULL, status TEXT NOT NULL,
+    created {real} NOT NULL);
+CREATE TABLE tickets (
     ticket_id TEXT PRIMARY KEY, event TEXT NOT NULL, tier TEXT NOT NULL DEFAULT '', zone TEXT,
     version INTEGER NOT NULL DEFAULT 1, status TEXT NOT NULL DEFAULT 'valid',
     entries INTEGER NOT NULL DEFAULT 1, reentry INTEGER NOT NULL DEFAULT 0,
     face_required INTEGER NOT NULL DEFAULT 0, face_template TEXT, holder TEXT,
-    change_seq INTEGER NOT NULL, revoked_at REAL);
-CREATE INDEX IF NOT EXISTS tickets_feed ON tickets(event, change_seq);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS enrol_codes (
-    code_hash TEXT PRIMARY KEY, event TEXT NOT NULL, created REAL NOT NULL, used_by TEXT);
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY, event TEXT NOT NULL, pub BLOB NOT NULL, token_hash TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'active', enrolled_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS scans (
-    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
-    ts_ms INTEGER, kind TEXT, mode TEXT, decision TEXT, reason TEXT, ticket_id TEXT,
-    unlisted INTEGER, consumes INTEGER, ref INTEGER, lane TEXT, record BLOB NOT NULL,
-    hash BLOB NOT NULL, received REAL NOT NULL, UNIQUE (device_id, seq));
-CREATE INDEX IF NOT EXISTS scans_ticket ON scans(event, ticket_id);
-CREATE INDEX IF NOT EXISTS scans_rollback ON scans(device_id, ref) WHERE kind = 'rollback';
-CREATE TABLE IF NOT EXISTS problems (
-    id INTEGER PRIMARY KEY, event TEXT, device_id TEXT, kind TEXT NOT NULL, detail TEXT NOT NULL,
-    at REAL NOT NULL);
+    holder_pub {blob}, change_seq {bigint} NOT NULL, revoked_at {real});
+CREATE INDEX tickets_feed ON tickets(event, change_seq);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value {bigint} NOT NULL);
+INSERT INTO counters (name, value) VALUES ('change', 0);
+INSERT INTO counters (name, value) VALUES ('scan', 0);
+CREATE TABLE enrol_codes (
+    code_hash TEXT PRIMARY KEY, event TEXT NOT NULL, created {real} NOT NULL, used_by TEXT,
+    used_at {real});
+CREATE TABLE enrol_failures (id {id}, client TEXT NOT NULL, at {real} NOT NULL, why TEXT NOT NULL);
+CREATE INDEX enrol_failures_client ON enrol_failures(client, at);
+CREATE TABLE devices (
+    device_id TEXT PRIMARY KEY, event TEXT NOT NULL, venue TEXT NOT NULL DEFAULT '',
+    pub {blob} NOT NULL, token_hash TEXT NOT NULL UNIQUE, status TEXT NOT NULL DEFAULT 'active',
+    enrolled_at {real} NOT NULL, quarantined_at {real}, quarantine_reason TEXT);
+CREATE TABLE lane_buckets (
+    device_id TEXT NOT NULL, lane TEXT NOT NULL, tokens {real} NOT NULL, last_ms {bigint},
+    PRIMARY KEY (device_id, lane));
+CREATE TABLE scans (
+    id {bigint} PRIMARY KEY, device_id TEXT NOT NULL, seq {bigint} NOT NULL, event TEXT NOT NULL,
+    ts_ms {bigint}, kind TEXT, mode TEXT, decision TEXT, reason TEXT, ticket_id TEXT,
+    unlisted INTEGER, consumes INTEGER, ref {bigint}, lane TEXT, proven INTEGER,
+    record {blob} NOT NULL, hash {blob} NOT NULL, received {real} NOT NULL, UNIQUE (device_id, seq));
+CREATE INDEX scans_event_id ON scans(event, id);
+CREATE INDEX scans_ticket ON scans(event, ticket_id);
+CREATE INDEX scans_rollback ON scans(device_id, ref) WHERE kind = 'rollback';
+CREATE TABLE problems (
+    id {id}, event TEXT, device_id TEXT, kind TEXT NOT NULL, detail TEXT NOT NULL, at {real} NOT NULL)
 """
+
+migrations.append(Migration("central_1_schema", SCHEMA_1))
 
 TICKET_FIELDS = ("ticket_id", "event", "tier", "zone", "version", "status", "entries", "reentry",
                  "face_required", "face_template", "holder")
+SCAN_COLUMNS = ("id", "device_id", "seq", "event", "ts_ms", "kind", "mode", "decision", "reason", "ticket_id",
+                "unlisted", "consumes", "ref", "lane", "proven", "record", "hash", "received")
+
+# physical plausibility of one lane (issue 11 item 4): a turnstile passes about one
+# person a second sustained; a burst of 20 covers a queue released at once.
+LANE_RATE_PER_S = 1.0
+LANE_BURST = 20
+WINDOW_SLACK_S = 86400  # scans outside the event's window +- a day are implausible
+PROOF_STEP_SLACK = 2    # a proof's rotation step must match the scan's time +- 2 steps
+BAD_CODES_PER_MINUTE = 10
+_I64 = (-(2**63), 2**63 - 1)
 
 
 class CentralError(Exception):
@@ -75,43 +112,106 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _int64(v):
+    return v if type(v) is int and _I64[0] <= v <= _I64[1] else None
+
+
+def _text(v):
+    return v if isinstance(v, str) else None
+
+
+def _ph(names) -> str:
+    return ", ".join(f":{n}" for n in names)
+
+
+def _harden_dir(path: Path) -> None:
+    """The central's directory 0700 and every file in it 0600, whatever existed before."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    for root, dirs, files in os.walk(path):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o700)
+        for f in files:
+            fp = os.path.join(root, f)
+            if not os.path.islink(fp):
+                os.chmod(fp, 0o600)
+
+
 class CentralStore:
-    def __init__(self, data_dir: Path):
+    """``CentralStore(data_dir)``: SQLite at ``data_dir/central.db``;
+    ``CentralStore(data_dir, db_url="postgresql://...")``: PostgreSQL (the
+    directory then holds only the issuer keys)."""
+
+    migrations = migrations  # the one list; other modules append their tables
+
+    def __init__(self, data_dir: Path, db_url: str | None = None, *, pool_size: int = 8,
+                 pool_timeout: float = 10.0, migrate: bool = True):
         self.dir = Path(data_dir)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.conn = sqlite3.connect(self.dir / "central.db", isolation_level=None,
-                                    check_same_thread=False, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
-        self.lock = threading.RLock()
+        self.db_url = db_url  # None: the SQLite file under data_dir
+        _harden_dir(self.dir)
+        old = os.umask(0o077)  # files SQLite creates (the WAL, its index) are 0600 too
+        try:
+            self.db = Database(db_url or f"sqlite:///{self.dir / 'central.db'}",
+                               pool_size=pool_size, pool_timeout=pool_timeout)
+            if migrate:
+                self.db.migrate()
+        finally:
+            os.umask(old)
+        _harden_dir(self.dir)
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
+
+    # the read/write API other modules (ops dashboard, reports) build on
+    def reader(self, scratch: bool = False):
+        """``with store.reader() as db: db.all(sql, params)``: a snapshot on its own
+        connection that never blocks ingest (``scratch=True``: TEMP tables allowed)."""
+        return self.db.reader(scratch)
+
+    def writer(self):
+        """``with store.writer() as db: db.run(sql, params)``: one write transaction."""
+        return self.db.writer()
 
     @contextmanager
     def _tx(self):
-        """One write transaction, serialised with the other server threads."""
-        with self.lock, transaction(self.conn):
-            yield self.conn
+        with self.db.writer() as db:
+            yield db
 
-    def _next(self, conn, name: str, n: int = 1) -> int:
-        conn.execute("INSERT INTO counters VALUES (?, 0) ON CONFLICT(name) DO NOTHING", (name,))
-        conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, name))
-        return conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+    def _next(self, db: DB, name: str, n: int = 1) -> int:
+        """Reserve n numbers of a feed counter; returns the last. The counter row
+        stays locked until this transaction commits (commit-ordered cursors)."""
+        return db.scalar("UPDATE counters SET value = value + :n WHERE name = :name RETURNING value",
+                         {"n": n, "name": name})
 
     # ------------------------------------------------------------ events & keys
 
-    def create_event(self, event: str) -> dict:
-        with self._tx() as c:
-            if c.execute("SELECT 1 FROM events WHERE event = ?", (event,)).fetchone():
+    def create_event(self, event: str, *, venue: str = "", starts_at: float | None = None,
+                     ends_at: float | None = None) -> dict:
+        if starts_at is not None and ends_at is not None and ends_at < starts_at:
+            raise ConfigError("the event ends before it starts: check --starts/--ends")
+        with self._tx() as db:
+            if db.one("SELECT 1 FROM events WHERE event = :e", {"e": event}):
                 raise ConfigError(f"event {event!r} already exists")
-            c.execute("INSERT INTO events VALUES (?, ?)", (event, time.time()))
+            db.run("INSERT INTO events (event, venue, starts_at, ends_at, created) VALUES (:e, :v, :s, :x, :t)",
+                   {"e": event, "v": venue or "", "s": starts_at, "x": ends_at, "t": time.time()})
         key = self.rotate_key(event)
-        return {"event": event, "kid": key}
+        return {"event": event, "venue": venue or "", "kid": key}
 
-    def events(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT event FROM events ORDER BY created")]
+    def events(self, venue: str | None = None) -> list[str]:
+        with self.reader() as db:
+            if venue is None:
+                return [r[0] for r in db.all("SELECT event FROM events ORDER BY created")]
+            return [r[0] for r in db.all("SELECT event FROM events WHERE venue = :v ORDER BY created",
+                                         {"v": venue})]
+
+    def event_info(self, event: str) -> dict | None:
+        with self.reader() as db:
+            r = db.one("SELECT event, venue, starts_at, ends_at FROM events WHERE event = :e", {"e": event})
+        return None if r is None else {"event": r[0], "venue": r[1], "starts_at": r[2], "ends_at": r[3]}
 
     def require_event(self, event: str | None) -> str:
         evs = self.events()
@@ -129,29 +229,47 @@ class CentralStore:
         pub = gt1.raw_public(key)
         kid = gt1.kid_for(pub).hex()
         write_secret(self.dir / "keys" / f"issuer-{kid}.key", private_raw(key))
-        with self._tx() as c:
-            c.execute("INSERT INTO issuer_keys VALUES (?, ?, ?, 'active', ?)", (kid, event, pub, time.time()))
+        with self._tx() as db:
+            db.run("INSERT INTO issuer_keys (kid, event, pub, status, created) VALUES (:k, :e, :p, 'active', :t)",
+                   {"k": kid, "e": event, "p": pub, "t": time.time()})
         return kid
 
     def signing_key(self, event: str) -> Ed25519PrivateKey:
-        row = self.conn.execute("SELECT kid FROM issuer_keys WHERE event = ? AND status = 'active'"
-                                " ORDER BY created DESC, rowid DESC LIMIT 1", (event,)).fetchone()
+        with self.reader() as db:
+            row = db.one("SELECT kid FROM issuer_keys WHERE event = :e AND status = 'active'"
+                         " ORDER BY created DESC, kid DESC LIMIT 1", {"e": event})
         if row is None:
             raise ConfigError(f"event {event!r} has no active issuer key: gate central keys rotate")
-        return Ed25519PrivateKey.from_private_bytes((self.dir / "keys" / f"issuer-{row[0]}.key").read_bytes())
+        path = self.dir / "keys" / f"issuer-{row[0]}.key"
+        if not path.exists():
+            raise ConfigError(f"issuer key file {path} is missing: issue from the --data directory "
+                              "that created the event")
+        return Ed25519PrivateKey.from_private_bytes(path.read_bytes())
 
     def keyring(self, event: str) -> dict:
-        keys = [IssuerKey(bytes.fromhex(kid), pub, None, None, status).to_json()
-                for kid, pub, status in self.conn.execute(
-                    "SELECT kid, pub, status FROM issuer_keys WHERE event = ? ORDER BY created", (event,))]
+        with self.reader() as db:
+            rows = db.all("SELECT kid, pub, status FROM issuer_keys WHERE event = :e ORDER BY created", {"e": event})
+        keys = [IssuerKey(bytes.fromhex(kid), bytes(pub), None, None, status).to_json() for kid, pub, status in rows]
         return {"event": event, "keys": keys}
 
     # ------------------------------------------------------------ tickets
 
+    def _insert_tickets(self, db: DB, rows: list[dict], *, upsert: bool = False) -> None:
+        if not rows:
+            return
+        first = self._next(db, "change", len(rows)) - len(rows) + 1
+        cols = TICKET_FIELDS + ("holder_pub", "change_seq")
+        for i, r in enumerate(rows):
+            r["change_seq"] = first + i
+            r.setdefault("holder_pub", None)
+        sql = f"INSERT INTO tickets ({', '.join(cols)}) VALUES ({_ph(cols)})"
+        if upsert:
+            sql += " ON CONFLICT (ticket_id) DO UPDATE SET " + ", ".join(
+                f"{c} = excluded.{c}" for c in cols if c != "ticket_id")
+        db.run(sql, rows)
+
     def issue(self, event: str, *, count: int, out: Path, tier: str = "GA", zone: str | None = None,
               entries: int = 1, face_template: bytes | None = None, rotating: bool = True) -> list[dict]:
-        import base64
-
         key = self.signing_key(event)
         out.mkdir(parents=True, exist_ok=True)
         made, rows = [], []
@@ -165,49 +283,46 @@ class CentralStore:
             path = out / f"{tid.hex()}.ticket.json"
             w.save(path)
             made.append({"ticket_id": tid.hex(), "file": str(path)})
-            rows.append((tid.hex(), event, tier, zone, 1, "valid", entries, 0, int(bool(face_template)),
-                         None if face_template is None else base64.b64encode(face_template).decode(), None))
-        with self._tx() as c:
-            first = self._next(c, "change", len(rows)) - len(rows) + 1
-            c.executemany(f"INSERT INTO tickets ({', '.join(TICKET_FIELDS)}, change_seq)"
-                          " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                          [r + (first + i,) for i, r in enumerate(rows)])
+            rows.append({"ticket_id": tid.hex(), "event": event, "tier": tier, "zone": zone, "version": 1,
+                         "status": "valid", "entries": entries, "reentry": 0,
+                         "face_required": int(bool(face_template)),
+                         "face_template": None if face_template is None else base64.b64encode(face_template).decode(),
+                         "holder": None, "holder_pub": gt1.raw_public(holder) if holder else None})
+        with self._tx() as db:
+            self._insert_tickets(db, rows)
         return made
 
     def add_tickets(self, records: list[dict]) -> None:
         """Bulk load ticket records (DESIGN §5 shape): benchmarks, migrations."""
-        with self._tx() as c:
-            first = self._next(c, "change", len(records)) - len(records) + 1
-            c.executemany(
-                f"INSERT OR REPLACE INTO tickets ({', '.join(TICKET_FIELDS)}, change_seq)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [tuple(int(r[f]) if isinstance(r[f], bool) else r[f] for f in TICKET_FIELDS) + (first + i,)
-                 for i, r in enumerate(records)])
+        rows = [{f: int(r[f]) if isinstance(r[f], bool) else r[f] for f in TICKET_FIELDS} for r in records]
+        with self._tx() as db:
+            self._insert_tickets(db, rows, upsert=True)
 
-    def _ticket_event(self, c, ticket_id: str) -> str:
-        row = c.execute("SELECT event FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone()
+    def _ticket_event(self, db: DB, ticket_id: str) -> str:
+        row = db.one("SELECT event FROM tickets WHERE ticket_id = :t", {"t": ticket_id})
         if row is None:
             raise ConfigError(f"no ticket {ticket_id}")
         return row[0]
 
     def revoke(self, ticket_id: str, *, at: float | None = None) -> dict:
-        with self._tx() as c:
-            self._ticket_event(c, ticket_id)
-            seq = self._next(c, "change")
-            c.execute("UPDATE tickets SET status = 'revoked', revoked_at = ?, change_seq = ? WHERE ticket_id = ?",
-                      (at or time.time(), seq, ticket_id))
+        with self._tx() as db:
+            self._ticket_event(db, ticket_id)
+            seq = self._next(db, "change")
+            db.run("UPDATE tickets SET status = 'revoked', revoked_at = :at, change_seq = :s WHERE ticket_id = :t",
+                   {"at": at or time.time(), "s": seq, "t": ticket_id})
         return {"ticket_id": ticket_id, "status": "revoked"}
 
     def reissue(self, ticket_id: str, out: Path) -> dict:
         """Version bump and a new holder key (transfer or lost phone); the old code stops working."""
-        with self._tx() as c:
-            event = self._ticket_event(c, ticket_id)
-            version, entries, zone, tier = c.execute(
-                "SELECT version, entries, zone, tier FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone()
-            seq = self._next(c, "change")
-            c.execute("UPDATE tickets SET version = ?, change_seq = ?, face_template = NULL WHERE ticket_id = ?",
-                      (version + 1, seq, ticket_id))
         holder = Ed25519PrivateKey.generate()
+        with self._tx() as db:
+            event = self._ticket_event(db, ticket_id)
+            version, entries, zone, tier = db.one(
+                "SELECT version, entries, zone, tier FROM tickets WHERE ticket_id = :t", {"t": ticket_id})
+            seq = self._next(db, "change")
+            db.run("UPDATE tickets SET version = :v, change_seq = :s, face_template = NULL, holder_pub = :h"
+                   " WHERE ticket_id = :t",
+                   {"v": version + 1, "s": seq, "h": gt1.raw_public(holder), "t": ticket_id})
         cred = gt1.issue(self.signing_key(event), ticket_id=bytes.fromhex(ticket_id), event=event, tier=tier,
                          zone=zone, entries=entries, version=version + 1, holder_pub=gt1.raw_public(holder))
         out.mkdir(parents=True, exist_ok=True)
@@ -216,9 +331,10 @@ class CentralStore:
         return {"ticket_id": ticket_id, "version": version + 1, "file": str(path)}
 
     def ticket_page(self, event: str, cursor: int, limit: int) -> tuple[list[dict], int, bool]:
-        rows = self.conn.execute(
-            f"SELECT {', '.join(TICKET_FIELDS)}, change_seq FROM tickets WHERE event = ? AND change_seq > ?"
-            " ORDER BY change_seq LIMIT ?", (event, cursor, limit + 1)).fetchall()
+        with self.reader() as db:
+            rows = db.all(
+                f"SELECT {', '.join(TICKET_FIELDS)}, change_seq FROM tickets WHERE event = :e AND change_seq > :c"
+                " ORDER BY change_seq LIMIT :n", {"e": event, "c": cursor, "n": limit + 1})
         more = len(rows) > limit
         rows = rows[:limit]
         items = []
@@ -232,130 +348,300 @@ class CentralStore:
 
     def enrol_code(self, event: str) -> str:
         code = "-".join(secrets.token_hex(2).upper() for _ in range(4))
-        with self._tx() as c:
-            c.execute("INSERT INTO enrol_codes VALUES (?, ?, ?, NULL)", (_hash_token(code), event, time.time()))
+        with self._tx() as db:
+            db.run("INSERT INTO enrol_codes (code_hash, event, created) VALUES (:h, :e, :t)",
+                   {"h": _hash_token(code), "e": event, "t": time.time()})
         return code
 
-    def register(self, code: str, device_id: str, pub: bytes) -> dict:
+    def register(self, code: str, device_id: str, pub: bytes, *, event: str | None = None,
+                 client: str = "-") -> dict:
+        """Enrol a device with a single-use code bound to its event. Never replaces a
+        device row (a revoked device stays revoked). Wrong codes answer 403 and are
+        counted per client; more than 10 in a minute answer 429."""
         if len(pub) != 32:
             raise CentralError(400, "public_key must be a raw 32-byte Ed25519 key (base64url)")
-        with self._tx() as c:
-            row = c.execute("SELECT event, used_by FROM enrol_codes WHERE code_hash = ?",
-                            (_hash_token(code),)).fetchone()
+        if not device_id or len(device_id) > 128:
+            raise CentralError(400, "device_id must be 1-128 characters")
+        now = time.time()
+        refusal = None
+        with self._tx() as db:
+            bad = db.scalar("SELECT count(*) FROM enrol_failures WHERE client = :c AND at > :since",
+                            {"c": client, "since": now - 60})
+            if bad >= BAD_CODES_PER_MINUTE:
+                raise CentralError(429, "too many wrong enrolment codes from this address: wait a minute",
+                                   retry_after=60)
+            row = db.one("SELECT event, used_by FROM enrol_codes WHERE code_hash = :h", {"h": _hash_token(code)})
             if row is None:
-                raise CentralError(403, "unknown enrolment code")
-            event, used_by = row
-            if used_by is not None and used_by != device_id:
-                raise CentralError(403, "enrolment code already used by another device")
-            token = secrets.token_urlsafe(32)
-            c.execute("UPDATE enrol_codes SET used_by = ? WHERE code_hash = ?", (device_id, _hash_token(code)))
-            c.execute("INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?, 'active', ?)",
-                      (device_id, event, pub, _hash_token(token), time.time()))
-        return {"token": token, "event": event, "device_id": device_id}
+                refusal = "unknown enrolment code"
+            elif row[1] is not None:
+                refusal = "enrolment code already used (codes are single-use): make a new one"
+            elif event is not None and event != row[0]:
+                refusal = "this enrolment code is for another event"
+            elif db.one("SELECT 1 FROM devices WHERE device_id = :d", {"d": device_id}):
+                refusal = f"device {device_id!r} is already enrolled: a new gate needs its own device id"
+            if refusal is None:
+                token = secrets.token_urlsafe(32)
+                ev = row[0]
+                venue = db.scalar("SELECT venue FROM events WHERE event = :e", {"e": ev}) or ""
+                if db.run("UPDATE enrol_codes SET used_by = :d, used_at = :t WHERE code_hash = :h AND used_by IS NULL",
+                          {"d": device_id, "t": now, "h": _hash_token(code)}) != 1:
+                    refusal = "enrolment code already used (codes are single-use): make a new one"
+                else:
+                    db.run("INSERT INTO devices (device_id, event, venue, pub, token_hash, status, enrolled_at)"
+                           " VALUES (:d, :e, :v, :p, :th, 'active', :t)",
+                           {"d": device_id, "e": ev, "v": venue, "p": pub, "th": _hash_token(token), "t": now})
+            if refusal is not None:
+                db.run("INSERT INTO enrol_failures (client, at, why) VALUES (:c, :t, :w)",
+                       {"c": client, "t": now, "w": refusal})
+        if refusal is not None:
+            raise CentralError(403, refusal)
+        return {"token": token, "event": ev, "venue": venue, "device_id": device_id}
 
-    def device_for_token(self, token: str) -> tuple[str, str, bytes]:
-        row = self.conn.execute("SELECT device_id, event, pub, status FROM devices WHERE token_hash = ?",
-                                (_hash_token(token),)).fetchone()
+    def device_for_token(self, token: str, event: str | None = None) -> tuple[str, str, bytes]:
+        """The device behind a token; with ``event``, also check it may use that
+        event (its own, or another event of its venue)."""
+        with self.reader() as db:
+            row = db.one("SELECT d.device_id, d.event, d.pub, d.status, d.venue, e.venue FROM devices d"
+                         " LEFT JOIN events e ON e.event = :e WHERE d.token_hash = :h",
+                         {"h": _hash_token(token), "e": event or ""})
         if row is None or row[3] != "active":
             raise CentralError(401, "unknown or revoked device token")
-        return row[0], row[1], row[2]
+        if event is not None and event != row[1] and not (row[4] and row[5] == row[4]):
+            raise CentralError(403, f"this device is enrolled for event {row[1]!r}"
+                                    + (f" (venue {row[4]!r})" if row[4] else ""))
+        return row[0], row[1], bytes(row[2])
 
     def revoke_device(self, device_id: str) -> None:
-        with self._tx() as c:
-            if c.execute("UPDATE devices SET status = 'revoked' WHERE device_id = ?", (device_id,)).rowcount != 1:
+        with self._tx() as db:
+            if db.run("UPDATE devices SET status = 'revoked' WHERE device_id = :d", {"d": device_id}) != 1:
                 raise ConfigError(f"no device {device_id}")
+
+    def release_device(self, device_id: str) -> None:
+        """Lift a quarantine (ops looked at the evidence). Admissions stored while
+        quarantined stay unpropagated; new ones flow again."""
+        with self._tx() as db:
+            if db.run("UPDATE devices SET quarantined_at = NULL, quarantine_reason = NULL WHERE device_id = :d",
+                      {"d": device_id}) != 1:
+                raise ConfigError(f"no device {device_id}")
+            db.run("DELETE FROM lane_buckets WHERE device_id = :d", {"d": device_id})
+
+    def device_status(self, device_id: str) -> dict | None:
+        with self.reader() as db:
+            r = db.one("SELECT device_id, event, venue, status, quarantined_at, quarantine_reason FROM devices"
+                       " WHERE device_id = :d", {"d": device_id})
+        return None if r is None else {"device_id": r[0], "event": r[1], "venue": r[2], "status": r[3],
+                                       "quarantined": r[4] is not None, "quarantine_reason": r[5]}
 
     # ------------------------------------------------------------ scans
 
     def _problem(self, event: str, device_id: str, kind: str, detail: str) -> None:
-        with self._tx() as c:
-            c.execute("INSERT INTO problems (event, device_id, kind, detail, at) VALUES (?,?,?,?,?)",
-                      (event, device_id, kind, detail, time.time()))
+        with self._tx() as db:
+            db.run("INSERT INTO problems (event, device_id, kind, detail, at) VALUES (:e, :d, :k, :x, :t)",
+                   {"e": event, "d": device_id, "k": kind, "x": detail, "t": time.time()})
 
     def stored_through(self, device_id: str) -> tuple[int, bytes]:
-        row = self.conn.execute("SELECT seq, hash FROM scans WHERE device_id = ? ORDER BY seq DESC LIMIT 1",
-                                (device_id,)).fetchone()
-        return (0, GENESIS) if row is None else (row[0], row[1])
+        with self.reader() as db:
+            row = db.one("SELECT seq, hash FROM scans WHERE device_id = :d ORDER BY seq DESC LIMIT 1",
+                         {"d": device_id})
+        return (0, GENESIS) if row is None else (row[0], bytes(row[1]))
+
+    def _proofs(self, recs: list[dict]) -> list[int | None]:
+        """Per record: 1 = a holder proof that verifies against the ticket's holder
+        key at the scan's time, 0 = a proof that does not, None = no proof."""
+        want = {r["ticket_id"] for r in recs if isinstance(r.get("proof"), bytes) and isinstance(r.get("ticket_id"), str)}
+        if not want:
+            return [None] * len(recs)
+        keys = {}
+        with self.reader() as db:
+            wl = sorted(want)
+            for i in range(0, len(wl), 500):
+                part = wl[i:i + 500]
+                ph = ", ".join(f":t{j}" for j in range(len(part)))
+                for tid, hp in db.all(f"SELECT ticket_id, holder_pub FROM tickets WHERE ticket_id IN ({ph})",
+                                      {f"t{j}": t for j, t in enumerate(part)}):
+                    keys[tid] = None if hp is None else bytes(hp)
+        out = []
+        for r in recs:
+            proof, step, csha, ts = r.get("proof"), r.get("step"), r.get("cred_sha"), r.get("ts_ms")
+            if not isinstance(proof, bytes):
+                out.append(None)
+                continue
+            hp = keys.get(r.get("ticket_id"))
+            ok = (hp is not None and type(step) is int and isinstance(csha, bytes) and type(ts) is int
+                  and abs(step - ts // 1000 // gt1.STEP_SECONDS) <= PROOF_STEP_SLACK)
+            if ok:
+                try:
+                    Ed25519PublicKey.from_public_bytes(hp).verify(proof, gt1.proof_message(csha, step))
+                except (InvalidSignature, ValueError, OverflowError):
+                    ok = False
+            out.append(1 if ok else 0)
+        return out
+
+    def _judge(self, db: DB, event: str, device_id: str, recs: list[dict], proven: list) -> str | None:
+        """Physical plausibility of a device's new records: a token bucket per lane
+        (1/s sustained, bursts of 20), inside the event's window +- a day, and no
+        holder proof that fails. Returns why it is implausible, or None."""
+        win = db.one("SELECT starts_at, ends_at FROM events WHERE event = :e", {"e": event})
+        lo = None if win is None or win[0] is None else (win[0] - WINDOW_SLACK_S) * 1000
+        hi = None if win is None or win[1] is None else (win[1] + WINDOW_SLACK_S) * 1000
+        buckets = {lane: [tokens, last] for lane, tokens, last in db.all(
+            "SELECT lane, tokens, last_ms FROM lane_buckets WHERE device_id = :d", {"d": device_id})}
+        seen = set()
+        why = None
+        for rec, pv in zip(recs, proven):
+            if pv == 0 and why is None:
+                why = f"record {rec.get('seq')}: the holder proof does not verify"
+            if rec.get("decision") != "accept" or rec.get("kind") not in ("scan", "override"):
+                continue
+            ts = _int64(rec.get("ts_ms"))
+            if ts is None:
+                why = why or f"record {rec.get('seq')}: an admission without a time"
+                continue
+            if (lo is not None and ts < lo) or (hi is not None and ts > hi):
+                why = why or f"record {rec.get('seq')}: an admission outside the event's window"
+            lane = _text(rec.get("lane")) or "-"
+            b = buckets.setdefault(lane, [float(LANE_BURST), None])
+            seen.add(lane)
+            if b[1] is not None and ts > b[1]:
+                b[0] = min(float(LANE_BURST), b[0] + (ts - b[1]) / 1000 * LANE_RATE_PER_S)
+            b[1] = ts if b[1] is None else max(b[1], ts)
+            b[0] -= 1
+            if b[0] < 0 and why is None:
+                why = (f"lane {lane}: more admissions than a turnstile can pass "
+                       f"(over {LANE_RATE_PER_S:g}/s sustained, bursts of {LANE_BURST}) at record {rec.get('seq')}")
+        for lane in seen:
+            tokens, last = buckets[lane]
+            db.run("INSERT INTO lane_buckets (device_id, lane, tokens, last_ms) VALUES (:d, :l, :k, :m)"
+                   " ON CONFLICT (device_id, lane) DO UPDATE SET tokens = excluded.tokens, last_ms = excluded.last_ms",
+                   {"d": device_id, "l": lane, "k": max(tokens, -1e9), "m": last})
+        return why
 
     def store_scans(self, event: str, device_id: str, device_pub: bytes, batch: dict) -> dict:
-        """Verify and store one upload batch; idempotent. Raises CentralError on tampering."""
-        import base64
-
+        """Verify and store one upload batch; idempotent (the same batch through two
+        API processes at once is stored once). Raises CentralError on tampering."""
         if batch.get("device_id") != device_id:
             self._problem(event, device_id, "wrong_device", f"batch names device {batch.get('device_id')!r}")
             raise CentralError(403, "batch device_id does not match the token's device")
         try:
-            from_seq = int(batch["from_seq"])
-            records = [base64.b64decode(r) for r in batch["records"]]
+            from_seq = batch["from_seq"]
+            if type(from_seq) is not int or not 1 <= from_seq <= _I64[1] // 2:
+                raise ValueError
+            if not isinstance(batch["records"], list):
+                raise TypeError
+            records = [base64.b64decode(r, validate=True) for r in batch["records"]]
             head_hash = bytes.fromhex(batch["head_hash"])
             head_sig = base64.b64decode(batch["head_sig"])
         except (KeyError, TypeError, ValueError):
-            raise CentralError(400, "batch needs from_seq, records (base64 CBOR), head_hash (hex), head_sig") from None
-        if from_seq < 1:
-            raise CentralError(400, "from_seq starts at 1")
+            raise CentralError(400, "batch needs from_seq (an integer from 1), records (base64 CBOR), "
+                                    "head_hash (hex), head_sig") from None
+        if not records:
+            return {"stored_through": self.stored_through(device_id)[0]}
         last = from_seq + len(records) - 1
         try:
             Ed25519PublicKey.from_public_bytes(device_pub).verify(head_sig, head_message(device_id, last, head_hash))
         except (InvalidSignature, ValueError):
             self._problem(event, device_id, "bad_signature", f"head signature of seq {last} does not verify")
             raise CentralError(403, "chain head signature does not verify with this device's key") from None
-        with self.lock:
-            through, prev = self.stored_through(device_id)
+        # where the batch starts: the stored hash of from_seq - 1 (never changes once stored)
+        if from_seq == 1:
+            prev = GENESIS
+        else:
+            with self.reader() as db:
+                row = db.one("SELECT hash FROM scans WHERE device_id = :d AND seq = :s",
+                             {"d": device_id, "s": from_seq - 1})
+            if row is None:
+                through = self.stored_through(device_id)[0]
+                raise CentralError(409, f"gap: stored through {through}, batch starts at {from_seq}",
+                                   stored_through=through)
+            prev = bytes(row[0])
+        recs, hashes, h = [], [], prev
+        for i, data in enumerate(records):
+            seq = from_seq + i
+            try:
+                rec = cbor2.loads(data)
+            except Exception:
+                rec = None
+            if not isinstance(rec, dict) or rec.get("seq") != seq:
+                self._problem(event, device_id, "broken_chain", f"record {seq} is out of order or unreadable")
+                raise CentralError(422, f"record {seq} is out of order or unreadable")
+            h = chain_hash(h, data)
+            recs.append(rec)
+            hashes.append(h)
+        if h != head_hash:
+            self._problem(event, device_id, "broken_chain", f"records {from_seq}-{last} do not hash to the signed head")
+            raise CentralError(422, "records do not hash to the signed chain head (edited or reordered)")
+        proven = self._proofs(recs)
+        now = time.time()
+        conflict = None
+        with self._tx() as db:
+            # one writer per device at a time (PostgreSQL: row lock; SQLite: the write lock)
+            if db.dialect == "postgresql":
+                db.one("SELECT 1 FROM devices WHERE device_id = :d FOR UPDATE", {"d": device_id})
+            through = db.scalar("SELECT max(seq) FROM scans WHERE device_id = :d", {"d": device_id}) or 0
             if from_seq > through + 1:
                 raise CentralError(409, f"gap: stored through {through}, batch starts at {from_seq}",
                                    stored_through=through)
-            if from_seq > 1 and from_seq <= through:
-                row = self.conn.execute("SELECT hash FROM scans WHERE device_id = ? AND seq = ?",
-                                        (device_id, from_seq - 1)).fetchone()
-                prev = row[0]
-            elif from_seq == 1:
-                prev = GENESIS
-            rows, h = [], prev
-            for i, data in enumerate(records):
-                seq = from_seq + i
-                try:
-                    rec = cbor2.loads(data)
-                except Exception:
-                    rec = None
-                if not isinstance(rec, dict) or rec.get("seq") != seq:
-                    self._problem(event, device_id, "broken_chain", f"record {seq} is out of order or unreadable")
-                    raise CentralError(422, f"record {seq} is out of order or unreadable")
-                h = chain_hash(h, data)
-                rows.append((device_id, seq, rec, data, h))
-            if h != head_hash:
-                self._problem(event, device_id, "broken_chain",
-                              f"records {from_seq}-{last} do not hash to the signed head")
-                raise CentralError(422, "records do not hash to the signed chain head (edited or reordered)")
-            # overlap with what is stored: must be identical, or the chain has forked
-            for device, seq, rec, data, h in rows:
-                if seq > through:
-                    break
-                stored = self.conn.execute("SELECT hash FROM scans WHERE device_id = ? AND seq = ?",
-                                           (device, seq)).fetchone()[0]
-                if stored != h:
-                    self._problem(event, device_id, "forked_chain", f"seq {seq} differs from the stored record")
-                    raise CentralError(409, f"forked chain: record {seq} differs from what was stored")
-            new = [r for r in rows if r[1] > through]
-            now = time.time()
-            with self._tx() as c:
-                c.executemany(
-                    "INSERT INTO scans (device_id, seq, event, ts_ms, kind, mode, decision, reason, ticket_id,"
-                    " unlisted, consumes, ref, lane, record, hash, received) VALUES"
-                    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [(device, seq, event, rec.get("ts_ms"), rec.get("kind"), rec.get("mode"),
-                      rec.get("decision"), rec.get("reason"), rec.get("ticket_id"), int(bool(rec.get("unlisted"))),
-                      int(bool(rec.get("consumes"))), rec.get("ref"), rec.get("lane"), data, h, now)
-                     for device, seq, rec, data, h in new])
-        return {"stored_through": max(through, last)}
+            if from_seq <= through:  # overlap with what is stored: identical, or the chain has forked
+                stored = dict(db.all("SELECT seq, hash FROM scans WHERE device_id = :d AND seq BETWEEN :a AND :b",
+                                     {"d": device_id, "a": from_seq, "b": min(last, through)}))
+                for i in range(min(last, through) - from_seq + 1):
+                    if bytes(stored.get(from_seq + i, b"")) != hashes[i]:
+                        conflict = from_seq + i
+                        break
+            start = max(0, through + 1 - from_seq)
+            quarantine = None
+            if conflict is None and start < len(records):
+                new = range(start, len(records))
+                why = self._judge(db, event, device_id, [recs[i] for i in new], [proven[i] for i in new])
+                if why is not None:
+                    quarantine = why
+                    db.run("UPDATE devices SET quarantined_at = :t, quarantine_reason = :w"
+                           " WHERE device_id = :d AND quarantined_at IS NULL", {"t": now, "w": why, "d": device_id})
+                    db.run("INSERT INTO problems (event, device_id, kind, detail, at) VALUES (:e, :d, 'implausible', :x, :t)",
+                           {"e": event, "d": device_id, "x": why, "t": now})
+                first_id = self._next(db, "scan", len(new)) - len(new) + 1
+                rows = []
+                for k, i in enumerate(new):
+                    rec = recs[i]
+                    rows.append((first_id + k, device_id, from_seq + i, event, _int64(rec.get("ts_ms")),
+                                 _text(rec.get("kind")), _text(rec.get("mode")), _text(rec.get("decision")),
+                                 _text(rec.get("reason")), _text(rec.get("ticket_id")), int(bool(rec.get("unlisted"))),
+                                 int(bool(rec.get("consumes"))), _int64(rec.get("ref")), _text(rec.get("lane")),
+                                 proven[i], records[i], hashes[i], now))
+                self._insert_scans(db, rows)
+            qrow = db.one("SELECT quarantined_at, quarantine_reason FROM devices WHERE device_id = :d", {"d": device_id})
+        if conflict is not None:
+            self._problem(event, device_id, "forked_chain", f"seq {conflict} differs from the stored record")
+            raise CentralError(409, f"forked chain: record {conflict} differs from what was stored")
+        out = {"stored_through": max(through, last)}
+        if qrow is not None and qrow[0] is not None:
+            out.update(quarantined=True, quarantine_reason=qrow[1])
+        return out
+
+    def _insert_scans(self, db: DB, rows: list[tuple]) -> None:
+        if db.dialect == "postgresql":
+            with db.raw.cursor() as cur:
+                with cur.copy(f"COPY scans ({', '.join(SCAN_COLUMNS)}) FROM STDIN") as cp:
+                    for r in rows:
+                        cp.write_row(r)
+        else:
+            db.run(f"INSERT INTO scans ({', '.join(SCAN_COLUMNS)}) VALUES ({_ph(SCAN_COLUMNS)})",
+                   [dict(zip(SCAN_COLUMNS, r)) for r in rows])
 
     def admissions(self, event: str, cursor: int, limit: int) -> tuple[list[dict], int, bool]:
-        """Accepted scans and rollbacks of all gates, for cross-gate duplicate detection."""
-        rows = self.conn.execute(
-            "SELECT id, device_id, seq, ticket_id, mode, consumes, ts_ms, kind, ref FROM scans"
-            " WHERE event = ? AND id > ? AND ((decision = 'accept' AND ticket_id IS NOT NULL) OR kind = 'rollback')"
-            " ORDER BY id LIMIT ?", (event, cursor, limit + 1)).fetchall()
+        """Accepted scans and rollbacks of all gates, for cross-gate duplicate
+        detection. A quarantined device's admissions are held back unless a holder
+        proof backs them (``proven``)."""
+        with self.reader() as db:
+            rows = db.all(
+                "SELECT s.id, s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.kind, s.ref, s.proven"
+                " FROM scans s JOIN devices d ON d.device_id = s.device_id"
+                " WHERE s.event = :e AND s.id > :c"
+                " AND ((s.decision = 'accept' AND s.ticket_id IS NOT NULL) OR s.kind = 'rollback')"
+                " AND (d.quarantined_at IS NULL OR s.proven = 1)"
+                " ORDER BY s.id LIMIT :n", {"e": event, "c": cursor, "n": limit + 1})
         more = len(rows) > limit
         rows = rows[:limit]
         items = [{"device_id": d, "seq": s, "ticket_id": t, "mode": m, "consumes": bool(cons), "ts_ms": ts,
-                  "kind": k, "ref": ref} for _, d, s, t, m, cons, ts, k, ref in rows]
+                  "kind": k, "ref": ref, "proven": pv == 1} for _, d, s, t, m, cons, ts, k, ref, pv in rows]
         return items, (rows[-1][0] if rows else cursor), more

@@ -12,9 +12,8 @@ def cmd_ops_add(args) -> int:
     from gate.errors import ConfigError
     from sync.central.ops import accounts
     from sync.central.ops.db import OpsDB
-    from sync.central.store import CentralStore
+    from sync.central.cli import _store
     from sync.cli import _out
-    from pathlib import Path
 
     if args.password_stdin:
         pw = sys.stdin.readline(1024).rstrip("\r\n")
@@ -24,7 +23,7 @@ def cmd_ops_add(args) -> int:
         pw = getpass.getpass(f"password for {args.name}: ")
         if getpass.getpass("again: ") != pw:
             raise ConfigError("the two passwords differ; nothing changed")
-    store = CentralStore(Path(args.data))
+    store = _store(args)
     try:
         accounts.add(OpsDB(store), args.name, pw, args.role, now=time.time())
     except ValueError as exc:

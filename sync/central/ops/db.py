@@ -1,108 +1,64 @@
-"""The ops room's way to the central database.
+"""The ops room's way to the central database: the store's own ``reader()`` /
+``writer()`` (SQLite or PostgreSQL, SQLAlchemy Core) with rows as dicts, and
+the ops tables added to ``store.migrations``.
 
-Every query in this package is portable SQL with ``:name`` parameters (SQLite
-and PostgreSQL alike: no date functions, times are bucketed with integer
-arithmetic on ``ts_ms``). They run through :func:`reader` / :func:`writer`, which
-use the store's own ``store.reader()`` and ``store.migrations`` when the store
-has them, and otherwise a small shim over today's SQLite store: a separate
-connection per thread (a WAL snapshot, so pages never block ingest).
+Every query in this package is portable SQL with ``:name`` parameters: no date
+functions, times are bucketed with integer arithmetic on ``ts_ms``.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from contextlib import contextmanager
 
-# The ops room's own tables, created through the store's migrations.
-MIGRATIONS = [
-    ("ops_0001_accounts", [
-        """CREATE TABLE IF NOT EXISTS ops_accounts (
-            name VARCHAR(64) PRIMARY KEY, role VARCHAR(16) NOT NULL, salt VARCHAR(64) NOT NULL,
-            pwhash VARCHAR(128) NOT NULL, failed INTEGER NOT NULL DEFAULT 0,
-            locked_until DOUBLE PRECISION NOT NULL DEFAULT 0, created DOUBLE PRECISION NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS ops_sessions (
-            token_hash VARCHAR(64) PRIMARY KEY, name VARCHAR(64) NOT NULL,
-            created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS ops_capacity (
-            event VARCHAR(200) PRIMARY KEY, capacity INTEGER NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS ops_gate_status (
-            device_id VARCHAR(200) PRIMARY KEY, last_contact DOUBLE PRECISION NOT NULL,
-            link VARCHAR(16), outbox INTEGER, clock_offset_ms INTEGER, ledger_age_s INTEGER,
-            reported_at DOUBLE PRECISION)""",
-    ]),
-]
+OPS_SCHEMA_1 = """
+CREATE TABLE ops_accounts (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, salt TEXT NOT NULL, pwhash TEXT NOT NULL,
+    failed INTEGER NOT NULL DEFAULT 0, locked_until {real} NOT NULL DEFAULT 0, created {real} NOT NULL);
+CREATE TABLE ops_sessions (
+    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL, created {real} NOT NULL, expires {real} NOT NULL);
+CREATE TABLE ops_capacity (event TEXT PRIMARY KEY, capacity INTEGER NOT NULL);
+CREATE TABLE ops_gate_status (
+    device_id TEXT PRIMARY KEY, last_contact {real} NOT NULL, link TEXT, outbox {bigint},
+    clock_offset_ms {bigint}, ledger_age_s {bigint}, reported_at {real})
+"""
+MIGRATION_NAME = "ops_1_accounts_sessions_status"
 
 
-class _Conn:
-    def __init__(self, conn):
-        self.conn = conn
+def register_migrations(migrations) -> None:
+    from sync.central.store import Migration
+    if not any(m.name == MIGRATION_NAME for m in migrations):
+        migrations.append(Migration(MIGRATION_NAME, OPS_SCHEMA_1))
+
+
+class _Rows:
+    """The store's DB with rows as dicts (column name -> value)."""
+
+    def __init__(self, db):
+        self.db = db
 
     def all(self, sql: str, params: dict | None = None) -> list[dict]:
-        cur = self.conn.execute(sql, params or {})
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(r._mapping) for r in self.db.all(sql, params or {})]
 
     def one(self, sql: str, params: dict | None = None) -> dict | None:
-        rows = self.all(sql, params)
-        return rows[0] if rows else None
+        r = self.db.one(sql, params or {})
+        return None if r is None else dict(r._mapping)
 
     def run(self, sql: str, params: dict | None = None) -> int:
-        return self.conn.execute(sql, params or {}).rowcount
+        return self.db.run(sql, params or {})
 
 
 class OpsDB:
-    """``reader()`` and ``writer()`` over the central store (see module doc)."""
-
     def __init__(self, store):
         self.store = store
-        self.native = hasattr(store, "reader") and hasattr(store, "migrations")
-        self._local = threading.local()
-        if self.native:
-            names = {m[0] if isinstance(m, tuple) else getattr(m, "name", None) for m in store.migrations}
-            for name, stmts in MIGRATIONS:
-                if name not in names:
-                    store.migrations.append((name, stmts))
-            if hasattr(store, "migrate"):
-                store.migrate()
-        else:
-            with self.writer() as db:
-                for _, stmts in MIGRATIONS:
-                    for s in stmts:
-                        db.run(s)
-
-    def _conn(self) -> sqlite3.Connection:
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            c = sqlite3.connect(self.store.dir / "central.db", isolation_level=None, timeout=30,
-                                check_same_thread=False)
-            self._local.conn = c
-        return c
+        register_migrations(store.migrations)
+        store.db.migrate()  # runs only what is not applied yet (the ops tables, once)
 
     @contextmanager
     def reader(self):
-        if self.native:
-            with self.store.reader() as db:
-                yield db
-            return
-        c = self._conn()
-        c.execute("BEGIN")  # one snapshot for the whole page
-        try:
-            yield _Conn(c)
-        finally:
-            c.execute("COMMIT")
+        with self.store.reader() as db:
+            yield _Rows(db)
 
     @contextmanager
     def writer(self):
-        if self.native and hasattr(self.store, "writer"):
-            with self.store.writer() as db:
-                yield db
-            return
-        c = self._conn()
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            yield _Conn(c)
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        c.execute("COMMIT")
+        with self.store.writer() as db:
+            yield _Rows(db)

@@ -78,15 +78,16 @@ def double_admissions(db, event: str) -> list[dict]:
 
 
 def quarantined(db, event: str) -> list[dict]:
-    """Devices central quarantined (status 'quarantined', when the store has that notion)."""
-    return db.all("SELECT device_id, status, enrolled_at FROM devices WHERE event = :e AND status = 'quarantined'",
-                  {"e": event})
+    """Devices central quarantined (implausible uploads): their admissions are not propagated."""
+    return db.all("SELECT device_id, status, quarantined_at, quarantine_reason FROM devices"
+                  " WHERE event = :e AND quarantined_at IS NOT NULL ORDER BY quarantined_at", {"e": event})
 
 
 def gates(db, event: str, now: float) -> list[dict]:
     now_ms = int(now * 1000)
     rows = db.all(
         """SELECT d.device_id AS device_id, d.status AS status, d.enrolled_at AS enrolled_at,
+                  d.quarantined_at AS quarantined_at, d.quarantine_reason AS quarantine_reason,
                   g.last_contact AS last_contact, g.link AS link, g.outbox AS outbox,
                   g.clock_offset_ms AS clock_offset_ms, g.ledger_age_s AS ledger_age_s,
                   g.reported_at AS reported_at,
@@ -111,10 +112,10 @@ def gates(db, event: str, now: float) -> list[dict]:
             g["chain"] = f"gaps ({g['max_seq'] - g['records']} missing)"
         else:
             g["chain"] = "ok"
-        g["quarantined"] = g["status"] == "quarantined"
+        g["quarantined"] = g["quarantined_at"] is not None
         if g["ledger_age_s"] is not None and g["reported_at"] is not None:
             g["ledger_age_s"] = g["ledger_age_s"] + max(0.0, now - g["reported_at"])
-        if g["status"] != "active" and not g["quarantined"]:
+        if g["status"] != "active":
             g["state"] = "revoked"
         elif not doors_open:
             g["state"] = "idle"
@@ -185,8 +186,9 @@ def alerts(db, event: str, now: float) -> list[dict]:
                     "text": f"ticket {d['ticket_id']} admitted {d['used']}× (allowed {d['allowed']}) at "
                             + ", ".join(sorted({f"{a['device_id']}/{a['lane']}" for a in d["admissions"]}))})
     for q in quarantined(db, event):
-        out.append({"level": "crit", "kind": "device quarantined", "at": q["enrolled_at"],
-                    "text": f"gate {q['device_id']} is quarantined: its admissions are not propagated"})
+        out.append({"level": "crit", "kind": "device quarantined", "at": q["quarantined_at"],
+                    "text": f"gate {q['device_id']} is quarantined ({q['quarantine_reason'] or 'implausible uploads'}):"
+                            " its admissions are not propagated; release with 'gate central device release'"})
     for s in shared_codes(db, event):
         out.append({"level": "warn", "kind": "shared code", "at": s["at_ms"] / 1000, "ticket_id": s["ticket_id"],
                     "text": f"ticket {s['ticket_id']} refused at {len(s['lanes'])} lanes within a minute "
@@ -203,7 +205,8 @@ def notable(db, event: str, now: float) -> list[dict]:
         out.append({"at": d["at_ms"] / 1000, "kind": "double admission",
                     "text": f"ticket {d['ticket_id'][:12]}… admitted {d['used']}× at {d['device_id']}/{d['lane']}"})
     for q in quarantined(db, event):
-        out.append({"at": q["enrolled_at"], "kind": "quarantined device", "text": f"gate {q['device_id']}"})
+        out.append({"at": q["quarantined_at"], "kind": "quarantined device",
+                    "text": f"gate {q['device_id']}: {q['quarantine_reason'] or 'implausible uploads'}"})
     for g in gates(db, event, now):
         if g["state"] == "dark":
             out.append({"at": g["last_contact"] + RED_S, "kind": "gate gone dark",

@@ -190,7 +190,9 @@ def gates_live(rows: list[dict]) -> str:
             offset(off),
             e(g["chain"]) if g["chain"] == "ok" else f"<b>▲ {e(g['chain'])}</b>",
             ago(g["ledger_age_s"]),
-            "<b>✖ yes</b>" if g["quarantined"] else "no"])
+            f"<b>✖ yes</b> <small>{e(g['quarantine_reason'] or '')}</small>" if g["quarantined"] else "no"])
+        if g["quarantined"]:
+            level = "crit"
         cls.append(level)
     return table(["Gate", "Lane", "Link", "Last contact (UTC)", "State", "Outbox", "Clock offset", "Chain",
                   "Ledger age", "Quarantined"], out, cls="gates", row_cls=cls, empty="no gates enrolled")
@@ -251,7 +253,7 @@ def ticket(event: str, q: str, found: list[dict], hist: dict | None, csrf: str) 
 
 SECTIONS = [("double_admissions", "Double admissions"), ("revoked_admissions", "Admissions of revoked tickets"),
             ("unlisted_admissions", "Unlisted admissions"), ("devices", "Devices"),
-            ("problems", "Refused uploads / tampering"), ("by_reason", "Scans by reason"),
+            ("quarantined", "Quarantined devices"), ("problems", "Refused uploads / tampering"), ("by_reason", "Scans by reason"),
             ("per_gate", "Admitted per gate"), ("per_lane", "Admitted per lane"), ("per_hour", "Admitted per hour")]
 
 

@@ -338,7 +338,7 @@ def mount(app: FastAPI, store, *, clock=time.time):
                      "ticket", csrf)
 
     def report(event: str) -> dict:
-        return build_report(store, event)
+        return build_report(store, event)  # its own snapshot (store.reader): never blocks ingest
 
     @app.get("/ops/e/{event}/reconciliation", include_in_schema=False)
     def reconciliation(event: str, request: Request):
@@ -364,13 +364,15 @@ def mount(app: FastAPI, store, *, clock=time.time):
         return Response(buf.getvalue(), media_type="text/csv", headers={
             "Content-Disposition": f'attachment; filename="{event}-{section}.csv"', "Cache-Control": "no-store"})
 
+    api_error = app.exception_handlers.get(CentralError)
+
     @app.exception_handler(CentralError)
     def _central_error(request: Request, exc: CentralError):
-        if request.url.path.startswith("/ops") and exc.status != 401:
-            return HTMLResponse(f"<!doctype html><meta charset=utf-8><link rel=stylesheet href=/ops/static/ops.css>"
-                                f"<main><p class='msg crit'>✖ {views.e(exc)}</p><p><a href=/ops>back</a></p></main>",
-                                status_code=exc.status)
-        return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status)
+        if not request.url.path.startswith("/ops") or exc.status == 401:
+            return api_error(request, exc) if api_error else JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return HTMLResponse(f"<!doctype html><meta charset=utf-8><link rel=stylesheet href=/ops/static/ops.css>"
+                            f"<main><p class='msg crit'>✖ {views.e(exc)}</p><p><a href=/ops>back</a></p></main>",
+                            status_code=exc.status)
 
     return require_ops
 
