@@ -201,11 +201,23 @@ def test_doors_numbers_equal_the_report_and_a_new_scan_shows_within_2s(central, 
 
     # live: a scan uploaded by a gate shows on the open page without a reload, within 2 s
     from playwright.sync_api import expect
+    # (the page keeps whole-event totals incrementally: these also check the incremental path)
     t = time.time()
-    assert g1.scan(w[6].code(t), now=t)[0].reason is Reason.ACCEPT
+    d, entry = g1.scan(w[6].code(t), now=t)
+    assert d.reason is Reason.ACCEPT
     assert v.sync(g1).uploaded == 1
     expect(page.locator("[data-k=admitted]")).to_have_text("7", timeout=2000)
     expect(page.locator("[data-lane=north]")).to_have_text(str(rep["per_lane"]["north"] + 1), timeout=2000)
+    g1.rollback(entry.seq, now=t + 1)  # the holder turned back: not admitted after all
+    g2.scan(w[7].code(t + 2), now=t + 2)  # and w[7] gets in twice while the gates cannot talk
+    g1.scan(w[7].code(t + 3), now=t + 3)
+    for g in (g1, g2):
+        assert v.sync(g).ok
+    expect(page.locator("[data-k=admitted]")).to_have_text("8", timeout=2000)
+    expect(page.locator("#live table").last).to_contain_text(w[7].ticket_id[:12], timeout=2000)
+    got, rep = _doors_numbers(page), v.report()
+    assert got["lanes"] == rep["per_lane"] and got["admitted"] + 1 == sum(rep["per_gate"].values())
+    assert len(rep["double_admissions"]) == 2
 
     # the gates page: one row per device with what the gates reported at sync
     page.goto(f"{server.url}/ops/e/ev-doors/gates")

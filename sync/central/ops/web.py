@@ -104,6 +104,7 @@ class GateStatusRecorder:
 def mount(app: FastAPI, store, *, clock=time.time):
     """Add the ops room to ``app``; return ``require_ops(request) -> user`` for other routes."""
     db = OpsDB(store)
+    live = queries.Live()  # whole-event aggregates, refreshed from the new rows only
     app.add_middleware(GateStatusRecorder, db=db, store=store)
 
     def secure(request: Request) -> bool:
@@ -275,8 +276,10 @@ def mount(app: FastAPI, store, *, clock=time.time):
         need_event(event)
         now = clock()
         with db.reader() as r:
-            d = queries.doors(r, event, now)
-            al = queries.alerts(r, event, now)
+            st = live.state(r, event, now)
+            gs = queries.gates(r, event, now)
+            d = queries.doors(r, st, now, gs)
+            al = queries.alerts(r, st, now, gs)
         csrf = csrf_of(request)
         if request.query_params.get("part") == "live":
             return HTMLResponse(views.doors_live(d, al), headers={"Cache-Control": "no-store"})
@@ -318,8 +321,9 @@ def mount(app: FastAPI, store, *, clock=time.time):
     def alerts(event: str, request: Request):
         user = page_user(request)
         need_event(event)
+        now = clock()
         with db.reader() as r:
-            al = queries.alerts(r, event, clock())
+            al = queries.alerts(r, live.state(r, event, now), now)
         return live_or_page(request, user, event, f"Alerts — {event}", "alerts", views.alerts_live(al, event))
 
     @app.get("/ops/e/{event}/ticket", include_in_schema=False)
