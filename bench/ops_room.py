@@ -84,7 +84,8 @@ def main() -> None:
             s = requests.Session()  # a logged-in browser: session cookie (basic auth would pay scrypt each time)
             s.get(f"{server.url}/ops/login", timeout=60)
             s.post(f"{server.url}/ops/login", timeout=60, data={
-                "name": "bench", "password": "bench-password", "csrf": s.cookies["ops_csrf"], "next": "/ops"})
+                "name": "bench", "password": "bench-password", "csrf": s.cookies["ops_csrf"], "next": "/ops"},
+                allow_redirects=False)
             base = f"{server.url}/ops/e/{EVENT}"
             cold = timed(s, base + "/doors?part=live", 1)[0]  # whole-event aggregates computed once, in SQL
             report = timed(s, f"{server.url}/v1/events/{EVENT}/reconciliation", args.rounds)
