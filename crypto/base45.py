@@ -3,8 +3,6 @@ single character or an out-of-range group is an error."""
 
 from __future__ import annotations
 
-import struct
-import sys
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
@@ -43,18 +41,23 @@ def b45decode(text: str) -> bytes:
     if rest == 1:
         raise Base45Error("base45 length leaves a dangling character")
     full = n - rest
-    np = sys.modules.get("numpy")  # already loaded in a lane process: use it, never import it here
-    if np is not None and full >= 96:
-        g = np.frombuffer(vals, dtype=np.uint8, count=full).reshape(-1, 3).astype(np.uint32)
-        groups = g[:, 0] + g[:, 1] * 45 + g[:, 2] * 2025
-        if int(groups.max()) > 0xFFFF:
-            raise Base45Error("base45 group out of range")
-        out = groups.astype(">u2").tobytes()
-    else:
-        groups = [a + b * 45 + c * 2025 for a, b, c in zip(vals[0:full:3], vals[1:full:3], vals[2:full:3])]
-        if groups and max(groups) > 0xFFFF:
-            raise Base45Error("base45 group out of range")
-        out = struct.pack(f">{len(groups)}H", *groups)
+    m = full // 3
+    # All groups at once with big-integer arithmetic in C: each stripe of digits
+    # goes into its own 32-bit slot, the three stripes are weighted and summed
+    # (no carry can cross a slot: 44 + 44*45 + 44*2025 < 2**17), and the low 16
+    # bits of each slot are the output bytes. ~10x the per-group Python loop.
+    slots = []
+    for k in range(3):
+        buf = bytearray(4 * m)
+        buf[3::4] = vals[k:full:3]
+        slots.append(int.from_bytes(buf, "big"))
+    total = (slots[0] + 45 * slots[1] + 2025 * slots[2]).to_bytes(4 * m, "big")
+    if total[0::4].count(0) != m or total[1::4].count(0) != m:
+        raise Base45Error("base45 group out of range")
+    words = bytearray(2 * m)
+    words[0::2] = total[2::4]
+    words[1::2] = total[3::4]
+    out = bytes(words)
     if rest == 2:
         v = vals[-2] + vals[-1] * 45
         if v > 0xFF:

@@ -46,7 +46,13 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 
 class Malformed(ValueError):
-    """The QR text is not a well-formed GT1 code. ``str()`` says which part."""
+    """The QR text is not a well-formed GT1 code. ``code`` names the layer that
+    failed (TOO_LONG, PREFIX, BASE45, CBOR, STRUCTURE, COSE, CLAIMS, NOT_TEXT);
+    ``str()`` says which part, for people."""
+
+    def __init__(self, message: str, *, code: str = "STRUCTURE"):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +135,9 @@ def _strict_loads(data: bytes, what: str):
             allow_duplicate_keys=False,
         ).decode()
     except Exception as exc:  # cbor2 raises several types for hostile input
-        raise Malformed(f"{what}: invalid CBOR ({type(exc).__name__})") from None
+        raise Malformed(f"{what}: invalid CBOR ({type(exc).__name__})", code="CBOR") from None
     if fp.tell() != len(data):
-        raise Malformed(f"{what}: trailing bytes after CBOR item")
+        raise Malformed(f"{what}: trailing bytes after CBOR item", code="CBOR")
     return obj
 
 
@@ -200,66 +206,65 @@ def _opt_int(claims: dict, key: int, name: str) -> int | None:
     if v is None:
         return None
     if type(v) is not int or not _INT64[0] <= v <= _INT64[1]:
-        raise Malformed(f"claim {name} must be an integer")
+        raise Malformed(f"claim {name} must be an integer", code="CLAIMS")
     return v
 
 
 def _opt_uint(claims: dict, key: int, name: str, default: int) -> int:
     v = claims.get(key, default)
     if type(v) is not int or not 0 <= v <= _INT64[1]:
-        raise Malformed(f"claim {name} must be an unsigned integer")
+        raise Malformed(f"claim {name} must be an unsigned integer", code="CLAIMS")
     return v
 
 
 def _opt_text(claims: dict, key: int, name: str) -> str | None:
     v = claims.get(key)
     if v is not None and type(v) is not str:
-        raise Malformed(f"claim {name} must be text")
+        raise Malformed(f"claim {name} must be text", code="CLAIMS")
     return v
 
 
 def _opt_bool(claims: dict, key: int, name: str) -> bool:
     v = claims.get(key, False)
     if type(v) is not bool:
-        raise Malformed(f"claim {name} must be a boolean")
+        raise Malformed(f"claim {name} must be a boolean", code="CLAIMS")
     return v
 
 
 def _holder_key(cnf) -> bytes:
     if not isinstance(cnf, Mapping) or not isinstance(cnf.get(1), Mapping):
-        raise Malformed("claim cnf must be {1: COSE_Key}")
+        raise Malformed("claim cnf must be {1: COSE_Key}", code="CLAIMS")
     ck = cnf[1]
     x = ck.get(-2)
     if ck.get(1) != 1 or ck.get(-1) != 6 or type(x) is not bytes or len(x) != 32:
-        raise Malformed("cnf key must be an OKP Ed25519 COSE_Key")
+        raise Malformed("cnf key must be an OKP Ed25519 COSE_Key", code="CLAIMS")
     return x
 
 
 def parse_claims(payload: bytes) -> Claims:
     claims = _strict_loads(payload, "claims")
-    if not isinstance(claims, Mapping):
-        raise Malformed("claims must be a CBOR map")
-    cti = claims.get(C_CTI)
+    if type(claims) is not dict and not isinstance(claims, Mapping):
+        raise Malformed("claims must be a CBOR map", code="CLAIMS")
+    get = claims.get
+    cti, evt, cnf = get(C_CTI), get(C_EVT), get(C_CNF)
     if type(cti) is not bytes or not 8 <= len(cti) <= 32:
-        raise Malformed("claim cti must be 8 to 32 bytes")
-    evt = claims.get(C_EVT)
+        raise Malformed("claim cti must be 8 to 32 bytes", code="CLAIMS")
     if type(evt) is not str:
-        raise Malformed("claim evt must be text")
-    cnf = claims.get(C_CNF)
+        raise Malformed("claim evt must be text", code="CLAIMS")
+    # Positional, in Claims' field order: this runs for every code a lane sees.
     return Claims(
-        cti=cti,
-        evt=evt,
-        tier=_opt_text(claims, C_TIER, "tier") or "",
-        iss=_opt_text(claims, C_ISS, "iss"),
-        exp=_opt_int(claims, C_EXP, "exp"),
-        nbf=_opt_int(claims, C_NBF, "nbf"),
-        iat=_opt_int(claims, C_IAT, "iat"),
-        holder_pub=None if cnf is None else _holder_key(cnf),
-        zone=_opt_text(claims, C_ZONE, "zone"),
-        ent=_opt_uint(claims, C_ENT, "ent", 1),
-        ver=_opt_uint(claims, C_VER, "ver", 1),
-        fce=_opt_bool(claims, C_FCE, "fce"),
-        rex=_opt_bool(claims, C_REX, "rex"),
+        cti, evt,
+        _opt_text(claims, C_TIER, "tier") or "",
+        _opt_text(claims, C_ISS, "iss"),
+        _opt_int(claims, C_EXP, "exp"),
+        _opt_int(claims, C_NBF, "nbf"),
+        _opt_int(claims, C_IAT, "iat"),
+        None if cnf is None else _holder_key(cnf),
+        _opt_text(claims, C_ZONE, "zone"),
+        _opt_uint(claims, C_ENT, "ent", 1),
+        _opt_uint(claims, C_VER, "ver", 1),
+        _opt_bool(claims, C_FCE, "fce"),
+        _opt_bool(claims, C_REX, "rex"),
     )
 
 
@@ -267,50 +272,50 @@ def parse_credential(credential: bytes) -> tuple[bytes, bytes, bytes, Claims]:
     """Split a COSE_Sign1 credential into (kid, signed bytes, signature, claims)."""
     msg = _strict_loads(credential, "credential")
     if not isinstance(msg, cbor2.CBORTag) or msg.tag != COSE_SIGN1_TAG:
-        raise Malformed("credential must be a tagged COSE_Sign1 (tag 18)")
+        raise Malformed("credential must be a tagged COSE_Sign1 (tag 18)", code="COSE")
     parts = msg.value
     if not isinstance(parts, (list, tuple)) or len(parts) != 4:
-        raise Malformed("COSE_Sign1 must be an array of 4")
+        raise Malformed("COSE_Sign1 must be an array of 4", code="COSE")
     protected, unprotected, payload, signature = parts
     if type(protected) is not bytes or type(payload) is not bytes:
-        raise Malformed("COSE_Sign1 protected header and payload must be byte strings")
+        raise Malformed("COSE_Sign1 protected header and payload must be byte strings", code="COSE")
     if not isinstance(unprotected, Mapping) or unprotected:
-        raise Malformed("COSE_Sign1 unprotected header must be an empty map")
+        raise Malformed("COSE_Sign1 unprotected header must be an empty map", code="COSE")
     if type(signature) is not bytes or len(signature) != 64:
-        raise Malformed("COSE_Sign1 signature must be 64 bytes")
+        raise Malformed("COSE_Sign1 signature must be 64 bytes", code="COSE")
     header = _strict_loads(protected, "protected header")
     if not isinstance(header, Mapping) or header.get(1) != ALG_EDDSA or type(header.get(1)) is not int:
-        raise Malformed("protected header must name alg EdDSA (-8)")
+        raise Malformed("protected header must name alg EdDSA (-8)", code="COSE")
     kid = header.get(4)
     if type(kid) is not bytes or len(kid) != 8:
-        raise Malformed("protected header kid must be 8 bytes")
+        raise Malformed("protected header kid must be 8 bytes", code="COSE")
     return kid, _sig_structure(protected, payload), signature, parse_claims(payload)
 
 
 def parse_qr(text: str) -> Presented:
     """Parse QR text into a :class:`Presented`; raises :class:`Malformed` only."""
     if not isinstance(text, str):
-        raise Malformed("QR text must be a string")
+        raise Malformed("QR text must be a string", code="NOT_TEXT")
     if len(text) > MAX_QR_CHARS:
-        raise Malformed(f"QR text longer than {MAX_QR_CHARS} characters")
+        raise Malformed(f"QR text longer than {MAX_QR_CHARS} characters", code="TOO_LONG")
     if not text.startswith(PREFIX):
-        raise Malformed("not a GT1 code (prefix)")
+        raise Malformed("not a GT1 code (prefix)", code="PREFIX")
     try:
         raw = b45decode(text[len(PREFIX):])
     except Base45Error as exc:
-        raise Malformed(f"base45: {exc}") from None
+        raise Malformed(f"base45: {exc}", code="BASE45") from None
     body = _strict_loads(raw, "code")
     if not isinstance(body, list) or len(body) != 3:
-        raise Malformed("code must be a CBOR array [credential, step, proof]")
+        raise Malformed("code must be a CBOR array [credential, step, proof]", code="STRUCTURE")
     credential, step, proof = body
     if type(credential) is not bytes:
-        raise Malformed("credential must be a byte string")
+        raise Malformed("credential must be a byte string", code="STRUCTURE")
     if step is not None and (type(step) is not int or not 0 <= step <= _INT64[1]):
-        raise Malformed("step must be null or an unsigned integer")
+        raise Malformed("step must be null or an unsigned integer", code="STRUCTURE")
     if proof is not None and (type(proof) is not bytes or len(proof) != 64):
-        raise Malformed("proof must be null or a 64-byte signature")
+        raise Malformed("proof must be null or a 64-byte signature", code="STRUCTURE")
     if (step is None) != (proof is None):
-        raise Malformed("step and proof must both be null or both be set")
+        raise Malformed("step and proof must both be null or both be set", code="STRUCTURE")
     kid, signed, signature, claims = parse_credential(credential)
     return Presented(credential, kid, signed, signature, claims, step, proof)
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from gate.errors import LedgerError
+from gate.errors import DiskFullError, LedgerError
 
 if TYPE_CHECKING:  # sqlite_utils pulls in numpy: import it only when migrating
     import sqlite_utils
@@ -82,9 +81,44 @@ def _m002_sync(db: "sqlite_utils.Database") -> None:
     db.execute("CREATE INDEX remote_ticket ON remote_admissions(ticket_id)")
 
 
+def _m003_remote_usage(db: "sqlite_utils.Database") -> None:
+    # Other gates' admissions folded per ticket, kept by triggers whoever writes
+    # remote_admissions (sync pulls, the venue bus): the decision path then reads
+    # one row by primary key instead of aggregating remote_admissions.
+    db.execute("""
+        CREATE TABLE remote_usage (
+            ticket_id TEXT PRIMARY KEY, admissions INTEGER NOT NULL,
+            last_kind TEXT, last_ts_ms INTEGER
+        ) WITHOUT ROWID""")
+    refresh = """
+            DELETE FROM remote_usage WHERE ticket_id = {t};
+            INSERT INTO remote_usage (ticket_id, admissions, last_kind, last_ts_ms)
+            SELECT {t},
+                   (SELECT count(*) FROM remote_admissions r WHERE r.ticket_id = {t} AND r.voided = 0
+                                                              AND r.consumes = 1 AND r.mode = 'entry'),
+                   (SELECT r.mode FROM remote_admissions r WHERE r.ticket_id = {t} AND r.voided = 0
+                    ORDER BY r.ts_ms DESC LIMIT 1),
+                   (SELECT max(r.ts_ms) FROM remote_admissions r WHERE r.ticket_id = {t} AND r.voided = 0)
+            WHERE EXISTS (SELECT 1 FROM remote_admissions r WHERE r.ticket_id = {t} AND r.voided = 0);"""
+    db.execute(f"CREATE TRIGGER remote_usage_ins AFTER INSERT ON remote_admissions BEGIN"
+               f"{refresh.format(t='NEW.ticket_id')} END")
+    db.execute(f"CREATE TRIGGER remote_usage_upd AFTER UPDATE ON remote_admissions BEGIN"
+               f"{refresh.format(t='OLD.ticket_id')}{refresh.format(t='NEW.ticket_id')} END")
+    db.execute(f"CREATE TRIGGER remote_usage_del AFTER DELETE ON remote_admissions BEGIN"
+               f"{refresh.format(t='OLD.ticket_id')} END")
+    db.execute("""
+        INSERT INTO remote_usage (ticket_id, admissions, last_kind, last_ts_ms)
+        SELECT a.ticket_id, sum(a.consumes = 1 AND a.mode = 'entry'),
+               (SELECT r.mode FROM remote_admissions r WHERE r.ticket_id = a.ticket_id AND r.voided = 0
+                ORDER BY r.ts_ms DESC LIMIT 1),
+               max(a.ts_ms)
+        FROM remote_admissions a WHERE a.voided = 0 GROUP BY a.ticket_id""")
+
+
 MIGRATIONS: list[tuple[str, Callable[["sqlite_utils.Database"], None]]] = [
     ("001_initial", _m001_initial),
     ("002_sync", _m002_sync),
+    ("003_remote_usage", _m003_remote_usage),
 ]
 
 
@@ -97,6 +131,11 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys=ON")
         migrate(conn)
     except sqlite3.DatabaseError as exc:
+        import shutil
+
+        if shutil.disk_usage(path.parent).free < 1_000_000:
+            raise DiskFullError(f"the disk holding {path} is full: free space on the data disk; "
+                                "every scan recorded before is safe") from None
         raise LedgerError(
             f"cannot open the device database {path}: {exc}. If the disk is full, free space;"
             " if the file is damaged, restore it from a backup or re-provision the gate."

@@ -42,6 +42,36 @@ class Reason(StrEnum):
     MANUAL_DENY = "MANUAL_DENY"
 
 
+class Sub(StrEnum):
+    """A coded sub-reason: which check inside a reason failed, for scripts and
+    tests (pretix's ``CheckInError.code`` is the model). ``detail`` stays free
+    text for people; never match on it."""
+
+    # MALFORMED: the layer that failed (crypto.gt1.Malformed.code)
+    TOO_LONG = "TOO_LONG"
+    PREFIX = "PREFIX"
+    BASE45 = "BASE45"
+    CBOR = "CBOR"
+    STRUCTURE = "STRUCTURE"
+    COSE = "COSE"
+    CLAIMS = "CLAIMS"
+    NOT_TEXT = "NOT_TEXT"
+    NOT_PRETIX = "NOT_PRETIX"
+    PRETIX_PAYLOAD = "PRETIX_PAYLOAD"
+    # UNKNOWN_KEY
+    KEY_NOT_IN_RING = "KEY_NOT_IN_RING"
+    KEY_NOT_USABLE = "KEY_NOT_USABLE"  # revoked, or outside its nbf-exp window
+    # PROOF_REQUIRED
+    STATIC_FOR_ROTATING = "STATIC_FOR_ROTATING"  # the ticket rotates, a static code was shown
+    LANE_ROTATING_ONLY = "LANE_ROTATING_ONLY"
+    # FACE_REQUIRED
+    NO_FACE = "NO_FACE"
+    SEVERAL_FACES = "SEVERAL_FACES"
+    NOT_LIVE = "NOT_LIVE"
+    NO_CAPTURE = "NO_CAPTURE"  # the lane has no face camera
+    POOR_CAPTURE = "POOR_CAPTURE"  # a face, but too small, blurred or turned away
+
+
 class Mode(StrEnum):
     ENTRY = "entry"
     EXIT = "exit"
@@ -86,10 +116,21 @@ class Usage:
 NO_USAGE = Usage()
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Everything the ledger knows that one decision needs, read at once."""
+
+    record: TicketRecord | None  # None: not in the ledger
+    usage: Usage = NO_USAGE
+    step_accepted: bool = False  # this (ticket, step) already accepted here
+
+
 class LedgerView(Protocol):
     def ticket(self, ticket_id: str) -> TicketRecord | None: ...
     def usage(self, ticket_id: str) -> Usage: ...
-    def step_accepted(self, ticket_id: str, step: int) -> bool: ...
+    def lookup(self, ticket_id: str, step: int | None) -> Lookup:
+        """The ticket, its usage and whether ``step`` was accepted: one read on
+        the decision path."""
     def face_template(self, ticket_id: str) -> Sequence[float] | None: ...
 
 
@@ -99,7 +140,8 @@ class FaceCapture:
     face was found in time."""
 
     encoding: Sequence[float] | None
-    detail: str = ""  # why there is no encoding (no face, two faces, liveness)
+    detail: str = ""  # why there is no encoding (no face, two faces, liveness), for people
+    sub: Sub | None = None  # the same, coded
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +158,8 @@ class Decision:
     holder: str | None = None
     face_distance: float | None = None
     consumes_entry: bool = False  # an accepted entry that uses an allowance
-    detail: str = field(default="", compare=False)
+    sub: Sub | None = None  # which check inside ``reason`` failed (coded)
+    detail: str = field(default="", compare=False)  # the same for people: never match on it
 
     @property
     def accepted(self) -> bool:
@@ -136,6 +179,7 @@ class Decision:
             "zone": self.zone,
             "face_distance": self.face_distance,
             "consumes_entry": self.consumes_entry,
+            "sub": None if self.sub is None else self.sub.value,
             "detail": self.detail,
         }
 
@@ -170,22 +214,23 @@ def decide(
     try:
         p = gt1.parse_qr(qr_text)
     except gt1.Malformed as exc:
-        return Decision(Reason.MALFORMED, mode, detail=str(exc))
+        return Decision(Reason.MALFORMED, mode, sub=Sub(exc.code), detail=str(exc))
 
     c = p.claims
     tid = c.ticket_id
 
-    def deny(reason: Reason, detail: str = "", **extra) -> Decision:
+    def deny(reason: Reason, detail: str = "", sub: Sub | None = None, **extra) -> Decision:
         return Decision(reason, mode, ticket_id=tid, step=p.step, version=c.ver,
-                        kid=p.kid.hex(), tier=c.tier, zone=c.zone, detail=detail, **extra)
+                        kid=p.kid.hex(), tier=c.tier, zone=c.zone, sub=sub, detail=detail, **extra)
 
     # 2-3: issuer key and signature
     key = keys.usable_key(p.kid, now)
     if key is None:
         known = keys.get(p.kid)
-        return deny(Reason.UNKNOWN_KEY,
-                    "issuer key not in the key ring" if known is None
-                    else f"issuer key is {known.status} or outside its validity window")
+        if known is None:
+            return deny(Reason.UNKNOWN_KEY, "issuer key not in the key ring", Sub.KEY_NOT_IN_RING)
+        return deny(Reason.UNKNOWN_KEY, f"issuer key is {known.status} or outside its validity window",
+                    Sub.KEY_NOT_USABLE)
     if not gt1.verify_issuer(p, key):
         return deny(Reason.BAD_SIGNATURE)
     # 4: event
@@ -200,17 +245,19 @@ def decide(
     # 6-8: holder proof of possession (rotating codes)
     if c.holder_pub is not None:
         if not p.rotating:
-            return deny(Reason.PROOF_REQUIRED, "rotating code expected, static code shown")
+            return deny(Reason.PROOF_REQUIRED, "rotating code expected, static code shown",
+                        Sub.STATIC_FOR_ROTATING)
         if abs(p.step - gt1.current_step(now)) > lane.window_steps:
             return deny(Reason.STALE_CODE)
         if not gt1.verify_proof(p):
             return deny(Reason.BAD_PROOF)
     elif lane.require_rotating:
-        return deny(Reason.PROOF_REQUIRED, "this lane admits rotating codes only")
+        return deny(Reason.PROOF_REQUIRED, "this lane admits rotating codes only", Sub.LANE_ROTATING_ONLY)
     step = p.step if c.holder_pub is not None else None
 
     # 9-11: ledger state (ledger fields override the credential's claims)
-    rec = ledger.ticket(tid)
+    look = ledger.lookup(tid, step)
+    rec = look.record
     unlisted = rec is None
     if unlisted:
         if lane.require_listed:
@@ -226,19 +273,19 @@ def decide(
         return deny(Reason.WRONG_ZONE, unlisted=unlisted)
 
     def verdict(reason: Reason, *, consumes: bool = False, distance: float | None = None,
-                detail: str = "") -> Decision:
+                sub: Sub | None = None, detail: str = "") -> Decision:
         return Decision(reason, mode, ticket_id=tid, unlisted=unlisted, step=step,
                         version=c.ver, kid=p.kid.hex(), tier=rec.tier or c.tier, zone=zone,
                         holder=rec.holder, face_distance=distance, consumes_entry=consumes,
-                        detail=detail)
+                        sub=sub, detail=detail)
 
     # 12: the same rotation step already accepted here
-    if step is not None and ledger.step_accepted(tid, step):
+    if step is not None and look.step_accepted:
         return verdict(Reason.REPLAY)
     if mode is Mode.EXIT:
         return verdict(Reason.ACCEPT)
     # 13: allowance
-    exhausted, reentering = allowance(rec, ledger.usage(tid))
+    exhausted, reentering = allowance(rec, look.usage)
     if exhausted:
         return verdict(Reason.ALREADY_USED)
     # 14: face
@@ -248,7 +295,9 @@ def decide(
         if template is None:
             return verdict(Reason.NO_FACE_ENROLLED)
         if face is None or face.encoding is None:
-            return verdict(Reason.FACE_REQUIRED, detail=face.detail if face else "no face captured")
+            if face is None:
+                return verdict(Reason.FACE_REQUIRED, sub=Sub.NO_CAPTURE, detail="no face captured")
+            return verdict(Reason.FACE_REQUIRED, sub=face.sub or Sub.NO_FACE, detail=face.detail)
         distance = round(face_distance(template, face.encoding), 4)
         if distance > lane.face_tolerance:
             return verdict(Reason.FACE_MISMATCH, distance=distance)

@@ -33,3 +33,9 @@ class SyncError(GateError):
 
 class HardwareError(GateError):
     exit_code = 6
+
+
+class DiskFullError(GateError):
+    """The data disk is full: nothing more can be recorded (what was recorded is safe)."""
+
+    exit_code = 7

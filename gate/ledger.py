@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 from crypto.keyring import IssuerKey, KeyRing, parse_keyring
 from crypto.sealed import seal, unseal
 from gate.db import get_setting, put_setting, transaction
-from gate.decision import Mode, TicketRecord, Usage, NO_USAGE
+from gate.decision import NO_USAGE, Lookup, Mode, TicketRecord, Usage
 from gate.errors import ImportFileError, LedgerError
 
 TEMPLATE_FLOATS = 128
@@ -228,39 +228,32 @@ class SqliteLedgerView:
         self.conn = conn
         self.data_key = data_key
 
-    def ticket(self, ticket_id: str) -> TicketRecord | None:
-        row = self.conn.execute(
-            "SELECT version, status, entries, reentry, zone, face_required, tier, holder"
-            " FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone()
-        if row is None:
-            return None
-        v, st, ent, rex, zone, fce, tier, holder = row
-        return TicketRecord(ticket_id, v, st, ent, bool(rex), zone, bool(fce), tier, holder)
+    # One statement for everything a decision reads (it is on the decision
+    # path): the ticket row, this gate's usage, other gates' admissions (sync,
+    # bus) and whether the step was already accepted here.
+    _LOOKUP = """
+        SELECT t.version, t.status, t.entries, t.reentry, t.zone, t.face_required, t.tier, t.holder,
+               u.admissions, u.last_kind, u.last_ts_ms, r.admissions, r.last_kind, r.last_ts_ms,
+               EXISTS (SELECT 1 FROM steps s WHERE s.ticket_id = ?1 AND s.step = ?2)
+        FROM (SELECT 1) LEFT JOIN tickets t ON t.ticket_id = ?1 LEFT JOIN usage u ON u.ticket_id = ?1
+             LEFT JOIN remote_usage r ON r.ticket_id = ?1"""
 
-    _USAGE = """
-        SELECT u.admissions, u.last_kind, u.last_ts_ms,
-               (SELECT count(*) FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
-                                                          AND r.consumes = 1 AND r.mode = 'entry'),
-               (SELECT r.mode FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0
-                ORDER BY r.ts_ms DESC LIMIT 1),
-               (SELECT max(r.ts_ms) FROM remote_admissions r WHERE r.ticket_id = ?1 AND r.voided = 0)
-        FROM (SELECT 1) LEFT JOIN usage u ON u.ticket_id = ?1"""
-
-    def usage(self, ticket_id: str) -> Usage:
-        """This gate's accepted history, plus what other gates reported through sync
-        (one query: this is on the decision path)."""
-        adm, kind, ts, r_adm, r_kind, r_ts = self.conn.execute(self._USAGE, (ticket_id,)).fetchone()
-        admissions = (adm or 0) + r_adm
+    def lookup(self, ticket_id: str, step: int | None) -> Lookup:
+        (v, st, ent, rex, zone, fce, tier, holder, adm, kind, ts, r_adm, r_kind, r_ts,
+         seen) = self.conn.execute(self._LOOKUP, (ticket_id, -1 if step is None else step)).fetchone()
+        record = None if v is None else TicketRecord(ticket_id, v, st, ent, bool(rex), zone, bool(fce), tier, holder)
+        admissions = (adm or 0) + (r_adm or 0)
         if r_ts is not None and (ts is None or r_ts > ts):
             kind = r_kind
-        if kind is None and admissions == 0:
-            return NO_USAGE
-        return Usage(admissions, Mode(kind) if kind else None)
+        usage = NO_USAGE if kind is None and admissions == 0 else Usage(admissions, Mode(kind) if kind else None)
+        return Lookup(record, usage, bool(seen))
 
-    def step_accepted(self, ticket_id: str, step: int) -> bool:
-        return self.conn.execute(
-            "SELECT 1 FROM steps WHERE ticket_id = ? AND step = ?", (ticket_id, step)
-        ).fetchone() is not None
+    def ticket(self, ticket_id: str) -> TicketRecord | None:
+        return self.lookup(ticket_id, None).record
+
+    def usage(self, ticket_id: str) -> Usage:
+        """This gate's accepted history, plus what other gates reported."""
+        return self.lookup(ticket_id, None).usage
 
     def face_template(self, ticket_id: str) -> tuple[float, ...] | None:
         row = self.conn.execute(

@@ -19,7 +19,7 @@ from typing import Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gate.decision import Decision, LanePolicy, LedgerView, Mode, Reason, TicketRecord, allowance
+from gate.decision import Decision, LanePolicy, LedgerView, Mode, Reason, Sub, TicketRecord, allowance
 
 MAX_SECRET = 4096
 
@@ -84,7 +84,7 @@ def decide_pretix(secret: str, *, now: float, lane: LanePolicy, keys: Sequence[E
     mode = lane.mode if mode is None else mode
     secret = secret.strip()
     if not secret or len(secret) > MAX_SECRET or not secret.isprintable():
-        return Decision(Reason.MALFORMED, mode, detail="not a pretix ticket code")
+        return Decision(Reason.MALFORMED, mode, sub=Sub.NOT_PRETIX, detail="not a pretix ticket code")
     tid = ticket_id_for(secret)
     signed = split_sig1(secret)
     fields: dict = {}
@@ -103,7 +103,7 @@ def decide_pretix(secret: str, *, now: float, lane: LanePolicy, keys: Sequence[E
         try:
             fields = parse_ticket_protobuf(payload)
         except ValueError:
-            return Decision(Reason.MALFORMED, mode, ticket_id=tid, detail="signed payload unreadable")
+            return Decision(Reason.MALFORMED, mode, ticket_id=tid, sub=Sub.PRETIX_PAYLOAD, detail="signed payload unreadable")
         skew = lane.clock_skew_s
         if fields.get("valid_from") and now + skew < fields["valid_from"]:
             return Decision(Reason.NOT_YET_VALID, mode, ticket_id=tid)

@@ -121,21 +121,6 @@ class SyntheticCamera:
         self.queue.clear()
 
 
-def open_camera(spec: str, **kw):
-    kind, _, arg = spec.partition(":")
-    if kind == "opencv":
-        return OpenCvCamera(arg or "0", **kw)
-    if kind == "video":
-        return OpenCvCamera(arg, video=True)
-    if kind == "images":
-        return ImageFolderCamera(arg)
-    if kind == "synthetic":
-        return SyntheticCamera(max_idle=int(arg) if arg else None)
-    if kind == "photo":
-        return PhotoCamera(arg)
-    raise HardwareError(f"unknown camera {spec!r}: use opencv:N, video:FILE, images:DIR, photo:FILE or synthetic")
-
-
 class PhotoCamera:
     """A still photo as an endless camera (the demo's face camera; installers'
     dry runs). ``path`` can be changed between captures."""

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gate.decision import FaceCapture
+from gate.decision import FaceCapture, Sub
 from gate.errors import HardwareError
 
 AMBIGUOUS_RATIO = 0.5  # a second face at least this share of the largest one's area
@@ -95,9 +95,9 @@ class FaceEngine:
         """The capture of one frame: the nearest face's encoding, or why not."""
         boxes = self.detect(rgb)
         if not boxes:
-            return FaceCapture(None, "no face in view"), None
+            return FaceCapture(None, "no face in view", Sub.NO_FACE), None
         if len(boxes) > 1 and boxes[1].area >= AMBIGUOUS_RATIO * boxes[0].area:
-            return FaceCapture(None, "two faces in view: one person at a time"), None
+            return FaceCapture(None, "two faces in view: one person at a time", Sub.SEVERAL_FACES), None
         return FaceCapture(self.encode(rgb, boxes[0])), boxes[0]
 
 
@@ -140,8 +140,8 @@ class FaceSource:
 
     @classmethod
     def from_spec(cls, spec: str, *, liveness: bool = False) -> "FaceSource":
-        from hardware.camera import open_camera
-        return cls(open_camera(spec), FaceEngine(), liveness=liveness)
+        from hardware.registry import open_device
+        return cls(open_device("camera", spec), FaceEngine(), liveness=liveness)
 
     def capture(self, timeout_s: float) -> FaceCapture:
         import cv2
@@ -149,7 +149,7 @@ class FaceSource:
         deadline = self.clock() + timeout_s
         best: tuple[int, FaceCapture] | None = None
         centers: list[tuple[float, float, float]] = []
-        last_reason = "no face in view"
+        last = FaceCapture(None, "no face in view", Sub.NO_FACE)
         frames = 0
         while self.clock() < deadline and frames < self.max_frames:
             frame = self.camera.read()
@@ -160,7 +160,7 @@ class FaceSource:
             rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
             cap, box = self.engine.analyse(rgb)
             if box is None:
-                last_reason = cap.detail
+                last = cap
                 continue
             centers.append((*box.center, (box.right - box.left)))
             if best is None or box.area > best[0]:
@@ -169,9 +169,9 @@ class FaceSource:
             if big and (not self.liveness or _moved(centers)):
                 break
         if best is None:
-            return FaceCapture(None, last_reason)
+            return last
         if self.liveness and not _moved(centers):
-            return FaceCapture(None, "liveness: no head movement seen")
+            return FaceCapture(None, "liveness: no head movement seen", Sub.NOT_LIVE)
         return best[1]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from urllib.parse import parse_qs
 
 from gate.errors import HardwareError
 
@@ -29,6 +28,11 @@ class _TimedRelay:
     def _on(self) -> None: ...
 
     def _off(self) -> None: ...
+
+    def is_closed(self) -> bool:
+        """Whether the relay contact is closed (turnstile released) now, as
+        the device reports it where it can (GPIO, HID), else as last commanded."""
+        return self._timer is not None
 
     def pulse(self, ms: int = DEFAULT_PULSE_MS, *, tag: str | None = None) -> None:
         with self._lock:
@@ -119,6 +123,9 @@ class GpioRelay(_TimedRelay):
     def _off(self) -> None:
         self.req.set_value(self.line, self._Value.INACTIVE)
 
+    def is_closed(self) -> bool:
+        return self.req.get_value(self.line) == self._Value.ACTIVE
+
     def close(self) -> None:
         super().close()
         self.req.release()
@@ -150,34 +157,11 @@ class HidRelay(_TimedRelay):
     def _off(self) -> None:
         self._report(0xFD)
 
+    def is_closed(self) -> bool:
+        # the board's feature report: byte 7 holds one state bit per relay
+        state = self.dev.get_feature_report(1, 9)
+        return bool(state[7] & (1 << (self.relay - 1)))
+
     def close(self) -> None:
         super().close()
         self.dev.close()
-
-
-def open_relay(spec: str):
-    kind, _, arg = spec.partition(":")
-    if kind == "sim":
-        return SimRelay(arg or None)
-    if kind == "serial":
-        port, _, query = arg.partition("?")
-        q = {k: v[-1] for k, v in parse_qs(query).items()}
-        try:
-            kw = {}
-            if "on" in q:
-                kw["on"] = bytes.fromhex(q["on"])
-            if "off" in q:
-                kw["off"] = bytes.fromhex(q["off"])
-            if "baud" in q:
-                kw["baud"] = int(q["baud"])
-        except ValueError:
-            raise HardwareError(f"relay {spec!r}: on/off must be hex bytes and baud a number") from None
-        return SerialRelay(port, **kw)
-    if kind == "gpio":
-        chip, _, line = arg.rpartition(":")
-        if not chip or not line.isdigit():
-            raise HardwareError(f"relay {spec!r}: use gpio:CHIP:LINE, e.g. gpio:gpiochip0:17")
-        return GpioRelay(chip, int(line))
-    if kind == "hid":
-        return HidRelay(int(arg) if arg else 1)
-    raise HardwareError(f"unknown relay {spec!r}: use sim, gpio:CHIP:LINE, serial:PORT or hid")

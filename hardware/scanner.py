@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from urllib.parse import parse_qs
 
 from gate.errors import HardwareError
 
@@ -46,14 +45,3 @@ class SerialScanner:
 
     def close(self) -> None:
         self.port.close()
-
-
-def open_scanner(spec: str):
-    kind, _, arg = spec.partition(":")
-    if kind == "stdin":
-        return StdinScanner()
-    if kind == "serial":
-        port, _, query = arg.partition("?")
-        baud = int(parse_qs(query).get("baud", ["9600"])[-1])
-        return SerialScanner(port, baud)
-    raise HardwareError(f"unknown scanner {spec!r}: use stdin or serial:PORT")

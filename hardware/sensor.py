@@ -69,22 +69,3 @@ class GpioSensor:
 
     def close(self) -> None:
         self.req.release()
-
-
-def open_sensor(spec: str | None):
-    if spec in (None, "", "none"):
-        return NoSensor()
-    kind, _, arg = spec.partition(":")
-    if kind == "sim":
-        if arg == "never":
-            return SimSensor(0.0)
-        try:
-            return SimSensor(float(arg) if arg else 1.0)
-        except ValueError:
-            raise HardwareError(f"sensor {spec!r}: use sim, sim:never or sim:PROBABILITY") from None
-    if kind == "gpio":
-        chip, _, line = arg.rpartition(":")
-        if not chip or not line.isdigit():
-            raise HardwareError(f"sensor {spec!r}: use gpio:CHIP:LINE")
-        return GpioSensor(chip, int(line))
-    raise HardwareError(f"unknown sensor {spec!r}: use none, sim, sim:never, sim:P or gpio:CHIP:LINE")

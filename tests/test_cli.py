@@ -33,7 +33,7 @@ def test_every_command_has_help_and_is_in_the_readme():
     cmds = list(_commands(build_parser()))
     assert len(cmds) >= 8
     for path, sub in cmds:
-        assert sub.description or sub.format_help().strip(), path
+        assert sub.description and sub.description.strip(), f"'gate {' '.join(path)}' has no description"
         helps = [a.help for a in sub._actions if a.option_strings and a.dest != "help"]
         assert all(helps), f"{' '.join(path)} has an option without help"
         pattern = r"gate(?: --data \S+)? " + re.escape(" ".join(path)) + r"\b"
@@ -152,16 +152,3 @@ def test_verify_path_does_not_import_heavy_libraries():
     heavy = ("cv2", "face_recognition", "dlib", "textual", "fastapi", "numpy", "requests", "zxingcpp", "pyzbar")
     assert _loaded_after("from gate.app.cli import build_parser; build_parser(); import gate.appliance, gate.decision",
                          heavy) == []
-
-
-def test_core_never_imports_adapters():
-    adapters = ("hardware", "sync", "tui", "sqlite3", "gate.ledger", "requests")
-    assert _loaded_after("import crypto.gt1, crypto.keyring, gate.decision", adapters) == []
-
-
-def test_core_never_reads_the_clock():
-    core = [ROOT / "gate" / "decision.py", *(ROOT / "crypto").glob("*.py")]
-    for path in core:
-        src = path.read_text()
-        for needle in ("time.time(", "datetime.now(", "time.monotonic(", "import time"):
-            assert needle not in src, f"{path.name} reads the clock ({needle})"

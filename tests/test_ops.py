@@ -71,7 +71,7 @@ def test_wallet_code_and_png_decode_to_an_accepted_code(tmp_path):
     out = json_lines(run_gate(data, "verify", "--json", "--dry-run", text).stdout)[0]
     assert out["reason"] == "ACCEPT" and out["unlisted"]
     shown = run_gate(None, "wallet", "show", m["file"]).stdout
-    assert "rotating" in shown and "█" in shown or "▀" in shown
+    assert "rotating" in shown and ("█" in shown or "▀" in shown)
     r = run_gate(None, "wallet", "code", str(ring), check=False)
     assert r.returncode != 0 and "not a readable ticket file" in r.stderr
     store.close()

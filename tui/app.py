@@ -282,16 +282,16 @@ class GateApp(App):
         self.notify("sync requested")
 
 
-def run_tui(gate, lane, args) -> int:
-    from gate.app.run import _run_camera, _run_scanner, _start_sync
+def run_tui(runner) -> int:
+    """Run the staff UI over a composed lane (``gate.app.compose.build_lane``):
+    the lane runs in a worker thread, the UI observes and commands it."""
     from gate.pins import check_pin
 
-    sync = _start_sync(gate, args)
-    runner = (lambda: _run_scanner(lane, args)) if args.scanner else (lambda: _run_camera(lane, args))
-    app = GateApp(lane, sync=sync, check_pin=lambda op, pin: check_pin(gate, op, pin), runner=runner)
+    gate = runner.gate
+    app = GateApp(runner.lane, sync=runner.sync, check_pin=lambda op, pin: check_pin(gate, op, pin),
+                  runner=runner.run)
     try:
         app.run()
     finally:
-        if sync:
-            sync.stop()
+        runner.close()
     return 0

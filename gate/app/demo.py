@@ -66,12 +66,10 @@ class Demo:
         from crypto import gt1
         from crypto.issuer import Wallet
         from gate.appliance import Gate
-        from gate.lane import Lane
+        from gate.app.compose import LaneSpec, build_lane
         from hardware.camera import PhotoCamera, SyntheticCamera
         from hardware.face import FaceEngine, FaceSource, encoding_from_photo
         from hardware.qr import FramePipeline, make_decoder
-        from hardware.relay import SimRelay
-        from hardware.sensor import SimSensor
         from sync import client as sc
         from sync.central.app import ServerThread, create_app
         from sync.central.store import CentralStore
@@ -99,8 +97,8 @@ class Demo:
         for i, name in enumerate(("north-1", "north-2")):
             g = Gate.init(self.work / name, event=EVENT, lane=name)
             sc.enroll(g, self.server.url, self.store.enrol_code(EVENT))
-            lane = Lane(g, relay=SimRelay(), sensor=SimSensor(1.0), clock=self.clock,
-                        face=FaceSource(self.face_cam[i], engine, max_frames=2))
+            lane = build_lane(LaneSpec(relay="sim", sensor="sim"), g, clock=self.clock,
+                              face=FaceSource(self.face_cam[i], engine, max_frames=2)).lane
             lane.observers.append(self._print_event)
             self.gates.append(g)
             self.lanes.append(lane)

@@ -8,7 +8,6 @@ from gate.pins import set_pin
 def cmd_pin_set(args) -> int:
     import getpass
     import sys
-    from pathlib import Path
 
     from gate.app.compose import open_gate
 

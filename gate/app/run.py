@@ -2,114 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
-from pathlib import Path
 
-from gate.errors import ConfigError, GateError
-
-
-def build_lane(gate, args, *, clock=None):
-    """Compose a lane from CLI/config specs (the one place hardware is chosen)."""
-    from gate.lane import Lane
-    from hardware.ports import SystemClock
-    from hardware.relay import open_relay
-    from hardware.sensor import open_sensor
-
-    face = None
-    if getattr(args, "face_camera", None):
-        from hardware.face import FaceSource
-        face = FaceSource.from_spec(args.face_camera, liveness=getattr(args, "face_liveness", False))
-    return Lane(gate, relay=open_relay(args.relay), sensor=open_sensor(args.sensor),
-                clock=clock or SystemClock(), face=face, pulse_ms=args.pulse_ms)
-
-
-def _printer(ev) -> None:
-    print(json.dumps(ev.to_json(), separators=(",", ":")), flush=True)
-
-
-def _human(ev) -> None:
-    d = ev.decision
-    who = d.ticket_id or "-"
-    ms = f" {ev.frame_ms:.1f} ms" if ev.frame_ms is not None else ""
-    print(f"{time.strftime('%H:%M:%S')} {'ADMIT ' if d.accepted else 'REJECT'} {d.reason.value:<16} "
-          f"{who} {ev.outcome}{ms}", flush=True)
+from gate.errors import GateError
 
 
 def cmd_run(args) -> int:
-    from gate.app.compose import open_gate
+    from gate.app.compose import LaneSpec, build_lane, lane_printer, open_gate
 
-    gate = open_gate(args.data)
-    if args.passage_timeout is not None:
-        from dataclasses import replace
-        gate.config = replace(gate.config, passage_timeout_s=args.passage_timeout)
-    lane = build_lane(gate, args)
+    runner = build_lane(LaneSpec.from_args(args), open_gate(args.data))
     if args.tui:
         from tui.app import run_tui
-        return run_tui(gate, lane, args)
-    lane.observers.append(_printer if args.json_events else _human)
-    sync = _start_sync(gate, args)
+        return run_tui(runner)
+    runner.lane.observers.append(lane_printer(args.json_events))
     try:
-        if args.scanner:
-            _run_scanner(lane, args)
-        else:
-            _run_camera(lane, args)
+        runner.run()
     except KeyboardInterrupt:
         pass
     finally:
-        if sync:
-            sync.stop()
-        lane.relay.close()
-        lane.sensor.close()
+        runner.close()
     return 0
-
-
-def _start_sync(gate, args):
-    if not getattr(args, "central", None):
-        return None
-    from sync.loop import SyncLoop
-    loop = SyncLoop.for_gate(gate, args.central)
-    loop.start()
-    return loop
-
-
-def _run_camera(lane, args) -> None:
-    from hardware.camera import open_camera
-    from hardware.qr import FramePipeline, make_decoder
-
-    if not args.camera:
-        raise ConfigError("give --camera SPEC (opencv:0, video:FILE, images:DIR, synthetic) or --scanner SPEC")
-    camera = open_camera(args.camera)
-    pipeline = FramePipeline(make_decoder(args.decoder))
-    frames = 0
-    try:
-        while args.max_frames is None or frames < args.max_frames:
-            frame = camera.read()
-            if frame is None:
-                break
-            frames += 1
-            for text in pipeline.process(frame.image, frame.index):
-                lane.submit(text, frame.captured_ns)
-    finally:
-        camera.close()
-
-
-def _run_scanner(lane, args) -> None:
-    from hardware.scanner import open_scanner
-
-    scanner = open_scanner(args.scanner)
-    # a handheld read is deliberate: show every one (the cooldown hides camera re-reads only)
-    lane.cooldown_s = 0.0
-    try:
-        while True:
-            code = scanner.read_code()
-            if code is None:
-                break
-            lane.submit(code, time.monotonic_ns())
-    finally:
-        scanner.close()
 
 
 # ------------------------------------------------------------------ doctor
@@ -118,6 +32,7 @@ def _run_scanner(lane, args) -> None:
 def cmd_doctor(args) -> int:
     from gate import ledger
     from gate.app.compose import open_gate
+    from hardware.registry import is_simulated, open_device
 
     results: list[tuple[str, str, str]] = []
 
@@ -135,8 +50,7 @@ def cmd_doctor(args) -> int:
     def camera():
         if not args.camera:
             return "SKIP", "no --camera given"
-        from hardware.camera import open_camera
-        cam = open_camera(args.camera)
+        cam = open_device("camera", args.camera)
         try:
             frame = cam.read()
         finally:
@@ -147,15 +61,13 @@ def cmd_doctor(args) -> int:
         return "OK", f"{args.camera} gives {w}x{h} frames"
 
     def relay():
-        from hardware.relay import open_relay
-        r = open_relay(args.relay)
-        r.close()
-        return ("WARN" if args.relay.startswith("sim") else "OK"), f"{args.relay} opened" + (
-            " (simulated: the turnstile will not move)" if args.relay.startswith("sim") else "")
+        open_device("relay", args.relay).close()
+        if is_simulated("relay", args.relay):
+            return "WARN", f"{args.relay} opened (simulated: the turnstile will not move)"
+        return "OK", f"{args.relay} opened"
 
     def sensor():
-        from hardware.sensor import open_sensor
-        s = open_sensor(args.sensor)
+        s = open_device("sensor", args.sensor)
         s.close()
         if not getattr(s, "present", False):
             return "WARN", "no passage sensor: admissions cannot be rolled back when nobody passes"
@@ -203,11 +115,11 @@ def cmd_doctor(args) -> int:
 
 
 def _hardware_args(p) -> None:
-    p.add_argument("--camera", metavar="SPEC", help="opencv:N | video:FILE | images:DIR | synthetic")
-    p.add_argument("--relay", default="sim", metavar="SPEC",
-                   help="sim[:FILE] | gpio:CHIP:LINE | serial:PORT | hid[:N] (default: sim)")
-    p.add_argument("--sensor", default="none", metavar="SPEC",
-                   help="none | sim | sim:never | sim:P | gpio:CHIP:LINE (default: none)")
+    from hardware.registry import usage
+
+    p.add_argument("--camera", metavar="SPEC", help=usage("camera"))
+    p.add_argument("--relay", default="sim", metavar="SPEC", help=usage("relay") + " (default: sim)")
+    p.add_argument("--sensor", default="none", metavar="SPEC", help=usage("sensor") + " (default: none)")
 
 
 def cmd_tui(args) -> int:
@@ -217,7 +129,9 @@ def cmd_tui(args) -> int:
 
 def _lane_args(p) -> None:
     _hardware_args(p)
-    p.add_argument("--scanner", metavar="SPEC", help="handheld scanner instead of a camera: stdin | serial:PORT")
+    from hardware.registry import usage
+
+    p.add_argument("--scanner", metavar="SPEC", help="handheld scanner instead of a camera: " + usage("scanner"))
     p.add_argument("--decoder", choices=["zxing", "pyzbar"], default="zxing", help="QR decoder (default: zxing)")
     p.add_argument("--json-events", action="store_true", help="print one JSON object per decision")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N camera frames")

@@ -1,0 +1,204 @@
+"""One registry of hardware drivers: spec string -> driver.
+
+A spec is ``SCHEME[:ARG]`` (``gpio:gpiochip0:17``, ``sim:/tmp/relay.log``,
+``opencv:0``). Each driver declares its kind, its scheme, the shape of its
+argument, whether it is a simulated twin, and how to open it. ``gate run``,
+``gate doctor`` and every ``--help`` read this table, so a new driver is one
+entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import parse_qs
+
+from gate.errors import HardwareError
+
+KINDS = ("camera", "relay", "sensor", "scanner")
+
+
+@dataclass(frozen=True, slots=True)
+class Driver:
+    kind: str
+    scheme: str
+    usage: str            # how the spec is written, e.g. "gpio:CHIP:LINE"
+    help: str             # one line for --help and doctor
+    open: Callable[[str], object]  # ARG (the text after "SCHEME:") -> device
+    simulated: bool = False
+    needs: str = ""       # an optional package the driver imports when opened
+
+
+def _query(arg: str) -> tuple[str, dict[str, str]]:
+    path, _, query = arg.partition("?")
+    return path, {k: v[-1] for k, v in parse_qs(query).items()}
+
+
+def _chip_line(kind: str, arg: str) -> tuple[str, int]:
+    chip, _, line = arg.rpartition(":")
+    if not chip or not line.isdigit():
+        raise HardwareError(f"{kind} 'gpio:{arg}': use gpio:CHIP:LINE, e.g. gpio:gpiochip0:17")
+    return chip, int(line)
+
+
+# ------------------------------------------------------------------ cameras
+
+def _opencv(arg: str):
+    from hardware.camera import OpenCvCamera
+    return OpenCvCamera(arg or "0")
+
+
+def _video(arg: str):
+    from hardware.camera import OpenCvCamera
+    if not arg:
+        raise HardwareError("camera 'video:': give the recording, e.g. video:/data/lane.mp4")
+    return OpenCvCamera(arg, video=True)
+
+
+def _images(arg: str):
+    from hardware.camera import ImageFolderCamera
+    if not arg:
+        raise HardwareError("camera 'images:': give a folder, e.g. images:/data/frames")
+    return ImageFolderCamera(arg)
+
+
+def _synthetic(arg: str):
+    from hardware.camera import SyntheticCamera
+    if arg and not arg.isdigit():
+        raise HardwareError(f"camera 'synthetic:{arg}': the argument is a number of idle frames")
+    return SyntheticCamera(max_idle=int(arg) if arg else None)
+
+
+def _photo(arg: str):
+    from hardware.camera import PhotoCamera
+    return PhotoCamera(arg or None)
+
+
+# ------------------------------------------------------------------ relays
+
+def _sim_relay(arg: str):
+    from hardware.relay import SimRelay
+    return SimRelay(arg or None)
+
+
+def _serial_relay(arg: str):
+    from hardware.relay import SerialRelay
+    port, q = _query(arg)
+    kw: dict = {}
+    try:
+        if "on" in q:
+            kw["on"] = bytes.fromhex(q["on"])
+        if "off" in q:
+            kw["off"] = bytes.fromhex(q["off"])
+        if "baud" in q:
+            kw["baud"] = int(q["baud"])
+    except ValueError:
+        raise HardwareError(f"relay 'serial:{arg}': on/off must be hex bytes and baud a number") from None
+    return SerialRelay(port, **kw)
+
+
+def _gpio_relay(arg: str):
+    from hardware.relay import GpioRelay
+    return GpioRelay(*_chip_line("relay", arg))
+
+
+def _hid_relay(arg: str):
+    from hardware.relay import HidRelay
+    if arg and not arg.isdigit():
+        raise HardwareError(f"relay 'hid:{arg}': the argument is the relay number on the board")
+    return HidRelay(int(arg) if arg else 1)
+
+
+# ------------------------------------------------------------------ sensors
+
+def _no_sensor(arg: str):
+    from hardware.sensor import NoSensor
+    return NoSensor()
+
+
+def _sim_sensor(arg: str):
+    from hardware.sensor import SimSensor
+    if arg == "never":
+        return SimSensor(0.0)
+    try:
+        p = float(arg) if arg else 1.0
+    except ValueError:
+        p = -1.0
+    if not 0.0 <= p <= 1.0:
+        raise HardwareError(f"sensor 'sim:{arg}': use sim, sim:never or sim:P with P between 0 and 1")
+    return SimSensor(p)
+
+
+def _gpio_sensor(arg: str):
+    from hardware.sensor import GpioSensor
+    return GpioSensor(*_chip_line("sensor", arg))
+
+
+# ------------------------------------------------------------------ scanners
+
+def _stdin_scanner(arg: str):
+    from hardware.scanner import StdinScanner
+    return StdinScanner()
+
+
+def _serial_scanner(arg: str):
+    from hardware.scanner import SerialScanner
+    port, q = _query(arg)
+    try:
+        baud = int(q.get("baud", "9600"))
+    except ValueError:
+        raise HardwareError(f"scanner 'serial:{arg}': baud must be a number") from None
+    return SerialScanner(port, baud)
+
+
+DRIVERS: tuple[Driver, ...] = (
+    Driver("camera", "opencv", "opencv:N|DEVICE", "a camera through OpenCV", _opencv),
+    Driver("camera", "video", "video:FILE", "a recording (ends with the file)", _video, simulated=True),
+    Driver("camera", "images", "images:DIR", "one frame per image file, in name order", _images,
+           simulated=True),
+    Driver("camera", "synthetic", "synthetic[:IDLE]", "renders live wallet codes (demo, dry runs)",
+           _synthetic, simulated=True),
+    Driver("camera", "photo", "photo:FILE", "a still photo as an endless camera (face dry runs)",
+           _photo, simulated=True),
+    Driver("relay", "sim", "sim[:FILE]", "simulated relay (FILE gets one line per pulse)", _sim_relay,
+           simulated=True),
+    Driver("relay", "gpio", "gpio:CHIP:LINE", "relay on a GPIO line via libgpiod", _gpio_relay,
+           needs="gpiod"),
+    Driver("relay", "serial", "serial:PORT[?on=HEX&off=HEX&baud=N]", "USB serial relay board",
+           _serial_relay),
+    Driver("relay", "hid", "hid[:N]", "USB HID relay board 16c0:05df", _hid_relay, needs="hid"),
+    Driver("sensor", "none", "none", "no passage sensor (admissions are never rolled back)", _no_sensor),
+    Driver("sensor", "sim", "sim[:never|:P]", "simulated passage sensor (P: share who pass)",
+           _sim_sensor, simulated=True),
+    Driver("sensor", "gpio", "gpio:CHIP:LINE", "passage sensor on a GPIO line via libgpiod", _gpio_sensor,
+           needs="gpiod"),
+    Driver("scanner", "stdin", "stdin", "keyboard-wedge scanner (one code per line)", _stdin_scanner),
+    Driver("scanner", "serial", "serial:PORT[?baud=N]", "serial handheld scanner", _serial_scanner),
+)
+
+
+def drivers(kind: str) -> list[Driver]:
+    return [d for d in DRIVERS if d.kind == kind]
+
+
+def find(kind: str, spec: str) -> tuple[Driver, str]:
+    """The driver for ``spec`` and its argument, or a HardwareError naming the choices."""
+    scheme, _, arg = (spec or "").partition(":")
+    for d in drivers(kind):
+        if d.scheme == scheme:
+            return d, arg
+    raise HardwareError(f"unknown {kind} {spec!r}: use {usage(kind)}")
+
+
+def open_device(kind: str, spec: str):
+    driver, arg = find(kind, spec)
+    return driver.open(arg)
+
+
+def is_simulated(kind: str, spec: str) -> bool:
+    return find(kind, spec)[0].simulated
+
+
+def usage(kind: str) -> str:
+    """``sim[:FILE] | gpio:CHIP:LINE | ...``: what --help shows for a kind."""
+    return " | ".join(d.usage for d in drivers(kind))

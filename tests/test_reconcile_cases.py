@@ -1,0 +1,100 @@
+"""What the reconciliation names, from real uploads through a real central on
+127.0.0.1: admissions of tickets revoked before the scan, unlisted admissions,
+sequence gaps; and the clock offset a sync pass reports."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from crypto.issuer import Wallet
+from gate.appliance import Gate
+from gate.decision import Reason
+from sync import client as sc
+from sync.central.app import ServerThread, create_app
+from sync.central.reconcile import build_report, render_text
+from sync.central.store import CentralStore
+from test_sync import _batch
+
+EVENT = "evt-rec"
+
+
+@pytest.fixture
+def central(tmp_path):
+    store = CentralStore(tmp_path / "central")
+    store.create_event(EVENT)
+    server = ServerThread(create_app(store)).start()
+    yield store, server
+    server.stop()
+    store.close()
+
+
+def _gate(tmp_path, store, url, name="g1"):
+    g = Gate.init(tmp_path / name, event=EVENT, lane=name)
+    sc.enroll(g, url, store.enrol_code(EVENT))
+    return g
+
+
+def _issue(store, tmp_path, n=1):
+    return [Wallet.load(m["file"]) for m in store.issue(EVENT, count=n, out=tmp_path / "wallets")]
+
+
+def test_revoked_before_the_scan_and_unlisted_admissions_are_named(central, tmp_path):
+    store, server = central
+    refunded, kept = _issue(store, tmp_path, 2)
+    g = _gate(tmp_path, store, server.url)
+    assert sc.sync_once(g, sc.client_for(g)).ok
+    # central refunds one ticket and sells a new one; the gate, cut off, learns neither
+    store.revoke(refunded.ticket_id)
+    (late,) = _issue(store, tmp_path, 1)
+    now = time.time() + 5  # after the refund
+    for w in (refunded, kept, late):
+        assert g.scan(w.code(now), now=now)[0].reason is Reason.ACCEPT
+    assert sc.sync_once(g, sc.client_for(g)).ok
+    rep = build_report(store, EVENT)
+    assert [r["ticket_id"] for r in rep["revoked_admissions"]] == [refunded.ticket_id]
+    assert [u["ticket_id"] for u in rep["unlisted_admissions"]] == [late.ticket_id]
+    text = render_text(rep)
+    assert refunded.ticket_id[:12] in text and late.ticket_id[:12] in text
+    # an admission before the refund is not "revoked before the scan"
+    g2 = _gate(tmp_path, store, server.url, "g2")
+    (early,) = _issue(store, tmp_path, 1)
+    assert sc.sync_once(g2, sc.client_for(g2)).ok
+    t0 = time.time()
+    assert g2.scan(early.code(t0), now=t0)[0].reason is Reason.ACCEPT
+    assert sc.sync_once(g2, sc.client_for(g2)).ok
+    store.revoke(early.ticket_id)
+    assert early.ticket_id not in [r["ticket_id"] for r in build_report(store, EVENT)["revoked_admissions"]]
+
+
+def test_a_sequence_gap_is_refused_named_and_then_filled(central, tmp_path):
+    # A batch that skips records (a device whose log lost some, or a forged
+    # upload) is refused with the seq central holds; the report shows the
+    # device stopped there, and a normal sync fills the gap in order.
+    store, server = central
+    wallets = _issue(store, tmp_path, 5)
+    g = _gate(tmp_path, store, server.url)
+    now = time.time()
+    for w in wallets:
+        g.scan(w.code(now), now=now)
+    recs = [r[0] for r in g.conn.execute("SELECT record FROM scans ORDER BY seq")]
+    client = sc.client_for(g)
+    assert client.upload(EVENT, _batch(g, recs[:2]))["stored_through"] == 2
+    with pytest.raises(sc.ApiError) as exc:
+        client.upload(EVENT, _batch(g, recs[3:], from_seq=4))
+    assert exc.value.status == 409 and "gap" in str(exc.value)
+    (dev,) = build_report(store, EVENT)["devices"]
+    assert dev["stored_through"] == 2 and dev["records"] == 2
+    assert sc.sync_once(g, client).ok  # the gate resends from what central acknowledged
+    (dev,) = build_report(store, EVENT)["devices"]
+    assert dev["stored_through"] == 5 and dev["chain_ok"] and dev["gaps"] == []
+
+
+def test_sync_reports_the_clock_offset(central, tmp_path):
+    store, server = central
+    g = _gate(tmp_path, store, server.url)
+    rep = sc.sync_once(g, sc.client_for(g), now=time.time() - 120)  # this gate's clock is 2 min slow
+    assert rep.ok and 110 < rep.clock_offset_s < 130
+    rep = sc.sync_once(g, sc.client_for(g))
+    assert abs(rep.clock_offset_s) < 10
