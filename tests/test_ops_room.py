@@ -337,6 +337,21 @@ def test_ticket_history_across_two_gates_and_csv_export(central, browser, tmp_pa
     assert d2 in cells[1] and "south" in cells[1] and "admitted" in cells[1]
     assert d2 in cells[2] and "ALREADY_USED" in cells[2]
     page.screenshot(path=str(tmp_path / "ops-ticket.png"), full_page=True)
+    # another ticket: admitted, rolled back at the turnstile, then reissued and revoked by central
+    w2 = v.wallets[1]
+    d, entry = g1.scan(w2.code(now - 90), now=now - 90)
+    g1.rollback(entry.seq, now=now - 85)
+    assert v.sync(g1).ok
+    store.reissue(w2.ticket_id, tmp_path / "reissued")
+    store.revoke(w2.ticket_id)
+    page.fill("input[name=q]", w2.ticket_id)
+    page.click("button:has-text('Search')")
+    text = page.locator("table.history").inner_text()
+    # in time order: the scan (version 1), its rollback, the revocation; the reissue (time not kept) last
+    order = [text.index(x) for x in ("scan entry · v1", "rollback", "revocation", "reissue")]
+    assert order == sorted(order), text
+    assert "revoked" in page.locator("main").inner_text()
+    page.screenshot(path=str(tmp_path / "ops-ticket-2.png"), full_page=True)
 
     page.goto(f"{server.url}/ops/e/ev-ticket/reconciliation")
     page.screenshot(path=str(tmp_path / "ops-reconciliation.png"), full_page=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 
+import cbor2
+
 AMBER_S = 120   # silence before a gate's row turns amber (while doors are open)
 RED_S = 300     # ... and red
 OPEN_WINDOW_S = 600  # doors count as open when any gate of the event scanned this recently
@@ -353,24 +355,34 @@ def find_tickets(db, event: str, q: str) -> list[dict]:
          "pat": "%" + q.lower().replace("%", "") + "%"})
 
 
+def _version(record) -> int | None:
+    """The credential version the holder showed, from the stored record (reissues bump it)."""
+    try:
+        v = cbor2.loads(bytes(record)).get("version")
+    except Exception:
+        return None
+    return v if isinstance(v, int) else None
+
+
 def ticket_history(db, event: str, ticket_id: str) -> dict | None:
     t = db.one("SELECT ticket_id, tier, zone, version, status, entries, holder, revoked_at FROM tickets"
                " WHERE ticket_id = :t", {"t": ticket_id})
     rows = db.all(
         """SELECT s.ts_ms AS ts_ms, s.device_id AS device_id, s.lane AS lane, s.seq AS seq, s.kind AS kind,
-                  s.mode AS mode, s.decision AS decision, s.reason AS reason, s.received AS received
+                  s.mode AS mode, s.decision AS decision, s.reason AS reason, s.received AS received,
+                  s.record AS record
            FROM scans s WHERE s.event = :e AND s.ticket_id = :t
            UNION ALL
-           SELECT r.ts_ms, r.device_id, r.lane, r.seq, r.kind, r.mode, r.decision, r.reason, r.received
+           SELECT r.ts_ms, r.device_id, r.lane, r.seq, r.kind, r.mode, r.decision, r.reason, r.received, r.record
            FROM scans r JOIN scans s ON s.device_id = r.device_id AND r.ref = s.seq
            WHERE r.kind = 'rollback' AND s.event = :e AND s.ticket_id = :t
            ORDER BY 1, 2, 4""", {"e": event, "t": ticket_id})
     if t is None and not rows:
         return None
-    hist = [{**r, "at": (r["ts_ms"] or 0) / 1000} for r in rows]
+    hist = [{**r, "at": (r["ts_ms"] or 0) / 1000, "version": _version(r.pop("record"))} for r in rows]
     if t and t["version"] > 1:  # the store keeps the current version, not when each reissue happened
         hist.append({"at": None, "kind": "reissue", "reason": f"now version {t['version']}"
-                     f" ({t['version'] - 1} reissue{'s' if t['version'] > 2 else ''})"})
+                     f" ({t['version'] - 1} reissue{'s' if t['version'] > 2 else ''}; central keeps no time for it)"})
     if t and t["revoked_at"]:
         hist.append({"at": t["revoked_at"], "kind": "revocation", "reason": "revoked by central"})
     hist.sort(key=lambda h: (h["at"] is None, h["at"] or 0))

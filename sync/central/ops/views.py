@@ -240,9 +240,11 @@ def ticket(event: str, q: str, found: list[dict], hist: dict | None, csrf: str) 
         for h in hist["history"]:
             what = h["kind"]
             if what in ("scan", "override"):
-                what = f"{h['kind']} {h.get('mode') or ''}"
+                what = f"{h['kind']} {h.get('mode') or ''}" + (f" · v{h['version']}" if h.get("version") else "")
             verdict = h.get("decision") or ""
             icon = "● admitted" if verdict == "accept" else "✖ refused" if verdict == "reject" else ""
+            if h["kind"] == "rollback":
+                icon = "↩ admission voided (no passage)"
             rows.append([hms(h["at"]) if h["at"] else "—", e(h.get("device_id") or "central"),
                          e(h.get("lane") or "—"), e(what), f"{icon} {e(h.get('reason') or '')}",
                          e(h.get("seq") or "")])
