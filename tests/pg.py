@@ -61,6 +61,8 @@ class PgCluster:
         opts = f"-p {self.port} -k {self.sock} -c listen_addresses='' -c max_connections=200"
         if self.fast:  # throwaway data: no fsync
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        else:  # benchmarks: SQLite WAL + synchronous=NORMAL durability (recent commits may go, no corruption)
+            opts += " -c synchronous_commit=off -c shared_buffers=256MB -c max_wal_size=4GB"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "start")
         return self
 

@@ -14,8 +14,8 @@ from sync.central.store import CentralStore
 from conftest import json_lines, run_gate
 
 
-def test_scanner_lane_with_background_sync_reaches_central(tmp_path):
-    store = CentralStore(tmp_path / "central")
+def test_scanner_lane_with_background_sync_reaches_central(tmp_path, central_db):
+    store = CentralStore(tmp_path / "central", central_db)
     store.create_event("evt-ops")
     made = store.issue("evt-ops", count=3, out=tmp_path / "wallets")
     server = ServerThread(create_app(store)).start()

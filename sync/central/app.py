@@ -8,6 +8,7 @@ import json
 import time
 
 from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from sync.central.store import CentralError, CentralStore, Unavailable
@@ -90,14 +91,15 @@ def create_app(store: CentralStore) -> FastAPI:
 
     @app.post("/v1/events/{event}/scans")
     async def scans(event: str, request: Request):
-        device_id, _, pub = device(request, event)
+        device_id, _, pub = await run_in_threadpool(device, request, event)  # never wait for a DB on the loop
         try:
             batch = json.loads(await request.body())
         except ValueError:
             raise CentralError(400, "body is not JSON") from None
         if not isinstance(batch, dict):
             raise CentralError(400, "body must be a JSON object")
-        return _json(store.store_scans(event, device_id, pub, batch))
+        # off the event loop: while one upload waits for the database, others are parsed
+        return _json(await run_in_threadpool(store.store_scans, event, device_id, pub, batch))
 
     @app.get("/v1/events/{event}/admissions")
     def admissions(event: str, request: Request):

@@ -42,47 +42,78 @@ __all__ = ["CentralStore", "CentralError", "Migration", "Unavailable", "migratio
 
 SCHEMA_1 = """
 CREATE TABLE events (
-    event TEXT PRIMARY KEY, venue TEXT NOT NULL DEFAULT '', starts_at {real}, ends_at {real},
+    event {text} PRIMARY KEY, venue {text} NOT NULL DEFAULT '', starts_at {real}, ends_at {real},
     created {real} NOT NULL);
 CREATE INDEX events_venue ON events(venue);
 CREATE TABLE issuer_keys (
-    kid TEXT PRIMARY KEY, event TEXT NOT NULL, pub {blob} NOT NULL, status TEXT NOT NULL,
+    kid {text} PRIMARY KEY, event {text} NOT NULL, pub {blob} NOT NULL, status {text} NOT NULL,
     created {real} NOT NULL);
 CREATE TABLE tickets (
-    ticket_id TEXT PRIMARY KEY, event TEXT NOT NULL, tier TEXT NOT NULL DEFAULT '', zone TEXT,
-    version INTEGER NOT NULL DEFAULT 1, status TEXT NOT NULL DEFAULT 'valid',
+    ticket_id {text} PRIMARY KEY, event {text} NOT NULL, tier {text} NOT NULL DEFAULT '', zone {text},
+    version INTEGER NOT NULL DEFAULT 1, status {text} NOT NULL DEFAULT 'valid',
     entries INTEGER NOT NULL DEFAULT 1, reentry INTEGER NOT NULL DEFAULT 0,
-    face_required INTEGER NOT NULL DEFAULT 0, face_template TEXT, holder TEXT,
+    face_required INTEGER NOT NULL DEFAULT 0, face_template {text}, holder {text},
     holder_pub {blob}, change_seq {bigint} NOT NULL, revoked_at {real});
 CREATE INDEX tickets_feed ON tickets(event, change_seq);
-CREATE TABLE counters (name TEXT PRIMARY KEY, value {bigint} NOT NULL);
+CREATE TABLE counters (name {text} PRIMARY KEY, value {bigint} NOT NULL);
 INSERT INTO counters (name, value) VALUES ('change', 0);
 INSERT INTO counters (name, value) VALUES ('scan', 0);
 CREATE TABLE enrol_codes (
-    code_hash TEXT PRIMARY KEY, event TEXT NOT NULL, created {real} NOT NULL, used_by TEXT,
+    code_hash {text} PRIMARY KEY, event {text} NOT NULL, created {real} NOT NULL, used_by {text},
     used_at {real});
-CREATE TABLE enrol_failures (id {id}, client TEXT NOT NULL, at {real} NOT NULL, why TEXT NOT NULL);
+CREATE TABLE enrol_failures (id {id}, client {text} NOT NULL, at {real} NOT NULL, why {text} NOT NULL);
 CREATE INDEX enrol_failures_client ON enrol_failures(client, at);
 CREATE TABLE devices (
-    device_id TEXT PRIMARY KEY, event TEXT NOT NULL, venue TEXT NOT NULL DEFAULT '',
-    pub {blob} NOT NULL, token_hash TEXT NOT NULL UNIQUE, status TEXT NOT NULL DEFAULT 'active',
-    enrolled_at {real} NOT NULL, quarantined_at {real}, quarantine_reason TEXT);
+    device_id {text} PRIMARY KEY, event {text} NOT NULL, venue {text} NOT NULL DEFAULT '',
+    pub {blob} NOT NULL, token_hash {text} NOT NULL UNIQUE, status {text} NOT NULL DEFAULT 'active',
+    enrolled_at {real} NOT NULL, quarantined_at {real}, quarantine_reason {text});
 CREATE TABLE lane_buckets (
-    device_id TEXT NOT NULL, lane TEXT NOT NULL, tokens {real} NOT NULL, last_ms {bigint},
+    device_id {text} NOT NULL, lane {text} NOT NULL, tokens {real} NOT NULL, last_ms {bigint},
     PRIMARY KEY (device_id, lane));
 CREATE TABLE scans (
-    id {bigint} PRIMARY KEY, device_id TEXT NOT NULL, seq {bigint} NOT NULL, event TEXT NOT NULL,
-    ts_ms {bigint}, kind TEXT, mode TEXT, decision TEXT, reason TEXT, ticket_id TEXT,
-    unlisted INTEGER, consumes INTEGER, ref {bigint}, lane TEXT, proven INTEGER,
+    id {bigint} PRIMARY KEY, device_id {text} NOT NULL, seq {bigint} NOT NULL, event {text} NOT NULL,
+    ts_ms {bigint}, kind {text}, mode {text}, decision {text}, reason {text}, ticket_id {text},
+    unlisted INTEGER, consumes INTEGER, ref {bigint}, lane {text}, proven INTEGER,
     record {blob} NOT NULL, hash {blob} NOT NULL, received {real} NOT NULL, UNIQUE (device_id, seq));
 CREATE INDEX scans_event_id ON scans(event, id);
 CREATE INDEX scans_ticket ON scans(event, ticket_id);
 CREATE INDEX scans_rollback ON scans(device_id, ref) WHERE kind = 'rollback';
 CREATE TABLE problems (
-    id {id}, event TEXT, device_id TEXT, kind TEXT NOT NULL, detail TEXT NOT NULL, at {real} NOT NULL)
+    id {id}, event {text}, device_id {text}, kind {text} NOT NULL, detail {text} NOT NULL, at {real} NOT NULL)
 """
 
-migrations.append(Migration("central_1_schema", SCHEMA_1))
+# a central.db made before migrations existed (SQLite, the previous release): add what is new
+FROM_UNVERSIONED = """
+ALTER TABLE events ADD COLUMN venue TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN starts_at REAL;
+ALTER TABLE events ADD COLUMN ends_at REAL;
+CREATE INDEX events_venue ON events(venue);
+ALTER TABLE tickets ADD COLUMN holder_pub BLOB;
+INSERT INTO counters (name, value) VALUES ('change', 0) ON CONFLICT (name) DO NOTHING;
+INSERT INTO counters (name, value) SELECT 'scan', coalesce(max(id), 0) FROM scans WHERE true
+    ON CONFLICT (name) DO NOTHING;
+ALTER TABLE enrol_codes ADD COLUMN used_at REAL;
+CREATE TABLE enrol_failures (id INTEGER PRIMARY KEY, client TEXT NOT NULL, at REAL NOT NULL, why TEXT NOT NULL);
+CREATE INDEX enrol_failures_client ON enrol_failures(client, at);
+ALTER TABLE devices ADD COLUMN venue TEXT NOT NULL DEFAULT '';
+ALTER TABLE devices ADD COLUMN quarantined_at REAL;
+ALTER TABLE devices ADD COLUMN quarantine_reason TEXT;
+CREATE UNIQUE INDEX devices_token ON devices(token_hash);
+CREATE TABLE lane_buckets (
+    device_id TEXT NOT NULL, lane TEXT NOT NULL, tokens REAL NOT NULL, last_ms INTEGER,
+    PRIMARY KEY (device_id, lane));
+ALTER TABLE scans ADD COLUMN proven INTEGER;
+CREATE INDEX scans_event_id ON scans(event, id)
+"""
+
+
+def _schema_1(db: DB) -> None:
+    legacy = db.dialect == "sqlite" and db.one(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scans'") is not None
+    db.script(FROM_UNVERSIONED if legacy else SCHEMA_1)
+
+
+migrations.append(Migration("central_1_schema", _schema_1))
 
 TICKET_FIELDS = ("ticket_id", "event", "tier", "zone", "version", "status", "entries", "reentry",
                  "face_required", "face_template", "holder")
@@ -124,6 +155,11 @@ def _ph(names) -> str:
     return ", ".join(f":{n}" for n in names)
 
 
+def _check_cursor(cursor: int) -> None:
+    if type(cursor) is not int or not 0 <= cursor <= _I64[1]:
+        raise CentralError(422, "cursor must be an integer from 0 to 2^63-1 (the one the last page gave)")
+
+
 def _harden_dir(path: Path) -> None:
     """The central's directory 0700 and every file in it 0600, whatever existed before."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -151,10 +187,19 @@ class CentralStore:
         _harden_dir(self.dir)
         old = os.umask(0o077)  # files SQLite creates (the WAL, its index) are 0600 too
         try:
-            self.db = Database(db_url or f"sqlite:///{self.dir / 'central.db'}",
-                               pool_size=pool_size, pool_timeout=pool_timeout)
+            try:
+                self.db = Database(db_url or f"sqlite:///{self.dir / 'central.db'}",
+                                   pool_size=pool_size, pool_timeout=pool_timeout)
+            except ValueError as exc:  # a URL SQLAlchemy cannot parse or we do not support
+                raise ConfigError(f"--db {db_url}: {exc}") from None
             if migrate:
-                self.db.migrate()
+                try:
+                    self.db.migrate()
+                except Unavailable as exc:
+                    cause = exc.__cause__ or exc
+                    first = (str(getattr(cause, "orig", cause)).strip().splitlines() or ["?"])[0]
+                    raise ConfigError(f"cannot open the central database ({first}): "
+                                      "check --db and that the server is running") from None
         finally:
             os.umask(old)
         _harden_dir(self.dir)
@@ -262,6 +307,11 @@ class CentralStore:
         for i, r in enumerate(rows):
             r["change_seq"] = first + i
             r.setdefault("holder_pub", None)
+        if db.dialect == "postgresql" and not upsert and len(rows) > 100:
+            with db.raw.cursor() as cur, cur.copy(f"COPY tickets ({', '.join(cols)}) FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row([r[c] for c in cols])
+            return
         sql = f"INSERT INTO tickets ({', '.join(cols)}) VALUES ({_ph(cols)})"
         if upsert:
             sql += " ON CONFLICT (ticket_id) DO UPDATE SET " + ", ".join(
@@ -292,11 +342,12 @@ class CentralStore:
             self._insert_tickets(db, rows)
         return made
 
-    def add_tickets(self, records: list[dict]) -> None:
-        """Bulk load ticket records (DESIGN §5 shape): benchmarks, migrations."""
+    def add_tickets(self, records: list[dict], *, replace: bool = True) -> None:
+        """Bulk load ticket records (DESIGN §5 shape): benchmarks, migrations.
+        ``replace=False``: all are new (PostgreSQL then loads them with COPY)."""
         rows = [{f: int(r[f]) if isinstance(r[f], bool) else r[f] for f in TICKET_FIELDS} for r in records]
         with self._tx() as db:
-            self._insert_tickets(db, rows, upsert=True)
+            self._insert_tickets(db, rows, upsert=replace)
 
     def _ticket_event(self, db: DB, ticket_id: str) -> str:
         row = db.one("SELECT event FROM tickets WHERE ticket_id = :t", {"t": ticket_id})
@@ -331,6 +382,7 @@ class CentralStore:
         return {"ticket_id": ticket_id, "version": version + 1, "file": str(path)}
 
     def ticket_page(self, event: str, cursor: int, limit: int) -> tuple[list[dict], int, bool]:
+        _check_cursor(cursor)
         with self.reader() as db:
             rows = db.all(
                 f"SELECT {', '.join(TICKET_FIELDS)}, change_seq FROM tickets WHERE event = :e AND change_seq > :c"

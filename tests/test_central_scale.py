@@ -1,0 +1,400 @@
+"""The central at venue-group scale (issue 14), on SQLite and PostgreSQL:
+several `central serve` processes on one database, concurrent uploads of the
+same batches, commit-ordered cursors, venues, and the faults: PostgreSQL
+restarted mid-upload, an API process killed mid-batch, migrations run twice or
+interrupted, an exhausted connection pool."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from crypto.issuer import Wallet
+from gate import scanlog
+from gate.appliance import Gate
+from gate.db import transaction
+from sync import client as sc
+from sync.central.app import ServerThread, create_app
+from sync.central.db import Database, Migration
+from sync.central.reconcile import build_report, build_venue_report, render_venue_text
+from sync.central.store import CentralStore
+from conftest import GATE_BIN, ROOT, run_gate
+
+EVENT = "evt-scale"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    """A real `gate central serve` process."""
+
+    def __init__(self, data: Path, db: str | None, *extra: str):
+        self.port = _port()
+        args = [str(GATE_BIN), "--data", str(data), "central"] + (["--db", db] if db else []) + \
+            ["serve", "--port", str(self.port), *extra]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(300):
+            try:
+                requests.get(self.url + "/v1/time", timeout=1)
+                return
+            except requests.RequestException:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"central serve exited: {self.proc.stderr.read().decode()}")
+                time.sleep(0.05)
+        raise AssertionError("central serve did not start")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def two_serves(tmp_path, central_db):
+    store = CentralStore(tmp_path / "central", central_db)
+    store.create_event(EVENT)
+    serves = [Serve(tmp_path / "central", central_db), Serve(tmp_path / "central", central_db)]
+    yield store, serves
+    for s in serves:
+        s.stop()
+    store.close()
+
+
+def _fill(g: Gate, tickets: list[str], *, start_ms: int, lane_gap_ms: int = 1100) -> None:
+    """Chained scan records straight into the gate's log (what real scans leave),
+    one admission per ticket at a turnstile's pace."""
+    seq, prev = scanlog.head(g.conn)
+    rows = []
+    for i, tid in enumerate(tickets):
+        seq += 1
+        rec = {"kind": "scan", "ts_ms": start_ms + i * lane_gap_ms, "device": g.config.device_id,
+               "lane": g.policy.lane, "event": g.policy.event, "mode": "entry", "decision": "accept",
+               "reason": "ACCEPT", "ticket_id": tid, "step": None, "version": 1, "unlisted": False,
+               "consumes": True, "face_e4": None, "qr_sha": None, "seq": seq}
+        data = scanlog.encode_record(rec)
+        prev = scanlog.chain_hash(prev, data)
+        rows.append((seq, rec["ts_ms"], "scan", tid, "ACCEPT", 1, data, prev))
+    with transaction(g.conn):
+        g.conn.executemany("INSERT INTO scans VALUES (?,?,?,?,?,?,?,?)", rows)
+
+
+def _batch(g: Gate, after: int, n: int) -> dict:
+    from crypto.sealed import load_or_create_ed25519
+    key = load_or_create_ed25519(g.data_dir / "keys" / "device.key")
+    rows = g.conn.execute("SELECT seq, record, hash FROM scans WHERE seq > ? ORDER BY seq LIMIT ?",
+                          (after, n)).fetchall()
+    last, h = rows[-1][0], rows[-1][2]
+    return {"device_id": g.config.device_id, "from_seq": rows[0][0],
+            "records": [base64.b64encode(r[1]).decode() for r in rows], "head_hash": h.hex(),
+            "head_sig": base64.b64encode(key.sign(scanlog.head_message(g.config.device_id, last, h))).decode()}
+
+
+def _stored(store, device_id: str) -> list[tuple[int, int]]:
+    with store.reader() as db:
+        return [tuple(r) for r in db.all("SELECT seq, count(*) FROM scans WHERE device_id = :d GROUP BY seq"
+                                         " ORDER BY seq", {"d": device_id})]
+
+
+def _ids(n: int, salt: str = "") -> list[str]:
+    import hashlib
+    return [hashlib.sha256(f"{salt}{i}".encode()).hexdigest()[:32] for i in range(n)]
+
+
+# ------------------------------------------------------------------ stateless API
+
+
+def test_two_serve_processes_answer_alike_and_store_concurrent_batches_once(two_serves, tmp_path):
+    store, (a, b) = two_serves
+    store.issue(EVENT, count=5, out=tmp_path / "w")
+    g = Gate.init(tmp_path / "g1", event=EVENT, lane="l1")
+    sc.enroll(g, a.url, store.enrol_code(EVENT))
+    _fill(g, _ids(600), start_ms=int(time.time() * 1000) - 700_000)
+    ca, cb = (sc.CentralClient(s.url, sc.token_path(g).read_text()) for s in (a, b))
+    # the same device's batches, each sent through both processes at the same moment
+    with ThreadPoolExecutor(4) as pool:
+        for after in range(0, 600, 100):
+            batch = _batch(g, after, 100)
+            acks = list(pool.map(lambda c: c.upload(EVENT, batch)["stored_through"], (ca, cb, ca, cb)))
+            assert acks == [after + 100] * 4  # (a lost race would answer 409/500 or store a seq twice)
+    assert _stored(store, g.config.device_id) == [(s, 1) for s in range(1, 601)]
+    for path in (f"/v1/events/{EVENT}/tickets", f"/v1/events/{EVENT}/admissions"):
+        assert ca.page(path, "", 1000) == cb.page(path, "", 1000)
+    assert ca.keyring(EVENT) == cb.keyring(EVENT)
+
+
+def test_admission_cursor_never_skips_rows_under_concurrent_writers(two_serves, tmp_path):
+    """A follower paging /admissions with its cursor while 6 gates upload through two
+    processes must end with every admission: a cursor that skipped a row committed
+    later with a lower number would lose it for good (ids allocated at insert time
+    instead of in commit order fail this on PostgreSQL)."""
+    store, serves = two_serves
+    gates = []
+    start = int(time.time() * 1000) - 3_600_000
+    for i in range(6):
+        g = Gate.init(tmp_path / f"g{i}", event=EVENT, lane=f"l{i}")
+        sc.enroll(g, serves[i % 2].url, store.enrol_code(EVENT))
+        _fill(g, _ids(300, f"g{i}-"), start_ms=start)
+        gates.append(g)
+    follower = sc.CentralClient(serves[0].url, sc.token_path(gates[0]).read_text())
+    seen, cursor, stop = [], "", threading.Event()
+
+    def follow():
+        nonlocal cursor
+        while True:
+            finished = stop.is_set()
+            while True:
+                items, cursor, more = follower.page(f"/v1/events/{EVENT}/admissions", cursor, 37)
+                seen.extend((it["device_id"], it["seq"]) for it in items)
+                if not more:
+                    break
+            if finished:
+                return
+
+    t = threading.Thread(target=follow)
+    t.start()
+
+    def push(i):
+        g = Gate.open(gates[i].data_dir, now=time.time())
+        return sc.push_scans(g, sc.client_for(g, serves[i % 2].url), batch_size=25)
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sum(pool.map(push, range(6))) == 1800
+    stop.set()
+    t.join(60)
+    assert len(seen) == 1800 and len(set(seen)) == 1800
+
+
+# ------------------------------------------------------------------ venues
+
+
+def test_devices_serve_their_venue_and_reports_per_event_and_venue(tmp_path, central_db):
+    store = CentralStore(tmp_path / "central", central_db)
+    for ev, venue in (("night-1", "arena"), ("night-2", "arena"), ("other", "club")):
+        store.create_event(ev, venue=venue)
+    for ev in ("night-1", "night-2", "other"):
+        store.issue(ev, count=2, out=tmp_path / ev)
+    server = ServerThread(create_app(store)).start()
+    try:
+        g = Gate.init(tmp_path / "g", event="night-1", lane="n")
+        sc.enroll(g, server.url, store.enrol_code("night-1"))
+        client = sc.client_for(g)
+        assert len(client.page("/v1/events/night-2/tickets", "", 10)[0]) == 2  # same venue
+        with pytest.raises(sc.ApiError) as exc:
+            client.page("/v1/events/other/tickets", "", 10)  # another venue
+        assert exc.value.status == 403
+        _fill(g, _ids(3, "n1"), start_ms=int(time.time() * 1000))
+        assert sc.push_scans(g, client) == 3
+    finally:
+        server.stop()
+    assert build_report(store, "night-1")["venue"] == "arena"
+    rep = build_venue_report(store, "arena")
+    assert [(e["event"], e["admitted"]) for e in rep["events"]] == [("night-1", 3), ("night-2", 0)]
+    assert "night-2" in render_venue_text(rep) and "other" not in render_venue_text(rep)
+    db = ["--db", store.db_url] if store.db_url else []
+    out = run_gate(tmp_path / "central", "central", *db, "report", "--venue", "arena").stdout
+    assert "night-1" in out and "night-2" in out
+    store.close()
+
+
+# ------------------------------------------------------------------ faults
+
+
+def test_fault_postgresql_restarted_mid_upload_batch_retried_and_stored_once(tmp_path):
+    from pg import PgCluster
+    with PgCluster() as pg:
+        url = pg.create_db()
+        store = CentralStore(tmp_path / "central", url, pool_timeout=2)
+        store.create_event(EVENT)
+        server = ServerThread(create_app(store)).start()
+        try:
+            g = Gate.init(tmp_path / "g", event=EVENT, lane="l")
+            sc.enroll(g, server.url, store.enrol_code(EVENT))
+            _fill(g, _ids(2000), start_ms=int(time.time() * 1000) - 2_500_000)
+            client = sc.client_for(g)
+            client.timeout = (2, 10)
+            errors = []
+            restarted = threading.Event()
+
+            def restart_soon():
+                time.sleep(0.2)
+                pg.restart()  # connections in the pool die; in-flight transactions roll back
+                restarted.set()
+            threading.Thread(target=restart_soon, daemon=True).start()
+            for _ in range(200):  # what the gate's sync loop does: retry the unacknowledged batch
+                try:
+                    sc.push_scans(g, client, batch_size=50)
+                    if restarted.is_set() and sc.outbox_length(g) == 0:
+                        break
+                except sc.ApiError as exc:
+                    errors.append(exc.status)
+                    print("upload error", exc)
+                    assert exc.status in (None, 503), exc  # never a 500
+                    time.sleep(0.2)
+            assert restarted.is_set() and sc.outbox_length(g) == 0
+            assert _stored(store, g.config.device_id) == [(s, 1) for s in range(1, 2001)]
+        finally:
+            server.stop()
+            store.close()
+
+
+def test_fault_api_process_killed_mid_batch_loses_nothing_acknowledged(two_serves, tmp_path):
+    store, (a, b) = two_serves
+    g = Gate.init(tmp_path / "g", event=EVENT, lane="l")
+    sc.enroll(g, a.url, store.enrol_code(EVENT))
+    _fill(g, _ids(3000), start_ms=int(time.time() * 1000) - 4_000_000)
+    killer = threading.Timer(0.3, a.kill)
+    killer.start()
+    try:
+        sc.push_scans(g, sc.client_for(g, a.url), batch_size=100)
+    except sc.ApiError:
+        pass  # the process died under the gate
+    killer.join()
+    from gate.db import get_setting
+    acked = get_setting(g.conn, "sync.uploaded_through", 0)
+    print("acked before the kill", acked)
+    stored = _stored(store, g.config.device_id)
+    assert [s for s, _ in stored][:acked] == list(range(1, acked + 1))  # every acknowledged record is there
+    sc.push_scans(g, sc.client_for(g, b.url), batch_size=500)  # the gate goes on through the other one
+    assert _stored(store, g.config.device_id) == [(s, 1) for s in range(1, 3001)]
+
+
+def test_fault_migrations_run_twice_and_interrupted(tmp_path, central_db):
+    url = central_db or f"sqlite:///{tmp_path / 'c.db'}"
+    store = CentralStore(tmp_path / "central", url)
+    assert store.db.migrate() == []  # twice: nothing to do, nothing broken
+    store.close()
+    # a migration killed half-way (SIGKILL after its first statement) leaves the schema as before
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from sync.central.db import Database, Migration, migrations
+        import sync.central.store
+        def slow(db):
+            db.run("CREATE TABLE half_done (x INTEGER)")
+            db.run("INSERT INTO half_done VALUES (1)")
+            print("inside", flush=True)
+            time.sleep(60)
+        Database({url!r}).migrate(migrations + [Migration("test_2_slow", slow)])
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "inside"
+    child.kill()
+    child.wait()
+    child.stdout.close()
+    db = Database(url)
+    with db.reader() as r:
+        names = {n for (n,) in r.all("SELECT name FROM _migrations")}
+        assert "test_2_slow" not in names and "central_1_schema" in names
+    # a migration that fails rolls back whole, and the fixed one then applies once
+    bad = Migration("test_2_slow", "CREATE TABLE half_done (x INTEGER); CREATE TABLE half_done (y INTEGER)")
+    with pytest.raises(Exception):
+        db.migrate([bad])
+    good = Migration("test_2_slow", "CREATE TABLE half_done (x INTEGER)")
+    assert db.migrate([good]) == ["test_2_slow"]
+    assert db.migrate([good]) == []
+    with db.writer() as w:
+        w.run("INSERT INTO half_done (x) VALUES (1)")
+        assert w.scalar("SELECT count(*) FROM half_done") == 1
+    db.close()
+
+
+def test_fault_pool_exhausted_answers_503_with_retry_after_and_the_gate_honours_it(tmp_path, central_db):
+    store = CentralStore(tmp_path / "central", central_db, pool_size=1, pool_timeout=0.5)
+    store.create_event(EVENT)
+    server = ServerThread(create_app(store)).start()
+    try:
+        g = Gate.init(tmp_path / "g", event=EVENT, lane="l")
+        sc.enroll(g, server.url, store.enrol_code(EVENT))
+        with store.reader():  # the only connection is taken (a long report, a stuck client)
+            rep = sc.sync_once(g, sc.client_for(g))
+        assert not rep.ok and any("503" in e for e in rep.errors), rep.errors
+        assert rep.retry_after is not None and rep.retry_after >= 1
+        policy = sc.RetryPolicy(base_s=0.01, cap_s=30, jitter=0)
+        assert policy.delay(1) == 0.01
+        assert policy.delay(1, retry_after=rep.retry_after) == rep.retry_after  # waits as long as asked
+        assert policy.delay(1, retry_after=3600) == 30  # within the cap
+        assert sc.sync_once(g, sc.client_for(g)).ok  # and recovers once a connection is free
+    finally:
+        server.stop()
+        store.close()
+
+
+# the schema the previous release created (SQLite, before migrations existed)
+UNVERSIONED_SCHEMA = '''
+CREATE TABLE IF NOT EXISTS events (event TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS issuer_keys (
+    kid TEXT PRIMARY KEY, event TEXT NOT NULL, pub BLOB NOT NULL, status TEXT NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tickets (
+    ticket_id TEXT PRIMARY KEY, event TEXT NOT NULL, tier TEXT NOT NULL DEFAULT '', zone TEXT,
+    version INTEGER NOT NULL DEFAULT 1, status TEXT NOT NULL DEFAULT 'valid',
+    entries INTEGER NOT NULL DEFAULT 1, reentry INTEGER NOT NULL DEFAULT 0,
+    face_required INTEGER NOT NULL DEFAULT 0, face_template TEXT, holder TEXT,
+    change_seq INTEGER NOT NULL, revoked_at REAL);
+CREATE INDEX IF NOT EXISTS tickets_feed ON tickets(event, change_seq);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS enrol_codes (
+    code_hash TEXT PRIMARY KEY, event TEXT NOT NULL, created REAL NOT NULL, used_by TEXT);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY, event TEXT NOT NULL, pub BLOB NOT NULL, token_hash TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active', enrolled_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS scans (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
+    ts_ms INTEGER, kind TEXT, mode TEXT, decision TEXT, reason TEXT, ticket_id TEXT,
+    unlisted INTEGER, consumes INTEGER, ref INTEGER, lane TEXT, record BLOB NOT NULL,
+    hash BLOB NOT NULL, received REAL NOT NULL, UNIQUE (device_id, seq));
+CREATE INDEX IF NOT EXISTS scans_ticket ON scans(event, ticket_id);
+CREATE INDEX IF NOT EXISTS scans_rollback ON scans(device_id, ref) WHERE kind = 'rollback';
+CREATE TABLE IF NOT EXISTS problems (
+    id INTEGER PRIMARY KEY, event TEXT, device_id TEXT, kind TEXT NOT NULL, detail TEXT NOT NULL,
+    at REAL NOT NULL);
+'''
+
+
+def test_an_unversioned_central_db_is_upgraded_in_place(tmp_path):
+    import sqlite3
+    data = tmp_path / "central"
+    data.mkdir()
+    conn = sqlite3.connect(data / "central.db")
+    conn.executescript(UNVERSIONED_SCHEMA)
+    conn.execute("INSERT INTO events VALUES ('old', 1.0)")
+    conn.execute("INSERT INTO counters VALUES ('change', 7)")
+    conn.execute("INSERT INTO devices VALUES ('gate-old', 'old', ?, 'h', 'active', 1.0)", (b"k" * 32,))
+    for seq in (1, 2):
+        conn.execute("INSERT INTO scans (device_id, seq, event, ts_ms, kind, mode, decision, reason, ticket_id,"
+                     " unlisted, consumes, ref, lane, record, hash, received) VALUES"
+                     " ('gate-old', ?, 'old', 1000, 'scan', 'entry', 'accept', 'ACCEPT', ?, 0, 1, NULL, 'l', x'00',"
+                     " x'00', 1.0)", (seq, f"t{seq}"))
+    conn.commit()
+    conn.close()
+    store = CentralStore(data)  # (a schema step that assumed an empty database would fail here)
+    items, cursor, _ = store.admissions("old", 0, 10)
+    assert [i["ticket_id"] for i in items] == ["t1", "t2"] and cursor == 2
+    assert build_report(store, "old")["per_gate"] == {"gate-old": 2}
+    with store.writer() as db:  # feed counters continue after what is stored
+        assert db.scalar("SELECT value FROM counters WHERE name = 'scan'") == 2
+        assert db.scalar("SELECT value FROM counters WHERE name = 'change'") == 7
+    assert store.db.migrate() == []
+    store.close()
