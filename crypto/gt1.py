@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -111,8 +112,25 @@ def current_step(now: float) -> int:
     return int(now // STEP_SECONDS)
 
 
+def _bstr_head(n: int) -> bytes:
+    """CBOR major type 2 (byte string) header for length ``n``, shortest form."""
+    if n < 24:
+        return bytes((0x40 | n,))
+    if n < 0x100:
+        return bytes((0x58, n))
+    if n < 0x10000:
+        return b"\x59" + n.to_bytes(2, "big")
+    return b"\x5a" + n.to_bytes(4, "big")
+
+
+_SIG1_PREFIX = b"\x84\x6aSignature1"  # array(4), text(10) "Signature1"
+
+
 def _sig_structure(protected: bytes, payload: bytes) -> bytes:
-    return cbor2.dumps(["Signature1", protected, b"", payload])
+    """CBOR(["Signature1", protected, h'', payload]) (RFC 9052 Sig_structure),
+    built directly: the same bytes cbor2.dumps gives, without the encoder."""
+    return b"".join((_SIG1_PREFIX, _bstr_head(len(protected)), protected, b"\x40",
+                     _bstr_head(len(payload)), payload))
 
 
 def _proof_message(credential: bytes, step: int) -> bytes:
@@ -125,16 +143,27 @@ def proof_message(credential_sha256: bytes, step: int) -> bytes:
     return cbor2.dumps([PROOF_CONTEXT, credential_sha256, step])
 
 
+_local = threading.local()
+
+
+def _decoder() -> cbor2.CBORDecoder:
+    """One strict decoder per thread, re-pointed at each input (building one
+    per call cost a third of the decode)."""
+    dec = getattr(_local, "decoder", None)
+    if dec is None:
+        dec = _local.decoder = cbor2.CBORDecoder(io.BytesIO(b""), max_depth=MAX_DEPTH, allow_indefinite=False,
+                                                 allow_duplicate_keys=False)
+    return dec
+
+
 def _strict_loads(data: bytes, what: str):
     fp = io.BytesIO(data)
+    dec = _decoder()
     try:
-        obj = cbor2.CBORDecoder(
-            fp,
-            max_depth=MAX_DEPTH,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        ).decode()
+        dec.fp = fp
+        obj = dec.decode()
     except Exception as exc:  # cbor2 raises several types for hostile input
+        _local.decoder = None  # never reuse a decoder left mid-item
         raise Malformed(f"{what}: invalid CBOR ({type(exc).__name__})", code="CBOR") from None
     if fp.tell() != len(data):
         raise Malformed(f"{what}: trailing bytes after CBOR item", code="CBOR")

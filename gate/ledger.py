@@ -15,7 +15,7 @@ import sqlite3
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from cryptography.exceptions import InvalidTag
 
@@ -29,6 +29,23 @@ TEMPLATE_FLOATS = 128
 TEMPLATE_BYTES = TEMPLATE_FLOATS * 8
 _TEMPLATE = struct.Struct(f"<{TEMPLATE_FLOATS}d")
 BATCH = 5000
+
+class TicketRow(NamedTuple):
+    """One row of the tickets table, as importers and sync write it (fields in
+    the table's column order, so a TicketRow goes straight to executemany)."""
+
+    ticket_id: str
+    event: str
+    tier: str = ""
+    zone: str | None = None
+    version: int = 1
+    status: str = "valid"
+    entries: int = 1
+    reentry: int = 0
+    face_required: int = 0
+    face_template: bytes | None = None  # sealed under the device data key
+    holder: str | None = None
+
 
 _UPSERT = """
 INSERT INTO tickets (ticket_id, event, tier, zone, version, status, entries, reentry,
@@ -104,7 +121,13 @@ def _bool(obj: dict, name: str) -> bool:
     return v
 
 
-def ticket_row(obj: object, event: str, data_key: bytes) -> tuple:
+def upsert_tickets(conn: sqlite3.Connection, rows: Sequence[TicketRow]) -> None:
+    """Insert or update tickets; a ticket's version never goes down (a stale
+    row cannot bring back a code from before a reissue). Call inside a transaction."""
+    conn.executemany(_UPSERT, rows)
+
+
+def ticket_row(obj: object, event: str, data_key: bytes) -> TicketRow:
     """Validate one ticket record (DESIGN §5) into a row for the tickets table."""
     if not isinstance(obj, dict):
         raise ValueError("record must be a JSON object")
@@ -135,7 +158,7 @@ def ticket_row(obj: object, event: str, data_key: bytes) -> tuple:
         if len(raw) != TEMPLATE_BYTES:
             raise ValueError(f"'face_template' must be {TEMPLATE_FLOATS} float64 ({TEMPLATE_BYTES} bytes)")
         sealed = seal(data_key, raw, tid.encode())
-    return (
+    return TicketRow(
         tid, event, _text(obj, "tier", optional=True) or "", _text(obj, "zone", optional=True),
         version, status, _uint(obj, "entries"), int(_bool(obj, "reentry")),
         int(_bool(obj, "face_required")), sealed, _text(obj, "holder", optional=True),
@@ -188,7 +211,7 @@ def import_tickets(
                     break
                 continue
             if len(batch) >= BATCH:
-                conn.executemany(_UPSERT, batch)
+                upsert_tickets(conn, batch)
                 result.imported += len(batch)
                 batch.clear()
                 if progress:
@@ -196,7 +219,7 @@ def import_tickets(
         if result.bad and not skip_bad:
             raise ImportFileError(_bad_lines_message(path, result.bad))
         if batch:
-            conn.executemany(_UPSERT, batch)
+            upsert_tickets(conn, batch)
             result.imported += len(batch)
         if progress:
             progress(done_bytes)

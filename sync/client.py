@@ -219,7 +219,7 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
                 raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
                                f"{cursor!r}): {exc}; page not applied") from None
         with transaction(gate.conn):
-            gate.conn.executemany(ledger._UPSERT, rows)
+            ledger.upsert_tickets(gate.conn, rows)
             put_setting(gate.conn, "sync.tickets_cursor", nxt)
             put_setting(gate.conn, "ledger_imported_at", time.time())
         total += len(rows)

@@ -27,7 +27,7 @@ from crypto.sealed import write_secret
 from gate import scanlog
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import ConfigError, SyncError
-from gate.ledger import _UPSERT
+from gate.ledger import TicketRow, upsert_tickets
 from gate.pretix_codes import ticket_id_for
 from sync.client import ApiError, CentralClient, SyncReport, token_path
 
@@ -118,7 +118,7 @@ def pull_keys(gate, client: PretixClient) -> int:
     return len(keys)
 
 
-def _rows_from_order(order: dict, event: str) -> list[tuple]:
+def _rows_from_order(order: dict, event: str) -> list[TicketRow]:
     status = "valid" if order.get("status") == "p" else "revoked"
     rows = []
     for pos in order.get("positions") or []:
@@ -126,8 +126,9 @@ def _rows_from_order(order: dict, event: str) -> list[tuple]:
         if not isinstance(secret, str) or not secret:
             raise ApiError("pretix sent a position without a secret")
         st = "revoked" if pos.get("canceled") or pos.get("blocked") else status
-        rows.append((ticket_id_for(secret), event, "", None, 1, st, 1, 1, 0, None,
-                     pos.get("attendee_name") if isinstance(pos.get("attendee_name"), str) else None))
+        name = pos.get("attendee_name")
+        rows.append(TicketRow(ticket_id_for(secret), event, status=st, reentry=1,
+                              holder=name if isinstance(name, str) else None))
     return rows
 
 
@@ -157,7 +158,7 @@ def pull_orders(gate, client: PretixClient) -> int:
             raise ApiError("pretix sent a malformed orders page")
         rows = [r for order in results for r in _rows_from_order(order, gate.policy.event)]
         with transaction(gate.conn):
-            gate.conn.executemany(_UPSERT, rows)
+            upsert_tickets(gate.conn, rows)
         total += len(rows)
         if not doc.get("next"):
             break
@@ -183,7 +184,7 @@ def pull_secret_lists(gate, client: PretixClient) -> int:
                     raise ApiError(f"pretix sent a malformed {kind} secret")
                 if kind == "blocked" and not r.get("blocked", True):
                     continue
-                rows.append((ticket_id_for(secret), gate.policy.event, "", None, 1, "revoked", 1, 1, 0, None, None))
+                rows.append(TicketRow(ticket_id_for(secret), gate.policy.event, status="revoked", reentry=1))
             with transaction(gate.conn):
                 gate.conn.executemany(_REVOKE, rows)
             n += len(rows)
