@@ -55,6 +55,9 @@ def browser():
 
 def login(browser, url, name=ADMIN, pw=ADMIN_PW, *, width=1280, height=800):
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.errors = []  # console errors (a CSP violation, a script error) and failed requests
+    page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
     page.goto(url + "/ops")
     page.fill("input[name=name]", name)
     page.fill("input[name=password]", pw)
@@ -228,6 +231,12 @@ def test_doors_numbers_equal_the_report_and_a_new_scan_shows_within_2s(central, 
     assert got["lanes"] == rep["per_lane"] and got["admitted"] + 1 == sum(rep["per_gate"].values())
     assert len(rep["double_admissions"]) == 2
 
+    # switching events with the picker (a script, since the pages forbid inline handlers)
+    store.create_event("ev-doors-2")
+    page.reload()  # the picker lists the events there were when the page was drawn
+    page.select_option("form.evpick select", "ev-doors-2")
+    page.wait_for_url("**/ops/e/ev-doors-2/doors")
+    assert page.locator("[data-k=admitted]").inner_text() == "0"
     # the gates page: one row per device with what the gates reported at sync
     page.goto(f"{server.url}/ops/e/ev-doors/gates")
     rows = page.locator("table.gates tbody tr")
@@ -243,6 +252,7 @@ def test_doors_numbers_equal_the_report_and_a_new_scan_shows_within_2s(central, 
     phone.screenshot(path=str(tmp_path / "ops-doors-phone.png"), full_page=True)
     phone.goto(f"{server.url}/ops/e/ev-doors/gates")
     phone.screenshot(path=str(tmp_path / "ops-gates-phone.png"), full_page=True)
+    assert page.errors == [] and phone.errors == []
 
 
 def test_gate_reports_link_outbox_clock_and_ledger_age(central, tmp_path):

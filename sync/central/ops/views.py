@@ -55,11 +55,11 @@ def page(title: str, body: str, *, user: dict | None, event: str | None, events:
         picker = "".join(f'<option{" selected" if ev == event else ""} value="{e(ev)}">{e(ev)}</option>'
                          for ev in events)
         nav = f"""<nav><span class=brand>Ops room</span>{links}
-<form class=evpick method=get action="/ops"><label>event <select name=event onchange="this.form.submit()">{picker}</select></label><input type=hidden name=csrf value="{e(csrf)}"><noscript><button>go</button></noscript></form>
+<form class=evpick method=get action="/ops"><label>event <select name=event>{picker}</select></label><input type=hidden name=csrf value="{e(csrf)}"><noscript><button>go</button></noscript></form>
 <form class=logout method=post action="/ops/logout"><input type=hidden name=csrf value="{e(csrf)}"><span>{e(user['name'])} ({e(user['role'])})</span> <button>Log out</button></form></nav>"""
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8>
 <meta name=viewport content="width=device-width, initial-scale=1">
-<title>{e(title)} · ops room</title><link rel=stylesheet href="/ops/static/ops.css">
+<title>{e(title)} · ops room</title><link rel=stylesheet href="/ops/static/ops.css"><link rel=icon href="data:,">
 <script src="/ops/static/ops.js" defer></script></head>
 <body>{nav}<main><h1>{e(title)}</h1>{body}</main></body></html>"""
 
@@ -68,7 +68,7 @@ def login(error: str | None, csrf: str, nxt: str) -> str:
     err = f'<p class="msg crit" role=alert>✖ {e(error)}</p>' if error else ""
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8>
 <meta name=viewport content="width=device-width, initial-scale=1"><title>Log in · ops room</title>
-<link rel=stylesheet href="/ops/static/ops.css"></head><body><main class=login><h1>Ops room</h1>{err}
+<link rel=stylesheet href="/ops/static/ops.css"><link rel=icon href="data:,"></head><body><main class=login><h1>Ops room</h1>{err}
 <form method=post action="/ops/login"><input type=hidden name=csrf value="{e(csrf)}">
 <input type=hidden name=next value="{e(nxt)}">
 <label>Name <input name=name autocomplete=username required autofocus></label>

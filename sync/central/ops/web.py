@@ -189,7 +189,7 @@ def mount(app: FastAPI, store, *, clock=time.time):
 
     def check_csrf(request: Request, f: dict) -> None:
         tok = request.cookies.get(CSRF_COOKIE, "")
-        if not tok or not hmac.compare_digest(tok, f.get("csrf", "")):
+        if not tok or not hmac.compare_digest(tok.encode(), f.get("csrf", "").encode()):
             raise CentralError(403, "CSRF token missing or wrong: reload the page and try again")
 
     def need_event(event: str) -> str:
