@@ -271,9 +271,13 @@ def test_gate_reports_link_outbox_clock_and_ledger_age(central, tmp_path):
     assert row["link"] == "VENUE" and row["outbox"] == 0 and row["clock_offset_ms"] is not None
     assert row["ledger_age_s"] is not None and row["lane"] == "east" and row["state"] == "ok"
     # silence: amber after 2 min, red after 5 (computed at a later central clock)
+    from sync.central.ops import views
     with OpsDB(store).reader() as r:
-        assert queries.gates(r, "ev-status", time.time() + 150)[0]["state"] == "silent"
-        assert queries.gates(r, "ev-status", time.time() + 400)[0]["state"] == "dark"
+        amber, red = (queries.gates(r, "ev-status", time.time() + dt) for dt in (150, 400))
+    assert amber[0]["state"] == "silent" and red[0]["state"] == "dark"
+    # the row says it in words and an icon too, not only in colour
+    assert "class='warn'" in views.gates_live(amber) and "▲ silent" in views.gates_live(amber)
+    assert "class='crit'" in views.gates_live(red) and "✖ dark" in views.gates_live(red)
     r = requests.get(f"{server.url}/v1/events/ev-status/keyring", timeout=10,
                      headers={"Authorization": f"Bearer {device_token(g)}", "X-Gate-Link": "NONSENSE",
                               "X-Gate-Outbox": "7", "X-Gate-Ledger-Age-S": "-5"})
