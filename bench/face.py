@@ -1,7 +1,7 @@
 """Face lane latency and accuracy. Prints figures; asserts nothing.
 
-p50/p99 of detect + encode + compare on 640x480 frames made from the shared
-photos (the lane's settings: HOG, no upsampling), and false accepts / false
+p50/p99 of detect + encode + compare on 640x480 frames made from the shipped
+photos in gate/assets/faces (the lane's settings: HOG, no upsampling), and false accepts / false
 rejects over all pairs of the photos at the default tolerance (0.5).
 
     .venv/bin/python bench/face.py [--rounds N]

@@ -1,4 +1,4 @@
-"""GT1 credentials (DESIGN §3): COSE_Sign1 / EdDSA over CWT claims, shown as
+"""GT1 credentials (docs/gt1.md): COSE_Sign1 / EdDSA over CWT claims, shown as
 ``"GT1:" + base45(CBOR [credential, step, proof])``.
 
 Both sides live here: the issuer and holder sides (``issue``, ``present``) for

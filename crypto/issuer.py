@@ -104,7 +104,7 @@ def ticket_record(w: Wallet, *, tier: str = "GA", zone: str | None = None, versi
                   status: str = "valid", entries: int = 1, reentry: bool = False,
                   face_required: bool = False, face_template: bytes | None = None,
                   holder: str | None = None) -> dict:
-    """A DESIGN §5 ticket record for a wallet's ticket."""
+    """A ticket record (docs/formats.md) for a wallet's ticket."""
     return {
         "ticket_id": w.ticket_id, "event": w.event, "tier": tier, "zone": zone,
         "version": version, "status": status, "entries": entries, "reentry": reentry,

@@ -1,4 +1,4 @@
-"""Issuer key rings (DESIGN §5 key ring JSON): public keys only.
+"""Issuer key rings (key ring JSON, docs/formats.md): public keys only.
 
 A ring holds several keys at once (rotation: old and new keys both active for a
 while). A key is usable when its status is ``active`` and ``now`` lies inside its
@@ -83,6 +83,8 @@ def _opt_time(item: dict, name: str, where: str) -> int | None:
     v = item.get(name)
     if v is not None and (type(v) is not int):
         raise KeyRingError(f"{where}: {name} must be an integer or null")
+    if v is not None and not -(2 ** 63) < v < 2 ** 63:
+        raise KeyRingError(f"{where}: {name} is out of range (unix seconds)")
     return v
 
 

@@ -201,7 +201,7 @@ class Gate:
         if qr is not None and self.pretix is not None:
             rec["code"] = qr  # pretix check-ins are uploaded by secret
         elif qr is not None and decision.accepted and decision.step is not None:
-            rec.update(_holder_proof(qr))
+            rec.update(scanlog.holder_proof(qr))
         return scanlog.append(self.conn, rec)
 
     def scan(self, qr: str, *, now: float, mode: Mode | None = None,
@@ -223,16 +223,3 @@ class Gate:
             "kind": scanlog.PASSED, "ts_ms": int(now * 1000), "device": self.config.device_id,
             "lane": self.policy.lane, "event": self.policy.event, "ref": seq,
         })
-
-
-def _holder_proof(qr: str) -> dict:
-    """An accepted rotating code's holder proof, for the record: central re-checks it
-    against the ticket's holder key (optional fields: ``cred_sha``, ``proof``)."""
-    from crypto import gt1
-    try:
-        p = gt1.parse_qr(qr)
-    except gt1.Malformed:
-        return {}
-    if p.proof is None:
-        return {}
-    return {"cred_sha": hashlib.sha256(p.credential).digest(), "proof": p.proof}

@@ -1,4 +1,4 @@
-"""The decision core (DESIGN §4): a pure function of the QR text, the time, the
+"""The decision core (docs/decision.md): a pure function of the QR text, the time, the
 lane policy, the key ring and a read-only view of the ledger.
 
 It never reads a clock, a camera or a socket, never writes, and never raises
@@ -92,7 +92,7 @@ class LanePolicy:
 
 @dataclass(frozen=True, slots=True)
 class TicketRecord:
-    """What the ledger knows of one ticket (DESIGN §5 tickets)."""
+    """What the ledger knows of one ticket (docs/formats.md, tickets)."""
 
     ticket_id: str
     version: int = 1
@@ -185,7 +185,7 @@ class Decision:
 
 
 def allowance(rec: TicketRecord, usage: Usage) -> tuple[bool, bool]:
-    """Row 13 of DESIGN §4 for an entry: (exhausted, reentering). A re-entry after an
+    """Row 13 of docs/decision.md for an entry: (exhausted, reentering). A re-entry after an
     exit, where the ticket allows it, does not consume an entry."""
     reentering = rec.reentry and usage.last_kind is Mode.EXIT
     exhausted = not reentering and rec.entries != 0 and usage.admissions >= rec.entries

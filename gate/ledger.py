@@ -1,4 +1,4 @@
-"""The local ticket ledger and issuer key ring (DESIGN §5), on the device database.
+"""The local ticket ledger and issuer key ring (docs/formats.md), on the device database.
 
 Imports are one transaction: a killed import leaves the ledger as it was. A
 re-import updates tickets in place but never lowers a ticket's version (a stale
@@ -24,11 +24,14 @@ from crypto.sealed import seal, unseal
 from gate.db import get_setting, put_setting, transaction
 from gate.decision import NO_USAGE, Lookup, Mode, TicketRecord, Usage
 from gate.errors import ImportFileError, LedgerError
+from gate.lines import bounded_lines
 
 TEMPLATE_FLOATS = 128
 TEMPLATE_BYTES = TEMPLATE_FLOATS * 8
 _TEMPLATE = struct.Struct(f"<{TEMPLATE_FLOATS}d")
 BATCH = 5000
+MAX_LINE_BYTES = 64 * 1024  # a ticket with a face template is ~1.6 KB
+INT64_MAX = 2 ** 63 - 1
 
 class TicketRow(NamedTuple):
     """One row of the tickets table, as importers and sync write it (fields in
@@ -104,6 +107,10 @@ def _text(obj: dict, name: str, *, optional: bool = False) -> str | None:
         return None
     if not isinstance(v, str):
         raise ValueError(f"'{name}' must be a string")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"'{name}' is not valid Unicode (a lone surrogate escape)") from None
     return v
 
 
@@ -111,6 +118,8 @@ def _uint(obj: dict, name: str) -> int:
     v = obj.get(name)
     if type(v) is not int or v < 0:
         raise ValueError(f"'{name}' must be a non-negative integer")
+    if v > INT64_MAX:
+        raise ValueError(f"'{name}' is too large (at most {INT64_MAX})")
     return v
 
 
@@ -128,7 +137,7 @@ def upsert_tickets(conn: sqlite3.Connection, rows: Sequence[TicketRow]) -> None:
 
 
 def ticket_row(obj: object, event: str, data_key: bytes) -> TicketRow:
-    """Validate one ticket record (DESIGN §5) into a row for the tickets table."""
+    """Validate one ticket record (docs/formats.md) into a row for the tickets table."""
     if not isinstance(obj, dict):
         raise ValueError("record must be a JSON object")
     tid = _text(obj, "ticket_id")
@@ -198,14 +207,23 @@ def import_tickets(
     with fh, transaction(conn):
         batch: list[tuple] = []
         done_bytes = 0
-        for lineno, line in enumerate(fh, 1):
-            done_bytes += len(line)
-            if not line.strip():
+        for lineno, line, too_long in bounded_lines(fh, MAX_LINE_BYTES):
+            done_bytes += len(line) + 1
+            if not too_long and not line.strip():
                 continue
             try:
+                if too_long:
+                    raise ValueError(f"line longer than {MAX_LINE_BYTES} bytes (not a ticket record)")
                 batch.append(ticket_row(json.loads(line), event, data_key))
-            except (ValueError, UnicodeDecodeError) as exc:
-                msg = str(exc) if not isinstance(exc, json.JSONDecodeError) else f"not JSON ({exc.msg})"
+            except (ValueError, RecursionError) as exc:
+                if isinstance(exc, RecursionError):
+                    msg = "JSON nested too deeply (a ticket record is one flat object)"
+                elif isinstance(exc, UnicodeDecodeError):
+                    msg = f"not UTF-8 text (byte {exc.start + 1} of the line)"
+                elif isinstance(exc, json.JSONDecodeError):
+                    msg = f"not JSON ({exc.msg})"
+                else:
+                    msg = str(exc)
                 result.bad.append((lineno, msg))
                 if not skip_bad and len(result.bad) >= MAX_REPORTED_BAD:
                     break

@@ -5,7 +5,7 @@ ledger, or ``pretix_sig1`` signed secrets — ``reverse(base64(0x01 | u16 len |
 u16 siglen | protobuf Ticket | Ed25519 sig))`` — verified with the event's
 public keys exactly as pretixSCAN does, then checked against the revoked and
 blocked lists (kept in the ledger as revoked tickets). The outcome uses the
-reason codes of DESIGN §4. Pure: no clock, no I/O.
+reason codes of docs/decision.md. Pure: no clock, no I/O.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The append-only, hash-chained scan log (DESIGN §5).
+"""The append-only, hash-chained scan log (docs/scanlog.md).
 
 ``hash_n = SHA-256(hash_{n-1} || CBOR(record_n))``, ``hash_0`` = 32 zero bytes.
 Records are CBOR maps with text keys and integer/text/bool/null values only
@@ -47,7 +47,7 @@ class Entry:
 
 
 def head_message(device_id: str, seq: int, head_hash: bytes) -> bytes:
-    """What a device signs over its chain head (an upload, a bus record): DESIGN §6."""
+    """What a device signs over its chain head (an upload, a bus record): docs/sync.md."""
     return cbor2.dumps(["GT1-chain-head", device_id, seq, head_hash])
 
 
@@ -69,6 +69,19 @@ def scan_record(d: Decision, *, ts_ms: int, device: str, lane: str, event: str,
     if operator is not None:
         rec["operator"] = operator
     return rec
+
+
+def holder_proof(qr: str) -> dict:
+    """An accepted rotating code's holder proof, for its record: central re-checks
+    it against the ticket's holder key (optional fields ``cred_sha``, ``proof``)."""
+    from crypto import gt1
+    try:
+        p = gt1.parse_qr(qr)
+    except gt1.Malformed:
+        return {}
+    if p.proof is None:
+        return {}
+    return {"cred_sha": hashlib.sha256(p.credential).digest(), "proof": p.proof}
 
 
 def append(conn: sqlite3.Connection, record: dict) -> Entry:

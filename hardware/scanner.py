@@ -9,17 +9,22 @@ from gate.errors import HardwareError
 
 
 class StdinScanner:
+    """One code per line from a binary stream (default: stdin's bytes). A byte
+    that is not UTF-8 or a line over 4096 characters (cut there; the rest is
+    read in chunks and dropped) reaches the decision, which says MALFORMED."""
+
     def __init__(self, stream=None):
-        self.stream = stream or sys.stdin
+        from crypto.gt1 import MAX_QR_CHARS
+        from gate.lines import text_lines
+
+        stream = stream or sys.stdin.buffer
+        self._lines = text_lines(stream, MAX_QR_CHARS)
 
     def read_code(self) -> str | None:
-        while True:
-            line = self.stream.readline()
-            if not line:
-                return None
-            line = line.rstrip("\r\n")
+        for _, line, _ in self._lines:
             if line.strip():
                 return line
+        return None
 
     def close(self) -> None:
         pass

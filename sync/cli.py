@@ -30,14 +30,21 @@ def cmd_sync(args) -> int:
 
     gate = Gate.open(Path(args.data), now=time.time())
     url = args.central or get_setting(gate.conn, "sync.central")
+    if args.ca and not args.enroll:
+        raise SyncError("--ca is pinned at enrolment: give it together with --enroll CODE")
     if args.enroll:
         if not args.central:
             raise SyncError("--enroll needs --central URL")
-        (pretix.enroll if pretix.is_pretix(args.central) else sc.enroll)(gate, args.central, args.enroll)
+        if pretix.is_pretix(args.central):
+            pretix.enroll(gate, args.central, args.enroll)
+        else:
+            sc.enroll(gate, args.central, args.enroll, ca=args.ca)
         print(f"enrolled {gate.config.device_id} with {args.central} (token stored 0600)", file=sys.stderr)
     elif not sc.token_path(gate).exists():
         raise SyncError(f"first contact needs an enrolment code: gate --data {args.data} sync "
                         f"--central {args.central or 'URL'} --enroll CODE (from 'gate central device enroll')")
+    if url and (warning := sc.plain_http_warning(url)):
+        print(f"gate: {warning}", file=sys.stderr)
     if pretix.is_pretix(url):
         client, sync_once = pretix.client_for(gate), pretix.sync_once
     else:
@@ -133,6 +140,8 @@ def register(sub) -> None:
                                    "reuse the stored token. Loops until interrupted unless --once.")
     p.add_argument("--central", metavar="URL", help="central base URL (remembered after enrolment)")
     p.add_argument("--enroll", metavar="CODE", help="one-time enrolment code from central ops")
+    p.add_argument("--ca", metavar="FILE", help="with --enroll: trust this PEM CA/certificate for the "
+                                                "central from now on (default: the system CA store)")
     p.add_argument("--once", action="store_true", help="one pass, exit 0 when it fully succeeded")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between passes (default 10)")
     p.add_argument("--json", action="store_true", help="one JSON object per pass")
@@ -150,5 +159,6 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_wallet_show)
     q = ws.add_parser("code", help="print the current QR text", description="Print the current QR text.")
     q.add_argument("ticket_file", metavar="TICKET_FILE")
-    q.add_argument("--now", type=float, help="as of this unix time")
+    from gate.argtypes import unix_time
+    q.add_argument("--now", type=unix_time, help="as of this unix time")
     q.set_defaults(func=cmd_wallet_code)

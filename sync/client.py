@@ -1,4 +1,4 @@
-"""The gate's side of the sync protocol (DESIGN §6): an HTTP client with
+"""The gate's side of the sync protocol (docs/sync.md): an HTTP client with
 timeouts, a retry policy value object, and one sync pass that pulls keys,
 ticket deltas and other gates' admissions, and pushes the scan log outbox.
 
@@ -76,11 +76,12 @@ class CentralClient:
     auth_scheme = "Bearer"
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout=TIMEOUT,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, verify: bool | str = True):
         self.base = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.session = session or requests.Session()
+        self.verify = verify  # True: the system CA store; a path: the CA pinned at enrolment
         self.status_headers: dict[str, str] = {}  # X-Gate-* self-report for the ops room (sync_once)
 
     def _call(self, method: str, path: str, *, body=None, params=None) -> dict:
@@ -92,8 +93,14 @@ class CentralClient:
         try:
             resp = self.session.request(method, self.base + path, params=params, headers=headers,
                                         data=None if body is None else json.dumps(body),
-                                        timeout=self.timeout)
+                                        timeout=self.timeout, verify=self.verify)
             data = resp.content
+        except requests.exceptions.SSLError as exc:
+            why = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "TLS handshake failed"
+            pinned = "the CA pinned at enrolment" if isinstance(self.verify, str) else "the system CA store"
+            raise ApiError(f"central at {self.base} is not trusted ({why} against {pinned}): enrol with "
+                           "'--ca FILE' (the central's CA or certificate) or install its CA in the system "
+                           "store", retryable=False) from None
         except requests.Timeout:
             raise ApiError(f"central did not answer within {self.timeout[1]} s ({path})") from None
         except requests.RequestException as exc:
@@ -147,12 +154,43 @@ def token_path(gate) -> Path:
     return gate.data_dir / "keys" / "token"
 
 
-def enroll(gate, central_url: str, code: str) -> str:
-    """First contact: register the device key with a one-time code; store the token 0600."""
+def ca_path(gate) -> Path:
+    return gate.data_dir / "keys" / "central-ca.pem"
+
+
+def plain_http_warning(url: str) -> str | None:
+    """A warning when gate <-> central traffic would cross a network unencrypted."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return (f"warning: {url} is plain HTTP: the device token and scans cross the network "
+                "unencrypted; serve central over https (gate central serve --tls-cert/--tls-key)")
+    return None
+
+
+def _read_ca(path: str) -> bytes:
+    from cryptography import x509
+
+    try:
+        pem = Path(path).read_bytes()
+        x509.load_pem_x509_certificates(pem)
+    except OSError as exc:
+        raise SyncError(f"cannot read --ca {path}: {exc.strerror}") from None
+    except ValueError:
+        raise SyncError(f"--ca {path} is not a PEM certificate (give the central's CA or certificate)") from None
+    return pem
+
+
+def enroll(gate, central_url: str, code: str, ca: str | None = None) -> str:
+    """First contact: register the device key with a one-time code; store the token 0600.
+    ``ca`` (a PEM file) is the certificate authority to trust for this central from
+    now on: it is copied to keys/central-ca.pem (0600) and used for every later call."""
     from crypto import gt1
 
+    pem = _read_ca(ca) if ca else None
     device_key = load_or_create_ed25519(gate.data_dir / "keys" / "device.key")
-    client = CentralClient(central_url)
+    client = CentralClient(central_url, verify=ca or _verify(gate))
     doc = client.register(code, gate.config.device_id, gt1.raw_public(device_key), gate.policy.event)
     token, event = doc.get("token"), doc.get("event")
     if not isinstance(token, str) or not token:
@@ -160,9 +198,16 @@ def enroll(gate, central_url: str, code: str) -> str:
     if event != gate.policy.event:
         raise SyncError(f"that enrolment code is for event {event!r}; this gate admits to {gate.policy.event!r}")
     write_secret(token_path(gate), token.encode())
+    if pem is not None:
+        write_secret(ca_path(gate), pem)
     with transaction(gate.conn):
         put_setting(gate.conn, "sync.central", central_url)
     return token
+
+
+def _verify(gate) -> bool | str:
+    path = ca_path(gate)
+    return str(path) if path.exists() else True
 
 
 def client_for(gate, central_url: str | None = None) -> CentralClient:
@@ -170,7 +215,7 @@ def client_for(gate, central_url: str | None = None) -> CentralClient:
     path = token_path(gate)
     if not url or not path.exists():
         raise SyncError("this gate is not enrolled: run 'gate --data DIR sync --central URL --enroll CODE'")
-    return CentralClient(url, path.read_text().strip())
+    return CentralClient(url, path.read_text().strip(), verify=_verify(gate))
 
 
 @dataclass

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("GATE_SHARED", ROOT.parent / "shared"))
 GATE_BIN = Path(sys.executable).with_name("gate")
 
 
@@ -31,10 +30,8 @@ def json_lines(text: str) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def vectors() -> dict:
-    path = SHARED / "vectors" / "gt1-scenarios.json"
-    if not path.exists():
-        pytest.fail(f"conformance vectors not found at {path} (set GATE_SHARED to the shared/ folder)")
-    return json.loads(path.read_text())
+    """The shipped GT1 conformance scenarios (tests/vectors/, see PROVENANCE.md there)."""
+    return json.loads((ROOT / "tests" / "vectors" / "gt1-scenarios.json").read_text())
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ a Unix socket in a temp dir, TCP off, a free port number, stopped at the end."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -13,7 +14,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("GATE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def _bin() -> Path:
@@ -40,7 +41,7 @@ class PgCluster:
         self.log = self.root / "server.log"
         self.port = _free_port()
         self.as_root = os.geteuid() == 0
-        self.user = "postgres" if self.as_root else os.environ.get("USER", "postgres")
+        self.user = "postgres" if self.as_root else getpass.getuser()
         self.fast = fast
         self.sock.mkdir()
         if self.as_root:

@@ -137,7 +137,7 @@ actions = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["entry", "exit"
 @given(specs=ticket_specs, acts=actions)
 def test_decisions_follow_the_allowance_model(specs, acts):
     """Two-sided: no ticket is admitted more often than allowed, AND a valid
-    code within its allowance is admitted. A small model of DESIGN rows 12-13
+    code within its allowance is admitted. A small model of docs/decision.md rows 12-13
     (replay of an accepted step, entries, re-entry after an exit, rollbacks
     giving the entry and the step back) predicts every reason; a gate that
     rejects everything fails as surely as one that admits too much."""

@@ -1,4 +1,4 @@
-"""Face verification with real photos (gate/assets/faces, from shared/faces):
+"""Face verification with real photos (gate/assets/faces, see its README):
 pairs, ambiguity, the CLI box-office flow, the lane flow, and privacy."""
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ EVENT = "evt-rec"
 
 
 @pytest.fixture
-def central(tmp_path):
-    store = CentralStore(tmp_path / "central")
+def central(tmp_path, central_db):  # on SQLite and PostgreSQL
+    store = CentralStore(tmp_path / "central", central_db)
     store.create_event(EVENT)
     server = ServerThread(create_app(store)).start()
     yield store, server

@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gate.argtypes import unix_time
 from gate.errors import ConfigError, GateError, LogError
 
 DEFAULT_DATA = os.environ.get("GATE_DATA", "gate-data")
@@ -32,9 +33,13 @@ def _open(args):
 
 
 def _fmt_ts(ts_ms: int | None) -> str:
+    """Any stored time renders: a clock that said year 11476 shows as '?<ms>'."""
     if ts_ms is None:
         return "-"
-    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError, TypeError):
+        return f"?{ts_ms}"
 
 
 def _jsonable(obj):
@@ -101,17 +106,31 @@ def cmd_keys_trust(args) -> int:
     from crypto.keyring import KeyRingError
     gate = _open(args)
     try:
-        doc = json.loads(Path(args.ring).read_text())
+        raw = Path(args.ring).read_bytes()
+        doc = json.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read key ring {args.ring}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{args.ring}: line {line}: not UTF-8 text (byte {exc.start}); "
+                          "re-export the key ring from central") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{args.ring} is not JSON (line {exc.lineno}): fix or re-export it") from None
+        raise ConfigError(f"{args.ring}: line {exc.lineno}: not JSON ({exc.msg}): fix or re-export it") from None
+    except RecursionError:
+        raise ConfigError(f"{args.ring}: JSON nested too deeply: not a key ring; re-export it") from None
     try:
         keys = gate.trust(doc)
     except KeyRingError as exc:
         raise ConfigError(f"{args.ring}: {exc}; nothing was trusted") from None
-    active = sum(k.status == "active" for k in keys)
-    print(f"trusted {len(keys)} issuer key(s) for {gate.policy.event} ({active} active)")
+    # what the gate now holds, not what the file says: a key revoked here stays revoked
+    now = time.time()
+    held = [gate.keys.get(k.kid) for k in keys]
+    active = sum(1 for k in held if k is not None and k.usable(now))
+    revoked = sum(1 for k in held if k is not None and k.status == "revoked")
+    rest = len(keys) - active - revoked
+    print(f"trusted {len(keys)} issuer key(s) for {gate.policy.event} ({active} active"
+          + (f", {revoked} revoked" if revoked else "")
+          + (f", {rest} outside their validity window" if rest else "") + ")")
     return 0
 
 
@@ -319,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION")
     ks.required = True
     q = ks.add_parser("trust", help="trust the keys in a key ring JSON file",
-                      description="Add or update issuer public keys from a DESIGN §5 key ring file. "
-                                  "A revoked key stays revoked.")
+                      description="Add or update issuer public keys from a key ring JSON file "
+                                  "(format: docs/formats.md). A revoked key stays revoked.")
     q.add_argument("ring", metavar="RING.json")
     q.set_defaults(func=cmd_keys_trust)
     q = ks.add_parser("list", help="list trusted issuer keys", description="List trusted issuer keys.")
@@ -331,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = p.add_subparsers(dest="ledger_command", metavar="ACTION")
     ls.required = True
     q = ls.add_parser("import", help="import tickets from a JSON Lines file",
-                      description="Import DESIGN §5 ticket records. All or nothing: a bad line is "
+                      description="Import ticket records (JSON Lines, format: docs/formats.md). All or nothing: a bad line is "
                                   "reported with its number and nothing is imported unless "
                                   "--skip-bad. Re-importing updates tickets in place; a ticket's "
                                   "version never goes down.")
@@ -346,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Decide each QR argument (or each stdin line when none) and "
                                    "record it in the scan log. A rejection is an answer (exit 0); "
                                    "only operational errors exit non-zero.")
-    p.add_argument("--now", type=float, help="decide as of this unix time (default: the clock)")
+    p.add_argument("--now", type=unix_time, help="decide as of this unix time (default: the clock)")
     p.add_argument("--mode", choices=["entry", "exit"], help="override the lane mode for this call")
     p.add_argument("--dry-run", action="store_true", help="decide only; record nothing")
     p.add_argument("--json", action="store_true", help="one JSON object per decision")
@@ -370,11 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions():
     """Command groups defined next to the code they drive; their heavy imports
     stay inside the handlers, so building the parser stays cheap."""
-    from gate.app import demo, face, pins, run
+    from gate.app import decode, demo, face, pins, run
     from sync import cli as sync_cli
     from sync.central import cli as central_cli
     return [run.register, face.register, sync_cli.register, central_cli.register,
-            sync_cli.register_pretix, pins.register, demo.register]
+            sync_cli.register_pretix, pins.register, demo.register, decode.register]
 
 
 def main(argv: list[str] | None = None) -> int:

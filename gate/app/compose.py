@@ -53,6 +53,7 @@ class LaneRunner:
 
     def __init__(self, gate: Gate, lane: Lane, spec: LaneSpec, sync=None):
         self.gate, self.lane, self.spec, self.sync = gate, lane, spec, sync
+        self.pipeline = None  # the camera's QR pipeline once running (its failed-frame count)
         self._stop = threading.Event()
 
     def run(self) -> None:
@@ -82,7 +83,7 @@ class LaneRunner:
         from hardware.registry import open_device
 
         camera = open_device("camera", self.spec.camera)
-        pipeline = FramePipeline(make_decoder(self.spec.decoder))
+        pipeline = self.pipeline = FramePipeline(make_decoder(self.spec.decoder))
         frames = 0
         try:
             while not self._stop.is_set() and (self.spec.max_frames is None or frames < self.spec.max_frames):

@@ -66,7 +66,8 @@ def register(sub) -> None:
                       description="Set the event's biometric retention deadline; after it every "
                                   "template is deleted the next time the gate starts or syncs.")
     g = q.add_mutually_exclusive_group()
-    g.add_argument("--until", type=float, metavar="UNIX", help="delete templates after this unix time")
+    from gate.argtypes import unix_time
+    g.add_argument("--until", type=unix_time, metavar="UNIX", help="delete templates after this unix time")
     g.add_argument("--days", type=float, help="delete templates this many days from now")
     q.set_defaults(func=cmd_face_retention)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 
 from gate.errors import GateError
@@ -23,6 +24,10 @@ def cmd_run(args) -> int:
         pass
     finally:
         runner.close()
+        if runner.pipeline is not None and runner.pipeline.errors:
+            p = runner.pipeline
+            print(f"gate run: {p.errors} of {p.frames} frame(s) could not be decoded "
+                  f"(last: {p.last_error}); the lane went on", file=sys.stderr, flush=True)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The reference central server: DESIGN §6 over HTTP+JSON (FastAPI), backed by
+"""The reference central server: the sync protocol of docs/sync.md over HTTP+JSON (FastAPI), backed by
 :class:`sync.central.store.CentralStore`. ``/openapi.json`` documents it."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from sync.central.limits import BodyLimits, check_batch, guarded_protocol, int64, parse_json
 from sync.central.store import CentralError, CentralStore, Unavailable
 from sync.central.reconcile import build_report, render_text
 
@@ -24,8 +25,9 @@ def _json(obj, status: int = 200) -> Response:
 
 def create_app(store: CentralStore) -> FastAPI:
     app = FastAPI(title="Gate central (reference)", version="1",
-                  description="Sync protocol of DESIGN §6: devices, key rings, ticket deltas, scans, "
+                  description="Sync protocol of docs/sync.md: devices, key rings, ticket deltas, scans, "
                               "admissions and reconciliation.")
+    app.add_middleware(BodyLimits)  # body size limits and deadline (limits.py)
 
     @app.exception_handler(CentralError)
     def _central_error(request: Request, exc: CentralError):
@@ -50,16 +52,16 @@ def create_app(store: CentralStore) -> FastAPI:
 
     def page_args(request: Request, default: int = 1000) -> tuple[int, int]:
         try:
-            cursor = int(request.query_params.get("cursor") or 0)
-            limit = min(MAX_PAGE, max(1, int(request.query_params.get("limit") or default)))
+            cursor = int64(request.query_params.get("cursor"), "cursor")
+            limit = min(MAX_PAGE, max(1, int64(request.query_params.get("limit"), "limit", default)))
         except ValueError:
             raise CentralError(400, "cursor and limit must be integers") from None
         return cursor, limit
 
     @app.post("/v1/devices")
     async def register(request: Request):
+        body = parse_json(await request.body())
         try:
-            body = json.loads(await request.body())
             pub = base64.urlsafe_b64decode(body["public_key"] + "=" * (-len(body["public_key"]) % 4))
             code, device_id = str(body["enrolment_code"]), str(body["device_id"])
             event = body.get("event")
@@ -92,12 +94,12 @@ def create_app(store: CentralStore) -> FastAPI:
     @app.post("/v1/events/{event}/scans")
     async def scans(event: str, request: Request):
         device_id, _, pub = await run_in_threadpool(device, request, event)  # never wait for a DB on the loop
+        batch = parse_json(await request.body())
         try:
-            batch = json.loads(await request.body())
-        except ValueError:
-            raise CentralError(400, "body is not JSON") from None
-        if not isinstance(batch, dict):
-            raise CentralError(400, "body must be a JSON object")
+            check_batch(batch)
+        except CentralError as exc:  # kept for the report, like any refused upload
+            await run_in_threadpool(store._problem, event, device_id, "malformed_upload", str(exc))
+            raise
         # off the event loop: while one upload waits for the database, others are parsed
         return _json(await run_in_threadpool(store.store_scans, event, device_id, pub, batch))
 
@@ -129,7 +131,8 @@ class ServerThread:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                                    http=guarded_protocol()))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property

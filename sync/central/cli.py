@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from gate.errors import ConfigError
 from sync.cli import _out
 
 # ------------------------------------------------------------------ central
@@ -31,12 +32,29 @@ def _when(text: str | None) -> float | None:
 def cmd_central_serve(args) -> int:
     import uvicorn
 
+    from sync.central import limits
     from sync.central.app import create_app
 
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("give both --tls-cert and --tls-key (or neither, on 127.0.0.1 only)")
+    for f in filter(None, (args.tls_cert, args.tls_key)):
+        if not Path(f).is_file():
+            raise ConfigError(f"cannot read {f}: give the PEM file of the server certificate / key")
     store = _store(args, pool_size=args.pool_size, pool_timeout=args.pool_timeout)
     where = Path(args.data) if store.dialect == "sqlite" else "PostgreSQL"
-    print(f"central serving {where} on http://{args.host}:{args.port} (OpenAPI at /docs)", file=sys.stderr)
-    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning")
+    limits.BODY_TIMEOUT_S = args.body_timeout
+    scheme = "https" if args.tls_cert else "http"
+    print(f"central serving {where} on {scheme}://{args.host}:{args.port} (OpenAPI at /docs)",
+          file=sys.stderr)
+    if scheme == "http" and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("central: warning: plain HTTP on a non-loopback address: device tokens and scans cross the "
+              "network unencrypted; use --tls-cert/--tls-key", file=sys.stderr)
+    try:
+        uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning",
+                    http=limits.guarded_protocol(args.header_timeout), timeout_keep_alive=5,
+                    ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+    except OSError as exc:  # includes ssl.SSLError: a key that does not match, a bad PEM
+        raise ConfigError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
     return 0
 
 
@@ -149,12 +167,18 @@ def register(sub) -> None:
         q.set_defaults(func=func)
         return q
 
-    q = add("serve", cmd_central_serve, "serve the sync API (DESIGN §6)")
+    q = add("serve", cmd_central_serve, "serve the sync API (protocol: docs/sync.md)")
     q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     q.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     q.add_argument("--pool-size", type=int, default=8, help="database connections per process (default 8)")
     q.add_argument("--pool-timeout", type=float, default=10.0,
                    help="seconds a request waits for a free connection before 503 + Retry-After (default 10)")
+    q.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
+    q.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    q.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                   help="drop a client whose request headers take longer (default 10)")
+    q.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                   help="answer 408 to a request body that takes longer (default 30)")
     q = add("event", None, "events")
     es = q.add_subparsers(dest="event_command", metavar="ACTION")
     es.required = True

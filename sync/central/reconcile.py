@@ -1,8 +1,9 @@
-"""The reconciliation report (DESIGN §6), built by the central from the scans
+"""The reconciliation report (docs/sync.md), built by the central from the scans
 every gate uploaded: double admissions across gates (typically while offline),
 admissions of tickets revoked before the scan, unlisted admissions, broken or
-forked chains and refused uploads per device, sequence gaps, and counts per
-gate / lane / hour. JSON, and a readable text form.
+forked chains and refused uploads per device, sequence gaps, records stamped
+by a wrong clock, quarantined devices, and counts per gate / lane / hour. JSON,
+and a readable text form that renders whatever a gate's clock said.
 """
 
 from __future__ import annotations
@@ -11,6 +12,36 @@ import time
 from datetime import datetime, timezone
 
 from gate.scanlog import GENESIS, chain_hash
+
+DAY_MS = 86_400_000
+SANE_MS = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01 UTC
+
+
+def fmt_ms(ms, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A record's timestamp for people; any value a gate's clock (or a hostile
+    device) wrote renders, out-of-range ones as the raw number with a '?'."""
+    if type(ms) is int and SANE_MS[0] <= ms < SANE_MS[1]:
+        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime(fmt)
+    return f"?{ms}"
+
+
+def _clock_wrong(db, event: str) -> list[dict]:
+    """Per device, the records whose timestamp cannot be true: before the event
+    existed at central (minus a day), after central received them (plus a day),
+    outside 2000-2100, or not an integer. They stay stored as facts."""
+    created = db.scalar("SELECT created FROM events WHERE event = :e", {"e": event})
+    lo = max(SANE_MS[0], int((created or 0) * 1000) - DAY_MS)
+    least, notint = ("min", "typeof(ts_ms) != 'integer' OR ") if db.dialect == "sqlite" else ("LEAST", "")
+    out = []
+    for d, n, s0, s1, t0, t1 in db.all(
+            f"""SELECT device_id, count(*), min(seq), max(seq), min(ts_ms), max(ts_ms) FROM scans
+               WHERE event = :e AND ts_ms IS NOT NULL AND ({notint}ts_ms < :lo
+                     OR ts_ms > {least}(:hi, CAST(received * 1000 AS BIGINT) + :day))
+               GROUP BY device_id ORDER BY device_id""",
+            {"e": event, "lo": lo, "hi": SANE_MS[1], "day": DAY_MS}):
+        out.append({"device_id": d, "records": n, "first_seq": s0, "last_seq": s1,
+                    "earliest_ts_ms": t0, "latest_ts_ms": t1})
+    return out
 
 
 def _admitted_table(db, event: str) -> None:
@@ -30,7 +61,6 @@ def _admitted_table(db, event: str) -> None:
         db.run("DROP TABLE IF EXISTS temp.adm")
         db.run("DROP TABLE IF EXISTS temp._over")
         db.run("CREATE TEMP TABLE adm AS " + body, {"e": event})
-        db.run("CREATE INDEX temp.adm_ticket ON adm(ticket_id)")
         db.run("CREATE TEMP TABLE _over (ticket_id TEXT PRIMARY KEY)")
 
 
@@ -83,7 +113,11 @@ def _build(db, event: str, verify_chains: bool) -> dict:
         per_gate = {d: n for d, n in db.all("SELECT device_id, count(*) FROM adm GROUP BY 1 ORDER BY 1")}
         per_lane = {ln: n for ln, n in db.all("SELECT coalesce(lane, '-'), count(*) FROM adm GROUP BY 1 ORDER BY 1")}
         hours = db.all("SELECT coalesce(ts_ms, 0) / 3600000, count(*) FROM adm GROUP BY 1 ORDER BY 1")
-    per_hour = {datetime.fromtimestamp(h * 3600, timezone.utc).strftime("%Y-%m-%d %H:00"): n for h, n in hours}
+    per_hour: dict[str, int] = {}
+    for h, n in hours:
+        key = fmt_ms(h * 3_600_000 if type(h) is int else h, "%Y-%m-%d %H:00")
+        key = "clock wrong" if key.startswith("?") else key
+        per_hour[key] = per_hour.get(key, 0) + n
     entry = "FROM adm a WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL"
     over, by_ticket = [], {}
     # aggregate first, then look up the few candidates (used > 1: entries 0 means unlimited)
@@ -106,11 +140,12 @@ def _build(db, event: str, verify_chains: bool) -> dict:
                 {"device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "consumes": bool(c)})
         for o in over:
             o["gates"] = sorted({a["device_id"] for a in o["admissions"]})
-    revoked_admissions = [
+    revoked_admissions = [  # the few revoked tickets first, then one pass over the admissions
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "revoked_at": rat}
         for tid, d, sq, ts, ln, rat in db.all(
             f"""SELECT a.ticket_id, a.device_id, a.seq, a.ts_ms, a.lane, t.revoked_at
                 {entry.replace('FROM adm a', 'FROM adm a JOIN tickets t ON t.ticket_id = a.ticket_id')}
+                AND a.ticket_id IN (SELECT ticket_id FROM tickets WHERE status = 'revoked')
                 AND t.status = 'revoked' AND t.revoked_at IS NOT NULL AND a.ts_ms >= t.revoked_at * 1000
                 ORDER BY a.ts_ms""")]
     unlisted = [
@@ -135,6 +170,7 @@ def _build(db, event: str, verify_chains: bool) -> dict:
         "quarantined": [{"device_id": d["device_id"], "reason": d["quarantine_reason"]}
                         for d in devices if d["quarantined"]],
         "problems": problems,
+        "clock_wrong": _clock_wrong(db, event),
         "per_gate": per_gate,
         "per_lane": per_lane,
         "per_hour": per_hour,
@@ -186,7 +222,7 @@ def _rehash(db, device_id: str) -> int | None:
 
 def render_text(rep: dict) -> str:
     def ts(ms):
-        return datetime.fromtimestamp((ms or 0) / 1000, timezone.utc).strftime("%H:%M:%S")
+        return fmt_ms(ms, "%H:%M:%S")
 
     lines = [f"Reconciliation report — event {rep['event']}",
              f"generated {datetime.fromtimestamp(rep['generated_at'], timezone.utc):%Y-%m-%d %H:%M UTC}",
@@ -215,6 +251,12 @@ def render_text(rep: dict) -> str:
     lines += ["", f"REFUSED UPLOADS / TAMPERING ({len(rep['problems'])})"]
     for p in rep["problems"]:
         lines.append(f"  {p['device_id']}: {p['kind']} — {p['detail']}")
+    clock = rep.get("clock_wrong", [])
+    lines += ["", f"CLOCK WRONG ({len(clock)})"]
+    for c in clock:
+        lines.append(f"  clock wrong on gate {c['device_id']}: {c['records']} record(s), seq {c['first_seq']}-"
+                     f"{c['last_seq']}, stamped {fmt_ms(c['earliest_ts_ms'])} .. {fmt_ms(c['latest_ts_ms'])}"
+                     " (kept as recorded; times in this report are the gate's)")
     lines += ["", "ADMITTED PER GATE: " + ", ".join(f"{k} {v}" for k, v in rep["per_gate"].items()),
               "ADMITTED PER LANE: " + ", ".join(f"{k} {v}" for k, v in rep["per_lane"].items()),
               "ADMITTED PER HOUR: " + ", ".join(f"{k} {v}" for k, v in rep["per_hour"].items())]

@@ -343,7 +343,7 @@ class CentralStore:
         return made
 
     def add_tickets(self, records: list[dict], *, replace: bool = True) -> None:
-        """Bulk load ticket records (DESIGN §5 shape): benchmarks, migrations.
+        """Bulk load ticket records (docs/formats.md shape): benchmarks, migrations.
         ``replace=False``: all are new (PostgreSQL then loads them with COPY)."""
         rows = [{f: int(r[f]) if isinstance(r[f], bool) else r[f] for f in TICKET_FIELDS} for r in records]
         with self._tx() as db:
@@ -499,7 +499,8 @@ class CentralStore:
 
     def _proofs(self, recs: list[dict]) -> list[int | None]:
         """Per record: 1 = a holder proof that verifies against the ticket's holder
-        key at the scan's time, 0 = a proof that does not, None = no proof."""
+        key at the scan's time, 0 = a proof that does not, None = no proof (or no
+        holder key known for that ticket)."""
         want = {r["ticket_id"] for r in recs if isinstance(r.get("proof"), bytes) and isinstance(r.get("ticket_id"), str)}
         if not want:
             return [None] * len(recs)
@@ -519,7 +520,10 @@ class CentralStore:
                 out.append(None)
                 continue
             hp = keys.get(r.get("ticket_id"))
-            ok = (hp is not None and type(step) is int and isinstance(csha, bytes) and type(ts) is int
+            if hp is None:  # a ticket central has no holder key for (unlisted, imported): cannot tell
+                out.append(None)
+                continue
+            ok = (type(step) is int and isinstance(csha, bytes) and type(ts) is int
                   and abs(step - ts // 1000 // gt1.STEP_SECONDS) <= PROOF_STEP_SLACK)
             if ok:
                 try:

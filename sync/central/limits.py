@@ -1,0 +1,243 @@
+"""Resource limits at the central's edge: nothing a client sends, or fails to
+send, may make the server hold more than a few MB or a connection forever.
+
+- :class:`BodyLimits`, a pure ASGI middleware: refuses a body whose
+  Content-Length is over the route's limit before reading any of it (413),
+  counts bytes as the route reads them, after it authenticated (chunked
+  bodies: 413 as soon as the limit is passed, the rest is never read), and
+  gives the whole body a deadline (408).
+- :func:`guarded_protocol`: uvicorn's HTTP protocol with a deadline and a size
+  cap on the request head (slowloris, header bombs), also after keep-alive.
+- :func:`parse_json`: JSON with depth and array-length limits (422).
+- :func:`check_batch`: the scan upload's fields and records are of the types
+  and integer ranges the store can hold (422 instead of a 500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+
+from sync.central.store import CentralError
+
+# An upload batch is sync.client.UPLOAD_BATCH (2,000) records of ~280 bytes CBOR,
+# measured 0.75 MB as base64 JSON: 8 MiB leaves a margin of about 11x.
+UPLOAD_LIMIT = 8 * 1024 * 1024
+BODY_LIMIT = 64 * 1024          # every other endpoint: an enrolment is ~200 bytes
+MAX_RECORDS = 10_000            # records per upload (5x the gate's batch)
+MAX_DEPTH = 8                   # JSON nesting (an upload batch is 2 deep)
+MAX_ITEMS = 20_000              # elements of any one JSON array or object
+HEADER_TIMEOUT_S = 10.0         # the request head must arrive within this
+BODY_TIMEOUT_S = 30.0           # and the body within this
+MAX_HEADER_BYTES = 64 * 1024
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def limit_for(method: str, path: str) -> int:
+    if method == "POST" and path.startswith("/v1/events/") and path.endswith("/scans"):
+        return UPLOAD_LIMIT
+    return BODY_LIMIT
+
+
+async def _answer(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimits:
+    """Count the body as the app reads it, under a size limit and a deadline.
+    Nothing is buffered here: a route authenticates first and reads the body
+    after, so an anonymous client cannot make the server hold even one limit's
+    worth. Going over raises CentralError (413 / 408), which the app answers;
+    the unread rest is never read (uvicorn then closes the connection)."""
+
+    def __init__(self, app, *, body_timeout_s: float | None = None):
+        self.app = app
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = limit_for(scope["method"], scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    return await _answer(send, 400, "Content-Length is not a number")
+                if declared > limit:
+                    return await _answer(send, 413, f"request body over {limit} bytes")
+        timeout = self.body_timeout_s if self.body_timeout_s is not None else BODY_TIMEOUT_S
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        total, complete = 0, False
+
+        async def counted():
+            nonlocal total, complete
+            if complete:  # body done: later calls wait for the disconnect, no deadline
+                return await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise CentralError(408, f"request body not received within {timeout:g} s") from None
+            if msg["type"] == "http.request":
+                total += len(msg.get("body", b""))
+                if total > limit:
+                    raise CentralError(413, f"request body over {limit} bytes")
+                complete = not msg.get("more_body", False)
+            return msg
+
+        return await self.app(scope, counted, send)
+
+
+def guarded_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_header_bytes: int = MAX_HEADER_BYTES):
+    """uvicorn's HTTP protocol class (httptools, else h11) with a deadline and a
+    size cap on every request head: a client that trickles its headers, or sends
+    megabytes of them, is disconnected. uvicorn itself only times out idle
+    keep-alive connections."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # pragma: no cover - httptools is a dependency
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+
+    class GuardedProtocol(Base):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._head_timer = None
+            self._arm()
+
+        def _arm(self):
+            """A new request head is due: start its clock and byte count."""
+            self._head_bytes = 0
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(header_timeout_s, self._head_late)
+
+        def _awaiting_head(self) -> bool:
+            # no request in progress (a pipelined one that is being answered counts as in progress)
+            return self.cycle is None or self.cycle.response_complete
+
+        def _head_late(self):
+            self._head_timer = None
+            if self._awaiting_head() and not self.transport.is_closing():
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._awaiting_head():
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if self._awaiting_head() and self._head_bytes > max_header_bytes \
+                    and not self.transport.is_closing():
+                self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                     b"content-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.close()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc):
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+    return GuardedProtocol
+
+
+# ------------------------------------------------------------------ JSON
+
+
+def parse_json(raw: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS):
+    """JSON text to a value, or CentralError: 400 when it is not JSON, 422 when it
+    nests deeper than ``max_depth`` or holds an array/object over ``max_items``."""
+    try:
+        doc = json.loads(raw)
+    except RecursionError:
+        raise CentralError(422, f"JSON nested more than {max_depth} deep") from None
+    except ValueError:  # includes invalid UTF-8
+        raise CentralError(400, "body is not JSON (UTF-8)") from None
+    stack = [(doc, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        if isinstance(obj, dict):
+            items = obj.values()
+        elif isinstance(obj, list):
+            items = obj
+        else:
+            continue
+        if depth > max_depth:
+            raise CentralError(422, f"JSON nested more than {max_depth} deep")
+        if len(obj) > max_items:
+            raise CentralError(422, f"JSON array or object with more than {max_items} elements")
+        stack.extend((v, depth + 1) for v in items)
+    return doc
+
+
+def int64(text: str | None, name: str, default: int = 0) -> int:
+    """A query parameter as an integer the database can hold (else 422)."""
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise CentralError(400, f"{name} must be an integer") from None
+    if not INT64[0] < value < INT64[1]:
+        raise CentralError(422, f"{name} is out of range")
+    return value
+
+
+# ------------------------------------------------------------------ uploads
+
+_TEXT_FIELDS = ("kind", "mode", "decision", "reason", "ticket_id", "lane")
+_INT_FIELDS = ("ts_ms", "ref", "seq")
+
+
+def check_batch(batch: object) -> None:
+    """An upload's shape, before the store verifies it: the store keeps a record's
+    kind/mode/decision/reason/ticket_id/lane in text columns and ts_ms/ref in
+    integer columns, and the admissions feed serves them as JSON. A malformed
+    batch is 400 (as docs/sync.md says); a record whose values cannot be held
+    that way refuses the batch whole with 422, naming the record."""
+    import cbor2
+
+    if not isinstance(batch, dict):
+        raise CentralError(400, "body must be a JSON object")
+    records, from_seq = batch.get("records"), batch.get("from_seq")
+    if type(from_seq) is not int or not 1 <= from_seq < INT64[1] - MAX_RECORDS:
+        raise CentralError(400, "from_seq must be an integer from 1")
+    if not isinstance(records, list) or not records:
+        raise CentralError(400, "records must be a non-empty list of base64 CBOR records")
+    if len(records) > MAX_RECORDS:
+        raise CentralError(422, f"at most {MAX_RECORDS} records per upload")
+    for name in ("head_hash", "head_sig", "device_id"):
+        if not isinstance(batch.get(name), str):
+            raise CentralError(400, f"{name} must be a string")
+    for i, text in enumerate(records):
+        seq = from_seq + i
+        if not isinstance(text, str):
+            raise CentralError(400, f"record {seq} must be base64 text")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise CentralError(400, f"record {seq} is not base64") from None
+        try:
+            rec = cbor2.loads(raw)
+        except Exception:  # noqa: BLE001 - any CBOR decoder failure is a bad record
+            raise CentralError(422, f"record {seq} is not readable CBOR") from None
+        if not isinstance(rec, dict):
+            raise CentralError(422, f"record {seq} is not a CBOR map")
+        for name in _TEXT_FIELDS:
+            v = rec.get(name)
+            if v is not None and not isinstance(v, str):
+                raise CentralError(422, f"record {seq}: {name} must be text")
+        for name in _INT_FIELDS:
+            v = rec.get(name)
+            if v is not None and (type(v) is not int or not INT64[0] < v < INT64[1]):
+                raise CentralError(422, f"record {seq}: {name} must be a 64-bit integer")

@@ -1,0 +1,176 @@
+"""QR decoding on real photographs (tests/data/qr_real: public zxing/zxing-cpp
+corpora, see its PROVENANCE.md): read rate, zero misreads, every category
+read, `gate run` over photos of different sizes, `gate decode`, and a decoder
+that throws costing one frame, never the lane."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hardware.qr import FramePipeline, make_decoder
+from hardware.synth import phone_frame
+from conftest import json_lines, run_gate
+
+REAL = Path(__file__).resolve().parent / "data" / "qr_real"
+INDEX = json.loads((REAL / "index.json").read_text())
+
+
+def _read_all(pipe):
+    """Each photo once through one lane pipeline, far apart in frame numbers (no de-duplication)."""
+    per_cat, misreads = {}, []
+    for i, (name, entry) in enumerate(INDEX.items()):
+        got = pipe.process(cv2.imread(str(REAL / name), cv2.IMREAD_COLOR), i * 100)
+        cat = name.split("/")[0]
+        per_cat[cat] = per_cat.get(cat, 0) + sum(t in got for t in entry["texts"])
+        misreads += [(name, t) for t in got if t not in entry["texts"]]
+    return per_cat, misreads
+
+
+def test_pipeline_reads_the_real_set_with_no_misread():
+    pipe = FramePipeline(make_decoder("zxing"))
+    per_cat, misreads = _read_all(pipe)
+    # measured here: 180 of 188 codes (bare zxing-cpp 175, WeChat CNN 161). Fails if a retry
+    # is dropped or broken (the floor sits above what the first pass alone reads) ...
+    assert sum(per_cat.values()) >= 178, per_cat
+    # ... or if a retry (median filter, upscale, equalisation) makes a wrong text valid
+    assert misreads == []
+    # every kind of hard photo is read at least once; a no-code photo never yields a text
+    assert all(per_cat[c] >= 1 for c in per_cat if c != "none"), per_cat
+    assert per_cat["none"] == 0
+    assert pipe.errors == 0 and pipe.retried >= 3  # the retries did the extra reads
+
+
+def test_retries_run_only_when_the_first_pass_finds_nothing():
+    calls = []
+
+    class Counting:
+        name = "counting"
+
+        def __init__(self):
+            self.inner = make_decoder("zxing")
+
+        def decode(self, grey):
+            calls.append("first")
+            return self.inner.decode(grey)
+
+        def retries(self, grey):
+            for attempt in self.inner.retries(grey):
+                calls.append("retry")
+                yield attempt
+
+    pipe = FramePipeline(Counting())
+    code = "GT1:first-pass"
+    assert pipe.process(phone_frame(code, seed=1), 1) == [code]
+    # a code the first pass reads costs exactly one decode: its frame->relay time is unchanged
+    assert calls == ["first"]
+    calls.clear()
+    # an empty frame escalates through every retry (none reads a code) after its first pass
+    assert pipe.process(phone_frame(None, seed=2), 100) == []
+    assert calls[-1] == "retry" and calls.count("retry") >= 3, calls
+
+
+class _Flaky:
+    """zxing, except that it throws on the frames listed."""
+    name = "flaky"
+
+    def __init__(self, bad):
+        self.inner, self.bad, self.n = make_decoder("zxing"), bad, 0
+
+    def decode(self, grey):
+        self.n += 1
+        if self.n in self.bad:
+            raise RuntimeError("decoder blew up")
+        return self.inner.decode(grey)
+
+
+def test_a_decoder_that_raises_is_one_failed_frame():
+    pipe = FramePipeline(_Flaky(bad={2}), retry=False)
+    frames = [phone_frame(f"GT1:code-{i}", seed=i) for i in range(3)]
+    out = [pipe.process(f, i * 100) for i, f in enumerate(frames)]
+    # the throwing frame yields nothing; the frames around it still read (the lane went on)
+    assert out == [["GT1:code-0"], [], ["GT1:code-2"]]
+    assert pipe.errors == 1 and "decoder blew up" in pipe.last_error and pipe.frames == 3
+
+
+def test_odd_frames_decode_instead_of_raising():
+    code = "GT1:odd-frames"
+    grey = phone_frame(code, seed=4)
+    bgra = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGRA)  # a PNG with alpha, as images: loads it
+    deep = grey.astype(np.uint16) * 257  # a 16-bit PNG
+    pipe = FramePipeline(make_decoder("zxing"))
+    assert pipe.process(bgra, 1) == [code] and pipe.process(deep, 100) == [code]
+    assert pipe.process(np.zeros((0, 0), np.uint8), 200) == [] and pipe.errors == 1
+
+
+@pytest.mark.parametrize("backend", ["zxing", "pyzbar"])
+def test_roi_from_a_big_frame_is_dropped_on_a_smaller_one(backend):
+    big = np.full((720, 1280), 235, np.uint8)
+    code = phone_frame("GT1:corner", width=320, height=320, seed=5)
+    big[0:320, 960:1280] = code  # the code in the top right corner, right of any small frame
+    small = phone_frame("GT1:small", width=240, height=240, seed=6)
+    pipe = FramePipeline(make_decoder(backend))
+    assert pipe.process(big, 1) == ["GT1:corner"] and pipe._roi is not None
+    # before the fix the kept box lay outside this frame: an empty crop made both backends throw
+    assert pipe.process(small, 2) == ["GT1:small"]
+    assert pipe.errors == 0
+
+
+def test_gate_run_over_real_photos_of_different_sizes_runs_to_the_end(tmp_path, issuer):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    # every photo in one folder, sizes mixed (640x480, 240x240, 500x500, 77x77, ...); every
+    # other photo with a code framed as a 1280x960 camera would see it, in the bottom right,
+    # so a code's box kept from a big frame lies outside the small frame after it
+    for i, name in enumerate(INDEX):
+        img = cv2.imread(str(REAL / name), cv2.IMREAD_COLOR)
+        if i % 2 == 0 and INDEX[name]["texts"]:
+            h, w = img.shape[:2]
+            canvas = np.full((960, 1280, 3), 128, np.uint8)
+            canvas[960 - h:, 1280 - w:] = img
+            img = canvas
+        cv2.imwrite(str(frames / f"{i:04d}-{Path(name).stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    sizes = {cv2.imread(str(p)).shape[:2] for p in frames.iterdir()}
+    assert len(sizes) > 20
+    # the last frame: a real ticket, so its admission proves the lane got there
+    wallet = issuer.mint()
+    # a rotating code valid now (+/-15 s): the run over ~200 frames takes seconds
+    cv2.imwrite(str(frames / "zzz-ticket.png"), phone_frame(wallet.code(time.time()), seed=7))
+    data = tmp_path / "gate"
+    run_gate(data, "init", "--event", issuer.event)
+    (tmp_path / "ring.json").write_text(json.dumps(issuer.keyring()))
+    run_gate(data, "keys", "trust", str(tmp_path / "ring.json"))
+    proc = run_gate(data, "run", "--camera", f"images:{frames}", "--json-events", check=False,
+                    timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # no frame lost to a decoder error (the old ROI crash shows up here once errors are caught)
+    assert "could not be decoded" not in proc.stderr, proc.stderr
+    events = json_lines(proc.stdout)
+    # the photos' codes were read and decided (rejected: not tickets); the same text in
+    # neighbouring photos is one scan, so fewer events than codes
+    assert len(events) >= 50
+    assert events[-1]["ticket_id"] == wallet.ticket_id and events[-1]["decision"] == "accept"
+
+
+def test_gate_decode_json_shape_and_an_unreadable_file(tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    one = "screens/zx-qrcode-2-31.jpg"
+    proc = run_gate(None, "decode", "--json", str(REAL / one), str(tmp_path / "broken.jpg"),
+                    str(REAL / "multi"), check=False)
+    # the broken file is reported by name and skipped; the others still print; exit 1
+    assert proc.returncode == 1
+    assert "broken.jpg" in proc.stderr and "Traceback" not in proc.stderr
+    rows = json_lines(proc.stdout)
+    assert [r["image"] for r in rows] == [str(REAL / one), str(REAL / "multi" / "zx-multi-qrcode-1-1.jpg")]
+    for r in rows:
+        assert set(r) == {"image", "texts", "ms"}
+        assert isinstance(r["ms"], float) and r["ms"] >= 0
+        assert all(isinstance(t, str) for t in r["texts"])
+    assert rows[0]["texts"] == INDEX[one]["texts"]  # Shift-JIS text decoded right
+    assert sorted(rows[1]["texts"]) == sorted(INDEX["multi/zx-multi-qrcode-1-1.jpg"]["texts"])
