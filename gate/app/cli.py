@@ -191,57 +191,20 @@ def cmd_ledger_stats(args) -> int:
     return 0
 
 
-MAX_LINE = 4096  # a QR text longer than this is MALFORMED (docs/gt1.md): never read it whole
-
-
-def read_lines(fd: int, *, chunk: int = 65536):
-    """Lines from a file descriptor as ``(text, more_buffered)``, read in
-    chunks with os.read so a scanner's line is answered as soon as it arrives
-    and a bulk pipe is not flushed once per line. Bytes that are not UTF-8
-    become U+FFFD (the code is then MALFORMED, the loop goes on); a line longer
-    than MAX_LINE is cut to MAX_LINE + 1 characters and the rest of it is
-    skipped as it streams past, so memory stays bounded whatever arrives."""
-    pending = bytearray()
-    skipping = False  # inside an over-long line whose head was already given
-    while True:
-        data = os.read(fd, chunk)
-        if not data:
-            break
-        start = 0
-        lines = []
-        while True:
-            nl = data.find(b"\n", start)
-            if nl < 0:
-                break
-            if not skipping:
-                pending += data[start:nl]
-                lines.append(bytes(pending[:MAX_LINE + 1]))
-            pending.clear()
-            skipping = False
-            start = nl + 1
-        if not skipping:
-            pending += data[start:]
-            if len(pending) > MAX_LINE:
-                lines.append(bytes(pending[:MAX_LINE + 1]))
-                pending.clear()
-                skipping = True
-        for i, raw in enumerate(lines):
-            text = raw.decode("utf-8", "replace").rstrip("\r")
-            if text.strip():
-                yield text, i < len(lines) - 1
-    if pending and not skipping:
-        text = bytes(pending).decode("utf-8", "replace").rstrip("\r")
-        if text.strip():
-            yield text, False
-
-
 def _qr_inputs(args):
     """``(qr, more_buffered)``: the arguments, else the lines of stdin."""
     if args.qr:
         for i, q in enumerate(args.qr):
             yield q, i < len(args.qr) - 1
         return
-    yield from read_lines(sys.stdin.fileno())
+    from crypto.gt1 import MAX_QR_CHARS
+    from gate.lines import text_lines_more
+
+    # bounded lines: a 300 MB line or a stray byte is one MALFORMED scan, nothing more
+    for _, text, _, more in text_lines_more(sys.stdin.buffer, MAX_QR_CHARS):
+        text = text.rstrip("\r")
+        if text.strip():
+            yield text, more
 
 
 def cmd_verify(args) -> int:

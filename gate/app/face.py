@@ -1,8 +1,10 @@
-"""``gate face ...`` and ``gate wipe``: enrolment, retention and deletion of
-biometric templates (encrypted at rest under the device data key)."""
+"""``gate face ...`` and ``gate wipe``: enrolment, tolerance, calibration,
+retention and deletion of biometric templates (encrypted at rest under the
+device data key)."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,12 +15,90 @@ from gate.errors import ConfigError
 def cmd_face_enroll(args) -> int:
     from gate import ledger
     from gate.app.compose import open_gate
-    from hardware.face import encoding_from_photo
+    from hardware.face import template_from_photos
 
     gate = open_gate(args.data)
-    encoding = encoding_from_photo(Path(args.photo))
-    ledger.enroll_face(gate.conn, args.ticket_id.lower(), encoding, gate.data_key)
-    print(f"enrolled a face for ticket {args.ticket_id} (template encrypted; the photo was not stored)")
+    template = template_from_photos([Path(p) for p in args.photos])
+    ledger.enroll_face(gate.conn, args.ticket_id.lower(), template, gate.data_key)
+    n = len(args.photos)
+    print(f"enrolled a face for ticket {args.ticket_id} from {n} photo{'s' if n > 1 else ''} "
+          "(template encrypted; the photos were not stored)")
+    return 0
+
+
+def _tolerance_in_force(data) -> tuple[float, str]:
+    from gate.appliance import Gate
+    from gate.decision import LanePolicy
+
+    if Gate.exists(Path(data)):
+        from gate.app.compose import open_gate
+        gate = open_gate(data)
+        try:
+            return gate.config.policy.face_tolerance, f"set on the gate in {data}"
+        finally:
+            gate.close()
+    return LanePolicy.__dataclass_fields__["face_tolerance"].default, f"the default: no gate set up in {data}"
+
+
+def cmd_face_tolerance(args) -> int:
+    from dataclasses import replace
+
+    from gate.app.compose import open_gate
+
+    gate = open_gate(args.data)
+    if args.tolerance is not None:
+        t = args.tolerance
+        if not (0.2 <= t <= 0.8):
+            raise ConfigError(f"tolerance {t} is out of range: give a value between 0.2 and 0.8 "
+                              "(see 'gate face calibrate DIR')")
+        gate.save_config(replace(gate.config, policy=replace(gate.config.policy, face_tolerance=round(t, 4))))
+    print(f"face tolerance {gate.config.policy.face_tolerance}: a face matches when its distance "
+          "to the enrolled template is at most this")
+    return 0
+
+
+def cmd_face_calibrate(args) -> int:
+    from gate.errors import GateError
+    from hardware.face import (calibration_pairs, encode_photos, error_rates, people_photos,
+                               suggest_tolerance)
+
+    try:
+        people = people_photos(Path(args.dir))
+    except GateError as e:
+        raise ConfigError(str(e)) from None
+    encodings = encode_photos(people)
+    pairs = calibration_pairs(people, encodings)
+    suggested = suggest_tolerance(pairs)
+    in_force, where = _tolerance_in_force(args.data)
+    unusable = [{"path": str(p), "reason": why} for p, (e, why) in encodings.items() if e is None]
+    if args.json:
+        print(json.dumps({"tolerance": in_force, "suggested": suggested,
+                          "pairs": [p.__dict__ for p in pairs], "unusable": unusable}))
+        return 0
+    n = sum(len(v) for v in people.values())
+    print(f"{n} photos of {len(people)} people; {len(pairs)} pairs")
+    for u in unusable:
+        print(f"  no usable face: {u['path']}: {u['reason']}")
+    marks = {round(in_force, 4): "in force", **({round(suggested, 4): "suggested"} if suggested else {})}
+    if suggested is not None and round(suggested, 4) == round(in_force, 4):
+        marks[round(in_force, 4)] = "in force, suggested"
+    grid = sorted({round(0.40 + 0.02 * i, 4) for i in range(14)} | set(marks))
+    print("tolerance  false accepts       false rejects")
+    for t in grid:
+        r = error_rates(pairs, t)
+        print(f"  {t:.2f}     {r['false_accepts']:4d}/{r['different']:<5d} {100 * r['far']:5.2f} %  "
+              f"{r['false_rejects']:4d}/{r['same']:<5d} {100 * r['frr']:5.1f} %  {marks.get(t, '')}")
+    if suggested is None:
+        print("suggested: none (no pair of different people with a usable face)")
+    else:
+        r = error_rates(pairs, suggested)
+        print(f"suggested {suggested:.2f} (closest different people minus a margin); "
+              f"in force {in_force} ({where})")
+        if r["frr"] > 0.03:
+            print("  more than 3 % false rejects here: enrol holders from 2-3 photos "
+                  "(gate face enroll TICKET P1 P2 P3), which rejects far fewer")
+        if round(suggested, 4) != round(in_force, 4) and Path(args.data).exists():
+            print(f"  apply it: gate --data {args.data} face tolerance {suggested:.2f}")
     return 0
 
 
@@ -55,13 +135,29 @@ def register(sub) -> None:
                        description="Manage holders' face templates (encrypted at rest).")
     fs = p.add_subparsers(dest="face_command", metavar="ACTION")
     fs.required = True
-    q = fs.add_parser("enroll", help="enrol a holder's face from a photo (box office)",
-                      description="Compute the face template of PHOTO (exactly one clear face) and "
-                                  "store it, encrypted, for TICKET_ID; the ticket then requires a face "
-                                  "match. The photo itself is not stored.")
+    q = fs.add_parser("enroll", help="enrol a holder's face from one or more photos (box office)",
+                      description="Compute the face template of the PHOTOs (each: exactly one clear, "
+                                  "sharp, frontal face; several photos of the holder make a better "
+                                  "template) and store it, encrypted, for TICKET_ID; the ticket then "
+                                  "requires a face match. The photos themselves are not stored.")
     q.add_argument("ticket_id", metavar="TICKET_ID")
-    q.add_argument("photo", metavar="PHOTO")
+    q.add_argument("photos", metavar="PHOTO", nargs="+")
     q.set_defaults(func=cmd_face_enroll)
+    q = fs.add_parser("tolerance", help="show or set this gate's face match tolerance",
+                      description="A face matches when its distance to the template is at most the "
+                                  "tolerance: lower refuses more impostors and more holders. Choose it "
+                                  "with 'gate face calibrate DIR'.")
+    q.add_argument("tolerance", metavar="T", type=float, nargs="?", help="new tolerance (e.g. 0.52)")
+    q.set_defaults(func=cmd_face_tolerance)
+    q = fs.add_parser("calibrate", help="false accept / false reject curve on your own photos",
+                      description="DIR holds one folder per person (DIR/PERSON/*.jpg). Compares every "
+                                  "pair of photos through the gate's face code and prints the false "
+                                  "accept / false reject curve, the tolerance it suggests and the one "
+                                  "in force.")
+    q.add_argument("dir", metavar="DIR")
+    q.add_argument("--json", action="store_true",
+                   help='print {"tolerance": T, "suggested": S, "pairs": [{"a","b","same","distance"}], ...}')
+    q.set_defaults(func=cmd_face_calibrate)
     q = fs.add_parser("retention", help="show or set when templates are deleted automatically",
                       description="Set the event's biometric retention deadline; after it every "
                                   "template is deleted the next time the gate starts or syncs.")
