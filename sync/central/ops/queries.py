@@ -151,7 +151,11 @@ class Live:
             st = self.states.get(event)
             if st is None:
                 st = self.states[event] = EventState(event)
-            st.refresh(db, int(now * 1000))
+            try:
+                st.refresh(db, int(now * 1000))
+            except BaseException:
+                del self.states[event]  # half-applied: start again from SQL next time
+                raise
             return st
 
 
