@@ -155,6 +155,9 @@ def run_config(name: str, tmp: Path, db: str | None, nproc: int, gates: list[Pat
         t = time.perf_counter()
         rep = requests.get(f"{urls[0]}/v1/events/{EVENT}/reconciliation", headers=hdr, timeout=900).json()
         report_s = time.perf_counter() - t
+        t = time.perf_counter()  # again: PostgreSQL's first read after a bulk load also sets hint bits
+        requests.get(f"{urls[0]}/v1/events/{EVENT}/reconciliation", headers=hdr, timeout=900)
+        report2_s = time.perf_counter() - t
         # live gates: upload latency without, then with reports running
         for k, d in enumerate(live):
             g = Gate.open(d, now=time.time())
@@ -181,7 +184,7 @@ def run_config(name: str, tmp: Path, db: str | None, nproc: int, gates: list[Pat
         stop.set()
         th.join()
         return {"name": name, "sent": sent, "secs": secs, "rate": sent / secs, "p50": pct(lat, 50),
-                "p99": pct(lat, 99), "report_s": report_s, "report_scans": rep["scans"],
+                "p99": pct(lat, 99), "report_s": report_s, "report2_s": report2_s, "report_scans": rep["scans"],
                 "over": len(rep["double_admissions"]), "live_p50": pct(lat_quiet, 50),
                 "live_p99": pct(lat_quiet, 99), "rep_p50": pct(lat_report, 50), "rep_p99": pct(lat_report, 99),
                 "reports": reports[0]}
@@ -243,12 +246,12 @@ def main() -> None:
         base = results[0]["rate"]
         print()
         print(f"{n:,} scans from {args.gates} gates, batches of {args.batch}; {os.cpu_count()} cores")
-        print(f"{'central':<22}{'scans/s':>9}{'x sqlite':>9}{'batch p50':>10}{'p99':>8}{'report':>8}"
+        print(f"{'central':<22}{'scans/s':>9}{'x sqlite':>9}{'batch p50':>10}{'p99':>8}{'report 1st/2nd':>15}"
               f"{'live p50/p99':>15}{'during report':>16}")
         labels = {"sqlite": "SQLite, 1 serve", "pg1": "PostgreSQL, 1 serve", "pg2": "PostgreSQL, 2 serves"}
         for r in results:
             print(f"{labels[r['name']]:<22}{r['rate']:>9,.0f}{r['rate'] / base:>8.2f}x{r['p50']:>9.2f}s"
-                  f"{r['p99']:>7.2f}s{r['report_s']:>7.2f}s{r['live_p50'] * 1000:>8.0f}/{r['live_p99'] * 1000:.0f} ms"
+                  f"{r['p99']:>7.2f}s{r['report_s']:>8.2f}/{r['report2_s']:.2f} s{r['live_p50'] * 1000:>8.0f}/{r['live_p99'] * 1000:.0f} ms"
                   f"{r['rep_p50'] * 1000:>9.0f}/{r['rep_p99'] * 1000:.0f} ms")
         print(f"report over {results[-1]['report_scans']:,} scans; over-admitted tickets found: "
               + ", ".join(str(r["over"]) for r in results)

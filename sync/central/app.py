@@ -70,7 +70,7 @@ def create_app(store: CentralStore) -> FastAPI:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise CentralError(400, "body needs enrolment_code, device_id, public_key (base64url)") from None
         client = request.client.host if request.client else "-"
-        return _json(store.register(code, device_id, pub, event=event, client=client), 201)
+        return _json(await run_in_threadpool(store.register, code, device_id, pub, event=event, client=client), 201)
 
     @app.get("/v1/time")
     def server_time():
