@@ -376,3 +376,23 @@ def test_ticket_history_across_two_gates_and_csv_export(central, browser, tmp_pa
     assert dl.value.suggested_filename == "ev-ticket-per_lane.csv"
     rows = list(csv.reader(io.StringIO(path.read_text())))
     assert rows[0] == ["key", "count"] and sorted(rows[1:]) == [["north", "1"], ["south", "1"]]
+
+
+def test_a_quarantined_gate_shows_on_doors_gates_and_alerts(central, browser, tmp_path):
+    store, server, _ = central
+    v = Venue(store, server.url, tmp_path, "ev-quarantine", n_tickets=40)
+    g = v.gate("g1", "east")
+    now = time.time()
+    # 40 admissions in 2 s at one lane: more than a turnstile can pass, so central quarantines the gate
+    for i, wal in enumerate(v.wallets):
+        g.scan(wal.code(now - 60 + i * 0.05), now=now - 60 + i * 0.05)
+    v.sync(g)
+    page = login(browser, server.url)
+    page.goto(f"{server.url}/ops/e/ev-quarantine/doors")
+    # fails if the ops room missed central's quarantine (devices.quarantined_at)
+    assert "quarantined device" in page.locator("#live").inner_text()
+    page.goto(f"{server.url}/ops/e/ev-quarantine/gates")
+    assert "✖ yes" in page.locator("table.gates").inner_text()
+    page.goto(f"{server.url}/ops/e/ev-quarantine/alerts")
+    assert "device quarantined" in page.locator("#live").inner_text()
+    page.screenshot(path=str(tmp_path / "ops-alerts-quarantine.png"), full_page=True)
