@@ -396,3 +396,23 @@ def test_a_quarantined_gate_shows_on_doors_gates_and_alerts(central, browser, tm
     page.goto(f"{server.url}/ops/e/ev-quarantine/alerts")
     assert "device quarantined" in page.locator("#live").inner_text()
     page.screenshot(path=str(tmp_path / "ops-alerts-quarantine.png"), full_page=True)
+
+
+def test_a_gate_silent_while_others_scan_is_an_alert(central, tmp_path):
+    store, server, _ = central
+    v = Venue(store, server.url, tmp_path, "ev-silent", n_tickets=2)
+    g1, g2 = v.gate("g1", "east"), v.gate("g2", "west")
+    now = time.time()
+    g1.scan(v.wallets[0].code(now + 100), now=now + 100)  # g1 is still scanning 100 s from now
+    for g in (g1, g2):
+        assert v.sync(g).ok
+    ops = OpsDB(store)
+    live = queries.Live()
+    with ops.reader() as r:  # central's clock 150 s on: nobody synced since, but g1 scans
+        al = queries.alerts(r, live.state(r, "ev-silent", now + 150), now + 150)
+    silent = [a for a in al if a["kind"] == "gate silent"]
+    # only g2 (silent while another gate scans); g1 is as quiet but nobody else scans
+    assert len(silent) == 1 and g2.config.device_id in silent[0]["text"] and silent[0]["level"] == "warn"
+    with ops.reader() as r:
+        al = queries.alerts(r, live.state(r, "ev-silent", now + 150), now + 400)
+    assert not [a for a in al if a["kind"] == "gate silent"]  # by then g1 stopped scanning too
