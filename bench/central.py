@@ -143,6 +143,9 @@ def run_config(name: str, tmp: Path, db: str | None, nproc: int, gates: list[Pat
     for i in range(0, len(ids), 100_000):
         store.add_tickets([{**base, "ticket_id": t} for t in ids[i:i + 100_000]], replace=False)
     codes = [store.enrol_code(EVENT) for _ in gates + live]
+    from sync.central.ops import accounts
+    from sync.central.ops.db import OpsDB
+    accounts.add(OpsDB(store), "bench", "bench-password", "viewer", now=time.time())  # reports need ops
     store.close()
     ports = [free_port() for _ in range(nproc)]
     procs = [serve(data, db, p) for p in ports]
@@ -157,8 +160,8 @@ def run_config(name: str, tmp: Path, db: str | None, nproc: int, gates: list[Pat
             g.close()
         jobs = [(str(d), urls[i % nproc]) for i, d in enumerate(gates)]
         sent, lat, secs = push_all(jobs, args.client_procs, max(1, len(gates) // args.client_procs), args.batch)
-        token = sc.token_path(Gate.open(gates[0], now=time.time())).read_text().strip()
-        hdr = {"Authorization": f"Bearer {token}"}
+        import base64
+        hdr = {"Authorization": "Basic " + base64.b64encode(b"bench:bench-password").decode()}  # ops credentials
         t = time.perf_counter()
         rep = requests.get(f"{urls[0]}/v1/events/{EVENT}/reconciliation", headers=hdr, timeout=900).json()
         report_s = time.perf_counter() - t

@@ -85,6 +85,9 @@ def main() -> None:
         for i in range(0, len(ids), 100_000):
             store.add_tickets([{**base, "ticket_id": tid} for tid in ids[i:i + 100_000]])
         codes = [store.enrol_code(EVENT) for _ in range(args.gates + 1)]
+        from sync.central.ops import accounts
+        from sync.central.ops.db import OpsDB
+        accounts.add(OpsDB(store), "bench", "bench-password", "viewer", now=time.time())  # reports need ops
         store.close()
         print(f"central loaded with {args.tickets:,} tickets in {time.perf_counter() - t:.1f} s")
 
@@ -127,7 +130,7 @@ def main() -> None:
             upload_s = time.perf_counter() - t
             t = time.perf_counter()
             rep = requests.get(f"{url}/v1/events/{EVENT}/reconciliation",
-                               headers={"Authorization": f"Bearer {sc.token_path(gates[0]).read_text()}"},
+                               auth=("bench", "bench-password"),
                                timeout=600).json()
             report_s = time.perf_counter() - t
             print(f"upload: {sent:,} scans from {args.gates} gates in {upload_s:.1f} s ({sent / upload_s:,.0f}/s)")

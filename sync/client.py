@@ -99,9 +99,10 @@ class CentralClient:
         self.timeout = timeout
         self.session = session or requests.Session()
         self.verify = verify  # True: the system CA store; a path: the CA pinned at enrolment
+        self.status_headers: dict[str, str] = {}  # X-Gate-* self-report for the ops room (sync_once)
 
     def _call(self, method: str, path: str, *, body=None, params=None) -> dict:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **self.status_headers}
         if self.token:
             headers["Authorization"] = f"{self.auth_scheme} {self.token}"
         if body is not None:
@@ -381,14 +382,33 @@ def pull_devices(gate, client: CentralClient) -> int:
     return bus.store_trust(gate.conn, devices, "central")
 
 
+def _report_status(gate, client: CentralClient, now: float) -> None:
+    """What the ops room shows about this gate: outbox depth, ledger age, link state (when known)."""
+    h = {"X-Gate-Outbox": str(outbox_length(gate))}
+    imported = get_setting(gate.conn, "ledger_imported_at")
+    if isinstance(imported, (int, float)):
+        h["X-Gate-Ledger-Age-S"] = str(max(0, int(now - imported)))
+    link = get_setting(gate.conn, "link.state")
+    if isinstance(link, str) and link:
+        h["X-Gate-Link"] = link
+    client.status_headers.update(h)
+
+
 def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncReport:
     """One pass. Each step is tried even when an earlier one failed, so an
     upload still happens when a ticket page is bad, and vice versa."""
     rep = SyncReport()
-    steps = [("time", lambda: setattr(rep, "clock_offset_s", round(client.time() - (now or time.time()), 3))),
+    _report_status(gate, client, now or time.time())
+
+    def clock():
+        rep.clock_offset_s = round(client.time() - (now or time.time()), 3)
+        client.status_headers["X-Gate-Clock-Offset-Ms"] = str(int(rep.clock_offset_s * 1000))
+
+    steps = [("time", clock),
              ("keys", lambda: setattr(rep, "keys", pull_keys(gate, client))),
              ("tickets", lambda: setattr(rep, "tickets", pull_tickets(gate, client))),
-             ("upload", lambda: setattr(rep, "uploaded", push_scans(gate, client))),
+             ("upload", lambda: (setattr(rep, "uploaded", push_scans(gate, client)),
+                                 client.status_headers.update({"X-Gate-Outbox": str(outbox_length(gate))}))),
              ("admissions", lambda: setattr(rep, "admissions", pull_admissions(gate, client))),
              ("devices", lambda: pull_devices(gate, client))]
     for name, fn in steps:

@@ -13,6 +13,7 @@ import threading
 import time
 from enum import StrEnum
 from pathlib import Path
+from typing import Callable
 
 from gate.errors import SyncError
 from sync.client import ApiError, RetryPolicy, client_for, status, sync_once
@@ -76,6 +77,7 @@ class SyncLoop:
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._flush = False
+        self.link: Callable[[], str] | None = None  # the lane's link state (ONLINE/VENUE/ALONE), when it has one
         self._thread = threading.Thread(target=self._run, name="gate-sync", daemon=True)
 
     @classmethod
@@ -104,6 +106,10 @@ class SyncLoop:
 
     def step(self, gate) -> SyncState:
         """One pass on ``gate`` (the loop's own connection); sets state and next_wait."""
+        if self.link is not None:  # the lane's link state, reported to central's ops room at this pass
+            from gate.db import put_setting, transaction
+            with transaction(gate.conn):
+                put_setting(gate.conn, "link.state", str(self.link()))
         try:
             from sync import pretix
             if gate.pretix is not None:

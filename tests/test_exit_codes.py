@@ -152,3 +152,4 @@ def test_make_demo_runs_its_command_to_the_end():
     assert r.returncode == 0, r.stderr[-2000:]
     found = re.search(r"double admissions found by reconciliation: (\d+); chains intact", r.stdout)
     assert found and int(found.group(1)) >= 1, r.stdout[-2000:]
+    assert re.search(r"ops room http://127\.0\.0\.1:\d+/ops  login demo / \S+", r.stdout)  # the live ops room

@@ -99,6 +99,15 @@ def central_server(tmp_path: Path, *extra: str, scheme: str = "http", verify=Tru
             proc.wait()
 
 
+OPS = ("ops-reader", "ops reader password")
+
+
+def ops_account(data: Path) -> tuple[str, str]:
+    """The report API takes ops credentials (basic auth), not device tokens."""
+    run_gate(data, "central", "ops", "add", OPS[0], "--password-stdin", input=OPS[1] + "\n")
+    return OPS
+
+
 def _status(data: bytes) -> int | None:
     if data.startswith(b"HTTP/1.1 "):
         return int(data[9:12])
@@ -315,9 +324,10 @@ def test_item06_api_fuzz_gives_no_5xx_and_no_traceback(tmp_path):
         # one honest upload, then the report in both forms
         r = go("POST", f"{ev}/scans", json=_batch("fuzz-1", key, [{**good, "seq": 1}]), headers=auth)
         assert r.status_code == 200 and r.json()["stored_through"] == 1
+        ops = ops_account(c.data)
         for params in ({}, {"format": "text"}):
-            go("GET", f"{ev}/reconciliation", params=params, headers=auth)
-        rep = requests.get(f"{ev}/reconciliation", headers=auth, timeout=10).json()
+            go("GET", f"{ev}/reconciliation", params=params, auth=ops)
+        rep = requests.get(f"{ev}/reconciliation", auth=ops, timeout=10).json()
         refused = [p for p in rep["problems"] if p["device_id"] == "fuzz-1" and p["kind"] == "malformed_upload"]
         assert len(refused) >= len(hostile) + 3  # every hostile record refused and reported, none stored
         assert rep["devices"][0]["records"] == 1
@@ -355,9 +365,8 @@ def test_item03_a_gate_clock_in_year_11476_is_flagged_not_fatal(tmp_path):
         assert d["reason"] == "ACCEPT"  # the gate admitted someone while its clock said 11476
         run_gate(g, "verify", "--json", codes[1])  # and one with a right clock
         run_gate(g, "sync", "--once")
-        token = (g / "keys" / "token").read_text().strip()
-        r = requests.get(f"{c.url}/v1/events/{EVENT}/reconciliation", headers={"Authorization": f"Bearer {token}"},
-                         timeout=10)
+        ops = ops_account(c.data)
+        r = requests.get(f"{c.url}/v1/events/{EVENT}/reconciliation", auth=ops, timeout=10)
         assert r.status_code == 200
         rep = r.json()
         assert len(rep["clock_wrong"]) == 1 and rep["clock_wrong"][0]["records"] == 1
@@ -365,7 +374,7 @@ def test_item03_a_gate_clock_in_year_11476_is_flagged_not_fatal(tmp_path):
         assert sum(rep["per_gate"].values()) == 2  # the admission is kept as a fact
         assert rep["per_hour"].get("clock wrong") == 1
         text = requests.get(f"{c.url}/v1/events/{EVENT}/reconciliation", params={"format": "text"},
-                            headers={"Authorization": f"Bearer {token}"}, timeout=10)
+                            auth=ops, timeout=10)
         assert text.status_code == 200 and f"clock wrong on gate {device}" in text.text
         out = run_gate(c.data, "central", "report")
         assert f"clock wrong on gate {device}" in out.stdout

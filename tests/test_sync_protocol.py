@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 
 import cbor2
 import pytest
@@ -131,7 +132,13 @@ def test_the_sync_protocol_as_documented(central):
                                                                 (3, "rollback", 2)]
     assert items[0]["device_id"] == DEVICE and items[0]["mode"] == "entry" and items[0]["consumes"] is True
 
-    # the report, JSON and text
+    # the report, JSON and text: ops credentials only (a device token gets 401)
+    assert s.get(f"{url}/v1/events/{EVENT}/reconciliation", timeout=10).status_code == 401
+    from sync.central.ops import accounts
+    from sync.central.ops.db import OpsDB
+    accounts.add(OpsDB(store), "ops", "ops password", "viewer", now=time.time())
+    s = requests.Session()
+    s.auth = ("ops", "ops password")
     rep = s.get(f"{url}/v1/events/{EVENT}/reconciliation", timeout=10).json()
     assert rep["devices"][0]["chain_ok"] and rep["devices"][0]["stored_through"] == 3
     assert [p["kind"] for p in rep["problems"]] == ["wrong_device", "bad_signature", "broken_chain"]

@@ -152,7 +152,10 @@ def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None,
     if spec.central and start_sync:
         from sync.loop import SyncLoop
         sync = SyncLoop.for_gate(gate, spec.central).start()
-    return LaneRunner(gate, lane, spec, sync, _attach_bus(gate, lane, spec, sync))
+    runner = LaneRunner(gate, lane, spec, sync, _attach_bus(gate, lane, spec, sync))
+    if sync is not None and lane.link is not None:
+        sync.link = lambda: lane.link().value  # so central's ops room sees ONLINE / VENUE / ALONE
+    return runner
 
 
 def _attach_bus(gate: Gate, lane: Lane, spec: LaneSpec, sync):

@@ -93,6 +93,8 @@ class Demo:
                                gt1.issue(self.store.signing_key(EVENT), ticket_id=bytes(16), event="evt-demo-arena-day2"))
         self.out(f"central  http://127.0.0.1:{self.server.port}  event {EVENT}: "
                  f"{len(self.w) + 2} tickets issued (rotating, paper, face-bound)")
+        from sync.central.ops import demo_login
+        self.out(demo_login(self.store, self.server.url))
         self.gates, self.lanes, self.cams, self.pipes, self.buses = [], [], [], [], [None, None]
         engine = FaceEngine()
         self.face_cam = [PhotoCamera(), PhotoCamera()]
@@ -248,21 +250,21 @@ class Demo:
     def _cut(self) -> None:
         self.online = False
         self.sync_all("central unreachable")
-        self.out(f"  link   " + ", ".join(f"{ln.gate.policy.lane} {ln.link().value}" for ln in self.lanes))
+        self.out("  link   " + ", ".join(f"{ln.gate.policy.lane} {ln.link().value}" for ln in self.lanes))
 
     def _partition(self) -> None:
         self.close_bus(1)
         deadline = time.monotonic() + 5
         while self.lanes[0].link().value != "ALONE" and time.monotonic() < deadline:
             time.sleep(0.02)
-        self.out(f"  link   " + ", ".join(f"{ln.gate.policy.lane} {ln.link().value}" for ln in self.lanes)
+        self.out("  link   " + ", ".join(f"{ln.gate.policy.lane} {ln.link().value}" for ln in self.lanes)
                  + " (admissions are flagged 'alone')")
 
     def _restore(self) -> None:
         self.online = True
         self.open_bus(1)
         self.sync_all("network back: scans up, other gates' admissions down")
-        self.out(f"  link   " + ", ".join(f"{ln.gate.policy.lane} {ln.link().value}" for ln in self.lanes))
+        self.out("  link   " + ", ".join(f"{ln.gate.policy.lane} {ln.link().value}" for ln in self.lanes))
 
     def run(self, *, pace: float = 0.0) -> dict:
         self.setup()

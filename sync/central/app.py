@@ -41,6 +41,9 @@ def create_app(store: CentralStore) -> FastAPI:
                              "retry_after": exc.retry_after}, status_code=503,
                             headers={"Retry-After": str(exc.retry_after)})
 
+    from sync.central.ops import mount as mount_ops  # the ops room under /ops; ops credentials for reports
+    require_ops = mount_ops(app, store)
+
     def device(request: Request, event: str | None = None) -> tuple[str, str, bytes]:
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer "):
@@ -112,7 +115,7 @@ def create_app(store: CentralStore) -> FastAPI:
 
     @app.get("/v1/events/{event}/reconciliation")
     def reconciliation(event: str, request: Request):
-        device(request, event)
+        require_ops(request)
         rep = build_report(store, event)
         if request.query_params.get("format") == "text":
             return PlainTextResponse(render_text(rep))

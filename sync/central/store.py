@@ -674,12 +674,10 @@ class CentralStore:
                         conflict = from_seq + i
                         break
             start = max(0, through + 1 - from_seq)
-            quarantine = None
             if conflict is None and start < len(records):
                 new = range(start, len(records))
                 why = self._judge(db, event, device_id, [recs[i] for i in new], [proven[i] for i in new])
                 if why is not None:
-                    quarantine = why
                     db.run("UPDATE devices SET quarantined_at = :t, quarantine_reason = :w"
                            " WHERE device_id = :d AND quarantined_at IS NULL", {"t": now, "w": why, "d": device_id})
                     db.run("INSERT INTO problems (event, device_id, kind, detail, at) VALUES (:e, :d, 'implausible', :x, :t)",
