@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from common import pct  # noqa: E402
 
 from gate.decision import LanePolicy, face_distance  # noqa: E402
-from hardware.face import (FaceEngine, encode_photos, fuse, load_rgb, people_photos,  # noqa: E402
+from hardware.face import (FaceEngine, encode_photos, fuse, load_rgb, people_photos, template_trials,  # noqa: E402
                            photo_engine)
 
 REAL = ROOT / "tests" / "data" / "faces_real"
@@ -49,18 +49,8 @@ def letterbox(rgb, w=640, h=480):
 
 
 def protocol(people, enc, k):
-    """Templates from k consecutive photos of each person (every rotation) against
-    every other usable photo: (genuine, impostor) distances."""
-    usable = {n: [p for p in ps if enc[p][0] is not None] for n, ps in people.items()}
-    genuine, impostor = [], []
-    for name, ps in usable.items():
-        for i in range(len(ps)):
-            enrol = {ps[(i + j) % len(ps)] for j in range(k)}
-            t = np.array(fuse([enc[p][0] for p in sorted(enrol)]))
-            for who, pp in usable.items():
-                for p in pp:
-                    if p not in enrol:
-                        (genuine if who == name else impostor).append(float(np.linalg.norm(t - np.array(enc[p][0]))))
+    """hardware.face.template_trials as arrays."""
+    genuine, impostor = template_trials(people, enc, k)
     return np.array(genuine), np.array(impostor)
 
 
@@ -131,17 +121,7 @@ def accuracy(variants: bool) -> None:
 
 def cross(people, templ, probe, k):
     """Like protocol() with templates from one encoding set and probes from another."""
-    usable = {n: [p for p in ps if templ[p][0] is not None and probe[p][0] is not None]
-              for n, ps in people.items()}
-    genuine, impostor = [], []
-    for name, ps in usable.items():
-        for i in range(len(ps)):
-            enrol = {ps[(i + j) % len(ps)] for j in range(k)}
-            t = np.array(fuse([templ[p][0] for p in sorted(enrol)]))
-            for who, pp in usable.items():
-                for p in pp:
-                    if p not in enrol:
-                        (genuine if who == name else impostor).append(float(np.linalg.norm(t - np.array(probe[p][0]))))
+    genuine, impostor = template_trials(people, templ, k, probes=probe)
     return np.array(genuine), np.array(impostor)
 
 

@@ -213,6 +213,32 @@ class FaceEngine:
         return Analysis(FaceCapture(enc), box, q)
 
 
+def template_trials(people: dict, encodings: dict, k: int,
+                    probes: dict | None = None) -> tuple[list[float], list[float]]:
+    """The enrolment protocol behind the shipped tolerance: each person enrolled
+    from ``k`` consecutive photos (every rotation, fused), probed with every
+    other usable photo. ``people``: name -> photo paths; ``encodings``: path ->
+    (encoding or None, ...); ``probes``: the probes' encodings when they come
+    from another engine setting (default: ``encodings``). Returns (genuine
+    distances, impostor distances)."""
+    import numpy as np
+
+    probes = encodings if probes is None else probes
+    usable = {n: [p for p in ps if encodings[p][0] is not None and probes[p][0] is not None]
+              for n, ps in people.items()}
+    genuine: list[float] = []
+    impostor: list[float] = []
+    for name, ps in usable.items():
+        for i in range(len(ps)):
+            enrol = {ps[(i + j) % len(ps)] for j in range(k)}
+            t = np.array(fuse([encodings[p][0] for p in sorted(enrol)]))
+            for who, pp in usable.items():
+                for p in pp:
+                    if p not in enrol:
+                        (genuine if who == name else impostor).append(float(np.linalg.norm(t - np.array(probes[p][0]))))
+    return genuine, impostor
+
+
 def fuse(encodings: Sequence[Sequence[float]]) -> tuple[float, ...]:
     """One encoding from several of the same face: the mean of the unit vectors,
     scaled to the mean length (so the usual tolerance applies)."""

@@ -37,19 +37,9 @@ def _default_tolerance() -> float:
 def _protocol(people, enc, k):
     """Enrol each person from k consecutive photos (every rotation), probe with
     every other usable photo: (genuine distances, impostor distances)."""
-    from hardware.face import fuse
-    usable = {n: [p for p in ps if enc[p][0] is not None] for n, ps in people.items()}
-    assert sum(map(len, usable.values())) >= 98
-    genuine, impostor = [], []
-    for name, ps in usable.items():
-        for i in range(len(ps)):
-            enrol = {ps[(i + j) % len(ps)] for j in range(k)}
-            t = np.array(fuse([enc[p][0] for p in sorted(enrol)]))
-            for who, pp in usable.items():
-                for p in pp:
-                    if p not in enrol:
-                        d = float(np.linalg.norm(t - np.array(enc[p][0])))
-                        (genuine if who == name else impostor).append(d)
+    from hardware.face import template_trials
+    assert sum(1 for ps in people.values() for p in ps if enc[p][0] is not None) >= 98
+    genuine, impostor = template_trials(people, enc, k)
     return np.array(genuine), np.array(impostor)
 
 
