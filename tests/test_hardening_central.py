@@ -175,6 +175,29 @@ def test_item4_holder_proofs_are_verified_and_propagated_as_proven(central, tmp_
     assert all(i["device_id"] != rogue.config.device_id for i in store.admissions(EVENT, 0, 100)[0])
 
 
+@pytest.mark.parametrize("trick", ["a lane per record", "times running back"])
+def test_item4_a_rogue_cannot_dodge_the_rate_with_lane_names_or_timestamps(central, tmp_path, trick):
+    # The re-attack after the first fix: the bucket was keyed on the lane text the
+    # device writes and fed by the times it writes. 3,000 forged admissions with a
+    # new lane name each, or spaced 1 s apart backwards from now, must quarantine
+    # it as surely as 5,000 in 5 s.
+    store, server = central
+    wallets = [Wallet.load(m["file"]) for m in store.issue(EVENT, count=30, out=tmp_path / "w")]
+    rogue = _gate(tmp_path, store, server.url, "rogue")
+    honest = _gate(tmp_path, store, server.url, "honest", "lane-h")
+    assert sc.sync_once(honest, sc.client_for(honest)).ok
+    now_ms = int(time.time() * 1000)
+    if trick == "a lane per record":
+        fake = [_accept(wallets[i % 30].ticket_id, now_ms - 3000 + i, lane=f"L{i}") for i in range(3000)]
+    else:
+        fake = [_accept(wallets[i % 30].ticket_id, now_ms - i * 1000) for i in range(3000)]
+    ack = sc.client_for(rogue).upload(EVENT, _forge(rogue, fake))
+    assert ack["quarantined"], ack
+    assert sc.sync_once(honest, sc.client_for(honest)).ok
+    now = time.time()
+    assert honest.scan(wallets[0].code(now), now=now)[0].reason is Reason.ACCEPT
+
+
 def _head(store, g, seq: int) -> bytes:
     with store.reader() as db:
         return bytes(db.scalar("SELECT hash FROM scans WHERE device_id = :d AND seq = :s",

@@ -125,6 +125,8 @@ SCAN_COLUMNS = ("id", "device_id", "seq", "event", "ts_ms", "kind", "mode", "dec
 LANE_RATE_PER_S = 1.0
 LANE_BURST = 20
 WINDOW_SLACK_S = 86400  # scans outside the event's window +- a day are implausible
+CLOCK_SLACK_S = 600  # a gate clock this far off central's (or stepping back) is still a clock, not a forgery
+DEVICE_BUCKET = "(device)"  # the rate is the device's own: one gate is one turnstile, whatever lane it names
 PROOF_STEP_SLACK = 2    # a proof's rotation step must match the scan's time +- 2 steps
 BAD_CODES_PER_MINUTE = 10
 _I64 = (-(2**63), 2**63 - 1)
@@ -562,16 +564,23 @@ class CentralStore:
             out.append(1 if ok else 0)
         return out
 
-    def _judge(self, db: DB, event: str, device_id: str, recs: list[dict], proven: list) -> str | None:
-        """Physical plausibility of a device's new records: a token bucket per lane
-        (1/s sustained, bursts of 20), inside the event's window +- a day, and no
-        holder proof that fails. Returns why it is implausible, or None."""
+    def _judge(self, db: DB, event: str, device_id: str, recs: list[dict], proven: list,
+               now: float) -> str | None:
+        """Physical plausibility of a device's new records, on what the device
+        cannot choose: one token bucket per device (1/s sustained, bursts of 20)
+        whatever lane text it writes; admission times that only move forward
+        (a clock step back of up to CLOCK_SLACK_S allowed), inside the event's
+        window +- a day; and no holder proof that fails. (A gate may admit
+        offline before it enrols, and a clock far off is flagged in the report
+        as a wrong clock: neither is judged here.) Returns why it is
+        implausible, or None."""
         win = db.one("SELECT starts_at, ends_at FROM events WHERE event = :e", {"e": event})
         lo = None if win is None or win[0] is None else (win[0] - WINDOW_SLACK_S) * 1000
         hi = None if win is None or win[1] is None else (win[1] + WINDOW_SLACK_S) * 1000
-        buckets = {lane: [tokens, last] for lane, tokens, last in db.all(
-            "SELECT lane, tokens, last_ms FROM lane_buckets WHERE device_id = :d", {"d": device_id})}
-        seen = set()
+        row = db.one("SELECT tokens, last_ms FROM lane_buckets WHERE device_id = :d AND lane = :l",
+                     {"d": device_id, "l": DEVICE_BUCKET})
+        tokens, last = (float(LANE_BURST), None) if row is None else (float(row[0]), row[1])
+        touched = False
         why = None
         for rec, pv in zip(recs, proven):
             if pv == 0 and why is None:
@@ -584,21 +593,20 @@ class CentralStore:
                 continue
             if (lo is not None and ts < lo) or (hi is not None and ts > hi):
                 why = why or f"record {rec.get('seq')}: an admission outside the event's window"
-            lane = _text(rec.get("lane")) or "-"
-            b = buckets.setdefault(lane, [float(LANE_BURST), None])
-            seen.add(lane)
-            if b[1] is not None and ts > b[1]:
-                b[0] = min(float(LANE_BURST), b[0] + (ts - b[1]) / 1000 * LANE_RATE_PER_S)
-            b[1] = ts if b[1] is None else max(b[1], ts)
-            b[0] -= 1
-            if b[0] < 0 and why is None:
-                why = (f"lane {lane}: more admissions than a turnstile can pass "
-                       f"(over {LANE_RATE_PER_S:g}/s sustained, bursts of {LANE_BURST}) at record {rec.get('seq')}")
-        for lane in seen:
-            tokens, last = buckets[lane]
+            if last is not None and ts < last - CLOCK_SLACK_S * 1000:
+                why = why or f"record {rec.get('seq')}: admission times run backwards"
+            if last is not None and ts > last:
+                tokens = min(float(LANE_BURST), tokens + (ts - last) / 1000 * LANE_RATE_PER_S)
+            last = ts if last is None else max(last, ts)
+            tokens -= 1
+            touched = True
+            if tokens < 0 and why is None:
+                why = (f"more admissions than a turnstile can pass (over {LANE_RATE_PER_S:g}/s sustained, "
+                       f"bursts of {LANE_BURST}) at record {rec.get('seq')}")
+        if touched:
             db.run("INSERT INTO lane_buckets (device_id, lane, tokens, last_ms) VALUES (:d, :l, :k, :m)"
                    " ON CONFLICT (device_id, lane) DO UPDATE SET tokens = excluded.tokens, last_ms = excluded.last_ms",
-                   {"d": device_id, "l": lane, "k": max(tokens, -1e9), "m": last})
+                   {"d": device_id, "l": DEVICE_BUCKET, "k": max(tokens, -1e9), "m": last})
         return why
 
     def store_scans(self, event: str, device_id: str, device_pub: bytes, batch: dict) -> dict:
@@ -676,7 +684,7 @@ class CentralStore:
             start = max(0, through + 1 - from_seq)
             if conflict is None and start < len(records):
                 new = range(start, len(records))
-                why = self._judge(db, event, device_id, [recs[i] for i in new], [proven[i] for i in new])
+                why = self._judge(db, event, device_id, [recs[i] for i in new], [proven[i] for i in new], now)
                 if why is not None:
                     db.run("UPDATE devices SET quarantined_at = :t, quarantine_reason = :w"
                            " WHERE device_id = :d AND quarantined_at IS NULL", {"t": now, "w": why, "d": device_id})
