@@ -246,6 +246,8 @@ class BusBook:
     counts: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     last_ignored: str = ""
     last_record: dict | None = None  # the last peer record stored
+    errors: int = 0      # unexpected exceptions caught so a bus thread goes on
+    last_error: str = ""
     _trust: dict | None = None
     _keys: dict = field(default_factory=dict)
 
@@ -266,6 +268,10 @@ class BusBook:
         if k is None:
             k = self._keys[device_id] = Ed25519PublicKey.from_public_bytes(d.pub)
         return k
+
+    def note_error(self, where: str, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{where}: {type(exc).__name__}: {exc}"
 
     def _ignore(self, why: str, detail: str) -> str:
         self.counts[why] += 1
@@ -359,19 +365,43 @@ class BusBook:
     # ------------------------------------------------------------ catch-up
 
     def since(self) -> dict[str, int]:
-        """What to ask the peers for: each known device's highest seq held here,
-        and our own head (a gate restored from an older backup learns what it lost)."""
-        out = dict(self.conn.execute(
-            "SELECT device_id, max(seq) FROM bus_records WHERE instr(device_id, '#') = 0 GROUP BY device_id"))
-        for dev, seq in self.conn.execute(
-                "SELECT device_id, max(seq) FROM remote_admissions WHERE instr(device_id, '#') = 0"
-                " GROUP BY device_id"):
-            out[dev] = max(out.get(dev, 0), seq)
+        """What to ask the peers for: each known device's "caught up through" seq
+        (advanced only by catch-up answers, see :meth:`receive_catch_up`; never by
+        live messages, whose seqs are not contiguous and may have gaps), and our
+        own head (a gate restored from an older backup learns what it lost)."""
+        out = dict(self.conn.execute("SELECT device_id, seq FROM bus_caught_up"))
+        for (dev,) in self.conn.execute(
+                "SELECT DISTINCT device_id FROM bus_records WHERE instr(device_id, '#') = 0"):
+            out.setdefault(dev, 0)
         for dev in trusted(self.conn):
             out.setdefault(dev, 0)
         out[self.device_id] = scanlog.head(self.conn)[0]
         return out
 
+    def receive_catch_up(self, messages: Iterable[bytes]) -> int:
+        """Store a catch-up answer; returns records learnt. Each responder answers,
+        per device, every record it holds after ``since()[D]`` in seq order (a
+        prefix of that when cut short), so the highest verified seq of D in the
+        answer is a point we are caught up through: advance it (never lower)."""
+        n, top = 0, {}
+        for data in messages:
+            try:
+                got = self.receive(data)
+            except Exception as exc:  # one bad record must not lose the rest of the answer
+                self.note_error("catch-up", exc)
+                continue
+            if got in ("accepted", "forked", "restored"):
+                n += 1
+            if got in ("accepted", "forked", "duplicate"):  # verified, or the bytes we hold
+                m = parse_message(data)
+                top[m.device_id] = max(top.get(m.device_id, 0), m.seq)
+        top.pop(self.device_id, None)
+        if top:
+            with transaction(self.conn):
+                self.conn.executemany(
+                    "INSERT INTO bus_caught_up (device_id, seq) VALUES (?, ?) ON CONFLICT(device_id)"
+                    " DO UPDATE SET seq = max(bus_caught_up.seq, excluded.seq)", list(top.items()))
+        return n
 
 
 def answer_since(conn: sqlite3.Connection, key: Ed25519PrivateKey, device_id: str,
@@ -390,15 +420,19 @@ def answer_since(conn: sqlite3.Connection, key: Ed25519PrivateKey, device_id: st
             if n >= limit:
                 return
         prev = h
-    for dev, seq, data, prev_h, sig in conn.execute(
-            "SELECT device_id, seq, record, prev, sig FROM bus_records ORDER BY device_id, seq"):
+    devices = [d for (d,) in conn.execute("SELECT DISTINCT device_id FROM bus_records ORDER BY device_id")]
+    for dev in devices:
         real = dev.split("#", 1)[0]
-        if real == device_id or ("#" not in dev and seq <= since.get(real, 0)):
+        if real == device_id:
             continue
-        yield real, seq, BusMessage(real, seq, prev_h, data, sig).encode()
-        n += 1
-        if n >= limit:
-            return
+        floor = 0 if "#" in dev else since.get(real, 0)  # forks: always all of them
+        for seq, data, prev_h, sig in conn.execute(
+                "SELECT seq, record, prev, sig FROM bus_records WHERE device_id = ? AND seq > ? ORDER BY seq",
+                (dev, floor)):
+            yield real, seq, BusMessage(real, seq, prev_h, data, sig).encode()
+            n += 1
+            if n >= limit:
+                return
 
 
 # ------------------------------------------------------------------ status

@@ -161,11 +161,19 @@ def _m004_bus(db: "sqlite_utils.Database") -> None:
     db.execute(f"CREATE TRIGGER remote_usage_del AFTER DELETE ON remote_admissions BEGIN{body('OLD.ticket_id')} END")
 
 
+def _m005_bus_caught_up(db: "sqlite_utils.Database") -> None:
+    # per peer device: the seq through which a catch-up answer covered its records.
+    # Only catch-up answers advance it (never a live message): a live record that
+    # was dropped is still asked for at the next catch-up.
+    db.execute("CREATE TABLE bus_caught_up (device_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID")
+
+
 MIGRATIONS: list[tuple[str, Callable[["sqlite_utils.Database"], None]]] = [
     ("001_initial", _m001_initial),
     ("002_sync", _m002_sync),
     ("003_remote_usage", _m003_remote_usage),
     ("004_bus", _m004_bus),
+    ("005_bus_caught_up", _m005_bus_caught_up),
 ]
 
 

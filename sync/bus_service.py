@@ -140,9 +140,13 @@ class BusService:
                         got = self.book.receive(data)
                     except Exception as exc:  # never let one message stop the receiver
                         self.book.last_ignored, got = f"error: {exc}", "error"
+                        self.book.note_error("receive", exc)
                 if got in ("accepted", "forked"):
                     for fn in list(self.on_stored):
-                        fn(self.book.last_record)
+                        try:
+                            fn(self.book.last_record)
+                        except Exception as exc:  # a failing hook must not stop the receiver
+                            self.book.note_error("on_stored", exc)
 
     def _answer(self, since: dict[str, int]):
         with self._q_lock:
@@ -156,11 +160,8 @@ class BusService:
             msgs = self.port.query(since, timeout_s)
         except Exception:
             return 0
-        n = 0
         with self._rx_lock:
-            for m in msgs:
-                if self.book.receive(m) in ("accepted", "forked", "restored"):
-                    n += 1
+            n = self.book.receive_catch_up(msgs)  # per-message errors are counted, not raised
         self.catchups += 1
         self.caught_up += n
         return n
@@ -174,30 +175,41 @@ class BusService:
         next_periodic = time.monotonic() + PERIODIC_S
         while not self._stop.wait(0.1):
             try:
-                peers = self.port.peers()
-            except Exception:
-                peers = 0
-            now = time.monotonic()
-            if peers > self._peers:
-                due = [now, now + 0.3, now + 1.5]
-            self._peers = peers
-            periodic = now >= next_periodic
-            if periodic:  # a device revoked at the last sync stops counting
-                next_periodic = now + PERIODIC_S
-                with self._rx_lock:
-                    self.book.reload_trust()
-            if peers and (due and due[0] <= now or periodic):
-                due = [t for t in due if t > now]
-                self.catch_up()
-            st = self.state()
-            if st != self._state:
-                self._state = st
-                for fn in list(self.on_state):
+                last_save, due, next_periodic = self._monitor_tick(last_save, due, next_periodic)
+            except Exception as exc:  # never let one failure stop the monitor
+                self.book.note_error("monitor", exc)
+
+    def _monitor_tick(self, last_save: float, due: list, next_periodic: float) -> tuple[float, list, float]:
+        """One pass of the monitor; returns its state for the next."""
+        try:
+            peers = self.port.peers()
+        except Exception:
+            peers = 0
+        now = time.monotonic()
+        if peers > self._peers:
+            due = [now, now + 0.3, now + 1.5]
+        self._peers = peers
+        periodic = now >= next_periodic
+        if periodic:  # a device revoked at the last sync stops counting
+            next_periodic = now + PERIODIC_S
+            with self._rx_lock:
+                self.book.reload_trust()
+        if peers and (due and due[0] <= now or periodic):
+            due = [t for t in due if t > now]
+            self.catch_up()
+        st = self.state()
+        if st != self._state:
+            self._state = st
+            for fn in list(self.on_state):
+                try:
                     fn(st, peers)
-                last_save = 0.0
-            if now - last_save > 1.0:
-                self.save_status()
-                last_save = now
+                except Exception as exc:  # a failing hook must not stop the monitor
+                    self.book.note_error("on_state", exc)
+            last_save = 0.0
+        if now - last_save > 1.0:
+            self.save_status()
+            last_save = now
+        return last_save, due, next_periodic
 
     # ------------------------------------------------------------ status
 
@@ -207,6 +219,7 @@ class BusService:
             "queue": len(self._out), "dropped_out": self.dropped_out, "dropped_in": self.dropped_in,
             "catchups": self.catchups, "caught_up": self.caught_up,
             "received": dict(self.book.counts), "last_ignored": self.book.last_ignored,
+            "errors": self.book.errors, "last_error": self.book.last_error,
             "at": time.time(),
         }
 

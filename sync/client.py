@@ -363,8 +363,10 @@ def pull_admissions(gate, client: CentralClient) -> int:
                                it["lane"] if isinstance(it.get("lane"), str) else None))
         with transaction(gate.conn):
             # the same admission may already have come over the venue bus: (device, seq) dedups
+            # and its rollback may have come over the bus first (bus_voids): store it voided
             gate.conn.executemany("INSERT OR IGNORE INTO remote_admissions (device_id, seq, ticket_id, mode,"
-                                  " consumes, ts_ms, lane, via) VALUES (?,?,?,?,?,?,?,'central')", admits)
+                                  " consumes, ts_ms, lane, via, voided) VALUES (?1,?2,?3,?4,?5,?6,?7,'central',"
+                                  " EXISTS (SELECT 1 FROM bus_voids WHERE device_id = ?1 AND ref = ?2))", admits)
             gate.conn.executemany("UPDATE remote_admissions SET voided = 1 WHERE device_id = ? AND seq = ?", voids)
             put_setting(gate.conn, "sync.admissions_cursor", nxt)
         total += len(admits)
