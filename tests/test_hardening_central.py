@@ -256,3 +256,47 @@ def test_item7_existing_central_dir_and_files_are_made_private(tmp_path, central
     assert oct(data.stat().st_mode & 0o777) == "0o700"
     assert modes.pop("keys") == "0o700"
     assert modes and all(m == "0o600" for m in modes.values()), modes
+
+
+# ------------------------------------------------------------------ NUL characters, X-Forwarded-For
+
+
+def test_nul_characters_are_refused_with_4xx_never_5xx(central, tmp_path):
+    """PostgreSQL cannot hold NUL in text (DataError): every text a client sends is checked first."""
+    store, server = central
+    r = _register(server.url, store.enrol_code(EVENT), "a\u0000")
+    assert r.status_code in (400, 422) and "NUL" in r.json()["error"], r.text
+    g = _gate(tmp_path, store, server.url)
+    tok = sc.token_path(g).read_text().strip()
+    now_ms = int(time.time() * 1000)
+    batch = _forge(g, [_accept("T-nul", now_ms, lane="a\u0000")])
+    r = requests.post(f"{server.url}/v1/events/{EVENT}/scans", json=batch, timeout=10,
+                      headers={"Authorization": f"Bearer {tok}"})
+    assert r.status_code == 422 and "lane contains a NUL" in r.json()["error"], r.text
+    for path in (f"/v1/events/{EVENT}%00/keyring", f"/v1/events/{EVENT}/tickets?cursor=%00"):
+        r = requests.get(server.url + path, headers={"Authorization": f"Bearer {tok}"}, timeout=10)
+        assert r.status_code == 400 and "NUL" in r.json()["error"], (path, r.text)
+    r = requests.post(f"{server.url}/ops/login", data={"name": "a\u0000", "password": "x"}, timeout=10,
+                      allow_redirects=False)
+    assert r.status_code < 500, r.text
+    r = requests.get(f"{server.url}/v1/events/{EVENT}/reconciliation", auth=("a\u0000", "x"), timeout=10)
+    assert r.status_code == 401, r.text
+    assert sc.sync_once(g, sc.client_for(g)).ok  # the gate itself is unaffected
+
+
+def test_x_forwarded_for_does_not_reset_the_enrolment_limit(central):
+    """uvicorn trusts X-Forwarded-For from 127.0.0.1 unless proxy_headers=False: the per-address
+    limit must count the TCP peer, whatever address a client claims."""
+    store, server = central
+
+    def reg(code, dev, xff):
+        body = {"enrolment_code": code, "device_id": dev,
+                "public_key": base64.urlsafe_b64encode(b"\x07" * 32).decode().rstrip("=")}
+        return requests.post(f"{server.url}/v1/devices", json=body, timeout=10, headers={"X-Forwarded-For": xff})
+
+    codes = [reg(f"BAD-{i}", f"gate-{i}", f"10.0.0.{i + 1}").status_code for i in range(11)]
+    assert codes[:10] == [403] * 10 and codes[10] == 429, codes
+    r = reg(store.enrol_code(EVENT), "gate-good", "192.0.2.77")
+    assert r.status_code == 429, r.text
+    with store.reader() as db:
+        assert {c for (c,) in db.all("SELECT client FROM enrol_failures")} == {"127.0.0.1"}

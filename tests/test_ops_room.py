@@ -416,3 +416,52 @@ def test_a_gate_silent_while_others_scan_is_an_alert(central, tmp_path):
     with ops.reader() as r:
         al = queries.alerts(r, live.state(r, "ev-silent", now + 150), now + 400)
     assert not [a for a in al if a["kind"] == "gate silent"]  # by then g1 stopped scanning too
+
+
+def test_doors_and_alerts_survive_concurrent_viewers_and_uploads(central, tmp_path):
+    """Viewers share one EventState per event: a refresh (dropping old buckets, adding new ones)
+    must never run under another viewer's doors()/alerts() ("dictionary changed size during iteration")."""
+    import threading
+    store, server, _ = central
+    v = Venue(store, server.url, tmp_path, "ev-concurrent", n_tickets=24)
+    g = v.gate("g1", "east")
+    ops, live = OpsDB(store), queries.Live()
+    t0 = time.time()
+    old = t0 - queries.KEEP_MS / 1000 + 30  # in the window at t0, dropped by a refresh at t0 + 60
+    with ops.reader() as r:
+        mine = live.state(r, "ev-concurrent", t0)
+        before = dict(mine.buckets)
+    g.scan(v.wallets[0].code(old), now=old)
+    assert v.sync(g).ok
+    with ops.reader() as r:
+        live.state(r, "ev-concurrent", t0)
+    assert mine.buckets == before  # a viewer's state is its own, not the shared one
+    errors, stop = [], threading.Event()
+
+    def view(k):
+        try:
+            for i in range(40):
+                now = t0 + 60 * ((i + k) % 2)  # alternating: each refresh at t0 + 60 drops old buckets
+                with ops.reader() as r:
+                    st = live.state(r, "ev-concurrent", now)
+                    queries.doors(r, st, now)
+                    queries.alerts(r, st, now)
+        except BaseException as e:  # noqa: BLE001 - collected and reported below
+            errors.append(repr(e))
+
+    def upload():
+        for i, wal in enumerate(v.wallets[1:]):
+            if stop.is_set():
+                return
+            at = old + 1 + i * 11  # each in its own 10 s bucket
+            g.scan(wal.code(at), now=at)
+            v.sync(g)
+
+    ts = [threading.Thread(target=view, args=(k,)) for k in range(6)] + [threading.Thread(target=upload)]
+    for t in ts:
+        t.start()
+    for t in ts[:-1]:
+        t.join(120)
+    stop.set()
+    ts[-1].join(120)
+    assert not errors, errors[:3]

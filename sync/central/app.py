@@ -137,8 +137,10 @@ class ServerThread:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()
+        # proxy_headers=False: never take the client address from X-Forwarded-For (the per-address
+        # enrolment limit would be bypassed by a made-up header), as in 'gate central serve'
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                                    http=guarded_protocol()))
+                                                    http=guarded_protocol(), proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property

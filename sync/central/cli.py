@@ -52,7 +52,8 @@ def cmd_central_serve(args) -> int:
     try:
         uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning",
                     http=limits.guarded_protocol(args.header_timeout), timeout_keep_alive=5,
-                    ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+                    ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+                    proxy_headers=False)  # the client address is the peer's, never X-Forwarded-For
     except OSError as exc:  # includes ssl.SSLError: a key that does not match, a bad PEM
         raise ConfigError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
     return 0

@@ -41,6 +41,20 @@ def limit_for(method: str, path: str) -> int:
     return BODY_LIMIT
 
 
+def _nul_in_head(scope) -> str | None:
+    """Which part of the request head carries a NUL character (raw or %00), if any:
+    path parameters such as the event, the query, or a header (X-Gate-*, ...)."""
+    if "\x00" in scope["path"] or b"\x00" in scope.get("raw_path", b"") or b"%00" in scope.get("raw_path", b""):
+        return "the path"
+    q = scope.get("query_string", b"")
+    if b"\x00" in q or b"%00" in q:
+        return "the query string"
+    for name, value in scope["headers"]:
+        if b"\x00" in name or b"\x00" in value:
+            return f"header {name.decode('latin-1')!r}"
+    return None
+
+
 async def _answer(send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -63,6 +77,9 @@ class BodyLimits:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        nul = _nul_in_head(scope)
+        if nul:  # PostgreSQL cannot hold NUL in text: refused here, never a 500 from the database
+            return await _answer(send, 400, f"{nul} contains a NUL character")
         limit = limit_for(scope["method"], scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -167,10 +184,12 @@ def parse_json(raw: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_I
     while stack:
         obj, depth = stack.pop()
         if isinstance(obj, dict):
-            items = obj.values()
+            items = [*obj.keys(), *obj.values()]
         elif isinstance(obj, list):
             items = obj
         else:
+            if isinstance(obj, str) and "\x00" in obj:
+                raise CentralError(422, "JSON text contains a NUL character (\\u0000), which central cannot store")
             continue
         if depth > max_depth:
             raise CentralError(422, f"JSON nested more than {max_depth} deep")
@@ -237,6 +256,8 @@ def check_batch(batch: object) -> None:
             v = rec.get(name)
             if v is not None and not isinstance(v, str):
                 raise CentralError(422, f"record {seq}: {name} must be text")
+            if v is not None and "\x00" in v:
+                raise CentralError(422, f"record {seq}: {name} contains a NUL character")
         for name in _INT_FIELDS:
             v = rec.get(name)
             if v is not None and (type(v) is not int or not INT64[0] < v < INT64[1]):

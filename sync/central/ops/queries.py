@@ -53,6 +53,15 @@ class EventState:
         self.over: dict[str, dict] = {}    # double admissions by ticket
         self.shared: dict[str, dict] = {}  # tickets refused at 3 lanes within a minute
 
+    def snapshot(self) -> "EventState":
+        """A copy for one viewer, taken under Live's lock: the views iterate it while
+        another viewer's refresh mutates the shared state."""
+        c = EventState(self.event)
+        c.last_id, c.scans = self.last_id, self.scans
+        c.modes, c.lanes, c.refusals = dict(self.modes), dict(self.lanes), dict(self.refusals)
+        c.buckets, c.over, c.shared = dict(self.buckets), dict(self.over), dict(self.shared)
+        return c
+
     def _add(self, d: dict, k, n: int) -> None:
         d[k] = d.get(k, 0) + n
         if d[k] == 0:
@@ -147,6 +156,8 @@ class Live:
         self.lock = threading.Lock()
 
     def state(self, db, event: str, now: float) -> EventState:
+        """A private snapshot of the event's state, refreshed to ``now`` (never the shared object:
+        doors()/alerts() iterate it outside the lock while other viewers refresh)."""
         with self.lock:  # one refresh at a time; viewers polling together share it
             st = self.states.get(event)
             if st is None:
@@ -156,7 +167,7 @@ class Live:
             except BaseException:
                 del self.states[event]  # half-applied: start again from SQL next time
                 raise
-            return st
+            return st.snapshot()
 
 
 def doors(db, st: EventState, now: float, gs: list[dict] | None = None) -> dict:

@@ -108,7 +108,13 @@ def mount(app: FastAPI, store, *, clock=time.time):
     app.add_middleware(GateStatusRecorder, db=db, store=store)
 
     def secure(request: Request) -> bool:
-        return request.url.scheme == "https"
+        # uvicorn runs with proxy_headers=False (X-Forwarded-For must not pick the client address), so
+        # a TLS-terminating proxy on this host is recognised here: X-Forwarded-Proto from loopback only
+        if request.url.scheme == "https":
+            return True
+        peer = request.client.host if request.client else ""
+        return peer in ("127.0.0.1", "::1") and \
+            request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower() == "https"
 
     def set_cookie(resp: Response, request: Request, name: str, value: str, max_age: int | None = None):
         resp.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="strict",
@@ -137,6 +143,8 @@ def mount(app: FastAPI, store, *, clock=time.time):
             name, _, pw = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             raise CentralError(401, "malformed basic credentials") from None
+        if "\x00" in name or "\x00" in pw:  # PostgreSQL cannot compare text with NUL
+            raise CentralError(401, "malformed basic credentials (NUL character)")
         try:
             role = accounts.check(db, name, pw, now=clock())
         except accounts.AuthError as exc:
@@ -146,7 +154,7 @@ def mount(app: FastAPI, store, *, clock=time.time):
     def user_of(request: Request) -> dict | None:
         """The ops user of this request, or None; raises 401 for any other credentials."""
         tok = request.cookies.get(SESSION_COOKIE)
-        if tok:
+        if tok and "\x00" not in tok:
             u = accounts.session_user(db, tok, now=clock())
             if u:
                 return u
@@ -183,9 +191,12 @@ def mount(app: FastAPI, store, *, clock=time.time):
             if len(body) > MAX_FORM:
                 raise CentralError(413, "form too large")
         try:
-            return {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+            f = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
         except UnicodeDecodeError:
             raise CentralError(400, "form is not UTF-8") from None
+        if any("\x00" in k or "\x00" in v for k, v in f.items()):
+            raise CentralError(400, "form field contains a NUL character")
+        return f
 
     def check_csrf(request: Request, f: dict) -> None:
         tok = request.cookies.get(CSRF_COOKIE, "")
