@@ -56,6 +56,7 @@ class Gate:
         self.data_key = load_or_create_data_key(data_dir / "keys" / "data.key")
         self.view = ledger.SqliteLedgerView(conn, self.data_key)
         self._keys: KeyRing | None = None
+        self._seen: tuple[int, object] = (-1, None)  # (PRAGMA data_version, keys.version) the caches are from
         self._pretix: tuple | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -181,7 +182,21 @@ class Gate:
     def set_pretix(self, cfg: dict) -> None:
         with transaction(self.conn):
             put_setting(self.conn, "pretix", cfg)
+            ledger.bump_keys_version(self.conn)
         self._pretix = None
+
+    def _fresh_keys(self) -> None:
+        """Drop the cached key rings when another connection changed them (the
+        sync loop pulls keys on its own connection; a revoked issuer key must
+        stop admitting at once). One cheap PRAGMA per decision; the setting is
+        read only when the database changed at all."""
+        dv = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if dv == self._seen[0]:
+            return
+        kv = get_setting(self.conn, "keys.version")
+        if kv != self._seen[1]:
+            self._keys, self._pretix = None, None
+        self._seen = (dv, kv)
 
     def trust(self, doc: object):
         added = ledger.trust_keyring(self.conn, doc, self.config.policy.event)
@@ -196,6 +211,7 @@ class Gate:
 
     def decide(self, qr: str, *, now: float, mode: Mode | None = None,
                face: FaceCapture | None = None) -> Decision:
+        self._fresh_keys()
         if self.pretix is not None and not qr.startswith("GT1:"):
             from gate.pretix_codes import decide_pretix
             return decide_pretix(qr, now=now, lane=self.policy, keys=self.pretix_keys, ledger=self.view, mode=mode)

@@ -132,6 +132,9 @@ class Lane:
             if face_first:  # capture the face with no lock and no transaction held
                 capture = self._capture()
                 with self._lock:
+                    if self.paused:  # staff paused the lane while the face was captured
+                        self.state = State.IDLE
+                        return None
                     now = self.clock.now()
                     d, entry, failed, _ = self._decide_and_log(qr, now, capture, captured_ns)
             if failed is not None:

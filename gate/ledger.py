@@ -69,11 +69,17 @@ WHERE excluded.version >= tickets.version
 # ------------------------------------------------------------------ keys
 
 
+def bump_keys_version(conn: sqlite3.Connection) -> None:
+    """Tell every other connection (a running lane's) that the trusted keys changed."""
+    put_setting(conn, "keys.version", (get_setting(conn, "keys.version") or 0) + 1)
+
+
 def trust_keyring(conn: sqlite3.Connection, doc: object, event: str) -> list[IssuerKey]:
     ring_event, keys = parse_keyring(doc)
     if ring_event != event:
         raise LedgerError(f"key ring is for event {ring_event!r}, this gate is for {event!r}")
     with transaction(conn):
+        bump_keys_version(conn)
         conn.executemany(
             "INSERT INTO keys (kid, event, alg, pub, nbf, exp, status) VALUES (?,?,?,?,?,?,?)"
             " ON CONFLICT(kid) DO UPDATE SET nbf=excluded.nbf, exp=excluded.exp,"

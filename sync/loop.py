@@ -33,8 +33,10 @@ class SyncState(StrEnum):
 
     @property
     def online(self) -> bool | None:
-        """Central reachable (None: not known yet)."""
-        return None if self is SyncState.CONNECTING else self not in (SyncState.OFFLINE,)
+        """Central answering usefully (None: not known yet). An error answer
+        (DEGRADED: 5xx, a refused certificate) or a refused token teaches the gate
+        nothing about other lanes, so it counts as central gone for the link state."""
+        return None if self is SyncState.CONNECTING else self in (SyncState.ONLINE, SyncState.CLOCK_WRONG)
 
 
 _LABELS = {

@@ -486,3 +486,25 @@ async def test_issue10_ui_shows_the_typed_sync_state(central, tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         assert "NOT ENROLLED: enrol again" in str(app.query_one("#status").render())
+
+
+def test_review_a_running_lane_sees_issuer_keys_changed_by_another_connection(tmp_path):
+    # The sync loop pulls key rings on its own connection. A lane's gate used to
+    # keep its cached ring until restart: a revoked issuer key still admitted, a
+    # new one was refused. Fails if the cache ignores other connections' changes.
+    from crypto.issuer import Issuer
+    from gate.appliance import Gate
+    from gate.decision import Reason
+
+    issuer = Issuer("evt-keys")
+    lane = Gate.init(tmp_path / "g", event=issuer.event)
+    lane.trust(issuer.keyring())
+    code = issuer.mint(rotating=False).code(NOW)
+    assert lane.decide(code, now=NOW).reason is Reason.ACCEPT
+    other = Gate.open(tmp_path / "g", now=NOW)  # the sync loop's connection
+    ring = issuer.keyring()
+    ring["keys"][0]["status"] = "revoked"
+    other.trust(ring)
+    assert lane.decide(code, now=NOW).reason is Reason.UNKNOWN_KEY
+    other.close()
+    lane.close()

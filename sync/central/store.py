@@ -729,7 +729,7 @@ class CentralStore:
                 " FROM scans s JOIN devices d ON d.device_id = s.device_id"
                 " WHERE s.event = :e AND s.id > :c"
                 " AND ((s.decision = 'accept' AND s.ticket_id IS NOT NULL) OR s.kind = 'rollback')"
-                " AND (d.quarantined_at IS NULL OR s.proven = 1)"
+                " AND (s.kind = 'rollback' OR d.quarantined_at IS NULL OR s.proven = 1)"
                 " ORDER BY s.id LIMIT :n", {"e": event, "c": cursor, "n": limit + 1})
         more = len(rows) > limit
         rows = rows[:limit]
