@@ -110,7 +110,8 @@ def decide_pretix(secret: str, *, now: float, lane: LanePolicy, keys: Sequence[E
             return Decision(Reason.NOT_YET_VALID, mode, ticket_id=tid)
         if fields.get("valid_until") and now - skew >= fields["valid_until"]:
             return Decision(Reason.EXPIRED, mode, ticket_id=tid)
-    rec = ledger.ticket(tid)
+    look = ledger.lookup(tid, None)  # one read: the ticket and its usage
+    rec = look.record
     unlisted = rec is None
     if unlisted:
         if signed is None or lane.require_listed:
@@ -125,7 +126,7 @@ def decide_pretix(secret: str, *, now: float, lane: LanePolicy, keys: Sequence[E
 
     if mode is Mode.EXIT:
         return verdict(Reason.ACCEPT)
-    usage = ledger.usage(tid)
+    usage = look.usage
     exhausted, reentering = allowance(rec, usage)
     if exhausted:
         return verdict(Reason.ALREADY_USED, detail=used_where(usage, now))
