@@ -68,7 +68,11 @@ class RetryPolicy:
 
     @staticmethod
     def retryable_status(status: int) -> bool:
-        return status >= 500 or status in (408, 409, 425, 429)
+        """:meth:`is_retry` of the default policy (for errors raised before a policy is known)."""
+        return _DEFAULT_POLICY.is_retry(status)
+
+
+_DEFAULT_POLICY = RetryPolicy()
 
 
 class ApiError(SyncError):
