@@ -21,6 +21,7 @@ class FaultyProxy:
         self.mode = "pass"
         self.only_path: str | None = None  # apply the fault only to paths containing this
         self.hits: dict[str, int] = {}
+        self.requests: list[tuple[str, str, str]] = []  # (method, path without the query, mode) in arrival order
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +35,7 @@ class FaultyProxy:
                 body = self.rfile.read(length) if length else None
                 mode = proxy.mode if (proxy.only_path is None or proxy.only_path in self.path) else "pass"
                 proxy.hits[mode] = proxy.hits.get(mode, 0) + 1
+                proxy.requests.append((self.command, self.path.partition("?")[0], mode))
                 if mode == "down":
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return

@@ -7,9 +7,7 @@ interrupted, an exhausted connection pool."""
 from __future__ import annotations
 
 import base64
-import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,7 +19,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from crypto.issuer import Wallet
 from gate import scanlog
 from gate.appliance import Gate
 from gate.db import transaction
@@ -31,34 +28,26 @@ from sync.central.db import Database, Migration
 from sync.central.reconcile import build_report, build_venue_report, render_venue_text
 from sync.central.store import CentralStore
 from conftest import GATE_BIN, ROOT, run_gate
+from ports import free_port, wait_until_serving
 
 EVENT = "evt-scale"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Serve:
     """A real `gate central serve` process."""
 
     def __init__(self, data: Path, db: str | None, *extra: str):
-        self.port = _port()
+        self.port = free_port()
         args = [str(GATE_BIN), "--data", str(data), "central"] + (["--db", db] if db else []) + \
             ["serve", "--port", str(self.port), *extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.url = f"http://127.0.0.1:{self.port}"
-        for _ in range(300):
-            try:
-                requests.get(self.url + "/v1/time", timeout=1)
-                return
-            except requests.RequestException:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"central serve exited: {self.proc.stderr.read().decode()}")
-                time.sleep(0.05)
-        raise AssertionError("central serve did not start")
+        try:
+            wait_until_serving(self.url + "/v1/time", proc=self.proc, what="central serve")
+        except AssertionError as exc:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            raise AssertionError(f"{exc}\n{self.proc.communicate()[1].decode(errors='replace')}") from None
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

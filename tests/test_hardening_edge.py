@@ -24,6 +24,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import GATE_BIN, json_lines, run_gate
+from ports import free_port, wait_until_serving
 from crypto.issuer import Wallet
 from gate.scanlog import GENESIS, chain_hash, head_message
 
@@ -32,12 +33,6 @@ YEAR_11476 = 300_000_000_000  # unix seconds: a gate clock that says year 11476
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Central:
@@ -73,22 +68,17 @@ def central_server(tmp_path: Path, *extra: str, scheme: str = "http", verify=Tru
     data = tmp_path / "central"
     if not data.exists():
         run_gate(data, "central", "event", "create", EVENT)
-    port = _free_port()
+    port = free_port()
     err = tmp_path / f"central-{port}.err"
     with open(err, "wb") as fh:
         proc = subprocess.Popen([str(GATE_BIN), "--data", str(data), "central", "serve", "--port", str(port),
                                  *extra], stdout=subprocess.DEVNULL, stderr=fh)
     c = Central(data, port, proc, err, scheme)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(c.url + "/v1/time", timeout=2, verify=verify)
-                break
-            except requests.RequestException:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"central did not start:\n{c.stderr}")
-                time.sleep(0.1)
+        try:
+            wait_until_serving(c.url + "/v1/time", proc=proc, verify=verify, what="central serve")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{c.stderr}") from None
         yield c
     finally:
         proc.terminate()
