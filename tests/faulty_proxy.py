@@ -11,6 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
+import urllib3
 
 MODES = ("pass", "down", "500", "slow", "reset", "garbage", "truncate", "drop_ack")
 
@@ -22,6 +23,11 @@ class FaultyProxy:
         self.only_path: str | None = None  # apply the fault only to paths containing this
         self.hits: dict[str, int] = {}
         self.requests: list[tuple[str, str, str]] = []  # (method, path without the query, mode) in arrival order
+        # requests forwarded on a connection the upstream accepted, which then died with no answer
+        # (the upstream process was killed while it held them): proof that a fault hit one in flight
+        self.lost: list[tuple[str, str]] = []
+        self.forwarding = 0  # requests handed to the upstream and not answered yet
+        count = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,8 +53,19 @@ class FaultyProxy:
                 if mode == "garbage":
                     return self._send(200, b'{"items": [ {"ticket_id": ')
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
-                up = requests.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
-                                      timeout=30)
+                with count:
+                    proxy.forwarding += 1
+                try:
+                    up = requests.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
+                                          timeout=30)
+                except requests.ConnectionError as exc:
+                    if isinstance(exc.args[0] if exc.args else None, urllib3.exceptions.ProtocolError):
+                        proxy.lost.append((self.command, self.path.partition("?")[0]))
+                    self.connection.shutdown(socket.SHUT_RDWR)  # the gate sees what it would have seen
+                    return
+                finally:
+                    with count:
+                        proxy.forwarding -= 1
                 if mode == "drop_ack":
                     return self._send(502, b'{"error":"bad gateway"}')
                 if mode == "reset":
