@@ -7,11 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
-import sqlite3
 import struct
 import subprocess
-import threading
 import time
 
 import cbor2
@@ -23,7 +20,7 @@ from crypto.issuer import Issuer, ticket_record
 from gate import ledger, pins
 from gate.appliance import Gate
 from gate.decision import FaceCapture, LanePolicy, Mode, Reason, TicketRecord, Usage, decide
-from gate.errors import ConfigError, LedgerError
+from gate.errors import LedgerError
 from gate.lane import Lane, State
 from hardware.relay import SimRelay
 from hardware.registry import open_device

@@ -4,7 +4,6 @@ Screenshots of every page go to each test's tmp dir (ops-*.png)."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import time

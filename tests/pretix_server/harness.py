@@ -72,9 +72,12 @@ def ensure_installed() -> Path:
             return py
         tmp = Path(tempfile.mkdtemp(prefix=f".build-venv-{_KEY}-", dir=CACHE))
         try:
-            subprocess.run([_base_python(), "-m", "venv", str(tmp)], check=True, capture_output=True, timeout=120)
-            subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                            PRETIX_SPEC], check=True, capture_output=True, text=True, timeout=900)
+            # no pip of its own (ensurepip takes seconds): our pip installs into it (pip --python)
+            subprocess.run([_base_python(), "-m", "venv", "--without-pip", str(tmp)], check=True,
+                           capture_output=True, timeout=120)
+            subprocess.run([sys.executable, "-m", "pip", "--python", str(tmp / "bin" / "python"), "install", "-q",
+                            "--disable-pip-version-check", PRETIX_SPEC],
+                           check=True, capture_output=True, text=True, timeout=900)
             (tmp / COMPLETE).write_text(PRETIX_SPEC + "\n")
             if VENV.exists():  # debris of a build killed before this layout's rename (we hold the lock)
                 shutil.rmtree(VENV)
