@@ -21,6 +21,7 @@ class FaultyProxy:
         self.upstream = upstream
         self.mode = "pass"
         self.only_path: str | None = None  # apply the fault only to paths containing this
+        self.stall_s = 2.5  # "slow": how long to hold a request (longer than the client's read timeout)
         self.hits: dict[str, int] = {}
         self.requests: list[tuple[str, str, str]] = []  # (method, path without the query, mode) in arrival order
         # requests forwarded on a connection the upstream accepted, which then died with no answer
@@ -48,7 +49,7 @@ class FaultyProxy:
                 if mode == "500":
                     return self._send(500, b'{"error":"injected"}')
                 if mode == "slow":
-                    time.sleep(2.5)
+                    time.sleep(proxy.stall_s)
                     return self._send(503, b"{}")
                 if mode == "garbage":
                     return self._send(200, b'{"items": [ {"ticket_id": ')
@@ -75,7 +76,9 @@ class FaultyProxy:
                     self.wfile.write(up.content[: len(up.content) // 2])
                     self.wfile.flush()
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    self.rfile.close()  # the last other reference to the socket: close() now really resets it
                     self.connection.close()
+                    self.close_connection = True
                     return
                 if mode == "truncate":
                     return self._send(up.status_code, up.content[: max(1, len(up.content) * 2 // 3)])

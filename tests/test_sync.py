@@ -93,7 +93,9 @@ def test_gate_keeps_deciding_through_faults_and_central_gets_every_scan_once(cen
     wallets = _wallets(store, tmp_path, 40)
     with FaultyProxy(server.url) as proxy:
         g = _gate(tmp_path, store, proxy.url)
-        client = sc.CentralClient(proxy.url, sc.token_path(g).read_text(), timeout=(1, 1))
+        # a read timeout a loaded machine never reaches on a normal answer, and a stall well past it
+        client = sc.CentralClient(proxy.url, sc.token_path(g).read_text(), timeout=(5, 5))
+        proxy.stall_s = 30
         assert sc.sync_once(g, client).ok
         now = time.time()
         modes = ["down", "500", "slow", "reset", "garbage", "truncate", "drop_ack", "drop_ack", "pass"]
