@@ -79,6 +79,7 @@ def ensure_installed() -> Path:
                             "--disable-pip-version-check", PRETIX_SPEC],
                            check=True, capture_output=True, text=True, timeout=900)
             (tmp / COMPLETE).write_text(PRETIX_SPEC + "\n")
+            os.chmod(tmp, 0o755)  # mkdtemp made it private; a venv is readable like any other
             if VENV.exists():  # debris of a build killed before this layout's rename (we hold the lock)
                 shutil.rmtree(VENV)
             os.rename(tmp, VENV)  # atomic: VENV appears complete or not at all
