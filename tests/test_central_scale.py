@@ -253,7 +253,7 @@ def test_fault_postgresql_restarted_mid_upload_batch_retried_and_stored_once(tmp
             while _lock_waiters(pg, dbname) == 0:  # central's handling of the batch waits on the lock
                 assert pusher.is_alive() and time.monotonic() < deadline, "no upload ever waited inside PostgreSQL"
                 time.sleep(0.02)
-            pg.restart()  # connections die; the batch's transaction rolls back
+            pg.restart()  # connections die: the batch waiting in central fails, nothing of it stored
             pusher.join(120)
             blocker.close()
             err = in_flight.get("error")

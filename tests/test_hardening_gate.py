@@ -383,14 +383,15 @@ async def test_issue10_ui_answers_keys_while_a_passage_is_pending(tmp_path):
     lock through the passage wait and `m` took the same lock on Textual's loop:
     the UI froze until the passage ended."""
     # The holder walks until the test says so (walk_through), however long the steps below take
-    # on a loaded machine: the lane's passage timeout is an hour here, not the default 5 s that
-    # once ran out under load while the test was still typing (the admission was rolled back).
+    # on a loaded machine: the lane waits 120 s for the passage here, not the default 5 s that once
+    # ran out under load while the test was still typing (the admission was rolled back). A UI
+    # that froze again would hold the test until those 120 s run out, then fail it.
     from dataclasses import replace
     sensor = SimSensor(1.0, delay_s=3600)
     holder: dict = {}
     app, lane, wallets, g, clock = _tui(
         tmp_path, sensor=sensor, runner=lambda: holder.setdefault("ev", lane.submit(wallets[0].code(NOW))))
-    g.save_config(replace(g.config, passage_timeout_s=3600))
+    g.save_config(replace(g.config, passage_timeout_s=120))
     async with app.run_test(size=(80, 24)) as pilot:
         await _until(pilot, sensor.waiting.is_set, "the lane waits for the passage")
         assert lane.state is State.OPEN
