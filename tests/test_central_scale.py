@@ -292,13 +292,13 @@ def test_fault_api_process_killed_mid_batch_loses_nothing_acknowledged(two_serve
     spawned: list[Serve] = []
     try:
         for attempt in range(5):
-            _fill(g, _ids(3000, f"a{attempt}-"), start_ms=start + total * 1100)
-            total += 3000
+            _fill(g, _ids(1500, f"a{attempt}-"), start_ms=start + total * 1100)
+            total += 1500
             with FaultyProxy(serve.url) as proxy:
                 pusher = threading.Thread(target=_push_quietly, args=(g.data_dir, proxy.url))
                 pusher.start()
                 deadline = time.monotonic() + 120
-                while len(_stored(store, g.config.device_id)) < total - 2500 and pusher.is_alive():
+                while len(_stored(store, g.config.device_id)) < total - 1200 and pusher.is_alive():
                     assert time.monotonic() < deadline, "the upload did not get going"
                     time.sleep(0.005)
                 while proxy.forwarding == 0 and pusher.is_alive():  # a batch is at the process now

@@ -119,7 +119,11 @@ def _used_names(tree: ast.AST) -> set[str]:
 def test_no_unused_imports_or_helpers_in_tests_and_bench():
     # an import nothing uses, or a module-level helper nobody calls (a check that never runs),
     # fails here; '# noqa' on the import line keeps a deliberate re-export
-    trees = {p: ast.parse(p.read_text(), str(p)) for p in _sources()}
+    # parsed on a fresh thread: CPython 3.11's AST validator can trip on the recursion counter of
+    # a thread where earlier tests caught RecursionErrors ("AST constructor recursion depth mismatch")
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as pool:
+        trees = pool.submit(lambda: {p: ast.parse(p.read_text(), str(p)) for p in _sources()}).result()
     everywhere = set().union(*(_used_names(t) for t in trees.values()))
     unused = []
     for path, tree in trees.items():
