@@ -13,7 +13,7 @@ demo: install
 	$(BIN)/gate demo
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=10
 
 install: $(STAMP)
 

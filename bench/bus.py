@@ -105,7 +105,8 @@ def main() -> int:
         worker(data, listen if listen != "-" else "", peers, int(want))
         return 0
 
-    from bus_lanes import free_ports, setup_gate, trust_all
+    from bus_lanes import setup_gate, trust_all
+    from ports import free_ports
     from crypto.issuer import Issuer
 
     iss = Issuer(EVENT)

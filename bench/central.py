@@ -34,6 +34,7 @@ sys.path.append(str(ROOT / "tests"))
 import requests  # noqa: E402
 
 from common import pct  # noqa: E402
+from ports import free_ports, wait_until_serving  # noqa: E402  (tests/ports.py)
 from gate import scanlog  # noqa: E402
 from gate.appliance import Gate  # noqa: E402
 from gate.db import put_setting, transaction  # noqa: E402
@@ -110,27 +111,16 @@ def push_all(jobs: list[tuple[str, str]], procs: int, threads: int, batch: int) 
     return sum(n for n, _ in res), [x for _, lat in res for x in lat], time.perf_counter() - t
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(data: Path, db: str | None, port: int) -> subprocess.Popen:
     err = data.parent / f"serve-{port}.err"
     p = subprocess.Popen([str(GATE), "--data", str(data), "central"] + (["--db", db] if db else [])
                          + ["serve", "--port", str(port), "--pool-size", "8", "--pool-timeout", "30"],
                          stdout=subprocess.DEVNULL, stderr=err.open("wb"))
-    for _ in range(600):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/v1/time", timeout=1)
-            return p
-        except requests.RequestException:
-            if p.poll() is not None:
-                break
-            time.sleep(0.1)
-    raise RuntimeError(f"serve did not start: {err.read_text()[-2000:]}")
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/v1/time", proc=p, what="central serve")
+    except AssertionError as exc:
+        raise RuntimeError(f"{exc}: {err.read_text()[-2000:]}") from None
+    return p
 
 
 def run_config(name: str, tmp: Path, db: str | None, nproc: int, gates: list[Path], ids: list[str],
@@ -147,7 +137,7 @@ def run_config(name: str, tmp: Path, db: str | None, nproc: int, gates: list[Pat
     from sync.central.ops.db import OpsDB
     accounts.add(OpsDB(store), "bench", "bench-password", "viewer", now=time.time())  # reports need ops
     store.close()
-    ports = [free_port() for _ in range(nproc)]
+    ports = free_ports(nproc)
     procs = [serve(data, db, p) for p in ports]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))  # after the packages: bench/sync.py must not shadow sync/
+sys.path.append(str(ROOT / "tests"))
 
 import requests  # noqa: E402
 
@@ -35,6 +35,7 @@ from sync.central.store import CentralStore  # noqa: E402
 
 GATE = Path(sys.executable).with_name("gate")
 from common import MEASURED_GATE  # noqa: E402
+from ports import free_port, wait_until_serving  # noqa: E402  (tests/ports.py)
 
 EVENT = "evt-bench"
 
@@ -91,17 +92,12 @@ def main() -> None:
         store.close()
         print(f"central loaded with {args.tickets:,} tickets in {time.perf_counter() - t:.1f} s")
 
-        port = 18000 + os.getpid() % 1000
+        port = free_port()  # from the OS: a port made up from the pid could be another run's server
         server = subprocess.Popen([str(GATE), "--data", str(tmp / "central"), "central", "serve", "--port", str(port)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                requests.get(url + "/v1/time", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
         try:
+            wait_until_serving(url + "/v1/time", proc=server, what="central serve")
             data = tmp / "gate0"
             subprocess.run([str(GATE), "--data", str(data), "init", "--event", EVENT], check=True, capture_output=True)
             t = time.perf_counter()

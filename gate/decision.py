@@ -191,7 +191,7 @@ class Decision:
 
 
 def allowance(rec: TicketRecord, usage: Usage) -> tuple[bool, bool]:
-    """Row 13 of docs/decision.md for an entry: (exhausted, reentering). A re-entry after an
+    """Row 14 of docs/decision.md for an entry: (exhausted, reentering). A re-entry after an
     exit, where the ticket allows it, does not consume an entry."""
     reentering = rec.reentry and usage.last_kind is Mode.EXIT
     exhausted = not reentering and rec.entries != 0 and usage.admissions >= rec.entries
@@ -224,6 +224,7 @@ def decide(
     ``face`` is what the camera captured (None: no face capture attempted)."""
     mode = lane.mode if mode is None else mode
 
+    # 1: the QR text itself (docs/gt1.md)
     try:
         p = gt1.parse_qr(qr_text)
     except gt1.Malformed as exc:
@@ -268,7 +269,7 @@ def decide(
         return deny(Reason.PROOF_REQUIRED, "this lane admits rotating codes only", Sub.LANE_ROTATING_ONLY)
     step = p.step if c.holder_pub is not None else None
 
-    # 9-11: ledger state (ledger fields override the credential's claims)
+    # 9-12: ledger state (ledger fields override the credential's claims)
     look = ledger.lookup(tid, step)
     rec = look.record
     unlisted = rec is None
@@ -292,16 +293,16 @@ def decide(
                         holder=rec.holder, face_distance=distance, consumes_entry=consumes,
                         sub=sub, detail=detail)
 
-    # 12: the same rotation step already accepted here
+    # 13: the same rotation step already accepted here
     if step is not None and look.step_accepted:
         return verdict(Reason.REPLAY)
     if mode is Mode.EXIT:
         return verdict(Reason.ACCEPT)
-    # 13: allowance
+    # 14: allowance
     exhausted, reentering = allowance(rec, look.usage)
     if exhausted:
         return verdict(Reason.ALREADY_USED, detail=used_where(look.usage, now))
-    # 14: face
+    # 15: face
     distance = None
     if rec.face_required or c.fce:
         template = ledger.face_template(tid)

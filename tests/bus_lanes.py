@@ -6,26 +6,15 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from ports import free_ports  # noqa: F401  (tests and bench/bus.py take it from here)
+
 GATE_BIN = Path(sys.executable).with_name("gate")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def gate_cmd(data: Path, *args: str) -> list[str]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+
+from ports import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -26,12 +27,6 @@ def _bin() -> Path:
     raise RuntimeError("PostgreSQL is not installed: run scripts/sysdeps.sh (Debian package 'postgresql')")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PgCluster:
     def __init__(self, *, fast: bool = True):
         self.bin = _bin()
@@ -39,7 +34,7 @@ class PgCluster:
         self.data = self.root / "data"
         self.sock = self.root / "sock"
         self.log = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_root = os.geteuid() == 0
         self.user = "postgres" if self.as_root else getpass.getuser()
         self.fast = fast
@@ -76,7 +71,10 @@ class PgCluster:
 
     def destroy(self) -> None:
         self.stop("immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
+        # a session's cluster holds a database per central test (a gigabyte or more): removing it
+        # takes seconds of disk time that nobody needs to wait for, so it goes on in the background
+        subprocess.Popen(["rm", "-rf", "--", str(self.root)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}@/{dbname}?host={self.sock}&port={self.port}"

@@ -45,7 +45,7 @@ def test_catch_up_fetches_a_live_record_that_was_dropped(two):
     iss, a, b, key_a = two
     dev_a, now = a.config.device_id, time.time()
     t1, t2 = iss.mint(rotating=False), iss.mint(rotating=False)
-    s1, s2 = _admit(a, t1, now), _admit(a, t2, now)
+    _, s2 = _admit(a, t1, now), _admit(a, t2, now)  # the first is the record B never hears live
     book = bus.BusBook(b.conn, b.config.device_id, EVENT)
     # B hears only the second record live; the first was dropped
     assert book.receive(bus.message_for(a.conn, key_a, dev_a, s2).encode()) == "accepted"

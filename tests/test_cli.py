@@ -40,10 +40,35 @@ def test_every_command_has_help_and_is_in_the_readme():
         assert re.search(pattern, readme), f"'gate {' '.join(path)}' is not documented in README.md"
 
 
+# every `gate ... --help` in one fresh interpreter (one process, not one per command): a command
+# whose module fails to import or whose help cannot be formatted fails here
+_HELP_ALL = """
+import contextlib, io, json, sys
+sys.argv[0] = "gate"
+from gate.app.cli import main
+out = {}
+for path in json.loads(sys.argv[1]):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            main([*path, "--help"])
+            code = None
+        except SystemExit as exc:
+            code = exc.code
+    out[" ".join(path)] = [code, buf.getvalue()]
+print(json.dumps(out))
+"""
+
+
 def test_help_runs_for_every_command():
-    for path, _ in _commands(build_parser()):
-        out = run_gate(None, *path, "--help")
-        assert "usage: gate" in out.stdout
+    paths = [list(path) for path, _ in _commands(build_parser())]
+    r = subprocess.run([sys.executable, "-c", _HELP_ALL, json.dumps(paths)], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    helped = json.loads(r.stdout)
+    assert len(helped) == len(paths) >= 8
+    bad = {cmd: got for cmd, got in helped.items() if got[0] != 0 or f"usage: gate {cmd}" not in got[1]}
+    assert not bad, bad
 
 
 @pytest.fixture

@@ -44,11 +44,6 @@ def test_rolled_back_step_can_be_shown_again(gate, issuer, tmp_path):
     assert gate.scan(w.code(NOW), now=NOW + 3)[0].reason is Reason.ACCEPT
 
 
-def _policy(gate):
-    p = gate.policy
-    return {f: getattr(p, f) for f in p.__dataclass_fields__}
-
-
 def test_revoked_and_superseded_and_unlisted(gate, issuer, tmp_path):
     revoked, old, unlisted = issuer.mint(), issuer.mint(version=1), issuer.mint()
     load(gate, tmp_path, [ticket_record(revoked, status="revoked"), ticket_record(old, version=2)])

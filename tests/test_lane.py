@@ -180,7 +180,7 @@ def test_serial_relay_on_a_real_pty():
         assert isinstance(relay, SerialRelay)
         relay.pulse(50)
         got = b""
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while len(got) < 8 and time.monotonic() < deadline:
             got += os.read(master, 64)
         relay.close()
@@ -204,9 +204,9 @@ def _relay_contract(relay) -> None:
     ends. Fails if a driver never closes or never reopens the contact."""
     try:
         assert not relay.is_closed()
-        relay.pulse(300)
+        relay.pulse(3000)  # long enough that a busy machine still reads it closed right after
         assert relay.is_closed()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while relay.is_closed() and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not relay.is_closed()

@@ -43,6 +43,13 @@ def _gate(tmp_path, store, url, name="g1", lane="lane-1"):
     return g
 
 
+def _stored(store, g) -> list[tuple[int, int]]:
+    """(seq, copies) of the gate's records at central."""
+    with store.reader() as db:
+        return [tuple(r) for r in db.all("SELECT seq, count(*) FROM scans WHERE device_id = :d GROUP BY seq"
+                                         " ORDER BY seq", {"d": g.config.device_id})]
+
+
 def _wallets(store, tmp_path, n=3, **kw):
     from crypto.issuer import Wallet
     made = store.issue("evt-sync", count=n, out=tmp_path / "wallets", **kw)
@@ -86,7 +93,9 @@ def test_gate_keeps_deciding_through_faults_and_central_gets_every_scan_once(cen
     wallets = _wallets(store, tmp_path, 40)
     with FaultyProxy(server.url) as proxy:
         g = _gate(tmp_path, store, proxy.url)
-        client = sc.CentralClient(proxy.url, sc.token_path(g).read_text(), timeout=(1, 1))
+        # a read timeout a loaded machine never reaches on a normal answer, and a stall well past it
+        client = sc.CentralClient(proxy.url, sc.token_path(g).read_text(), timeout=(5, 5))
+        proxy.stall_s = 30
         assert sc.sync_once(g, client).ok
         now = time.time()
         modes = ["down", "500", "slow", "reset", "garbage", "truncate", "drop_ack", "drop_ack", "pass"]
@@ -99,14 +108,16 @@ def test_gate_keeps_deciding_through_faults_and_central_gets_every_scan_once(cen
                 i += 1
             rep = sc.sync_once(g, client, now=now)
             assert rep.ok == (mode == "pass"), (mode, rep.errors)
-        assert proxy.hits.get("drop_ack", 0) >= 2
+            if mode == "drop_ack":
+                # central stored the batch and its answer was lost: every record is at central while the
+                # gate still counts some as unacknowledged (the next pass sends them again)
+                assert [s for s, _ in _stored(store, g)] == list(range(1, i + 1))
+                assert sc.outbox_length(g) > 0
         proxy.mode = "pass"
         assert sc.sync_once(g, client).ok
         assert sc.outbox_length(g) == 0
-    with store.reader() as db:
-        rows = db.all("SELECT seq, count(*) FROM scans WHERE device_id = :d GROUP BY seq ORDER BY seq",
-                      {"d": g.config.device_id})
-    assert [s for s, _ in rows] == list(range(1, i + 1)) and all(n == 1 for _, n in rows)
+    rows = _stored(store, g)
+    assert [s for s, _ in rows] == list(range(1, i + 1)) and all(n == 1 for _, n in rows)  # resent, stored once
     assert build_report(store, "evt-sync")["devices"][0]["chain_ok"]
 
 

@@ -84,6 +84,9 @@ def test_the_sync_protocol_as_documented(central):
     assert r.status_code == 201
     doc = r.json()
     assert doc["event"] == EVENT and doc["device_id"] == DEVICE
+    # single-use: the same code again is refused, even from the device that used it (docs/README.md)
+    assert requests.post(f"{url}/v1/devices", json={"enrolment_code": code, "device_id": DEVICE,
+                                                    "public_key": _b64url(pub)}, timeout=10).status_code == 403
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {doc['token']}"
 

@@ -102,6 +102,9 @@ def _run_scenario(set_name: str, scenario: dict, prepared, tmp_path) -> None:
             assert got["reason"] == step["expect"], f"{where}, step {i}: {got}"
             assert got["decision"] == ("accept" if step["expect"] == "ACCEPT" else "reject")
             assert got["seq"] == i + 1, f"{where}, step {i} was not recorded as scan {i + 1}: {got}"
+            # docs/decision.md: for GT1 codes ticket_id, kid and version are null exactly for MALFORMED
+            malformed = got["reason"] == "MALFORMED"
+            assert [got[k] is None for k in ("ticket_id", "kid", "version")] == [malformed] * 3, f"{where}: {got}"
     if len(groups) > 1:  # state carried across processes: the chain must still re-hash
         assert f"chain ok: {len(scenario['steps'])} record(s)" in run_gate(data, "log", "verify").stdout
 

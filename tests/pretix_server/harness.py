@@ -5,17 +5,21 @@ backend. The migrated database is made once and copied per test module."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import pytest
 import requests
+
+from ports import free_port, wait_until_serving
 
 PRETIX_SPEC = os.environ.get("GATE_PRETIX_SPEC", "pretix==2026.8.*")
 CACHE = Path(os.environ.get("GATE_PRETIX_CACHE", Path.home() / ".cache" / "gate-tests" / "pretix"))
@@ -28,27 +32,65 @@ EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
 '''
 
 
+# One venv per pretix spec and Python version, shared by every test run on this
+# machine (several worktrees run the tests at once). It is built in a temporary
+# directory under an exclusive lock and renamed into place complete, with a
+# completion marker written before the rename: a run never sees a half-built
+# venv, never deletes one another run is using, and never builds it twice at
+# once. Older harnesses used CACHE/venv and CACHE/migrated.sqlite3 (rebuilt
+# without a lock); those paths are left alone so runs of old checkouts are safe.
+_KEY = hashlib.sha256(f"{PRETIX_SPEC}|{sys.version_info[0]}.{sys.version_info[1]}".encode()).hexdigest()[:12]
+VENV = CACHE / f"venv-{_KEY}"
+MIGRATED = CACHE / f"migrated-{_KEY}.sqlite3"
+COMPLETE = ".complete"  # the marker inside VENV
+
+
 def _python() -> Path:
-    return CACHE / "venv" / "bin" / "python"
+    return VENV / "bin" / "python"
+
+
+@contextlib.contextmanager
+def _cache_lock():
+    """Exclusive lock over building anything in CACHE (flock: released by the
+    kernel if the holder dies, so a killed run never leaves the cache locked)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ensure_installed() -> Path:
     """pretix in its own venv (cached); skips the tests when it cannot be installed."""
     py = _python()
-    if py.exists() and (CACHE / "venv" / ".installed").exists():
+    if (VENV / COMPLETE).exists():  # complete venvs are never changed: no lock needed to use one
         return py
-    CACHE.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(CACHE / "venv", ignore_errors=True)
-    try:
-        subprocess.run([_base_python(),
-                        "-m", "venv", str(CACHE / "venv")], check=True, capture_output=True, timeout=120)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", PRETIX_SPEC],
-                       check=True, capture_output=True, text=True, timeout=900)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        detail = getattr(exc, "stderr", "") or ""
-        pytest.skip(f"cannot install {PRETIX_SPEC} for the pretix tests (no package index?): "
-                    f"{detail.strip().splitlines()[-1] if detail.strip() else exc}")
-    (CACHE / "venv" / ".installed").touch()
+    with _cache_lock():
+        if (VENV / COMPLETE).exists():  # another run built it while we waited
+            return py
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-venv-{_KEY}-", dir=CACHE))
+        try:
+            # no pip of its own (ensurepip takes seconds): our pip installs into it (pip --python)
+            subprocess.run([_base_python(), "-m", "venv", "--without-pip", str(tmp)], check=True,
+                           capture_output=True, timeout=120)
+            subprocess.run([sys.executable, "-m", "pip", "--python", str(tmp / "bin" / "python"), "install", "-q",
+                            "--disable-pip-version-check", PRETIX_SPEC],
+                           check=True, capture_output=True, text=True, timeout=900)
+            (tmp / COMPLETE).write_text(PRETIX_SPEC + "\n")
+            os.chmod(tmp, 0o755)  # mkdtemp made it private; a venv is readable like any other
+            if VENV.exists():  # debris of a build killed before this layout's rename (we hold the lock)
+                shutil.rmtree(VENV)
+            os.rename(tmp, VENV)  # atomic: VENV appears complete or not at all
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            detail = getattr(exc, "stderr", "") or ""
+            if isinstance(detail, bytes):
+                detail = detail.decode(errors="replace")
+            pytest.skip(f"cannot install {PRETIX_SPEC} for the pretix tests (no package index?): "
+                        f"{detail.strip().splitlines()[-1] if detail.strip() else exc}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
     return py
 
 
@@ -74,23 +116,23 @@ def _config(workdir: Path, port: int, db: Path) -> None:
 
 
 def migrated_db(py: Path) -> Path:
-    snap = CACHE / "migrated.sqlite3"
-    if snap.exists():
-        return snap
-    work = CACHE / "migrate-work"
-    shutil.rmtree(work, ignore_errors=True)
-    db = work / "db.sqlite3"
-    _config(work, 8000, db)
-    subprocess.run([str(py), "-m", "pretix", "migrate"], cwd=work, env=_env(work), check=True,
-                   capture_output=True, timeout=900)
-    shutil.copy(db, snap)
-    return snap
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """pretix's migrated empty database (migrating takes minutes: once per machine),
+    made under the cache lock in a temporary directory and renamed into place."""
+    if MIGRATED.exists():
+        return MIGRATED
+    with _cache_lock():
+        if MIGRATED.exists():
+            return MIGRATED
+        work = Path(tempfile.mkdtemp(prefix=".migrate-", dir=CACHE))
+        try:
+            db = work / "db.sqlite3"
+            _config(work, 8000, db)
+            subprocess.run([str(py), "-m", "pretix", "migrate"], cwd=work, env=_env(work), check=True,
+                           capture_output=True, timeout=900)
+            os.replace(db, MIGRATED)  # the work dir is inside CACHE: one file system, an atomic rename
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return MIGRATED
 
 
 class PretixServer:
@@ -98,7 +140,7 @@ class PretixServer:
         py = ensure_installed()
         snap = migrated_db(py)
         self.work = workdir
-        self.port = _free_port()
+        self.port = free_port()
         db = workdir / "db.sqlite3"
         shutil.copy(snap, db)
         _config(workdir, self.port, db)
@@ -110,15 +152,11 @@ class PretixServer:
         self.proc = subprocess.Popen([str(py), "-m", "pretix", "runserver", f"127.0.0.1:{self.port}",
                                       "--noreload"], cwd=workdir, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.base}/api/v1/", timeout=2).status_code in (200, 401):
-                    return
-            except requests.RequestException:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"pretix did not start; see {workdir / 'server.log'}")
+        try:
+            wait_until_serving(f"{self.base}/api/v1/", proc=self.proc, what="pretix runserver")
+        except AssertionError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}; see {workdir / 'server.log'}") from None
 
     @property
     def base(self) -> str:
