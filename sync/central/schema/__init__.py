@@ -1,0 +1,132 @@
+"""The central's database schema: Alembic revisions, applied when a store opens.
+
+``sync/central/schema/versions/`` holds one file per revision, in one line
+(each names the one before it in ``down_revision``). Opening a
+:class:`~sync.central.store.CentralStore` runs :func:`upgrade`: every revision
+not yet applied, **all in one transaction** together with Alembic's
+``alembic_version`` row, so a crash or an error leaves the schema as it was.
+Nobody runs ``alembic`` by hand and no ``alembic.ini`` is needed: the
+configuration is built here (:func:`config`), and the revisions ship inside
+the package.
+
+Several processes may open the store at once (``gate central serve`` started
+N times against one PostgreSQL): the first takes the lock, the others wait
+and then find nothing to do. PostgreSQL: ``pg_advisory_xact_lock`` at the
+start of the migrating transaction. SQLite: that transaction is ``BEGIN
+IMMEDIATE`` (the database's one write lock; in WAL mode the same as
+EXCLUSIVE), which other processes wait for (busy timeout 30 s).
+
+Databases made before Alembic, by the ``Migration(name, sql)`` list and its
+``_migrations`` table, are adopted: each old migration is the revision of the
+same name, so :func:`upgrade` stamps the last one of the line that the
+``_migrations`` table lists and carries on from there. (``_migrations`` is
+left in place, no longer written.)
+
+Adding a revision (another engineer)
+------------------------------------
+1. ``python -m sync.central.schema new NAME -m "what it adds"`` writes
+   ``versions/NAME.py`` with ``revision = "NAME"`` and ``down_revision`` = the
+   current head. Name it like the old migrations: ``<area>_<n>_<what>``, e.g.
+   ``ops_2_alerts``.
+2. Put the SQL in ``upgrade()``: ``execute("CREATE TABLE ...", "CREATE INDEX ...")``,
+   one statement per argument (nothing is split on ``;``, so a ``;`` inside a
+   literal is fine), with the type placeholders of :data:`sync.central.db.DIALECT_TYPES`
+   (``{text}`` ``{blob}`` ``{real}`` ``{bigint}`` ``{id}``) where SQLite and
+   PostgreSQL differ. Python logic is fine too (``alembic.op.get_bind()``
+   is the connection, inside the migrating transaction). Write portable SQL:
+   every revision runs on both backends (tests/test_central_schema.py).
+3. Revisions only move forward: no ``downgrade()``.
+
+Converting a ``Migration(name, sql)`` from a branch made before Alembic is
+mechanical: ``new`` with the *same name* (so databases made on that branch are
+adopted), then move the SQL string into ``execute(...)``, one argument per
+``;``-separated statement, placeholders unchanged. If two branches added
+revisions after the same head, re-point one's ``down_revision`` at the other
+so the line stays single (a test checks there is one head).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from sync.central.db import render
+
+HERE = Path(__file__).resolve().parent
+VERSIONS = HERE / "versions"
+LOCK_KEY = 7242001  # pg_advisory_xact_lock key of the central's migrations (also used before Alembic)
+
+
+def config(extra_locations: Sequence[Path] = ()):
+    """Alembic's configuration, built in code (no alembic.ini): this package's
+    env.py and versions, plus ``extra_locations`` (tests add revisions)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", os.pathsep.join(str(p) for p in (VERSIONS, *extra_locations)))
+    cfg.set_main_option("file_template", "%%(rev)s")
+    return cfg
+
+
+def script(extra_locations: Sequence[Path] = ()):
+    from alembic.script import ScriptDirectory
+    return ScriptDirectory.from_config(config(extra_locations))
+
+
+def execute(*statements: str) -> None:
+    """Inside a revision's ``upgrade()``: run each statement as it is (no
+    parameters, nothing split), with the type placeholders filled for this
+    database (``{text}``, ``{blob}``, ``{real}``, ``{bigint}``, ``{id}``)."""
+    from alembic import op
+
+    bind = op.get_bind()
+    for stmt in statements:
+        bind.exec_driver_sql(render(stmt, bind.dialect.name))
+
+
+def upgrade(database, *, extra_locations: Sequence[Path] = ()) -> list[str]:
+    """Bring the database to the newest revision in one transaction, under the
+    migration lock; returns the revisions applied (none when it was current)."""
+    from alembic import command
+
+    cfg = config(extra_locations)
+    applied: list[str] = []
+    with database.writer() as db:  # SQLite: BEGIN IMMEDIATE, the one write lock, across processes
+        if db.dialect == "postgresql":  # several processes starting at once: one migrates
+            db.run("SELECT pg_advisory_xact_lock(:k)", {"k": LOCK_KEY})
+        cfg.attributes["connection"] = db.conn
+        cfg.attributes["applied"] = applied
+        adopt = _adopted_revision(db, script(extra_locations))
+        if adopt is not None:
+            command.stamp(cfg, adopt)
+        command.upgrade(cfg, "head")
+    return applied
+
+
+def current(database) -> str | None:
+    """The database's revision (None: no schema yet)."""
+    import sqlalchemy as sa
+    with database.reader() as db:
+        if not sa.inspect(db.conn).has_table("alembic_version"):
+            return None
+        return db.scalar("SELECT version_num FROM alembic_version")
+
+
+def _adopted_revision(db, scripts) -> str | None:
+    """For a database made by the pre-Alembic ``Migration`` list: the revision
+    to stamp (the last of the line whose name ``_migrations`` lists), else None."""
+    import sqlalchemy as sa
+
+    insp = sa.inspect(db.conn)
+    if insp.has_table("alembic_version") or not insp.has_table("_migrations"):
+        return None
+    done = {name for (name,) in db.all("SELECT name FROM _migrations")}
+    last = None
+    for rev in reversed(list(scripts.walk_revisions())):  # oldest first
+        if rev.revision not in done:
+            break
+        last = rev.revision
+    return last
