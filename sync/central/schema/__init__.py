@@ -51,11 +51,16 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from gate.errors import ConfigError
 from sync.central.db import render
 
 HERE = Path(__file__).resolve().parent
 VERSIONS = HERE / "versions"
 LOCK_KEY = 7242001  # pg_advisory_xact_lock key of the central's migrations (also used before Alembic)
+
+
+class SchemaError(ConfigError):
+    """A revision failed (the database is left as it was)."""
 
 
 def config(extra_locations: Sequence[Path] = ()):
@@ -82,14 +87,27 @@ def execute(*statements: str) -> None:
     database (``{text}``, ``{blob}``, ``{real}``, ``{bigint}``, ``{id}``)."""
     from alembic import op
 
+    import sqlalchemy as sa
+
     bind = op.get_bind()
-    for stmt in statements:
-        bind.exec_driver_sql(render(stmt, bind.dialect.name))
+    # the DB-API cursor with no parameters at all: nothing reads ':x' or '%' in the text
+    cur = bind.connection.dbapi_connection.cursor()
+    try:
+        for stmt in statements:
+            sql = render(stmt, bind.dialect.name)
+            try:
+                cur.execute(sql)
+            except bind.dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy would raise it
+                raise sa.exc.DBAPIError.instance(sql, None, exc, bind.dialect.loaded_dbapi.Error,
+                                                 dialect=bind.dialect) from exc
+    finally:
+        cur.close()
 
 
 def upgrade(database, *, extra_locations: Sequence[Path] = ()) -> list[str]:
     """Bring the database to the newest revision in one transaction, under the
     migration lock; returns the revisions applied (none when it was current)."""
+    import sqlalchemy as sa
     from alembic import command
 
     cfg = config(extra_locations)
@@ -102,7 +120,15 @@ def upgrade(database, *, extra_locations: Sequence[Path] = ()) -> list[str]:
         adopt = _adopted_revision(db, script(extra_locations))
         if adopt is not None:
             command.stamp(cfg, adopt)
-        command.upgrade(cfg, "head")
+        try:
+            command.upgrade(cfg, "head")
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise  # the database went away: Unavailable, as for any request
+            first = (str(exc.orig).strip().splitlines() or ["?"])[0]
+            raise SchemaError(f"the central database could not be brought to the current schema "
+                              f"({first}); nothing was changed (the upgrade is one transaction): "
+                              "check that --db names the central's own database") from exc
     return applied
 
 

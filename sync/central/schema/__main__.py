@@ -22,11 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     n = sub.add_parser("new", help="write a new revision file after the current head")
     n.add_argument("name", help="the revision id and file name, e.g. ops_2_alerts")
     n.add_argument("-m", "--message", default="", help="one line: what it adds")
+    n.add_argument("--into", metavar="DIR", help="write it there instead of the package's versions/ "
+                   "(its down_revision is still the package's head)")
     sub.add_parser("history", help="list the revisions, newest first")
     args = p.parse_args(argv)
-    cfg = config()
+    into = getattr(args, "into", None)
+    cfg = config([into] if into else [])
     if args.cmd == "new":
-        command.revision(cfg, message=args.message or args.name, rev_id=args.name)
+        command.revision(cfg, message=args.message or args.name, rev_id=args.name, version_path=into)
     else:
         command.history(cfg)
     return 0
