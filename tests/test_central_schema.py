@@ -53,6 +53,7 @@ def test_one_line_of_revisions_each_named_after_its_file():
     # two branches that each added a revision after the same head would give two heads: fails here
     scripts = schema.script()
     assert scripts.get_heads() == [HEAD]
+    assert schema.heads_on_disk() == {HEAD}  # the start-up shortcut reads the same head as Alembic
     revs = list(scripts.walk_revisions())
     assert revs[-1].down_revision is None
     for r in revs:

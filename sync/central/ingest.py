@@ -41,7 +41,9 @@ from gate.scanlog import GENESIS, ChainBreak, ChainVerifier, decode_logged, head
 from sync.central.db import DB
 from sync.central.errors import CentralError
 from sync.central.feeds import reserve
-from sync.central.models import INT64_MAX, INT64_MIN, MAX_RECORDS, UploadBatch, validate
+from sync.central.limits import INT64, MAX_RECORDS
+
+INT64_MIN, INT64_MAX = INT64
 
 SCAN_COLUMNS = ("id", "device_id", "seq", "event", "ts_ms", "kind", "mode", "decision", "reason", "ticket_id",
                 "unlisted", "consumes", "ref", "lane", "proven", "record", "hash", "received")
@@ -92,6 +94,7 @@ def decode_upload(doc: object) -> Upload:
     when it is malformed, 422 when a record's values cannot be held (a
     record's kind/mode/decision/reason/ticket_id/lane in text columns,
     ts_ms/ref/seq in 64-bit integer columns), naming the record."""
+    from sync.central.models import UploadBatch, validate  # pydantic: loaded by the server, not by every CLI command
     batch = validate(UploadBatch, doc, _MESSAGES)
     raw, records = [], []
     for i, text in enumerate(batch.records):

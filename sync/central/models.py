@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from sync.central.errors import CentralError
+from sync.central.limits import INT64, MAX_RECORDS
 
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-MAX_RECORDS = 10_000  # records per upload (5x the gate's batch of sync.client.UPLOAD_BATCH)
+INT64_MIN, INT64_MAX = INT64
 RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_long"}
 
 
