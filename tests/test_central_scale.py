@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from sync import client as sc
 from sync.central.app import ServerThread, create_app
 from sync.central.reconcile import build_report, build_venue_report, render_venue_text
 from sync.central.store import CentralStore
-from conftest import GATE_BIN, ROOT, run_gate
+from conftest import GATE_BIN, run_gate
 
 EVENT = "evt-scale"
 
