@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sync.central import schema
 from sync.central.db import Database, render
 from sync.central.store import CentralStore
-from conftest import ROOT
+from conftest import ROOT, run_gate
 
 HEAD = "central_2_device_codes"  # the newest revision of this branch (a new revision moves it)
 
@@ -263,6 +263,19 @@ def test_a_migration_killed_or_failing_half_way_leaves_the_schema_as_before(tmp_
         w.run("INSERT INTO half_done (x) VALUES (1)")
         assert w.scalar("SELECT count(*) FROM half_done") == 1
     db.close()
+
+
+def test_a_database_from_a_newer_release_is_refused_with_a_clear_error(tmp_path, central_db):
+    store = CentralStore(tmp_path / "central", central_db)
+    with store.writer() as w:  # a later release added a revision this one does not have
+        w.run("UPDATE alembic_version SET version_num = 'central_9_from_the_future'")
+    store.close()
+    with pytest.raises(schema.SchemaError, match="central_9_from_the_future") as exc:
+        CentralStore(tmp_path / "central", central_db)
+    assert exc.value.exit_code == 2  # an operator error (ConfigError), never a traceback
+    if central_db is None:  # and as an operator meets it
+        r = run_gate(tmp_path / "central", "central", "event", "create", "E", check=False)
+        assert r.returncode == 2 and "does not know" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_statements_run_as_written_never_split_or_read_for_parameters(tmp_path, central_db):

@@ -113,6 +113,7 @@ def upgrade(database, *, extra_locations: Sequence[Path] = ()) -> list[str]:
         return []  # the usual start: up to date, and Alembic (a quarter second of imports) stays unloaded
     import sqlalchemy as sa
     from alembic import command
+    from alembic.util import CommandError
 
     cfg = config(extra_locations)
     applied: list[str] = []
@@ -126,6 +127,9 @@ def upgrade(database, *, extra_locations: Sequence[Path] = ()) -> list[str]:
             command.stamp(cfg, adopt)
         try:
             command.upgrade(cfg, "head")
+        except CommandError as exc:  # e.g. a revision this release does not know: a newer one migrated it
+            raise SchemaError(f"the central database is at a schema this release does not know ({exc}): "
+                              "run the release that last served it, or a newer one") from None
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 raise  # the database went away: Unavailable, as for any request
