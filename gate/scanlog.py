@@ -164,6 +164,83 @@ def entries(conn: sqlite3.Connection, *, after: int = 0, limit: int | None = Non
         yield Entry(seq, cbor2.loads(data), h)
 
 
+class ChainBreak(LogError):
+    """A link of a hash chain that does not hold. ``seq`` is the first record
+    that is wrong, ``kind`` what is wrong with it (one of :data:`BREAKS`)."""
+
+    def __init__(self, seq: int, kind: str, message: str):
+        super().__init__(message)
+        self.seq = seq
+        self.kind = kind
+
+
+GAP = "gap"                # a seq is missing (or repeated) where the next one was due
+UNREADABLE = "unreadable"  # the record is not a CBOR map
+WRONG_SEQ = "wrong_seq"    # the record's own "seq" is not its position (reordered, or edited)
+MISMATCH = "mismatch"      # the stored hash is not SHA-256(previous hash || record bytes)
+BREAKS = (GAP, UNREADABLE, WRONG_SEQ, MISMATCH)
+
+
+def decode_logged(data: bytes) -> dict:
+    """A logged record's CBOR bytes to its map; ValueError when they are not one."""
+    try:
+        rec = cbor2.loads(data)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure (incl. deep nesting) is "unreadable"
+        raise ValueError(f"not CBOR ({type(exc).__name__})") from None
+    if not isinstance(rec, dict):
+        raise ValueError("not a CBOR map")
+    return rec
+
+
+class ChainVerifier:
+    """The one place the chain rule is checked (docs/scanlog.md), record by
+    record, for everyone who checks a chain: ``gate log verify`` (a gate's whole
+    log, with its stored hashes), central's upload check (a batch, from the
+    stored hash before it; no stored hashes, the result is compared with the
+    signed head) and ``gate central report --verify-chains`` (each device's
+    stored records again).
+
+    ``v = ChainVerifier(prev=GENESIS, next_seq=1)``, then :meth:`add` each
+    record in order. A record is a link when its seq is the next one, its bytes
+    are a CBOR map whose ``seq`` is that position, and (when a stored hash is
+    given) the stored hash is ``SHA-256(prev || bytes)``. The first link that
+    does not hold raises :class:`ChainBreak`; ``head_seq``/``head_hash`` then
+    still name the last good link.
+    """
+
+    __slots__ = ("head_seq", "head_hash", "count")
+
+    def __init__(self, *, prev: bytes = GENESIS, next_seq: int = 1):
+        self.head_seq = next_seq - 1
+        self.head_hash = prev
+        self.count = 0
+
+    @property
+    def next_seq(self) -> int:
+        return self.head_seq + 1
+
+    def add(self, seq: int, data: bytes, *, stored_hash: bytes | None = None,
+            record: dict | None = None) -> tuple[dict, bytes]:
+        """Check one record; returns (its map, its chain hash). ``record``: the
+        map the caller already decoded from these very bytes (an upload is
+        decoded once, for its field checks), else it is decoded here."""
+        if seq != self.next_seq:
+            raise ChainBreak(self.next_seq, GAP, f"sequence gap: expected {self.next_seq}, found {seq}")
+        if record is None:
+            try:
+                record = decode_logged(data)
+            except ValueError as exc:
+                raise ChainBreak(seq, UNREADABLE, f"record {seq} is unreadable ({exc})") from None
+        if record.get("seq") != seq:
+            raise ChainBreak(seq, WRONG_SEQ, f"record {seq} carries seq {record.get('seq')!r} (out of order)")
+        h = chain_hash(self.head_hash, data)
+        if stored_hash is not None and h != stored_hash:
+            raise ChainBreak(seq, MISMATCH, f"hash mismatch at record {seq} (edited)")
+        self.head_seq, self.head_hash = seq, h
+        self.count += 1
+        return record, h
+
+
 @dataclass(frozen=True, slots=True)
 class ChainReport:
     ok: bool
@@ -171,23 +248,16 @@ class ChainReport:
     head_seq: int
     head_hash: bytes
     problem: str = ""
+    broken_at: int | None = None  # the first record that is wrong
+    kind: str | None = None       # what is wrong with it (ChainBreak.kind)
 
 
 def verify_chain(conn: sqlite3.Connection) -> ChainReport:
     """Re-hash the whole log; report the first broken link, gap or edited record."""
-    prev, expected, count = GENESIS, 1, 0
-    for seq, data, h in conn.execute("SELECT seq, record, hash FROM scans ORDER BY seq"):
-        if seq != expected:
-            return ChainReport(False, count, expected - 1, prev, f"sequence gap: expected {expected}, found {seq}")
-        try:
-            rec_seq = cbor2.loads(data).get("seq")
-        except Exception:
-            return ChainReport(False, count, seq - 1, prev, f"record {seq} is not valid CBOR")
-        if rec_seq != seq:
-            return ChainReport(False, count, seq - 1, prev, f"record {seq} carries seq {rec_seq}")
-        calc = chain_hash(prev, data)
-        if calc != h:
-            return ChainReport(False, count, seq - 1, prev, f"hash mismatch at record {seq}")
-        prev, expected, count = h, seq + 1, count + 1
-    return ChainReport(True, count, expected - 1, prev)
-
+    v = ChainVerifier()
+    try:
+        for seq, data, h in conn.execute("SELECT seq, record, hash FROM scans ORDER BY seq"):
+            v.add(seq, data, stored_hash=h)
+    except ChainBreak as exc:
+        return ChainReport(False, v.count, v.head_seq, v.head_hash, str(exc), exc.seq, exc.kind)
+    return ChainReport(True, v.count, v.head_seq, v.head_hash)

@@ -1,16 +1,14 @@
 """The central at venue-group scale (issue 14), on SQLite and PostgreSQL:
 several `central serve` processes on one database, concurrent uploads of the
 same batches, commit-ordered cursors, venues, and the faults: PostgreSQL
-restarted mid-upload, an API process killed mid-batch, migrations run twice or
-interrupted, an exhausted connection pool."""
+restarted mid-upload, an API process killed mid-batch, an exhausted connection
+pool. (Migrations run twice, at once or interrupted: tests/test_central_schema.py.)"""
 
 from __future__ import annotations
 
 import base64
 import signal
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +21,9 @@ from gate.appliance import Gate
 from gate.db import transaction
 from sync import client as sc
 from sync.central.app import ServerThread, create_app
-from sync.central.db import Database, Migration
 from sync.central.reconcile import build_report, build_venue_report, render_venue_text
 from sync.central.store import CentralStore
-from conftest import GATE_BIN, ROOT, run_gate
+from conftest import GATE_BIN, run_gate
 from ports import free_port, wait_until_serving
 
 EVENT = "evt-scale"
@@ -330,46 +327,6 @@ def _push_quietly(data: Path, url: str) -> None:
         pass  # the process died under the gate
     finally:
         g.close()
-
-
-def test_fault_migrations_run_twice_and_interrupted(tmp_path, central_db):
-    url = central_db or f"sqlite:///{tmp_path / 'c.db'}"
-    store = CentralStore(tmp_path / "central", url)
-    assert store.db.migrate() == []  # twice: nothing to do, nothing broken
-    store.close()
-    # a migration killed half-way (SIGKILL after its first statement) leaves the schema as before
-    script = textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(ROOT)!r})
-        from sync.central.db import Database, Migration, migrations
-        import sync.central.store
-        def slow(db):
-            db.run("CREATE TABLE half_done (x INTEGER)")
-            db.run("INSERT INTO half_done VALUES (1)")
-            print("inside", flush=True)
-            time.sleep(60)
-        Database({url!r}).migrate(migrations + [Migration("test_2_slow", slow)])
-    """)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline().strip() == "inside"
-    child.kill()
-    child.wait()
-    child.stdout.close()
-    db = Database(url)
-    with db.reader() as r:
-        names = {n for (n,) in r.all("SELECT name FROM _migrations")}
-        assert "test_2_slow" not in names and "central_1_schema" in names
-    # a migration that fails rolls back whole, and the fixed one then applies once
-    bad = Migration("test_2_slow", "CREATE TABLE half_done (x INTEGER); CREATE TABLE half_done (y INTEGER)")
-    with pytest.raises(Exception):
-        db.migrate([bad])
-    good = Migration("test_2_slow", "CREATE TABLE half_done (x INTEGER)")
-    assert db.migrate([good]) == ["test_2_slow"]
-    assert db.migrate([good]) == []
-    with db.writer() as w:
-        w.run("INSERT INTO half_done (x) VALUES (1)")
-        assert w.scalar("SELECT count(*) FROM half_done") == 1
-    db.close()
 
 
 def test_fault_pool_exhausted_answers_503_with_retry_after_and_the_gate_honours_it(tmp_path, central_db):

@@ -4,6 +4,7 @@ SQLite and PostgreSQL. Every one of them failed on main before the fix."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ from sync import client as sc
 from sync.central.app import ServerThread, create_app
 from sync.central.reconcile import build_report, render_text
 from sync.central.store import CentralStore
+from conftest import run_gate
 
 EVENT = "evt-hard"
 
@@ -92,6 +94,83 @@ def test_item1_wrong_codes_are_counted_and_rate_limited(central):
     with store.writer() as db:
         db.run("DELETE FROM enrol_failures")
     assert _register(server.url, good, "gate-good").status_code == 201
+
+
+# ------------------------------------------------------------------ issue 18 item 6: coming back after a revoke
+
+
+def test_a_revoked_gate_comes_back_with_a_code_made_for_it_and_its_chain_goes_on(central, tmp_path):
+    """README: '401 means the token was revoked: enrol again'. On main every new code answered
+    'already enrolled' (a dead end). A code made for the device re-admits it: same id and key, a new
+    token, the scan chain continues where central stopped; the old token stays dead."""
+    store, server = central
+    w1, w2 = [Wallet.load(m["file"]) for m in store.issue(EVENT, count=2, out=tmp_path / "w")]
+    g = _gate(tmp_path, store, server.url)
+    dev = g.config.device_id
+    pub = load_or_create_ed25519(g.data_dir / "keys" / "device.key").public_key().public_bytes_raw()
+    assert sc.sync_once(g, sc.client_for(g)).ok  # key ring and tickets
+    now = time.time()
+    assert g.scan(w1.code(now), now=now)[0].reason is Reason.ACCEPT
+    assert sc.sync_once(g, sc.client_for(g)).ok
+    old_token = sc.token_path(g).read_text().strip()
+    store.revoke_device(dev)
+    assert not sc.sync_once(g, sc.client_for(g)).ok  # 401
+    assert g.scan(w2.code(now + 1), now=now + 1)[0].reason is Reason.ACCEPT  # the lane goes on, offline
+    # a plain code still cannot revive it, and says what can
+    r = _register(server.url, store.enrol_code(EVENT), dev, key=pub)
+    assert r.status_code == 403 and f"--device {dev}" in r.json()["error"], r.text
+    code = store.enrol_code(device_id=dev)
+    assert _register(server.url, code, "gate-someone-else", key=pub).status_code == 403  # only for that device
+    assert _register(server.url, code, dev, key=b"\x09" * 32).status_code == 403       # and its own key
+    sc.enroll(g, server.url, code)  # the documented path: enrol again with the new code
+    assert store.device_status(dev)["status"] == "active"
+    rep = sc.sync_once(g, sc.client_for(g))
+    assert rep.ok, rep.errors
+    assert store.stored_through(dev)[0] == 2  # the offline admission arrived, in the same chain
+    assert [i["ticket_id"] for i in store.admissions(EVENT, 0, 10)[0]] == [w1.ticket_id, w2.ticket_id]
+    r = requests.get(f"{server.url}/v1/events/{EVENT}/keyring", headers={"Authorization": f"Bearer {old_token}"},
+                     timeout=10)
+    assert r.status_code == 401  # the revoked token stays dead
+    assert _register(server.url, code, dev, key=pub).status_code == 403  # and the code was single-use
+
+
+def test_device_release_on_a_revoked_device_fails_and_changes_nothing(tmp_path, central_db):
+    """On main 'central device release' on a revoked device printed 'released from quarantine'
+    and exited 0."""
+    data = tmp_path / "c"
+    db = ["--db", central_db] if central_db else []
+
+    def central(*args, check=True):
+        return run_gate(data, "central", *db, *args, check=check)
+
+    central("event", "create", EVENT)
+    store = CentralStore(data, central_db)
+    store.register(store.enrol_code(EVENT), "gate-r", b"\x05" * 32)
+
+    def quarantine():
+        with store.writer() as w:
+            w.run("UPDATE devices SET quarantined_at = 1, quarantine_reason = 'x' WHERE device_id = 'gate-r'")
+
+    r = central("device", "release", "gate-r")
+    assert "was not quarantined: nothing changed" in r.stdout
+    quarantine()
+    assert json.loads(central("device", "release", "gate-r", "--json").stdout)["released"] is True
+    assert not store.device_status("gate-r")["quarantined"]
+    quarantine()
+    central("device", "revoke", "gate-r")
+    r = central("device", "release", "gate-r", check=False)
+    assert r.returncode == 2 and "revoked" in r.stderr and "enroll --device gate-r" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "released" not in r.stdout
+    assert store.device_status("gate-r")["quarantined"]  # nothing changed
+    # the way back: a code for the device, the gate enrols with it, then the release works
+    code = json.loads(central("device", "enroll", "--device", "gate-r", "--json").stdout)
+    assert code["device_id"] == "gate-r" and code["event"] == EVENT
+    store.register(code["code"], "gate-r", b"\x05" * 32)
+    assert store.device_status("gate-r")["status"] == "active"
+    assert json.loads(central("device", "release", "gate-r", "--json").stdout)["released"] is True
+    assert central("device", "release", "gate-nobody", check=False).returncode == 2
+    assert central("device", "enroll", "--device", "gate-nobody", check=False).returncode == 2
+    store.close()
 
 
 # ------------------------------------------------------------------ item 4

@@ -33,6 +33,14 @@ def test_wheel_ships_assets_and_the_demo_runs_from_it(tmp_path):
     photos = {Path(n).name for n in names if n.startswith("gate/assets/faces/")}
     assert {"obama1.jpg", "obama2.jpg", "biden1.jpg", "README.md"} <= photos
     assert not any(n.startswith(("tests/", "bench/", "docs/")) for n in names)
+    # the central's schema revisions run from the installed package (the demo below opens a central)
+    schema = {n for n in names if n.startswith("sync/central/schema/")}
+    assert {"sync/central/schema/env.py", "sync/central/schema/script.py.mako",
+            "sync/central/schema/versions/central_1_schema.py",
+            "sync/central/schema/versions/ops_1_accounts_sessions_status.py"} <= schema, sorted(schema)
+    revisions = {Path(n).name for n in schema if n.startswith("sync/central/schema/versions/")}
+    shipped = {p.name for p in (ROOT / "sync" / "central" / "schema" / "versions").glob("*.py")}
+    assert revisions == shipped  # every revision file, none left behind
 
     subprocess.run(PIP + ["install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, text=True, timeout=300, cwd=elsewhere)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import time
 
 import cbor2
@@ -15,8 +16,10 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from sync.central import models
 from sync.central.app import ServerThread, create_app
 from sync.central.store import CentralStore
+from conftest import ROOT
 
 EVENT = "evt-proto"
 DEVICE = "gate-proto"
@@ -65,11 +68,17 @@ def _batch(key, records: list[bytes], hashes: list[bytes], from_seq: int) -> dic
             "head_hash": head.hex(), "head_sig": base64.b64encode(key.sign(msg)).decode()}
 
 
+def _is(model, doc):
+    """The answer is exactly what /openapi.json says (the answer models forbid extra fields)."""
+    model.model_validate(doc)
+    return doc
+
+
 def test_the_sync_protocol_as_documented(central):
     store, url = central
     # GET /v1/time needs no token
     r = requests.get(f"{url}/v1/time", timeout=10)
-    assert r.status_code == 200 and isinstance(r.json()["time"], float)
+    assert r.status_code == 200 and isinstance(_is(models.TimeAnswer, r.json())["time"], float)
 
     # POST /v1/devices: 400 for a missing field, 403 for an unknown code, 201 with token/event/device_id
     key = Ed25519PrivateKey.generate()
@@ -78,11 +87,11 @@ def test_the_sync_protocol_as_documented(central):
     assert requests.post(f"{url}/v1/devices", json={"device_id": DEVICE}, timeout=10).status_code == 400
     r = requests.post(f"{url}/v1/devices", json={"enrolment_code": "NOPE", "device_id": DEVICE,
                                                  "public_key": _b64url(pub)}, timeout=10)
-    assert r.status_code == 403 and "error" in r.json()
+    assert r.status_code == 403 and "error" in _is(models.ErrorAnswer, r.json())
     r = requests.post(f"{url}/v1/devices", json={"enrolment_code": code, "device_id": DEVICE,
                                                  "public_key": _b64url(pub)}, timeout=10)
     assert r.status_code == 201
-    doc = r.json()
+    doc = _is(models.EnrolAnswer, r.json())
     assert doc["event"] == EVENT and doc["device_id"] == DEVICE
     # single-use: the same code again is refused, even from the device that used it (docs/README.md)
     assert requests.post(f"{url}/v1/devices", json={"enrolment_code": code, "device_id": DEVICE,
@@ -94,14 +103,15 @@ def test_the_sync_protocol_as_documented(central):
     r = requests.get(f"{url}/v1/events/{EVENT}/keyring", timeout=10)
     assert r.status_code == 401 and "error" in r.json()
     assert s.get(f"{url}/v1/events/evt-other/keyring", timeout=10).status_code == 403
-    ring = s.get(f"{url}/v1/events/{EVENT}/keyring", timeout=10).json()
+    ring = _is(models.KeyRingAnswer, s.get(f"{url}/v1/events/{EVENT}/keyring", timeout=10).json())
     assert ring["event"] == EVENT and ring["keys"][0]["alg"] == "EdDSA"
 
     # ticket pages: cursor from "", `more` until the end, an empty page keeps the position
     made = store.issue(EVENT, count=3, out=store.dir / "wallets")
     seen, cursor = [], ""
     for _ in range(3):
-        page = s.get(f"{url}/v1/events/{EVENT}/tickets", params={"cursor": cursor, "limit": 2}, timeout=10).json()
+        page = _is(models.TicketPage, s.get(f"{url}/v1/events/{EVENT}/tickets", params={"cursor": cursor, "limit": 2},
+                                            timeout=10).json())
         seen += [t["ticket_id"] for t in page["items"]]
         cursor = page["cursor"]
         if not page["more"]:
@@ -117,8 +127,9 @@ def test_the_sync_protocol_as_documented(central):
     hashes = _chain(records)
     scans = f"{url}/v1/events/{EVENT}/scans"
     r = s.post(scans, json=_batch(key, records[:2], hashes, 2), timeout=10)  # starts after a gap
-    assert r.status_code == 409 and r.json()["stored_through"] == 0
-    assert s.post(scans, json=_batch(key, records[:2], hashes, 1), timeout=10).json() == {"stored_through": 2}
+    assert r.status_code == 409 and _is(models.ErrorAnswer, r.json())["stored_through"] == 0
+    assert _is(models.UploadAnswer, s.post(scans, json=_batch(key, records[:2], hashes, 1), timeout=10).json()) \
+        == {"stored_through": 2}
     assert s.post(scans, json=_batch(key, records[:2], hashes, 1), timeout=10).json() == {"stored_through": 2}
     assert s.post(scans, json=_batch(key, records, hashes, 2), timeout=10).json() == {"stored_through": 3}
     other = dict(_batch(key, records, hashes, 1), device_id="gate-someone-else")
@@ -130,7 +141,9 @@ def test_the_sync_protocol_as_documented(central):
     assert s.post(scans, json=reordered, timeout=10).status_code == 422
 
     # the admissions feed: accepted scans and the rollback that voids one
-    items = s.get(f"{url}/v1/events/{EVENT}/admissions", params={"cursor": ""}, timeout=10).json()["items"]
+    items = _is(models.AdmissionPage, s.get(f"{url}/v1/events/{EVENT}/admissions", params={"cursor": ""},
+                                           timeout=10).json())["items"]
+    _is(models.DeviceListAnswer, s.get(f"{url}/v1/events/{EVENT}/devices", timeout=10).json())
     assert [(i["seq"], i["kind"], i["ref"]) for i in items] == [(1, "scan", None), (2, "scan", None),
                                                                 (3, "rollback", 2)]
     assert items[0]["device_id"] == DEVICE and items[0]["mode"] == "entry" and items[0]["consumes"] is True
@@ -147,3 +160,54 @@ def test_the_sync_protocol_as_documented(central):
     assert [p["kind"] for p in rep["problems"]] == ["wrong_device", "bad_signature", "broken_chain"]
     text = s.get(f"{url}/v1/events/{EVENT}/reconciliation", params={"format": "text"}, timeout=10)
     assert text.headers["content-type"].startswith("text/plain") and "DOUBLE ADMISSIONS" in text.text
+
+
+def test_openapi_documents_every_endpoint_with_its_body_parameters_and_answer(central):
+    """docs/sync.md points integrators at /openapi.json: every endpoint of its table is there,
+    with the request body's fields, the query parameters, the device token and the answer.
+    (On main the document listed the paths with no body and no parameter at all.)"""
+    store, url = central
+    doc = requests.get(f"{url}/openapi.json", timeout=10).json()
+    table = re.findall(r"^\| `(GET|POST) (/v1/[^`?\[]+)[^`]*` \| (\w[\w ]*) \|", (ROOT / "docs" / "sync.md").read_text(),
+                       re.M)
+    assert len(table) == 8, table
+    schemas = doc["components"]["schemas"]
+    for method, path, auth in table:
+        path = path.replace("{e}", "{event}")
+        op = doc["paths"][path][method.lower()]
+        ok = op["responses"]["201" if path == "/v1/devices" else "200"]
+        assert ok.get("content") or ok.get("description"), (method, path)
+        if path != "/v1/events/{event}/reconciliation":  # (JSON or text: described in words)
+            ref = ok["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+            assert ref in schemas, (path, ref)
+        assert all(s in op["responses"] for s in ("400", "422")), (path, list(op["responses"]))
+        params = {(p["in"], p["name"]) for p in op.get("parameters", [])}
+        if auth == "device":
+            assert op["security"] == [{"device token": []}], path
+            assert ("header", "x-gate-link") in params and ("header", "x-gate-outbox") in params
+        if path.endswith(("/tickets", "/admissions")):
+            assert {("query", "cursor"), ("query", "limit")} <= params, params
+    body = doc["paths"]["/v1/devices"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["required"]) == {"enrolment_code", "device_id", "public_key"} and "event" in body["properties"]
+    body = doc["paths"]["/v1/events/{event}/scans"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["required"]) == {"device_id", "from_seq", "records", "head_hash", "head_sig"}
+    assert body["properties"]["records"]["maxItems"] == 10_000 and body["properties"]["from_seq"]["minimum"] == 1
+    report = doc["paths"]["/v1/events/{event}/reconciliation"]["get"]
+    assert ("query", "format") in {(p["in"], p["name"]) for p in report["parameters"]}
+    assert {"ops account", "ops session"} <= {k for sec in report["security"] for k in sec}
+
+
+@pytest.mark.parametrize("query, status", [
+    ({"limit": "x"}, 400), ({"limit": "1e5"}, 400), ({"limit": str(2 ** 63)}, 422), ({"cursor": "x"}, 400),
+    ({"cursor": str(2 ** 63)}, 422), ({"cursor": "-1"}, 422), ({"limit": ""}, 200), ({"limit": "-5"}, 200),
+])
+def test_parameters_validated_by_the_models_answer_in_the_protocols_error_shape(central, query, status):
+    store, url = central
+    key = Ed25519PrivateKey.generate()
+    pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    token = store.register(store.enrol_code(EVENT), DEVICE, pub)["token"]
+    r = requests.get(f"{url}/v1/events/{EVENT}/tickets", params=query, timeout=10,
+                     headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert set(r.json()) == {"error"} and r.json()["error"], r.text  # never FastAPI's {"detail": [...]}

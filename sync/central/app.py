@@ -1,21 +1,42 @@
 """The reference central server: the sync protocol of docs/sync.md over HTTP+JSON (FastAPI), backed by
-:class:`sync.central.store.CentralStore`. ``/openapi.json`` documents it."""
+:class:`sync.central.store.CentralStore`. ``/openapi.json`` documents it: bodies and parameters
+are the pydantic models of :mod:`sync.central.models`.
+
+Request bodies are read by the routes themselves, after the device is authenticated, under the
+size and depth limits of :mod:`sync.central.limits`; FastAPI validates only the query, path and
+headers (a malformed one answers ``{"error": ...}`` with 400, or 422 when out of range)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
+from typing import Annotated
 
-from fastapi import FastAPI, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi import Depends, FastAPI, Header, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import APIKeyCookie, HTTPBearer
+from fastapi.security.http import HTTPBase
+from starlette.concurrency import run_in_threadpool
 
-from sync.central.limits import BodyLimits, check_batch, guarded_protocol, int64, parse_json
-from sync.central.store import CentralError, CentralStore, Unavailable
+from sync.central.limits import BodyLimits, guarded_protocol, int64, parse_json
+from sync.central.models import (AdmissionPage, DeviceListAnswer, EnrolAnswer, EnrolRequest, ErrorAnswer,
+                                 GateHeaders, KeyRingAnswer, PageQuery, ReportQuery, TicketPage, TimeAnswer,
+                                 UploadAnswer, UploadBatch, body_doc, query_refusal, validate)
 from sync.central.reconcile import build_report, render_text
+from sync.central.store import CentralError, CentralStore, Unavailable
 
 MAX_PAGE = 5000
+DEFAULT_PAGE = 1000
+
+_ENROL_MESSAGES = {
+    "device_id:string_too_short": "device_id must be 1-128 characters",
+    "device_id:string_too_long": "device_id must be 1-128 characters",
+    "event": "event must be a string (the gate's event) or absent",
+    **{f: "body needs enrolment_code, device_id, public_key (base64url)"
+       for f in ("enrolment_code", "device_id", "public_key")},
+}
 
 
 def _json(obj, status: int = 200) -> Response:
@@ -23,16 +44,27 @@ def _json(obj, status: int = 200) -> Response:
                     media_type="application/json")
 
 
+def _errors(*statuses: int) -> dict:
+    return {s: {"model": ErrorAnswer} for s in statuses}
+
+
 def create_app(store: CentralStore) -> FastAPI:
     app = FastAPI(title="Gate central (reference)", version="1",
                   description="Sync protocol of docs/sync.md: devices, key rings, ticket deltas, scans, "
-                              "admissions and reconciliation.")
+                              "admissions and reconciliation.",
+                  # any request: NUL in the path/query/headers, a malformed or out-of-range parameter,
+                  # a body over the limit or too slow, a busy database
+                  responses=_errors(400, 408, 413, 422, 503))
     app.add_middleware(BodyLimits)  # body size limits and deadline (limits.py)
 
     @app.exception_handler(CentralError)
     def _central_error(request: Request, exc: CentralError):
         headers = {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else None
         return JSONResponse({"error": str(exc), **exc.extra}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    def _bad_request(request: Request, exc: RequestValidationError):
+        return _central_error(request, query_refusal(list(exc.errors())))
 
     @app.exception_handler(Unavailable)
     def _unavailable(request: Request, exc: Unavailable):
@@ -44,80 +76,97 @@ def create_app(store: CentralStore) -> FastAPI:
     from sync.central.ops import mount as mount_ops  # the ops room under /ops; ops credentials for reports
     require_ops = mount_ops(app, store)
 
+    # documentation only: the routes check the token themselves (device() below, ops' require_ops)
+    bearer = HTTPBearer(auto_error=False, scheme_name="device token",
+                        description="the device's token from POST /v1/devices")
+    ops_basic = HTTPBase(scheme="basic", auto_error=False, scheme_name="ops account",
+                         description="an ops account (gate central ops add)")
+    ops_cookie = APIKeyCookie(name="ops_session", auto_error=False, scheme_name="ops session",
+                              description="the session cookie of the /ops pages")
+
+    def gate_headers(headers: Annotated[GateHeaders, Header()]) -> None:
+        """The X-Gate-* headers, for the OpenAPI description (the ops room's middleware reads them)."""
+
+    as_device = [Security(bearer), Depends(gate_headers)]
+
     def device(request: Request, event: str | None = None) -> tuple[str, str, bytes]:
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer "):
             raise CentralError(401, "missing bearer token")
         return store.device_for_token(auth[7:].strip(), event)
 
-    def page_args(request: Request, default: int = 1000) -> tuple[int, int]:
-        try:
-            cursor = int64(request.query_params.get("cursor"), "cursor")
-            limit = min(MAX_PAGE, max(1, int64(request.query_params.get("limit"), "limit", default)))
-        except ValueError:
-            raise CentralError(400, "cursor and limit must be integers") from None
+    def page_args(q: PageQuery) -> tuple[int, int]:
+        cursor = int64(q.cursor, "cursor")
+        limit = DEFAULT_PAGE if q.limit is None else min(MAX_PAGE, max(1, q.limit))
         return cursor, limit
 
-    @app.post("/v1/devices")
+    @app.post("/v1/devices", status_code=201, openapi_extra=body_doc(EnrolRequest),
+              responses={201: {"model": EnrolAnswer}, **_errors(400, 403, 413, 422, 429)})
     async def register(request: Request):
-        body = parse_json(await request.body())
+        """Register a device with a one-time enrolment code; answers its token."""
+        body = validate(EnrolRequest, parse_json(await request.body()), _ENROL_MESSAGES)
         try:
-            pub = base64.urlsafe_b64decode(body["public_key"] + "=" * (-len(body["public_key"]) % 4))
-            code, device_id = str(body["enrolment_code"]), str(body["device_id"])
-            event = body.get("event")
-            if event is not None and not isinstance(event, str):
-                raise TypeError
-        except (ValueError, KeyError, TypeError, AttributeError):
+            pub = base64.urlsafe_b64decode(body.public_key + "=" * (-len(body.public_key) % 4))
+        except ValueError:
             raise CentralError(400, "body needs enrolment_code, device_id, public_key (base64url)") from None
         client = request.client.host if request.client else "-"
-        return _json(await run_in_threadpool(store.register, code, device_id, pub, event=event, client=client), 201)
+        return _json(await run_in_threadpool(store.register, body.enrolment_code, body.device_id, pub,
+                                             event=body.event, client=client), 201)
 
-    @app.get("/v1/time")
+    @app.get("/v1/time", responses={200: {"model": TimeAnswer}})
     def server_time():
+        """Central's clock, for the gate's clock check."""
         return _json({"time": time.time()})
 
-    @app.get("/v1/events/{event}/keyring")
+    @app.get("/v1/events/{event}/keyring", dependencies=as_device,
+             responses={200: {"model": KeyRingAnswer}, **_errors(401, 403)})
     def keyring(event: str, request: Request):
+        """The event's issuer key ring (docs/formats.md)."""
         device(request, event)
         return _json(store.keyring(event))
 
-    def paged(request: Request, event: str, fetch) -> Response:
+    def paged(request: Request, event: str, q: PageQuery, fetch) -> Response:
         device(request, event)
-        cursor, limit = page_args(request)
+        cursor, limit = page_args(q)
         items, nxt, more = fetch(event, cursor, limit)
         return _json({"items": items, "cursor": str(nxt), "more": more})
 
-    @app.get("/v1/events/{event}/tickets")
-    def tickets(event: str, request: Request):
-        return paged(request, event, store.ticket_page)
+    @app.get("/v1/events/{event}/tickets", dependencies=as_device,
+             responses={200: {"model": TicketPage}, **_errors(400, 401, 403, 422)})
+    def tickets(event: str, request: Request, q: Annotated[PageQuery, Query()]):
+        """Ticket records changed since the cursor, in change order."""
+        return paged(request, event, q, store.ticket_page)
 
-    @app.post("/v1/events/{event}/scans")
+    @app.post("/v1/events/{event}/scans", dependencies=as_device, openapi_extra=body_doc(UploadBatch),
+              responses={200: {"model": UploadAnswer}, **_errors(400, 401, 403, 409, 413, 422)})
     async def scans(event: str, request: Request):
+        """Upload a run of the device's scan log with its signed chain head (idempotent)."""
         device_id, _, pub = await run_in_threadpool(device, request, event)  # never wait for a DB on the loop
-        batch = parse_json(await request.body())
-        try:
-            check_batch(batch)
-        except CentralError as exc:  # kept for the report, like any refused upload
-            await run_in_threadpool(store._problem, event, device_id, "malformed_upload", str(exc))
-            raise
+        doc = parse_json(await request.body())
         # off the event loop: while one upload waits for the database, others are parsed
-        return _json(await run_in_threadpool(store.store_scans, event, device_id, pub, batch))
+        return _json(await run_in_threadpool(store.store_scans, event, device_id, pub, doc))
 
-    @app.get("/v1/events/{event}/admissions")
-    def admissions(event: str, request: Request):
-        return paged(request, event, store.admissions)
+    @app.get("/v1/events/{event}/admissions", dependencies=as_device,
+             responses={200: {"model": AdmissionPage}, **_errors(400, 401, 403, 422)})
+    def admissions(event: str, request: Request, q: Annotated[PageQuery, Query()]):
+        """Admissions (and rollbacks) recorded by all gates of the event, in arrival order."""
+        return paged(request, event, q, store.admissions)
 
-    @app.get("/v1/events/{event}/devices")
+    @app.get("/v1/events/{event}/devices", dependencies=as_device,
+             responses={200: {"model": DeviceListAnswer}, **_errors(401, 403)})
     def devices(event: str, request: Request):
         """The event's devices, public keys and status: the gates' venue bus trust list."""
         device(request, event)
         return _json(store.devices(event))
 
-    @app.get("/v1/events/{event}/reconciliation")
-    def reconciliation(event: str, request: Request):
+    @app.get("/v1/events/{event}/reconciliation", dependencies=[Security(ops_basic), Security(ops_cookie)],
+             responses={200: {"description": "the report (docs/sync.md); text/plain with format=text"},
+                        **_errors(401)})
+    def reconciliation(event: str, request: Request, q: Annotated[ReportQuery, Query()]):
+        """The reconciliation report; ops credentials only."""
         require_ops(request)
         rep = build_report(store, event)
-        if request.query_params.get("format") == "text":
+        if q.format == "text":
             return PlainTextResponse(render_text(rep))
         return _json(rep)
 

@@ -114,6 +114,13 @@ def cmd_central_reissue(args) -> int:
 
 def cmd_central_device_enroll(args) -> int:
     store = _store(args)
+    if args.device:
+        code = store.enrol_code(args.event, device_id=args.device)
+        event = store.device_status(args.device)["event"]
+        _out(args, {"code": code, "event": event, "device_id": args.device},
+             f"enrolment code re-admitting device {args.device} ({event}): {code} (single use; the gate "
+             "keeps its id and key and gets a new token, its old token stops working)")
+        return 0
     event = store.require_event(args.event)
     code = store.enrol_code(event)
     _out(args, {"code": code, "event": event}, f"enrolment code for {event}: {code} (single use)")
@@ -127,9 +134,10 @@ def cmd_central_device_revoke(args) -> int:
 
 
 def cmd_central_device_release(args) -> int:
-    _store(args).release_device(args.device_id)
-    _out(args, {"device_id": args.device_id, "quarantined": False},
-         f"device {args.device_id} released from quarantine; its new admissions reach other gates again")
+    changed = _store(args).release_device(args.device_id)  # a revoked device: ConfigError (exit 2)
+    _out(args, {"device_id": args.device_id, "quarantined": False, "released": changed},
+         f"device {args.device_id} released from quarantine; its new admissions reach other gates again"
+         if changed else f"device {args.device_id} was not quarantined: nothing changed")
     return 0
 
 
@@ -224,8 +232,11 @@ def register(sub) -> None:
     ds = q.add_subparsers(dest="device_command", metavar="ACTION")
     ds.required = True
     d = ds.add_parser("enroll", help="make a one-time enrolment code for a gate",
-                      description="Make a single-use enrolment code for a new gate.")
+                      description="Make a single-use enrolment code for a new gate, or with --device one that "
+                                  "re-admits an enrolled (e.g. revoked) gate: same id and key, a new token.")
     d.add_argument("--event", help="event (default: the only one)")
+    d.add_argument("--device", metavar="DEVICE_ID",
+                   help="re-admit this enrolled device (revoked, or its token lost) instead of a new one")
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(func=cmd_central_device_enroll)
     d = ds.add_parser("revoke", help="revoke a gate's token", description="Revoke a device's token.")
@@ -233,7 +244,8 @@ def register(sub) -> None:
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(func=cmd_central_device_revoke)
     d = ds.add_parser("release", help="lift a device's quarantine after checking the evidence",
-                      description="Lift the quarantine of a device whose uploads were implausible.")
+                      description="Lift the quarantine of a device whose uploads were implausible. A revoked "
+                                  "device is refused (exit 2): re-admit it first (device enroll --device).")
     d.add_argument("device_id", metavar="DEVICE_ID")
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(func=cmd_central_device_release)

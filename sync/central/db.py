@@ -2,8 +2,8 @@
 and PostgreSQL (venue groups, several API processes), on SQLAlchemy Core.
 
 SQL is written once, as ``text()`` with ``:name`` parameters, in SQL both
-engines speak. The few type names that differ are placeholders in the
-migrations (``{blob}``, ``{real}``, ``{bigint}``, ``{id}``).
+engines speak. The few type names that differ are placeholders in the schema
+revisions (``{blob}``, ``{real}``, ``{bigint}``, ``{id}``, ``{text}``; :func:`render`).
 
 - ``Database.writer()``: one write transaction. SQLite: ``BEGIN IMMEDIATE``
   behind an in-process lock (one writer at a time, as SQLite allows anyway).
@@ -13,10 +13,8 @@ migrations (``{blob}``, ``{real}``, ``{bigint}``, ``{id}``).
   writer do not block each other); PostgreSQL: REPEATABLE READ, READ ONLY.
   ``reader(scratch=True)`` allows TEMP tables (reports), PostgreSQL then runs
   REPEATABLE READ without READ ONLY (temp tables are dropped on commit).
-- ``migrations``: the one list of named, transactional schema steps; other
-  modules append theirs (``migrations.append(Migration("ops_1", SQL))``)
-  before a store is opened. Each runs once, in its own transaction, recorded
-  in ``_migrations``; a crash mid-migration leaves the schema as before.
+- ``Database.migrate()``: the schema's Alembic revisions not yet applied, in
+  one locked transaction (:mod:`sync.central.schema`).
 
 Pool exhaustion and a lost database connection raise :class:`Unavailable`
 (the API answers 503 with ``Retry-After``), never a hang.
@@ -25,11 +23,9 @@ Pool exhaustion and a lost database connection raise :class:`Unavailable`
 from __future__ import annotations
 
 import threading
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -49,19 +45,6 @@ class Unavailable(Exception):
     def __init__(self, message: str, retry_after: int = 2):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class Migration:
-    """A named schema step. ``sql``: statements separated by ``;`` with the
-    ``{blob}``-style type placeholders, or a callable ``f(db)`` getting a
-    :class:`DB` inside the migration's transaction."""
-
-    name: str
-    sql: str | Callable[["DB"], None]
-
-
-migrations: list[Migration] = []
 
 
 def render(sql: str, dialect: str) -> str:
@@ -92,12 +75,6 @@ class DB:
     def run(self, sql: str, params: dict | Sequence[dict] | None = None) -> int:
         """Execute (a list of params: executemany); returns the row count."""
         return self.conn.execute(sa.text(sql), params if params is not None else {}).rowcount
-
-    def script(self, sql: str) -> None:
-        """Several ``;``-separated statements with type placeholders (migrations)."""
-        for stmt in render(sql, self.dialect).split(";"):
-            if stmt.strip():
-                self.conn.exec_driver_sql(stmt)
 
     @property
     def raw(self):
@@ -224,36 +201,11 @@ class Database:
             with self._tx(self.read_engine) as db:
                 yield db
 
-    # ------------------------------------------------------------ migrations
+    # ------------------------------------------------------------ schema
 
-    def migrate(self, steps: list[Migration] | None = None) -> list[str]:
-        """Apply the migrations not yet applied, each in its own transaction.
-        Safe to run twice and from several processes at once."""
-        steps = migrations if steps is None else steps
-        with self.writer() as db:
-            if self.dialect == "postgresql":
-                db.run("SELECT pg_advisory_xact_lock(7242001)")
-            db.run("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at "
-                   + DIALECT_TYPES[self.dialect]["real"] + " NOT NULL)")
-        done = {r[0] for r in self._read_applied()}
-        applied = []
-        for m in steps:
-            if m.name in done:
-                continue
-            with self.writer() as db:
-                if self.dialect == "postgresql":  # two processes starting at once: one migrates
-                    db.run("SELECT pg_advisory_xact_lock(7242001)")
-                if db.one("SELECT 1 FROM _migrations WHERE name = :n", {"n": m.name}):
-                    continue
-                if callable(m.sql):
-                    m.sql(db)
-                else:
-                    db.script(m.sql)
-                db.run("INSERT INTO _migrations (name, applied_at) VALUES (:n, :t)",
-                       {"n": m.name, "t": time.time()})
-            applied.append(m.name)
-        return applied
-
-    def _read_applied(self):
-        with self.writer() as db:
-            return db.all("SELECT name FROM _migrations")
+    def migrate(self, *, extra_locations: Sequence[Path] = ()) -> list[str]:
+        """Apply the schema revisions not yet applied (:mod:`sync.central.schema`),
+        in one transaction; returns their ids. Safe to run twice and from several
+        processes at once."""
+        from sync.central.schema import upgrade
+        return upgrade(self, extra_locations=extra_locations)

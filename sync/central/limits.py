@@ -9,24 +9,23 @@ send, may make the server hold more than a few MB or a connection forever.
 - :func:`guarded_protocol`: uvicorn's HTTP protocol with a deadline and a size
   cap on the request head (slowloris, header bombs), also after keep-alive.
 - :func:`parse_json`: JSON with depth and array-length limits (422).
-- :func:`check_batch`: the scan upload's fields and records are of the types
-  and integer ranges the store can hold (422 instead of a 500).
+
+(An upload's fields and records are checked, decoded once, by
+:func:`sync.central.ingest.decode_upload`.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 
-from sync.central.store import CentralError
+from sync.central.errors import CentralError
 
 # An upload batch is sync.client.UPLOAD_BATCH (2,000) records of ~280 bytes CBOR,
 # measured 0.75 MB as base64 JSON: 8 MiB leaves a margin of about 11x.
 UPLOAD_LIMIT = 8 * 1024 * 1024
 BODY_LIMIT = 64 * 1024          # every other endpoint: an enrolment is ~200 bytes
-MAX_RECORDS = 10_000            # records per upload (5x the gate's batch)
+MAX_RECORDS = 10_000            # records per upload (5x the gate's batch, sync.client.UPLOAD_BATCH)
 MAX_DEPTH = 8                   # JSON nesting (an upload batch is 2 deep)
 MAX_ITEMS = 20_000              # elements of any one JSON array or object
 HEADER_TIMEOUT_S = 10.0         # the request head must arrive within this
@@ -210,55 +209,3 @@ def int64(text: str | None, name: str, default: int = 0) -> int:
     if not INT64[0] < value < INT64[1]:
         raise CentralError(422, f"{name} is out of range")
     return value
-
-
-# ------------------------------------------------------------------ uploads
-
-_TEXT_FIELDS = ("kind", "mode", "decision", "reason", "ticket_id", "lane")
-_INT_FIELDS = ("ts_ms", "ref", "seq")
-
-
-def check_batch(batch: object) -> None:
-    """An upload's shape, before the store verifies it: the store keeps a record's
-    kind/mode/decision/reason/ticket_id/lane in text columns and ts_ms/ref in
-    integer columns, and the admissions feed serves them as JSON. A malformed
-    batch is 400 (as docs/sync.md says); a record whose values cannot be held
-    that way refuses the batch whole with 422, naming the record."""
-    import cbor2
-
-    if not isinstance(batch, dict):
-        raise CentralError(400, "body must be a JSON object")
-    records, from_seq = batch.get("records"), batch.get("from_seq")
-    if type(from_seq) is not int or not 1 <= from_seq < INT64[1] - MAX_RECORDS:
-        raise CentralError(400, "from_seq must be an integer from 1")
-    if not isinstance(records, list) or not records:
-        raise CentralError(400, "records must be a non-empty list of base64 CBOR records")
-    if len(records) > MAX_RECORDS:
-        raise CentralError(422, f"at most {MAX_RECORDS} records per upload")
-    for name in ("head_hash", "head_sig", "device_id"):
-        if not isinstance(batch.get(name), str):
-            raise CentralError(400, f"{name} must be a string")
-    for i, text in enumerate(records):
-        seq = from_seq + i
-        if not isinstance(text, str):
-            raise CentralError(400, f"record {seq} must be base64 text")
-        try:
-            raw = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise CentralError(400, f"record {seq} is not base64") from None
-        try:
-            rec = cbor2.loads(raw)
-        except Exception:  # noqa: BLE001 - any CBOR decoder failure is a bad record
-            raise CentralError(422, f"record {seq} is not readable CBOR") from None
-        if not isinstance(rec, dict):
-            raise CentralError(422, f"record {seq} is not a CBOR map")
-        for name in _TEXT_FIELDS:
-            v = rec.get(name)
-            if v is not None and not isinstance(v, str):
-                raise CentralError(422, f"record {seq}: {name} must be text")
-            if v is not None and "\x00" in v:
-                raise CentralError(422, f"record {seq}: {name} contains a NUL character")
-        for name in _INT_FIELDS:
-            v = rec.get(name)
-            if v is not None and (type(v) is not int or not INT64[0] < v < INT64[1]):
-                raise CentralError(422, f"record {seq}: {name} must be a 64-bit integer")

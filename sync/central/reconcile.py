@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import cbor2
 
-from gate.scanlog import GENESIS, chain_hash
+from gate.scanlog import ChainBreak, ChainVerifier
 
 DAY_MS = 86_400_000
 SANE_MS = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01 UTC
@@ -215,14 +215,20 @@ def _devices(db, event: str, verify_chains: bool) -> list[dict]:
 
 
 def _rehash(db, device_id: str) -> int | None:
-    prev, expected = GENESIS, 1
+    """The first stored record of the device whose chain link does not hold
+    (:class:`gate.scanlog.ChainVerifier`, the rule ``gate log verify`` and the
+    upload check use), or None. Gaps are reported on their own: the record
+    after a gap starts a new run (its link to a missing record cannot be checked)."""
+    chain = ChainVerifier()
     for seq, data, h in db.all("SELECT seq, record, hash FROM scans WHERE device_id = :d ORDER BY seq",
                                {"d": device_id}):
-        if seq != expected:
-            prev = None
-        if prev is not None and chain_hash(prev, bytes(data)) != bytes(h):
-            return seq
-        prev, expected = bytes(h), seq + 1
+        if seq != chain.next_seq:
+            chain = ChainVerifier(prev=bytes(h), next_seq=seq + 1)
+            continue
+        try:
+            chain.add(seq, bytes(data), stored_hash=bytes(h))
+        except ChainBreak as exc:
+            return exc.seq
     return None
 
 

@@ -1,6 +1,7 @@
 """The ops room's way to the central database: the store's own ``reader()`` /
-``writer()`` (SQLite or PostgreSQL, SQLAlchemy Core) with rows as dicts, and
-the ops tables added to ``store.migrations``.
+``writer()`` (SQLite or PostgreSQL, SQLAlchemy Core) with rows as dicts. The
+ops tables are schema revisions like the others
+(``sync/central/schema/versions/ops_*.py``), there when the store is open.
 
 Every query in this package is portable SQL with ``:name`` parameters: no date
 functions, times are bucketed with integer arithmetic on ``ts_ms``.
@@ -9,25 +10,6 @@ functions, times are bucketed with integer arithmetic on ``ts_ms``.
 from __future__ import annotations
 
 from contextlib import contextmanager
-
-OPS_SCHEMA_1 = """
-CREATE TABLE ops_accounts (
-    name TEXT PRIMARY KEY, role TEXT NOT NULL, salt TEXT NOT NULL, pwhash TEXT NOT NULL,
-    failed INTEGER NOT NULL DEFAULT 0, locked_until {real} NOT NULL DEFAULT 0, created {real} NOT NULL);
-CREATE TABLE ops_sessions (
-    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL, created {real} NOT NULL, expires {real} NOT NULL);
-CREATE TABLE ops_capacity (event TEXT PRIMARY KEY, capacity INTEGER NOT NULL);
-CREATE TABLE ops_gate_status (
-    device_id TEXT PRIMARY KEY, last_contact {real} NOT NULL, link TEXT, outbox {bigint},
-    clock_offset_ms {bigint}, ledger_age_s {bigint}, reported_at {real})
-"""
-MIGRATION_NAME = "ops_1_accounts_sessions_status"
-
-
-def register_migrations(migrations) -> None:
-    from sync.central.store import Migration
-    if not any(m.name == MIGRATION_NAME for m in migrations):
-        migrations.append(Migration(MIGRATION_NAME, OPS_SCHEMA_1))
 
 
 class _Rows:
@@ -50,8 +32,6 @@ class _Rows:
 class OpsDB:
     def __init__(self, store):
         self.store = store
-        register_migrations(store.migrations)
-        store.db.migrate()  # runs only what is not applied yet (the ops tables, once)
 
     @contextmanager
     def reader(self):
