@@ -83,7 +83,7 @@ def cmd_sync(args) -> int:
         rep = loop.run_pass(gate)
         show(rep)
         return 0 if rep.ok else 5
-    loop.run(gate, on_pass=show, park=False)
+    loop.run(gate, on_pass=show, foreground=True)
     return 5  # parked: central refused this device (the pass said why); enrol again
 
 

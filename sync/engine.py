@@ -22,7 +22,7 @@ which lists its steps. The engine owns everything the strategies share:
   :attr:`SyncEngine.state`, :attr:`SyncEngine.online` and the
   :attr:`SyncEngine.listeners` callbacks, not through the database.
 
-Nothing here sleeps, starts a thread or opens a socket.
+This module never sleeps and never starts a thread; the strategies do the I/O.
 """
 
 from __future__ import annotations

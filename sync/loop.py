@@ -72,19 +72,23 @@ class SyncLoop(SyncEngine):
     def sync_now(self) -> None:
         self._kick.set()
 
-    def run(self, gate, *, on_pass: Callable[[SyncReport], None] | None = None, park: bool = True) -> None:
-        """Pass, wait, pass... until :meth:`stop`. When the engine parks (token
-        refused, not enrolled) it waits for :meth:`sync_now` with ``park``, and
-        returns without (nobody could wake it: the foreground ``gate sync``)."""
+    def run(self, gate, *, on_pass: Callable[[SyncReport], None] | None = None, foreground: bool = False) -> None:
+        """Pass, wait, pass... until :meth:`stop`. In the background (a lane) a
+        failure outside the steps is retried with backoff, and when the engine
+        parks (token refused, not enrolled) it waits for :meth:`sync_now`. In the
+        ``foreground`` (``gate sync``) such a failure reaches the operator, and a
+        parked engine returns: nobody could wake it."""
         while not self._stop.is_set():
             try:
                 rep = self.run_pass(gate)
-            except Exception as exc:  # the loop must outlive any failure
-                self.crashed(exc)
+            except Exception as exc:
+                if foreground:
+                    raise
+                self.crashed(exc)  # the lane's loop must outlive any failure
             else:
                 if on_pass is not None:
                     on_pass(rep)
-            if self.next_wait is None and not park:
+            if self.next_wait is None and foreground:
                 return
             self._kick.wait(timeout=self.next_wait)  # None: only sync_now or stop wakes it
             self._kick.clear()
@@ -92,7 +96,11 @@ class SyncLoop(SyncEngine):
     def _run(self) -> None:
         from gate.appliance import Gate
 
-        gate = Gate.open(self.data_dir, now=time.time())
+        try:
+            gate = Gate.open(self.data_dir, now=time.time())
+        except Exception as exc:  # shown as the loop's error; the lane goes on deciding from its ledger
+            self.crashed(exc)
+            return
         try:
             self.run(gate)
             if self._flush:
