@@ -349,15 +349,14 @@ class CentralStrategy:
     def __init__(self, client: CentralClient):
         self.client = client
 
-    def begin(self, gate, *, now: float, link: str | None) -> None:
-        """What the ops room shows about this gate: outbox depth, ledger age, the
-        lane's link state (when known); sent as X-Gate-* headers with every request."""
-        h = {"X-Gate-Outbox": str(outbox_length(gate))}
+    def begin(self, gate, *, now: float, report: Mapping[str, str]) -> None:
+        """What the ops room shows about this gate: outbox depth, ledger age, and what
+        the running lane reports (its link state, a fault); sent as X-Gate-* headers
+        with every request of the pass."""
+        h = {**report, "X-Gate-Outbox": str(outbox_length(gate))}
         imported = get_setting(gate.conn, "ledger_imported_at")
         if isinstance(imported, (int, float)):
             h["X-Gate-Ledger-Age-S"] = str(max(0, int(now - imported)))
-        if link:
-            h["X-Gate-Link"] = link
         self.client.status_headers.update(h)
 
     def steps(self, gate, rep: SyncReport, *, now: float) -> list[Step]:
@@ -384,10 +383,10 @@ class CentralStrategy:
         return push_scans(gate, self.client)
 
 
-def sync_once(gate, client: CentralClient, *, now: float | None = None, link: str | None = None) -> SyncReport:
+def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncReport:
     """One pass against the reference central through the sync engine's step runner
-    (:func:`sync.engine.run_pass`); ``link`` is the lane's link state to report."""
-    return run_pass(gate, CentralStrategy(client), now=now, link=link)
+    (:func:`sync.engine.run_pass`)."""
+    return run_pass(gate, CentralStrategy(client), now=now)
 
 
 def status(gate) -> dict:

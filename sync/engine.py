@@ -154,9 +154,9 @@ class Strategy(Protocol):
 
     name: str
 
-    def begin(self, gate, *, now: float, link: str | None) -> None:
-        """Before a pass: what this gate reports about itself (``link``: the lane's
-        link state, None when unknown)."""
+    def begin(self, gate, *, now: float, report: Mapping[str, str]) -> None:
+        """Before a pass: what this gate tells central about itself. ``report`` is
+        what the running lane adds (``X-Gate-Link``, a fault), empty without a lane."""
         ...
 
     def steps(self, gate, rep: SyncReport, *, now: float) -> Sequence[Step]:
@@ -177,14 +177,15 @@ def advance(gate, cursor: str, value, apply: Callable | None = None) -> None:
         put_setting(gate.conn, cursor, value)
 
 
-def run_pass(gate, strategy: Strategy, *, now: float | None = None, link: str | None = None) -> SyncReport:
+def run_pass(gate, strategy: Strategy, *, now: float | None = None,
+             report: Mapping[str, str] | None = None) -> SyncReport:
     """One pass of ``strategy``'s steps on ``gate`` (the step runner). Each step is
     tried even when an earlier one failed, so an upload still happens when a
     ticket page is bad, and vice versa; when nothing answered the first step (the
     central is unreachable) the rest is not tried now."""
     rep = SyncReport()
     t = time.time() if now is None else now
-    strategy.begin(gate, now=t, link=link)
+    strategy.begin(gate, now=t, report=dict(report or {}))
     for i, step in enumerate(strategy.steps(gate, rep, now=t)):
         try:
             n = step.run()
@@ -273,7 +274,10 @@ class SyncEngine:
         self.last_report: SyncReport | None = None
         self.last_error: str | None = None
         self.next_wait: float | None = None
-        # the lane's link state (ONLINE/VENUE/ALONE) to report to central at each pass, when it has one
+        # what each pass tells central's ops room about the running lane, read at each pass (never
+        # through the database); set by the composition root: ``headers`` gives X-Gate-* headers (the
+        # link state, a fault), ``link`` the link state alone (ONLINE/VENUE/ALONE) as X-Gate-Link
+        self.headers: Callable[[], Mapping[str, str]] | None = None
         self.link: Callable[[], str] | None = None
         # called with the new state whenever it changes (from the thread that ran the pass)
         self.listeners: list[Callable[[SyncState], None]] = []
@@ -292,9 +296,16 @@ class SyncEngine:
         except SyncError as exc:  # not enrolled: retrying cannot help
             rep = SyncReport(errors=[str(exc)], needs_enrolment=True)
         else:
-            rep = run_pass(gate, strategy, now=now, link=str(self.link()) if self.link is not None else None)
+            rep = run_pass(gate, strategy, now=now, report=self.lane_report())
         self.settle(rep)
         return rep
+
+    def lane_report(self) -> dict[str, str]:
+        """The running lane's self-report for this pass (:attr:`headers`, :attr:`link`)."""
+        out = dict(self.headers()) if self.headers is not None else {}
+        if self.link is not None:
+            out.setdefault("X-Gate-Link", str(self.link()))
+        return out
 
     def step(self, gate, *, now: float | None = None) -> SyncState:
         """:meth:`run_pass`, answering the state it left."""

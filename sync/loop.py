@@ -41,10 +41,12 @@ class SyncLoop(SyncEngine):
     parked until :meth:`sync_now`, e.g. after enrolling again)."""
 
     def __init__(self, data_dir: Path, central_url: str | None = None, *, interval_s: float = 10.0,
-                 policy: RetryPolicy = RetryPolicy(), max_clock_offset_s: float = 30.0):
+                 policy: RetryPolicy = RetryPolicy(), max_clock_offset_s: float = 30.0,
+                 reopen: Callable[[], object] | None = None):
         super().__init__(lambda gate: strategy_for(gate, central_url), interval_s=interval_s, policy=policy,
                          max_clock_offset_s=max_clock_offset_s)
         self.data_dir = Path(data_dir)
+        self.reopen = reopen  # opens the thread's own connection to the gate (None: Gate.open(data_dir))
         self.central_url = central_url
         self._stop = threading.Event()
         self._kick = threading.Event()
@@ -97,7 +99,7 @@ class SyncLoop(SyncEngine):
         from gate.appliance import Gate
 
         try:
-            gate = Gate.open(self.data_dir, now=time.time())
+            gate = self.reopen() if self.reopen is not None else Gate.open(self.data_dir, now=time.time())
         except Exception as exc:  # shown as the loop's error; the lane goes on deciding from its ledger
             self.crashed(exc)
             return

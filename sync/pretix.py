@@ -21,6 +21,7 @@ import platform
 import time
 from collections import Counter
 from datetime import datetime, timezone
+from typing import Mapping
 from urllib.parse import parse_qs, urlparse
 
 from crypto.sealed import write_secret
@@ -286,7 +287,7 @@ class PretixStrategy:
     def __init__(self, client: PretixClient):
         self.client = client
 
-    def begin(self, gate, *, now: float, link: str | None) -> None:
+    def begin(self, gate, *, now: float, report: Mapping[str, str]) -> None:
         """pretix has no place for a gate's self-report: nothing to send."""
 
     def steps(self, gate, rep: SyncReport, *, now: float) -> list[Step]:
