@@ -3,7 +3,9 @@ and ``gate pretix report``."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,12 +23,23 @@ def _out(args, obj: dict, text: str) -> None:
 # ------------------------------------------------------------------ gate sync
 
 
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type: a bad value is a usage error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a usable interval (a positive number of seconds)")
+    return value
+
+
 def cmd_sync(args) -> int:
     from gate.appliance import Gate
-    from sync import client as sc
-
     from gate.db import get_setting
+    from sync import client as sc
     from sync import pretix
+    from sync.loop import SyncLoop
 
     gate = Gate.open(Path(args.data), now=time.time())
     url = args.central or get_setting(gate.conn, "sync.central")
@@ -45,28 +58,33 @@ def cmd_sync(args) -> int:
                         f"--central {args.central or 'URL'} --enroll CODE (from 'gate central device enroll')")
     if url and (warning := sc.plain_http_warning(url)):
         print(f"gate: {warning}", file=sys.stderr)
-    if pretix.is_pretix(url):
-        client, sync_once = pretix.client_for(gate), pretix.sync_once
-    else:
-        client, sync_once = sc.client_for(gate, args.central), sc.sync_once
-    policy = sc.RetryPolicy()
-    failures = 0
-    while True:
-        rep = sync_once(gate, client)
+    # the same engine, retry policy and waits as a running lane's background sync
+    loop = SyncLoop(gate.data_dir, args.central, interval_s=args.interval)
+
+    def show(rep) -> None:
+        wait = loop.next_wait
         if args.json:
-            print(json.dumps({**rep.to_json(), "outbox": sc.outbox_length(gate)}), flush=True)
-        else:
-            state = "ok" if rep.ok else "PARTIAL" if rep.uploaded or rep.tickets else "FAILED"
-            print(f"sync {state}: {rep.keys} key(s), {rep.tickets} ticket change(s), {rep.uploaded} scan(s) up, "
-                  f"{rep.admissions} admission(s) from other gates, outbox {sc.outbox_length(gate)}"
-                  + (f", clock offset {rep.clock_offset_s:+.1f} s" if rep.clock_offset_s is not None else ""),
-                  flush=True)
-            for e in rep.errors:
-                print(f"  {e}", file=sys.stderr)
-        if args.once:
-            return 0 if rep.ok else 5
-        failures = 0 if rep.ok else failures + 1
-        time.sleep(args.interval if rep.ok else policy.delay(failures))
+            print(json.dumps({**rep.to_json(), "outbox": sc.outbox_length(gate), "state": loop.state.value,
+                              "next_sync_s": None if wait is None else round(wait, 3)}), flush=True)
+            return
+        state = "ok" if rep.ok else "PARTIAL" if rep.uploaded or rep.tickets else "FAILED"
+        line = (f"sync {state}: {rep.keys} key(s), {rep.tickets} ticket change(s), {rep.uploaded} scan(s) up, "
+                f"{rep.admissions} admission(s) from other gates, outbox {sc.outbox_length(gate)}"
+                + (f", clock offset {rep.clock_offset_s:+.1f} s" if rep.clock_offset_s is not None else ""))
+        if not args.once:
+            line += f"; next pass in {wait:.1f} s" if wait is not None else "; stopped: enrol again"
+        print(line, flush=True)
+        for e in rep.errors:
+            print(f"  {e}", file=sys.stderr)
+        if rep.ok and loop.last_error:  # synced, but something needs a person (the clock)
+            print(f"  {loop.last_error}", file=sys.stderr)
+
+    if args.once:
+        rep = loop.run_pass(gate)
+        show(rep)
+        return 0 if rep.ok else 5
+    loop.run(gate, on_pass=show, foreground=True)
+    return 5  # parked: central refused this device (the pass said why); enrol again
 
 
 # ------------------------------------------------------------------ wallet
@@ -136,15 +154,22 @@ def register_pretix(sub) -> None:
 def register(sub) -> None:
     p = sub.add_parser("sync", help="sync this gate with the central system",
                        description="Pull issuer keys, ticket changes and other gates' admissions; push "
-                                   "the scan log. First contact registers with --enroll CODE; later runs "
-                                   "reuse the stored token. Loops until interrupted unless --once.")
+                                   "the scan log (the reference central, or pretix for a pretix+https:// URL). "
+                                   "First contact registers with --enroll CODE; later runs reuse the stored "
+                                   "token. Loops until interrupted unless --once: after a failed pass it "
+                                   "retries with backoff (never sooner than central's Retry-After), the same "
+                                   "way a running lane's background sync does, and stops (exit 5) when "
+                                   "central refuses this device's token.")
     p.add_argument("--central", metavar="URL", help="central base URL (remembered after enrolment)")
-    p.add_argument("--enroll", metavar="CODE", help="one-time enrolment code from central ops")
+    p.add_argument("--enroll", metavar="CODE", help="one-time enrolment code from central ops "
+                                                    "(pretix: the device's initialisation token)")
     p.add_argument("--ca", metavar="FILE", help="with --enroll: trust this PEM CA/certificate for the "
                                                 "central from now on (default: the system CA store)")
-    p.add_argument("--once", action="store_true", help="one pass, exit 0 when it fully succeeded")
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between passes (default 10)")
-    p.add_argument("--json", action="store_true", help="one JSON object per pass")
+    p.add_argument("--once", action="store_true", help="one pass, exit 0 when it fully succeeded, else 5")
+    p.add_argument("--interval", type=seconds, default=10.0, metavar="S",
+                   help="seconds between successful passes (default 10); failed ones are retried with backoff")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per pass (with 'state' and 'next_sync_s', the wait before the next)")
     p.set_defaults(func=cmd_sync)
 
 

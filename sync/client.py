@@ -1,6 +1,7 @@
 """The gate's side of the sync protocol (docs/sync.md): an HTTP client with
-timeouts, a retry policy value object, and one sync pass that pulls keys,
-ticket deltas and other gates' admissions, and pushes the scan log outbox.
+timeouts, and the reference central as a sync strategy (:class:`CentralStrategy`:
+clock, key ring, ticket pages, upload, other gates' admissions, the device list)
+for the one sync engine (:mod:`sync.engine`).
 
 Nothing a server says is trusted blindly: every response is shape-checked and
 every ticket validated exactly like a file import; a page that fails is not
@@ -12,10 +13,10 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import requests
 
@@ -24,88 +25,50 @@ from crypto.sealed import load_or_create_ed25519, write_secret
 from gate import ledger, scanlog
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import LedgerError, SyncError
+from sync.engine import ApiError, RetryPolicy, Step, SyncReport, advance, retry_after_s, run_pass
+
+__all__ = ["ApiError", "RetryPolicy", "SyncReport", "Answer", "HttpClient", "CentralClient", "CentralStrategy",
+           "enroll", "client_for", "sync_once", "push_scans", "pull_keys", "pull_tickets", "pull_admissions",
+           "pull_devices", "outbox_length", "status", "token_path", "ca_path", "plain_http_warning"]
 
 TIMEOUT = (3.05, 15)  # connect, read
 TICKET_PAGE = 5000
 UPLOAD_BATCH = 2000
+# where each step keeps its position (settings keys)
+TICKETS_CURSOR = "sync.tickets_cursor"
+ADMISSIONS_CURSOR = "sync.admissions_cursor"
+UPLOADED_THROUGH = "sync.uploaded_through"  # the outbox is everything after it
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """When to try again and how long to wait (exponential backoff with jitter);
-    computes, never sleeps. Modelled on urllib3's ``Retry.is_retry``: a failure is
-    retried when nothing answered (network down, timeout) or when the status is
-    in ``status_forcelist``; an answer in ``stop_statuses`` (the token is refused)
-    means retrying cannot help until someone acts."""
+class Answer:
+    """A successful answer: its status, its JSON object and its headers."""
 
-    base_s: float = 1.0
-    cap_s: float = 60.0
-    jitter: float = 0.2
-    status_forcelist: frozenset = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-    stop_statuses: frozenset = frozenset({401, 403})
-
-    def is_retry(self, status: int | None) -> bool:
-        """Retry after a failure with this HTTP status (None: central did not answer)."""
-        if status is None:
-            return True
-        return status in self.status_forcelist or status >= 500
-
-    def is_stop(self, status: int | None) -> bool:
-        """This answer means: stop retrying until an operator acts (enrol again)."""
-        return status is not None and status in self.stop_statuses
-
-    def delay(self, failures: int, rng: random.Random | None = None, *, retry_after: float | None = None) -> float:
-        """Seconds to wait after ``failures`` failures in a row; a server's
-        ``Retry-After`` is honoured (never retry sooner than it asks, up to the cap)."""
-        if failures <= 0:
-            return 0.0
-        d = min(self.cap_s, self.base_s * 2 ** (failures - 1))
-        r = (rng or random).uniform(-self.jitter, self.jitter)
-        d = max(0.0, d * (1 + r))
-        if retry_after is not None and retry_after > 0:
-            d = max(d, min(self.cap_s, float(retry_after)))
-        return d
-
-    @staticmethod
-    def retryable_status(status: int) -> bool:
-        """:meth:`is_retry` of the default policy (for errors raised before a policy is known)."""
-        return _DEFAULT_POLICY.is_retry(status)
+    status: int
+    doc: dict
+    headers: Mapping[str, str]
 
 
-_DEFAULT_POLICY = RetryPolicy()
+class HttpClient:
+    """JSON over HTTP with timeouts, the gate's TLS trust, one way of turning a
+    failure into an :class:`ApiError` (status, Retry-After, retryable by the
+    policy) for every central the gate syncs with."""
 
-
-class ApiError(SyncError):
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
-                 body: dict | None = None, answered: bool = True, retry_after: float | None = None):
-        super().__init__(message)
-        self.status, self.retryable, self.body = status, retryable, body or {}
-        self.answered = answered  # False: no answer at all (unreachable, timeout)
-        self.retry_after = retry_after  # seconds central asked us to wait (Retry-After)
-
-
-def _retry_after(resp) -> float | None:
-    """``Retry-After`` in seconds (the delta form; an HTTP date is rare from central)."""
-    try:
-        v = float(resp.headers.get("Retry-After", ""))
-    except ValueError:
-        return None
-    return v if 0 <= v < 86400 else None
-
-
-class CentralClient:
     auth_scheme = "Bearer"
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout=TIMEOUT,
-                 session: requests.Session | None = None, verify: bool | str = True):
+                 session: requests.Session | None = None, verify: bool | str = True,
+                 policy: RetryPolicy = RetryPolicy()):
         self.base = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.session = session or requests.Session()
         self.verify = verify  # True: the system CA store; a path: the CA pinned at enrolment
-        self.status_headers: dict[str, str] = {}  # X-Gate-* self-report for the ops room (sync_once)
+        self.policy = policy
+        self.status_headers: dict[str, str] = {}  # X-Gate-* self-report for the ops room (CentralStrategy)
 
-    def _call(self, method: str, path: str, *, body=None, params=None) -> dict:
+    def request(self, method: str, path: str, *, body=None, params=None) -> Answer:
+        """One request; an :class:`Answer` for 2xx/3xx with a JSON object, else :class:`ApiError`."""
         headers = {"Accept": "application/json", **self.status_headers}
         if self.token:
             headers["Authorization"] = f"{self.auth_scheme} {self.token}"
@@ -138,39 +101,47 @@ class CentralClient:
         if resp.status_code >= 400:
             msg = doc.get("error") if isinstance(doc, dict) else None
             raise ApiError(f"central answered {resp.status_code} on {path}: {msg or 'no details'}",
-                           status=resp.status_code, retryable=RetryPolicy.retryable_status(resp.status_code),
-                           body=doc if isinstance(doc, dict) else None, retry_after=_retry_after(resp))
+                           status=resp.status_code, retryable=self.policy.is_retry(resp.status_code),
+                           body=doc if isinstance(doc, dict) else None, retry_after=retry_after_s(resp.headers))
         if not isinstance(doc, dict):
             raise ApiError(f"central sent a malformed answer on {path} (not a JSON object)")
-        return doc
+        return Answer(resp.status_code, doc, resp.headers)
+
+    def call(self, method: str, path: str, *, body=None, params=None) -> dict:
+        """:meth:`request`, answering the JSON object only."""
+        return self.request(method, path, body=body, params=params).doc
+
+
+class CentralClient(HttpClient):
+    """The reference central's endpoints (docs/sync.md)."""
 
     def register(self, code: str, device_id: str, public_key: bytes, event: str | None = None) -> dict:
         body = {"enrolment_code": code, "device_id": device_id, "public_key": b64url_encode(public_key)}
         if event is not None:
             body["event"] = event  # central refuses a code made for another event
-        return self._call("POST", "/v1/devices", body=body)
+        return self.call("POST", "/v1/devices", body=body)
 
     def time(self) -> float:
-        t = self._call("GET", "/v1/time").get("time")
+        t = self.call("GET", "/v1/time").get("time")
         if not isinstance(t, (int, float)):
             raise ApiError("central sent a malformed time")
         return float(t)
 
     def keyring(self, event: str) -> dict:
-        return self._call("GET", f"/v1/events/{event}/keyring")
+        return self.call("GET", f"/v1/events/{event}/keyring")
 
     def page(self, path: str, cursor: str, limit: int) -> tuple[list, str, bool]:
-        doc = self._call("GET", path, params={"cursor": cursor, "limit": limit})
+        doc = self.call("GET", path, params={"cursor": cursor, "limit": limit})
         items, nxt, more = doc.get("items"), doc.get("cursor"), doc.get("more")
         if not isinstance(items, list) or not isinstance(nxt, str) or not isinstance(more, bool):
             raise ApiError(f"central sent a malformed page on {path}")
         return items, nxt, more
 
     def devices(self, event: str) -> dict:
-        return self._call("GET", f"/v1/events/{event}/devices")
+        return self.call("GET", f"/v1/events/{event}/devices")
 
     def upload(self, event: str, batch: dict) -> dict:
-        return self._call("POST", f"/v1/events/{event}/scans", body=batch)
+        return self.call("POST", f"/v1/events/{event}/scans", body=batch)
 
 
 # ------------------------------------------------------------------ device side
@@ -244,34 +215,9 @@ def client_for(gate, central_url: str | None = None) -> CentralClient:
     return CentralClient(url, path.read_text().strip(), verify=_verify(gate))
 
 
-@dataclass
-class SyncReport:
-    keys: int = 0
-    tickets: int = 0
-    uploaded: int = 0
-    admissions: int = 0
-    clock_offset_s: float | None = None
-    errors: list[str] = field(default_factory=list)
-    failures: list[ApiError] = field(default_factory=list)  # the errors, with their status
-
-    @property
-    def retry_after(self) -> float | None:
-        """The longest Retry-After central sent in this pass (None: it sent none)."""
-        waits = [f.retry_after for f in self.failures if getattr(f, "retry_after", None) is not None]
-        return max(waits) if waits else None
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def to_json(self) -> dict:
-        return {"ok": self.ok, "keys": self.keys, "tickets": self.tickets, "uploaded": self.uploaded,
-                "admissions": self.admissions, "clock_offset_s": self.clock_offset_s, "errors": self.errors}
-
-
 def outbox_length(gate) -> int:
     head, _ = scanlog.head(gate.conn)
-    return head - get_setting(gate.conn, "sync.uploaded_through", 0)
+    return head - get_setting(gate.conn, UPLOADED_THROUGH, 0)
 
 
 def pull_keys(gate, client: CentralClient) -> int:
@@ -283,10 +229,12 @@ def pull_keys(gate, client: CentralClient) -> int:
 
 
 def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progress=None) -> int:
+    """Ticket pages after the stored cursor; each page is validated whole, then
+    applied together with its cursor (an invalid ticket: that page applies nothing)."""
     total = 0
     path = f"/v1/events/{gate.policy.event}/tickets"
     while True:
-        cursor = get_setting(gate.conn, "sync.tickets_cursor", "")
+        cursor = get_setting(gate.conn, TICKETS_CURSOR, "")
         items, nxt, more = client.page(path, cursor, page)
         rows = []
         keep = ledger.biometrics_allowed(gate.conn)
@@ -296,12 +244,14 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
             except ValueError as exc:
                 raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
                                f"{cursor!r}): {exc}; page not applied") from None
-        with transaction(gate.conn):
-            if not ledger.biometrics_allowed(gate.conn):  # wiped while this page was on its way
+
+        def apply(conn, rows=rows):
+            if not ledger.biometrics_allowed(conn):  # wiped while this page was on its way
                 rows = ledger.strip_templates(rows)
-            ledger.upsert_tickets(gate.conn, rows)
-            put_setting(gate.conn, "sync.tickets_cursor", nxt)
-            put_setting(gate.conn, "ledger_imported_at", time.time())
+            ledger.upsert_tickets(conn, rows)
+            put_setting(conn, "ledger_imported_at", time.time())
+
+        advance(gate, TICKETS_CURSOR, nxt, apply)
         total += len(rows)
         if progress:
             progress(total)
@@ -310,10 +260,11 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
 
 
 def push_scans(gate, client: CentralClient, *, batch_size: int = UPLOAD_BATCH) -> int:
+    """The outbox in signed batches; it shrinks only by what central acknowledged."""
     device_key = load_or_create_ed25519(gate.data_dir / "keys" / "device.key")
     sent = 0
     while True:
-        through = get_setting(gate.conn, "sync.uploaded_through", 0)
+        through = get_setting(gate.conn, UPLOADED_THROUGH, 0)
         rows = gate.conn.execute("SELECT seq, record, hash FROM scans WHERE seq > ? ORDER BY seq LIMIT ?",
                                  (through, batch_size)).fetchall()
         if not rows:
@@ -331,25 +282,24 @@ def push_scans(gate, client: CentralClient, *, batch_size: int = UPLOAD_BATCH) -
         except ApiError as exc:
             stored = exc.body.get("stored_through")
             if exc.status == 409 and isinstance(stored, int) and 0 <= stored < through:
-                with transaction(gate.conn):  # central lost some of ours: send them again
-                    put_setting(gate.conn, "sync.uploaded_through", stored)
+                advance(gate, UPLOADED_THROUGH, stored)  # central lost some of ours: send them again
                 continue
             raise
         if not isinstance(ack, int) or not rows[0][0] - 1 <= ack <= last_seq:
             raise ApiError(f"central acknowledged an impossible seq {ack!r} for {rows[0][0]}-{last_seq}")
-        with transaction(gate.conn):
-            put_setting(gate.conn, "sync.uploaded_through", ack)
+        advance(gate, UPLOADED_THROUGH, ack)
         sent += ack - through
         if ack < last_seq:
             return sent
 
 
 def pull_admissions(gate, client: CentralClient) -> int:
+    """Other gates' admissions and rollbacks, page by page, each page with its cursor."""
     total = 0
     path = f"/v1/events/{gate.policy.event}/admissions"
     me = gate.config.device_id
     while True:
-        cursor = get_setting(gate.conn, "sync.admissions_cursor", "")
+        cursor = get_setting(gate.conn, ADMISSIONS_CURSOR, "")
         items, nxt, more = client.page(path, cursor, 5000)
         admits, voids = [], []
         for it in items:
@@ -365,14 +315,16 @@ def pull_admissions(gate, client: CentralClient) -> int:
                 admits.append((it["device_id"], it["seq"], it["ticket_id"], it["mode"],
                                int(bool(it.get("consumes"))), it.get("ts_ms"),
                                it["lane"] if isinstance(it.get("lane"), str) else None))
-        with transaction(gate.conn):
+
+        def apply(conn, admits=admits, voids=voids):
             # the same admission may already have come over the venue bus: (device, seq) dedups
             # and its rollback may have come over the bus first (bus_voids): store it voided
-            gate.conn.executemany("INSERT OR IGNORE INTO remote_admissions (device_id, seq, ticket_id, mode,"
-                                  " consumes, ts_ms, lane, via, voided) VALUES (?1,?2,?3,?4,?5,?6,?7,'central',"
-                                  " EXISTS (SELECT 1 FROM bus_voids WHERE device_id = ?1 AND ref = ?2))", admits)
-            gate.conn.executemany("UPDATE remote_admissions SET voided = 1 WHERE device_id = ? AND seq = ?", voids)
-            put_setting(gate.conn, "sync.admissions_cursor", nxt)
+            conn.executemany("INSERT OR IGNORE INTO remote_admissions (device_id, seq, ticket_id, mode,"
+                             " consumes, ts_ms, lane, via, voided) VALUES (?1,?2,?3,?4,?5,?6,?7,'central',"
+                             " EXISTS (SELECT 1 FROM bus_voids WHERE device_id = ?1 AND ref = ?2))", admits)
+            conn.executemany("UPDATE remote_admissions SET voided = 1 WHERE device_id = ? AND seq = ?", voids)
+
+        advance(gate, ADMISSIONS_CURSOR, nxt, apply)
         total += len(admits)
         if not more or not items:
             return total
@@ -388,49 +340,53 @@ def pull_devices(gate, client: CentralClient) -> int:
     return bus.store_trust(gate.conn, devices, "central")
 
 
-def _report_status(gate, client: CentralClient, now: float) -> None:
-    """What the ops room shows about this gate: outbox depth, ledger age, link state (when known)."""
-    h = {"X-Gate-Outbox": str(outbox_length(gate))}
-    imported = get_setting(gate.conn, "ledger_imported_at")
-    if isinstance(imported, (int, float)):
-        h["X-Gate-Ledger-Age-S"] = str(max(0, int(now - imported)))
-    link = get_setting(gate.conn, "link.state")
-    if isinstance(link, str) and link:
-        h["X-Gate-Link"] = link
-    client.status_headers.update(h)
+class CentralStrategy:
+    """The reference central (docs/sync.md) as a strategy of the sync engine:
+    clock, key ring, ticket pages, upload, other gates' admissions, the device list."""
+
+    name = "central"
+
+    def __init__(self, client: CentralClient):
+        self.client = client
+
+    def begin(self, gate, *, now: float, report: Mapping[str, str]) -> None:
+        """What the ops room shows about this gate: outbox depth, ledger age, and what
+        the running lane reports (its link state, a fault); sent as X-Gate-* headers
+        with every request of the pass."""
+        h = {**report, "X-Gate-Outbox": str(outbox_length(gate))}
+        imported = get_setting(gate.conn, "ledger_imported_at")
+        if isinstance(imported, (int, float)):
+            h["X-Gate-Ledger-Age-S"] = str(max(0, int(now - imported)))
+        self.client.status_headers.update(h)
+
+    def steps(self, gate, rep: SyncReport, *, now: float) -> list[Step]:
+        c = self.client
+
+        def clock() -> None:
+            rep.clock_offset_s = round(c.time() - now, 3)
+            c.status_headers["X-Gate-Clock-Offset-Ms"] = str(int(rep.clock_offset_s * 1000))
+
+        def upload() -> int:
+            n = push_scans(gate, c)
+            c.status_headers["X-Gate-Outbox"] = str(outbox_length(gate))
+            return n
+
+        return [Step("time", clock),
+                Step("keys", lambda: pull_keys(gate, c), counter="keys"),
+                Step("tickets", lambda: pull_tickets(gate, c), counter="tickets", cursor=TICKETS_CURSOR),
+                Step("upload", upload, counter="uploaded", cursor=UPLOADED_THROUGH),
+                Step("admissions", lambda: pull_admissions(gate, c), counter="admissions",
+                     cursor=ADMISSIONS_CURSOR),
+                Step("devices", lambda: pull_devices(gate, c), counter="devices")]
+
+    def upload(self, gate) -> int:
+        return push_scans(gate, self.client)
 
 
 def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncReport:
-    """One pass. Each step is tried even when an earlier one failed, so an
-    upload still happens when a ticket page is bad, and vice versa."""
-    rep = SyncReport()
-    _report_status(gate, client, now or time.time())
-
-    def clock():
-        rep.clock_offset_s = round(client.time() - (now or time.time()), 3)
-        client.status_headers["X-Gate-Clock-Offset-Ms"] = str(int(rep.clock_offset_s * 1000))
-
-    steps = [("time", clock),
-             ("keys", lambda: setattr(rep, "keys", pull_keys(gate, client))),
-             ("tickets", lambda: setattr(rep, "tickets", pull_tickets(gate, client))),
-             ("upload", lambda: (setattr(rep, "uploaded", push_scans(gate, client)),
-                                 client.status_headers.update({"X-Gate-Outbox": str(outbox_length(gate))}))),
-             ("admissions", lambda: setattr(rep, "admissions", pull_admissions(gate, client))),
-             ("devices", lambda: pull_devices(gate, client))]
-    for name, fn in steps:
-        try:
-            fn()
-        except ApiError as exc:
-            rep.errors.append(f"{name}: {exc}")
-            rep.failures.append(exc)
-            if not exc.answered and name == "time":  # unreachable: do not try the rest now
-                break
-    gate.enforce_retention(time.time())
-    with transaction(gate.conn):
-        put_setting(gate.conn, "sync.last_attempt", time.time())
-        if rep.ok:
-            put_setting(gate.conn, "sync.last_ok", time.time())
-    return rep
+    """One pass against the reference central through the sync engine's step runner
+    (:func:`sync.engine.run_pass`)."""
+    return run_pass(gate, CentralStrategy(client), now=now)
 
 
 def status(gate) -> dict:

@@ -1,94 +1,61 @@
-"""The background sync loop of a running lane. It has its own database
-connection, keeps its transactions short, and never sits on the decision path:
-the lane decides from the local ledger whether or not central answers.
+"""The sync loop: the one sync engine (:mod:`sync.engine`) driven pass after
+pass, in a running lane's background thread (:meth:`SyncLoop.start`) or in the
+foreground of ``gate sync`` (:meth:`SyncLoop.run`). Both wait exactly what the
+engine decided (the interval, or the retry policy's backoff, never sooner than
+a server's ``Retry-After``).
 
-Its state is typed (:class:`SyncState`) and decided from what central answered
-(HTTP status, through :class:`sync.client.RetryPolicy`), never from the wording
-of an error message.
+In a lane it has its own database connection, keeps its transactions short,
+and never sits on the decision path: the lane decides from the local ledger
+whether or not central answers. Its state is typed (:class:`SyncState`) and
+decided from what central answered (HTTP status), never from the wording of an
+error message; callers read it from :attr:`SyncLoop.state` /
+:attr:`SyncLoop.online` or hear it through :attr:`SyncLoop.listeners`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Callable
 
-from gate.errors import SyncError
-from sync.client import ApiError, RetryPolicy, client_for, status, sync_once
+from gate.db import get_setting
+from sync import pretix
+from sync.client import CentralStrategy, client_for, status
+from sync.engine import RetryPolicy, Strategy, SyncEngine, SyncReport, SyncState, classify
+
+__all__ = ["SyncLoop", "SyncState", "classify", "strategy_for"]
 
 
-class SyncState(StrEnum):
-    CONNECTING = "connecting"      # no pass finished yet
-    ONLINE = "online"              # the last pass went through
-    DEGRADED = "degraded"          # central answered, but with an error (retried)
-    OFFLINE = "offline"            # central did not answer (retried with backoff)
-    CLOCK_WRONG = "clock_wrong"    # synced, but this gate's clock is far from central's
-    UNAUTHORISED = "unauthorised"  # token refused (revoked) or never enrolled: enrol again
-
-    @property
-    def label(self) -> str:
-        return _LABELS[self]
-
-    @property
-    def online(self) -> bool | None:
-        """Central answering usefully (None: not known yet). An error answer
-        (DEGRADED: 5xx, a refused certificate) or a refused token teaches the gate
-        nothing about other lanes, so it counts as central gone for the link state."""
-        return None if self is SyncState.CONNECTING else self in (SyncState.ONLINE, SyncState.CLOCK_WRONG)
+def strategy_for(gate, central_url: str | None = None) -> Strategy:
+    """The strategy for this gate's central: pretix for a ``pretix+http(s)://`` URL,
+    else the reference central. ``central_url`` (None: the one stored at enrolment)."""
+    url = central_url or get_setting(gate.conn, "sync.central")
+    if pretix.is_pretix(url):
+        return pretix.PretixStrategy(pretix.client_for(gate))
+    return CentralStrategy(client_for(gate, url))
 
 
-_LABELS = {
-    SyncState.CONNECTING: "connecting",
-    SyncState.ONLINE: "ONLINE",
-    SyncState.DEGRADED: "CENTRAL ERROR",
-    SyncState.OFFLINE: "OFFLINE",
-    SyncState.CLOCK_WRONG: "CLOCK WRONG",
-    SyncState.UNAUTHORISED: "NOT ENROLLED: enrol again",
-}
+class SyncLoop(SyncEngine):
+    """The sync engine with a clock: passes, then waits :attr:`next_wait` (None:
+    parked until :meth:`sync_now`, e.g. after enrolling again)."""
 
-
-def classify(rep, policy: RetryPolicy, *, max_offset_s: float) -> tuple[SyncState, bool]:
-    """(state, retry soon) for one pass's report."""
-    if rep.ok:
-        off = rep.clock_offset_s
-        wrong = off is not None and abs(off) > max_offset_s
-        return (SyncState.CLOCK_WRONG if wrong else SyncState.ONLINE), False
-    statuses = [getattr(f, "status", None) for f in rep.failures]
-    if any(policy.is_stop(s) for s in statuses):
-        return SyncState.UNAUTHORISED, False
-    if rep.failures and all(not getattr(f, "answered", True) for f in rep.failures):
-        return SyncState.OFFLINE, True
-    return SyncState.DEGRADED, any(policy.is_retry(s) for s in statuses) or not statuses
-
-
-class SyncLoop:
     def __init__(self, data_dir: Path, central_url: str | None = None, *, interval_s: float = 10.0,
-                 policy: RetryPolicy = RetryPolicy(), max_clock_offset_s: float = 30.0):
+                 policy: RetryPolicy = RetryPolicy(), max_clock_offset_s: float = 30.0,
+                 reopen: Callable[[], object] | None = None):
+        super().__init__(lambda gate: strategy_for(gate, central_url), interval_s=interval_s, policy=policy,
+                         max_clock_offset_s=max_clock_offset_s)
         self.data_dir = Path(data_dir)
+        self.reopen = reopen  # opens the thread's own connection to the gate (None: Gate.open(data_dir))
         self.central_url = central_url
-        self.interval_s = interval_s
-        self.policy = policy
-        self.max_clock_offset_s = max_clock_offset_s
-        self.failures = 0
-        self.state = SyncState.CONNECTING
-        self.last_report = None
-        self.last_error: str | None = None
-        self.next_wait: float | None = None  # None: waiting for sync_now (no retries)
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._flush = False
-        self.link: Callable[[], str] | None = None  # the lane's link state (ONLINE/VENUE/ALONE), when it has one
         self._thread = threading.Thread(target=self._run, name="gate-sync", daemon=True)
 
     @classmethod
     def for_gate(cls, gate, central_url: str | None = None, **kw) -> "SyncLoop":
         return cls(gate.data_dir, central_url, **kw)
-
-    @property
-    def online(self) -> bool | None:
-        return self.state.online
 
     def start(self) -> "SyncLoop":
         self._thread.start()
@@ -101,73 +68,47 @@ class SyncLoop:
         self._flush = flush
         self._stop.set()
         self._kick.set()
-        self._thread.join(timeout=20)
+        if self._thread.is_alive():
+            self._thread.join(timeout=20)
 
     def sync_now(self) -> None:
         self._kick.set()
 
-    def step(self, gate) -> SyncState:
-        """One pass on ``gate`` (the loop's own connection); sets state and next_wait."""
-        if self.link is not None:  # the lane's link state, reported to central's ops room at this pass
-            from gate.db import put_setting, transaction
-            with transaction(gate.conn):
-                put_setting(gate.conn, "link.state", str(self.link()))
-        try:
-            from sync import pretix
-            if gate.pretix is not None:
-                rep = pretix.sync_once(gate, pretix.client_for(gate))
+    def run(self, gate, *, on_pass: Callable[[SyncReport], None] | None = None, foreground: bool = False) -> None:
+        """Pass, wait, pass... until :meth:`stop`. In the background (a lane) a
+        failure outside the steps is retried with backoff, and when the engine
+        parks (token refused, not enrolled) it waits for :meth:`sync_now`. In the
+        ``foreground`` (``gate sync``) such a failure reaches the operator, and a
+        parked engine returns: nobody could wake it."""
+        while not self._stop.is_set():
+            try:
+                rep = self.run_pass(gate)
+            except Exception as exc:
+                if foreground:
+                    raise
+                self.crashed(exc)  # the lane's loop must outlive any failure
             else:
-                rep = sync_once(gate, client_for(gate, self.central_url))
-        except ApiError as exc:  # a failure outside the pass's own steps
-            from sync.client import SyncReport
-            rep = SyncReport(errors=[str(exc)], failures=[exc])
-        except SyncError as exc:  # not enrolled: retrying cannot help
-            self.last_report, self.last_error = None, str(exc)
-            self.state, self.next_wait = SyncState.UNAUTHORISED, None
-            return self.state
-        self.last_report = rep
-        state, retry = classify(rep, self.policy, max_offset_s=self.max_clock_offset_s)
-        self.last_error = None if rep.ok else rep.errors[0]
-        if state is SyncState.CLOCK_WRONG:
-            self.last_error = (f"this gate's clock is {rep.clock_offset_s:+.0f} s off central's: "
-                               "set the time (rotating codes depend on it)")
-        self.failures = 0 if rep.ok else self.failures + 1
-        if state is SyncState.UNAUTHORISED:
-            self.next_wait = None
-        elif retry:  # never sooner than central's Retry-After (503 when its pool is exhausted)
-            self.next_wait = self.policy.delay(self.failures, retry_after=getattr(rep, "retry_after", None))
-        else:
-            self.next_wait = self.interval_s
-        self.state = state
-        return state
+                if on_pass is not None:
+                    on_pass(rep)
+            if self.next_wait is None and foreground:
+                return
+            self._kick.wait(timeout=self.next_wait)  # None: only sync_now or stop wakes it
+            self._kick.clear()
 
     def _run(self) -> None:
         from gate.appliance import Gate
 
-        gate = Gate.open(self.data_dir, now=time.time())
         try:
-            while not self._stop.is_set():
-                try:
-                    self.step(gate)
-                except Exception as exc:  # the loop must outlive any failure
-                    self.state, self.last_error = SyncState.DEGRADED, f"{type(exc).__name__}: {exc}"
-                    self.failures += 1
-                    self.next_wait = self.policy.delay(self.failures)
-                self._kick.wait(timeout=self.next_wait)  # None: only sync_now or stop wakes it
-                self._kick.clear()
-            if self._flush and self.state is not SyncState.UNAUTHORISED \
-                    and gate.pretix is None:
-                self._final_upload(gate)
+            gate = self.reopen() if self.reopen is not None else Gate.open(self.data_dir, now=time.time())
+        except Exception as exc:  # shown as the loop's error; the lane goes on deciding from its ledger
+            self.crashed(exc)
+            return
+        try:
+            self.run(gate)
+            if self._flush:
+                self.flush(gate)
         finally:
             gate.close()
-
-    def _final_upload(self, gate) -> None:
-        from sync.client import push_scans
-
-        try:
-            push_scans(gate, client_for(gate, self.central_url))
-        except Exception as exc:  # stopping must not fail: the outbox keeps them for next time
-            self.last_error = f"final upload: {exc}"
 
     def snapshot(self, gate) -> dict:
         """What the UI shows; ``gate`` is anything with ``conn`` and ``data_dir``

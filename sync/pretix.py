@@ -18,9 +18,10 @@ reference central. Selected by a central URL of the form
 from __future__ import annotations
 
 import platform
-from collections import Counter
 import time
+from collections import Counter
 from datetime import datetime, timezone
+from typing import Mapping
 from urllib.parse import parse_qs, urlparse
 
 from crypto.sealed import write_secret
@@ -29,9 +30,12 @@ from gate.db import get_setting, put_setting, transaction
 from gate.errors import ConfigError, SyncError
 from gate.ledger import TicketRow, upsert_tickets
 from gate.pretix_codes import ticket_id_for
-from sync.client import ApiError, CentralClient, SyncReport, token_path
+from sync.client import UPLOADED_THROUGH, HttpClient, token_path
+from sync.engine import ApiError, Step, SyncReport, advance, run_pass
 
 PAGE = 50
+ORDERS_CURSOR = "pretix.orders_since"  # X-Page-Generated of the last complete walk through the orders
+SENT_HIGH = "pretix.sent_high"  # the highest seq ever sent (a resend after a reset must not re-admit)
 _REVOKE = ("INSERT INTO tickets (ticket_id, event, tier, zone, version, status, entries, reentry,"
            " face_required, face_template, holder) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
            " ON CONFLICT(ticket_id) DO UPDATE SET status = 'revoked'")
@@ -59,30 +63,59 @@ def parse_url(url: str) -> dict:
             "event": parts[-1], "list": int(lists[0])}
 
 
-class PretixClient(CentralClient):
+class PretixClient(HttpClient):
+    """The pretix REST API endpoints a check-in device uses (``Authorization: Device``)."""
+
     auth_scheme = "Device"
 
     def __init__(self, cfg: dict, token: str | None = None, **kw):
         super().__init__(cfg["base"], token, **kw)
         self.cfg = cfg
-        self.last_headers: dict = {}
+
+    @property
+    def org(self) -> str:
+        return f"/api/v1/organizers/{self.cfg['organizer']}"
 
     @property
     def ev(self) -> str:
-        return f"/api/v1/organizers/{self.cfg['organizer']}/events/{self.cfg['event']}"
+        return f"{self.org}/events/{self.cfg['event']}"
+
+    def initialize(self, body: dict) -> dict:
+        """Provision this device with its one-time initialisation token (no auth)."""
+        return self.call("POST", "/api/v1/device/initialize", body=body)
+
+    def event(self) -> dict:
+        return self.call("GET", self.ev + "/")
 
     def get_page(self, path: str, params: dict) -> tuple[list, str | None]:
-        doc = self._call("GET", path, params=params)
+        doc = self.call("GET", path, params=params)
         results, nxt = doc.get("results"), doc.get("next")
         if not isinstance(results, list):
             raise ApiError(f"pretix sent a malformed page on {path}")
         return results, nxt
 
+    def orders_page(self, params: dict) -> tuple[list, bool, str | None]:
+        """(orders, more pages, X-Page-Generated) of one page of the event's orders."""
+        ans = self.request("GET", self.ev + "/orders/", params=params)
+        results = ans.doc.get("results")
+        if not isinstance(results, list):
+            raise ApiError("pretix sent a malformed orders page")
+        return results, bool(ans.doc.get("next")), ans.headers.get("X-Page-Generated")
+
+    def redeem(self, body: dict) -> dict:
+        return self.call("POST", self.org + "/checkinrpc/redeem/", body=body)
+
+    def failed_checkin(self, body: dict) -> dict:
+        return self.call("POST", f"{self.ev}/checkinlists/{self.cfg['list']}/failed_checkins/", body=body)
+
+    def annul(self, body: dict) -> dict:
+        return self.call("POST", self.org + "/checkinrpc/annul/", body=body)
+
 
 def enroll(gate, url: str, init_token: str) -> str:
     cfg = parse_url(url)
     client = PretixClient(cfg)
-    doc = client._call("POST", "/api/v1/device/initialize", body={
+    doc = client.initialize({
         "token": init_token, "hardware_brand": "gate-appliance", "hardware_model": platform.machine(),
         "os_name": platform.system(), "os_version": platform.release(),
         "software_brand": "gate-appliance", "software_version": "0.1.0"})
@@ -110,8 +143,7 @@ def _iso(ts_ms: int) -> str:
 
 
 def pull_keys(gate, client: PretixClient) -> int:
-    doc = client._call("GET", client.ev + "/")
-    keys = (doc.get("valid_keys") or {}).get("pretix_sig1") or []
+    keys = (client.event().get("valid_keys") or {}).get("pretix_sig1") or []
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ApiError("pretix sent malformed valid_keys")
     gate.set_pretix({**gate.pretix, "keys": keys})
@@ -119,10 +151,12 @@ def pull_keys(gate, client: PretixClient) -> int:
 
 
 def _rows_from_order(order: dict, event: str) -> list[TicketRow]:
+    if not isinstance(order, dict):
+        raise ApiError("pretix sent an order that is not an object")
     status = "valid" if order.get("status") == "p" else "revoked"
     rows = []
     for pos in order.get("positions") or []:
-        secret = pos.get("secret")
+        secret = pos.get("secret") if isinstance(pos, dict) else None
         if not isinstance(secret, str) or not secret:
             raise ApiError("pretix sent a position without a secret")
         st = "revoked" if pos.get("canceled") or pos.get("blocked") else status
@@ -133,45 +167,42 @@ def _rows_from_order(order: dict, event: str) -> list[TicketRow]:
 
 
 def pull_orders(gate, client: PretixClient) -> int:
-    """Orders changed since the last pull; the cursor is the first page's X-Page-Generated."""
-    since = get_setting(gate.conn, "pretix.orders_since")
+    """Orders changed since the last complete walk. pretix's cursor (the first
+    page's ``X-Page-Generated``) covers a whole walk through the pages, so the walk
+    is the unit: every page is read and checked first, then all of it is applied
+    together with the new cursor. A page that fails applies nothing and keeps the
+    cursor; the next pass walks again from the same point."""
+    since = get_setting(gate.conn, ORDERS_CURSOR)
     params = {"page_size": PAGE, "pdf_data": "false"}
     if since:
         params["modified_since"] = since
-    path = client.ev + "/orders/"
     generated = None
-    total, page = 0, 1
+    rows: list[TicketRow] = []
+    page = 1
     while True:
-        resp = client.session.get(client.base + path, params={**params, "page": page}, timeout=client.timeout,
-                                  headers={"Authorization": f"Device {client.token}"})
-        if resp.status_code >= 400:
-            raise ApiError(f"pretix answered {resp.status_code} on orders", status=resp.status_code,
-                           retryable=resp.status_code >= 500)
-        try:
-            doc = resp.json()
-        except ValueError:
-            raise ApiError("pretix sent a malformed orders page") from None
+        results, more, gen = client.orders_page({**params, "page": page})
         if page == 1:
-            generated = resp.headers.get("X-Page-Generated")
-        results = doc.get("results")
-        if not isinstance(results, list):
-            raise ApiError("pretix sent a malformed orders page")
-        rows = [r for order in results for r in _rows_from_order(order, gate.policy.event)]
-        with transaction(gate.conn):
-            upsert_tickets(gate.conn, rows)
-        total += len(rows)
-        if not doc.get("next"):
+            generated = gen
+        rows += [r for order in results for r in _rows_from_order(order, gate.policy.event)]
+        if not more:
             break
         page += 1
-    with transaction(gate.conn):
-        if generated:
-            put_setting(gate.conn, "pretix.orders_since", generated)
-        put_setting(gate.conn, "ledger_imported_at", time.time())
-    return total
+
+    def apply(conn):
+        upsert_tickets(conn, rows)
+        put_setting(conn, "ledger_imported_at", time.time())
+
+    if generated:
+        advance(gate, ORDERS_CURSOR, generated, apply)
+    else:  # no cursor to keep (an old pretix): the next walk reads everything again
+        with transaction(gate.conn):
+            apply(gate.conn)
+    return len(rows)
 
 
 def pull_secret_lists(gate, client: PretixClient) -> int:
-    """Revoked secrets (a reissued signed ticket's old code) and blocked secrets."""
+    """Revoked secrets (a reissued signed ticket's old code) and blocked secrets:
+    the whole lists each time (no cursor); marking a secret revoked twice is harmless."""
     n = 0
     for kind, path in (("revoked", "/revokedsecrets/"), ("blocked", "/blockedsecrets/")):
         page = 1
@@ -179,7 +210,7 @@ def pull_secret_lists(gate, client: PretixClient) -> int:
             results, nxt = client.get_page(client.ev + path, {"page_size": PAGE, "page": page})
             rows = []
             for r in results:
-                secret = r.get("secret")
+                secret = r.get("secret") if isinstance(r, dict) else None
                 if not isinstance(secret, str):
                     raise ApiError(f"pretix sent a malformed {kind} secret")
                 if kind == "blocked" and not r.get("blocked", True):
@@ -195,17 +226,17 @@ def pull_secret_lists(gate, client: PretixClient) -> int:
 
 
 def push_scans(gate, client: PretixClient) -> int:
-    """Each scan record becomes a pretix check-in, failed check-in or annulment."""
+    """Each scan record becomes a pretix check-in, failed check-in or annulment;
+    the outbox advances record by record, on success or a permanent refusal."""
     cfg = gate.pretix
-    org = f"/api/v1/organizers/{cfg['organizer']}"
     device = gate.config.device_id
     sent = 0
     while True:
-        through = get_setting(gate.conn, "sync.uploaded_through", 0)
+        through = get_setting(gate.conn, UPLOADED_THROUGH, 0)
         batch = list(scanlog.entries(gate.conn, after=through, limit=100))
         if not batch:
             return sent
-        high = get_setting(gate.conn, "pretix.sent_high", 0)
+        high = get_setting(gate.conn, SENT_HIGH, 0)
         for e in batch:
             r = e.record
             voided = gate.conn.execute("SELECT 1 FROM voided WHERE seq = ?", (e.seq,)).fetchone()
@@ -214,55 +245,65 @@ def push_scans(gate, client: PretixClient) -> int:
                     pass  # a resend of a rolled-back admission: pretix would take it as new (annulled
                     #      check-ins do not count for its nonce check), so it is not sent again
                 else:
-                    _push_one(client, org, cfg, device, e.seq, r)
+                    _push_one(client, cfg, device, e.seq, r)
             except ApiError as exc:
                 if exc.retryable or exc.status in (None, 401, 403):
                     raise  # keep it in the outbox and try again later
                 # a permanent refusal (e.g. a ticket pretix does not know): pretixSCAN drops it too
-            with transaction(gate.conn):
-                put_setting(gate.conn, "sync.uploaded_through", e.seq)
-                if e.seq > high:
-                    high = e.seq
-                    put_setting(gate.conn, "pretix.sent_high", high)
+
+            def sent_high(conn, seq=e.seq, high=high):
+                if seq > high:
+                    put_setting(conn, SENT_HIGH, seq)
+
+            advance(gate, UPLOADED_THROUGH, e.seq, sent_high)
+            high = max(high, e.seq)
             sent += 1
 
 
-def _push_one(client: PretixClient, org: str, cfg: dict, device: str, seq: int, r: dict) -> None:
+def _push_one(client: PretixClient, cfg: dict, device: str, seq: int, r: dict) -> None:
     kind, code = r.get("kind"), r.get("code")
     if kind in (scanlog.SCAN, scanlog.OVERRIDE) and r.get("decision") == "accept" and code:
-        client._call("POST", org + "/checkinrpc/redeem/", body={
+        client.redeem({
             "secret": code, "lists": [cfg["list"]], "type": r.get("mode", "entry"), "force": True,
             "ignore_unpaid": False, "datetime": _iso(r["ts_ms"]), "nonce": f"{device}-{seq}",
             "questions_supported": False})
     elif kind == scanlog.SCAN and code:
-        client._call("POST", f"{client.ev}/checkinlists/{cfg['list']}/failed_checkins/", body={
+        client.failed_checkin({
             "raw_barcode": code, "error_reason": FAILED_REASON.get(r.get("reason"), "error"),
             "error_explanation": r.get("reason"), "datetime": _iso(r["ts_ms"]), "type": r.get("mode", "entry"),
             "nonce": f"{device}-{seq}"})
     elif kind == scanlog.ROLLBACK:
-        client._call("POST", org + "/checkinrpc/annul/", body={
+        client.annul({
             "lists": [cfg["list"]], "nonce": f"{device}-{r['ref']}", "datetime": _iso(r["ts_ms"]),
             "error_explanation": f"no passage through the turnstile ({r.get('why', 'rolled back')})"})
 
 
+class PretixStrategy:
+    """pretix as a strategy of the sync engine: the event's keys, orders (by
+    ``modified_since``), the revoked and blocked secrets, then the upload."""
+
+    name = "pretix"
+
+    def __init__(self, client: PretixClient):
+        self.client = client
+
+    def begin(self, gate, *, now: float, report: Mapping[str, str]) -> None:
+        """pretix has no place for a gate's self-report: nothing to send."""
+
+    def steps(self, gate, rep: SyncReport, *, now: float) -> list[Step]:
+        c = self.client
+        return [Step("keys", lambda: pull_keys(gate, c), counter="keys"),
+                Step("tickets", lambda: pull_orders(gate, c), counter="tickets", cursor=ORDERS_CURSOR),
+                Step("secrets", lambda: pull_secret_lists(gate, c), counter="tickets"),
+                Step("upload", lambda: push_scans(gate, c), counter="uploaded", cursor=UPLOADED_THROUGH)]
+
+    def upload(self, gate) -> int:
+        return push_scans(gate, self.client)
+
+
 def sync_once(gate, client: PretixClient, *, now: float | None = None) -> SyncReport:
-    rep = SyncReport()
-    for name, fn in [("keys", lambda: setattr(rep, "keys", pull_keys(gate, client))),
-                     ("tickets", lambda: setattr(rep, "tickets", pull_orders(gate, client)
-                                                 + pull_secret_lists(gate, client))),
-                     ("upload", lambda: setattr(rep, "uploaded", push_scans(gate, client)))]:
-        try:
-            fn()
-        except ApiError as exc:
-            rep.errors.append(f"{name}: {exc}")
-            rep.failures.append(exc)
-            if exc.status is None:
-                break
-    with transaction(gate.conn):
-        put_setting(gate.conn, "sync.last_attempt", time.time())
-        if rep.ok:
-            put_setting(gate.conn, "sync.last_ok", time.time())
-    return rep
+    """One pass against pretix through the sync engine's step runner."""
+    return run_pass(gate, PretixStrategy(client), now=now)
 
 
 def report(url: str, team_token: str) -> dict:

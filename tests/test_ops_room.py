@@ -261,12 +261,15 @@ def test_gate_reports_link_outbox_clock_and_ledger_age(central, tmp_path):
     store, server, _ = central
     v = Venue(store, server.url, tmp_path, "ev-status")
     g = v.gate("g1", "east")
-    from gate.db import put_setting, transaction
-    with transaction(g.conn):
-        put_setting(g.conn, "link.state", "VENUE")
+    # the lane's link state reaches the sync engine as a callable (compose wires the lane's), never
+    # through the database
+    from sync.loop import SyncLoop
+    loop = SyncLoop.for_gate(g)
+    loop.link = lambda: "VENUE"
     now = time.time()
     g.scan(v.wallets[0].code(now), now=now)
-    assert v.sync(g).ok
+    loop.run_pass(g)
+    assert loop.last_report.ok, loop.last_error
     with OpsDB(store).reader() as r:
         (row,) = queries.gates(r, "ev-status", time.time())
     # the outbox is reported again after the upload: 0 (a header that is not parsed would leave None)

@@ -150,3 +150,53 @@ def test_two_gates_offline_double_entry_is_stored_and_reported(pretix, tmp_path)
     text = run_gate(None, "pretix", "report", "--central", pretix.url("random"),
                     "--token", pretix.seed["team_token"]).stdout
     assert "DOUBLE ENTRIES (1)" in text
+
+
+def _new_device(pretix, name: str) -> str:
+    """A fresh pretix device (the seeded ones are all used by the tests above): its init token."""
+    import requests
+    r = requests.post(f"{pretix.base}/api/v1/organizers/{pretix.seed['organizer']}/devices/", timeout=30,
+                      headers={"Authorization": f"Token {pretix.seed['team_token']}"},
+                      json={"name": name, "all_events": True, "limit_events": [], "security_profile": "pretixscan"})
+    r.raise_for_status()
+    return r.json()["initialization_token"]
+
+
+def test_a_pretix_step_failure_keeps_its_cursor_like_a_central_one(pretix, tmp_path):
+    # pretix runs behind the same step runner as the reference central: a step that fails
+    # (here the second page of the orders walk) applies nothing and keeps its cursor, the other
+    # steps still run, and the pass is classified and retried by the same policy. On main the
+    # orders walk applied page 1 before page 2 failed, and bypassed the client (no TLS trust).
+    from faulty_proxy import FaultyProxy
+    from gate.db import get_setting
+
+    ev = pretix.seed["events"]["signed"]  # 150 orders: three pages of 50
+    data = tmp_path / "behind-proxy"
+    run_gate(data, "init", "--event", "signed", "--lane", "proxy")
+    with FaultyProxy(pretix.base) as proxy:
+        proxy.only_path, proxy.mode = "page=2", "500"
+        url = pretix.url("signed").replace(pretix.base, proxy.url)
+        token = _new_device(pretix, "gate-behind-proxy")
+        r = run_gate(data, "sync", "--central", url, "--enroll", token, "--once", "--json", check=False)
+        assert r.returncode == 5, r.stderr
+        out = json.loads(r.stdout)
+        assert [e.split(":")[0] for e in out["errors"]] == ["tickets"], out["errors"]
+        assert out["keys"] == 1 and out["state"] == "degraded" and 0 < out["next_sync_s"] < 10
+        assert proxy.hits.get("500", 0) >= 1
+        conn = sqlite3.connect(data / "gate.db")
+        assert conn.execute("SELECT count(*) FROM tickets WHERE status = 'valid'").fetchone()[0] == 0  # page 1 too
+        assert conn.execute("SELECT value FROM settings WHERE key = 'pretix.orders_since'").fetchone() is None
+        # the steps after it went on: a refused scan is uploaded as a failed check-in
+        assert _verify(data, int(time.time()), "not-a-real-secret-at-all")[0]["reason"] == "NOT_IN_LEDGER"
+        out = json.loads(run_gate(data, "sync", "--once", "--json", check=False).stdout)
+        assert out["uploaded"] == 1 and [e.split(":")[0] for e in out["errors"]] == ["tickets"]
+    _restore(data, pretix.base)  # pretix reachable directly (the proxy does not pass X-Page-Generated)
+    out = json.loads(run_gate(data, "sync", "--once", "--json").stdout)
+    assert out["ok"] and out["state"] == "online" and out["tickets"] >= len(ev["positions"])
+    from gate.appliance import Gate
+    g = Gate.open(data, now=time.time())
+    try:
+        assert get_setting(g.conn, "pretix.orders_since")  # the walk completed: the cursor moved
+        assert get_setting(g.conn, "sync.uploaded_through") == 1
+    finally:
+        g.close()
