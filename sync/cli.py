@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from gate.argtypes import seconds
 from gate.errors import ConfigError, SyncError
 
 
@@ -22,13 +23,12 @@ def _out(args, obj: dict, text: str) -> None:
 
 
 def cmd_sync(args) -> int:
-    from gate.appliance import Gate
     from sync import client as sc
 
     from gate.db import get_setting
     from sync import pretix
 
-    gate = Gate.open(Path(args.data), now=time.time())
+    gate = args.open_gate()  # the composition root's helper (gate.app.compose.open_gate)
     url = args.central or get_setting(gate.conn, "sync.central")
     if args.ca and not args.enroll:
         raise SyncError("--ca is pinned at enrolment: give it together with --enroll CODE")
@@ -143,7 +143,7 @@ def register(sub) -> None:
     p.add_argument("--ca", metavar="FILE", help="with --enroll: trust this PEM CA/certificate for the "
                                                 "central from now on (default: the system CA store)")
     p.add_argument("--once", action="store_true", help="one pass, exit 0 when it fully succeeded")
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between passes (default 10)")
+    p.add_argument("--interval", type=seconds, default=10.0, help="seconds between passes (default 10)")
     p.add_argument("--json", action="store_true", help="one JSON object per pass")
     p.set_defaults(func=cmd_sync)
 

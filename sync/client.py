@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from crypto.keyring import b64url_encode
-from crypto.sealed import load_or_create_ed25519, write_secret
+from crypto.sealed import write_secret
 from gate import ledger, scanlog
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import LedgerError, SyncError
@@ -215,7 +215,7 @@ def enroll(gate, central_url: str, code: str, ca: str | None = None) -> str:
     from crypto import gt1
 
     pem = _read_ca(ca) if ca else None
-    device_key = load_or_create_ed25519(gate.data_dir / "keys" / "device.key")
+    device_key = gate.device_key
     client = CentralClient(central_url, verify=ca or _verify(gate))
     doc = client.register(code, gate.config.device_id, gt1.raw_public(device_key), gate.policy.event)
     token, event = doc.get("token"), doc.get("event")
@@ -310,7 +310,7 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
 
 
 def push_scans(gate, client: CentralClient, *, batch_size: int = UPLOAD_BATCH) -> int:
-    device_key = load_or_create_ed25519(gate.data_dir / "keys" / "device.key")
+    device_key = gate.device_key
     sent = 0
     while True:
         through = get_setting(gate.conn, "sync.uploaded_through", 0)
@@ -389,14 +389,12 @@ def pull_devices(gate, client: CentralClient) -> int:
 
 
 def _report_status(gate, client: CentralClient, now: float) -> None:
-    """What the ops room shows about this gate: outbox depth, ledger age, link state (when known)."""
+    """What the ops room shows about this gate: outbox depth, ledger age. (A running
+    lane's link state comes with the client's headers: sync.loop.SyncLoop.headers.)"""
     h = {"X-Gate-Outbox": str(outbox_length(gate))}
     imported = get_setting(gate.conn, "ledger_imported_at")
     if isinstance(imported, (int, float)):
         h["X-Gate-Ledger-Age-S"] = str(max(0, int(now - imported)))
-    link = get_setting(gate.conn, "link.state")
-    if isinstance(link, str) and link:
-        h["X-Gate-Link"] = link
     client.status_headers.update(h)
 
 

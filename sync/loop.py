@@ -65,8 +65,10 @@ def classify(rep, policy: RetryPolicy, *, max_offset_s: float) -> tuple[SyncStat
 
 class SyncLoop:
     def __init__(self, data_dir: Path, central_url: str | None = None, *, interval_s: float = 10.0,
-                 policy: RetryPolicy = RetryPolicy(), max_clock_offset_s: float = 30.0):
+                 policy: RetryPolicy = RetryPolicy(), max_clock_offset_s: float = 30.0,
+                 reopen: Callable[[], object] | None = None):
         self.data_dir = Path(data_dir)
+        self.reopen = reopen  # the loop's own connection to the gate (Gate.reopen): needed to start
         self.central_url = central_url
         self.interval_s = interval_s
         self.policy = policy
@@ -79,18 +81,23 @@ class SyncLoop:
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._flush = False
-        self.link: Callable[[], str] | None = None  # the lane's link state (ONLINE/VENUE/ALONE), when it has one
+        # what each pass tells central's ops room about the running lane (its link state,
+        # a fault): set by the composition root, read at each pass (never via the database)
+        self.headers: Callable[[], dict[str, str]] | None = None
         self._thread = threading.Thread(target=self._run, name="gate-sync", daemon=True)
 
     @classmethod
     def for_gate(cls, gate, central_url: str | None = None, **kw) -> "SyncLoop":
-        return cls(gate.data_dir, central_url, **kw)
+        """The loop for an open gate; it works on its own connection (``gate.reopen()``)."""
+        return cls(gate.data_dir, central_url, reopen=gate.reopen, **kw)
 
     @property
     def online(self) -> bool | None:
         return self.state.online
 
     def start(self) -> "SyncLoop":
+        if self.reopen is None:
+            raise TypeError("SyncLoop.start needs the gate: build it with SyncLoop.for_gate(gate)")
         self._thread.start()
         return self
 
@@ -108,16 +115,15 @@ class SyncLoop:
 
     def step(self, gate) -> SyncState:
         """One pass on ``gate`` (the loop's own connection); sets state and next_wait."""
-        if self.link is not None:  # the lane's link state, reported to central's ops room at this pass
-            from gate.db import put_setting, transaction
-            with transaction(gate.conn):
-                put_setting(gate.conn, "link.state", str(self.link()))
         try:
             from sync import pretix
             if gate.pretix is not None:
                 rep = pretix.sync_once(gate, pretix.client_for(gate))
             else:
-                rep = sync_once(gate, client_for(gate, self.central_url))
+                client = client_for(gate, self.central_url)
+                if self.headers is not None:  # the lane's link state (and fault) for the ops room
+                    client.status_headers.update(self.headers())
+                rep = sync_once(gate, client)
         except ApiError as exc:  # a failure outside the pass's own steps
             from sync.client import SyncReport
             rep = SyncReport(errors=[str(exc)], failures=[exc])
@@ -142,9 +148,7 @@ class SyncLoop:
         return state
 
     def _run(self) -> None:
-        from gate.appliance import Gate
-
-        gate = Gate.open(self.data_dir, now=time.time())
+        gate = self.reopen()
         try:
             while not self._stop.is_set():
                 try:

@@ -28,7 +28,7 @@ from gate import scanlog
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import ConfigError, SyncError
 from gate.ledger import TicketRow, upsert_tickets
-from gate.pretix_codes import ticket_id_for
+from gate.pretix_codes import policy_problem, ticket_id_for
 from sync.client import ApiError, CentralClient, SyncReport, token_path
 
 PAGE = 50
@@ -81,6 +81,8 @@ class PretixClient(CentralClient):
 
 def enroll(gate, url: str, init_token: str) -> str:
     cfg = parse_url(url)
+    if problem := policy_problem(gate.policy):  # before the one-time token is spent
+        raise ConfigError(problem)
     client = PretixClient(cfg)
     doc = client._call("POST", "/api/v1/device/initialize", body={
         "token": init_token, "hardware_brand": "gate-appliance", "hardware_model": platform.machine(),

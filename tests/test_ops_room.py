@@ -259,12 +259,11 @@ def test_gate_reports_link_outbox_clock_and_ledger_age(central, tmp_path):
     store, server, _ = central
     v = Venue(store, server.url, tmp_path, "ev-status")
     g = v.gate("g1", "east")
-    from gate.db import put_setting, transaction
-    with transaction(g.conn):
-        put_setting(g.conn, "link.state", "VENUE")
     now = time.time()
     g.scan(v.wallets[0].code(now), now=now)
-    assert v.sync(g).ok
+    client = sc.client_for(g)
+    client.status_headers["X-Gate-Link"] = "VENUE"  # what a running lane's sync loop adds (SyncLoop.headers)
+    assert sc.sync_once(g, client).ok
     with OpsDB(store).reader() as r:
         (row,) = queries.gates(r, "ev-status", time.time())
     # the outbox is reported again after the upload: 0 (a header that is not parsed would leave None)

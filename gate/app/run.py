@@ -19,7 +19,11 @@ def cmd_run(args) -> int:
     if args.tui:
         from tui.app import run_tui
         return run_tui(runner)
-    runner.lane.observers.append(lane_printer(args.json_events, runner.lane))
+    on_event, on_fault = lane_printer(args.json_events, runner)
+    runner.lane.observers.append(on_event)
+    runner.lane.on_fault.append(on_fault)
+    if runner.lane.fault is not None:  # a fault logged before this start was never cleared
+        on_fault(runner.lane.fault, None)
     try:
         runner.run()
     except KeyboardInterrupt:
@@ -187,6 +191,7 @@ def cmd_tui(args) -> int:
 
 def _lane_args(p) -> None:
     _hardware_args(p)
+    from gate.argtypes import seconds
     from hardware.registry import usage
 
     p.add_argument("--scanner", metavar="SPEC", help="handheld scanner instead of a camera: " + usage("scanner"))
@@ -194,7 +199,7 @@ def _lane_args(p) -> None:
     p.add_argument("--json-events", action="store_true", help="print one JSON object per decision")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N camera frames")
     p.add_argument("--pulse-ms", type=int, default=200, help="relay pulse length in ms (default 200)")
-    p.add_argument("--passage-timeout", type=float, metavar="S",
+    p.add_argument("--passage-timeout", type=seconds, metavar="S",
                    help="seconds to wait for a passage before rolling back (default 5)")
     p.add_argument("--face-camera", metavar="SPEC", help="camera for face capture on face-bound tickets")
     p.add_argument("--face-liveness", action="store_true",
