@@ -5,7 +5,8 @@ wallets, provisions two simulated lanes, and streams synthetic camera frames
 (real QR images, decoded by zxing-cpp) with a realistic crowd: live rotating
 codes, a screenshot replayed later, a refunded ticket, the seller's code after a
 transfer, a ticket for another day, a face-bound ticket shown by an impostor and
-then by its holder, a holder who turns back at the turnstile. Midway central
+then by its holder, a holder who turns back at the turnstile, a relay that
+sticks closed (the lane stops until a supervisor clears it). Midway central
 goes away: the lanes still talk over the venue bus (Zenoh, 127.0.0.1), so a
 photocopied paper ticket admitted at north-1 is refused at north-2. Then north-2
 is cut off from everything (ALONE): another photocopied ticket gets in at both
@@ -113,6 +114,7 @@ class Demo:
             runner = build_lane(spec, g, clock=self.clock, face=FaceSource(self.face_cam[i], engine, max_frames=2),
                                 central_ok=lambda: self.online)
             runner.lane.observers.append(self._print_event)
+            runner.lane.on_fault.append(self._print_fault)
             self.runners.append(runner)
             self.lanes.append(runner.lane)
             self.cams.append(SyntheticCamera(clock=self.clock, max_idle=1))
@@ -193,12 +195,19 @@ class Demo:
             extra = f" ({d.detail.split(' (')[0]}{d.detail[d.detail.rfind(')') + 1:]})"
         self._last = f"{mark} {d.reason.value:<14}{extra}"
 
+    def _print_fault(self, fault, cleared_by) -> None:
+        if cleared_by is None:
+            self.out(f"  fault  {fault.kind.value}: {fault.detail} (logged; the lane admits nothing "
+                     "until a supervisor clears it)")
+        else:
+            self.out(f"  fault  {fault.kind.value} cleared by {cleared_by} (logged)")
+
     def show(self, step: Step) -> str:
         lane = self.lanes[step.lane]
         if step.face is not None:
             self.face_cam[step.lane].path = str(ASSETS / step.face)
         lane.sensor.script = [step.passes]
-        self._last = "(no code seen)"
+        self._last = "IGNORED (lane faulted)" if lane.fault is not None else "(no code seen)"
         if step.code is not None:
             cam, pipe = self.cams[step.lane], self.pipes[step.lane]
             cam.show(step.code, frames=2)
@@ -232,6 +241,12 @@ class Demo:
             Step(0, "someone else with the face-bound VIP ticket", self.face_ticket.code, face="biden1.jpg"),
             Step(0, "the VIP holder herself", self.face_ticket.code, face="obama2.jpg", advance=30),
             Step(1, "a torn, unreadable code", lambda now: "GT1:NOT/A/REAL/CODE"),
+            Step(0, "--- north-1's relay will stick closed after its next pulse ---", None,
+                 before=self._stick_relay),
+            Step(0, "holder 12 goes through; the contact does not open again", w[12].code),
+            Step(0, "holder 13 waits: the faulted lane admits nobody", w[13].code),
+            Step(0, "a technician frees the relay; supervisor ann clears the fault", None, before=self._repair),
+            Step(0, "holder 13 again", w[13].code),
             Step(0, "--- central is unreachable: the lanes talk over the venue bus ---", None, before=self._cut),
             Step(0, "a paper ticket", self.paper.code, advance=3),
             Step(1, "a photocopy of the same paper ticket, at the other lane (the bus knows)", self.paper.code),
@@ -251,6 +266,14 @@ class Demo:
         self.store.revoke(self.w[7].ticket_id)
         self.new_owner = Wallet.load(self.store.reissue(self.w[8].ticket_id, self.work / "wallets")["file"])
         self.sync_all("ticket changes")
+
+    def _stick_relay(self) -> None:
+        relay = self.lanes[0].relay  # the shipped simulated relay's fault mode (sim:stuck-after=N)
+        relay.stuck_after = relay.releases + 1
+
+    def _repair(self) -> None:
+        self.lanes[0].relay.repair()
+        self.lanes[0].clear_fault(operator="ann")  # in the staff UI: p, then name and PIN
 
     def _cut(self) -> None:
         self.online = False
