@@ -514,3 +514,38 @@ def test_demo_without_face_models_shows_the_real_error(tmp_path):
     assert "dlib is missing" in r.stderr
     assert "AttributeError" not in r.stderr and "Traceback" not in r.stderr
     assert isinstance(HardwareError("x"), GateError)
+
+
+@pytest.mark.anyio
+async def test_the_staff_ui_shows_the_fault_and_clears_it_with_a_pin(setup):
+    # The staff UI's minimal fault line: the verdict says LANE FAULT, the status
+    # says FAULT; `p` asks for name and PIN and clears it only once the relay
+    # works again (a wrong PIN or a still-stuck relay change nothing).
+    from gate import pins
+    from tui.app import GateApp, PinScreen, Verdict
+    gate, w = setup
+    pins.set_pin(gate, "ann", "246813")
+    runner, _ = _runner(gate, relay="sim:stuck-after=1")
+    lane = runner.lane
+    app = GateApp(lane, clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        lane.submit(w[0].code(NOW))
+        await pilot.pause()
+        assert "LANE FAULT: RELAY" in str(app.query_one(Verdict).render())
+        assert "FAULT RELAY" in str(app.query_one("#status").render())
+        await pilot.press("p")
+        assert isinstance(app.screen, PinScreen)
+        await pilot.press(*"ann", "enter", *"000000", "enter")  # wrong PIN
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("p", *"ann", "enter", *"246813", "enter")  # right PIN, relay still stuck
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert lane.fault is not None and not lane.paused
+        lane.relay.repair()
+        await pilot.press("p", *"ann", "enter", *"246813", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert lane.fault is None and not lane.paused
+        assert "FAULT" not in str(app.query_one("#status").render())
+    assert [(r["action"], r["operator"]) for r in _controls(gate)] == [("relay_fault", None), ("fault_cleared", "ann")]
