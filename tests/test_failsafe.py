@@ -242,6 +242,9 @@ def test_gate_run_prints_the_fault_and_refuses_to_stop_silently(setup):
                  input=f"{w[1].code(NOW)}\n")
     lines = json_lines(r.stdout)
     assert lines[0]["fault"] == "relay" and not any("reason" in e for e in lines)
+    r = run_gate(gate.data_dir, "doctor", check=False)  # and doctor says what to do about it
+    (line,) = [ln for ln in r.stdout.splitlines() if ln.split()[1:2] == ["fault"]]
+    assert r.returncode == 1 and line.startswith("FAIL") and "relay fault" in line and "staff UI" in line
 
 
 def test_the_fault_reaches_central_in_the_log_and_the_status_headers(setup, tmp_path):

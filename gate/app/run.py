@@ -128,8 +128,16 @@ def cmd_doctor(args) -> int:
     def link():
         return doctor_link(gate, args)
 
+    def fault():
+        rec = gate.open_fault()
+        if rec is None:
+            return "OK", "no lane fault in force"
+        return "FAIL", (f"{rec['action'].replace('_', ' ')} logged (seq {rec.get('seq')}: {rec.get('detail', '')}) "
+                        "and not cleared: fix it, then clear it in the staff UI (gate tui, p)")
+
     for name, fn in [("camera", camera), ("relay", relay), ("sensor", sensor), ("clock", clock),
-                     ("keys", keys), ("ledger", ledger_fresh), ("disk", disk), ("link", link)]:
+                     ("keys", keys), ("ledger", ledger_fresh), ("disk", disk), ("link", link),
+                     ("fault", fault)]:
         check(name, fn)
     for status, name, msg in results:
         print(f"{status:<5}{name:<8}{msg}")
@@ -229,7 +237,7 @@ def register(sub) -> None:
     _lane_args(p)
     p.set_defaults(func=cmd_tui)
 
-    p = sub.add_parser("doctor", help="check camera, relay, sensor, clock, keys, ledger and disk",
+    p = sub.add_parser("doctor", help="check camera, relay, sensor, clock, keys, ledger, disk and faults",
                        description="Check the lane before doors open and say what to fix. "
                                    "Exits 1 when any check fails.")
     _hardware_args(p)
