@@ -394,6 +394,12 @@ class Lane:
                  note: str = "") -> LaneEvent:
         """Manual admit / deny by staff: logged with the operator, never silent.
         An admit waits for the turnstile like a scan does (call it off the UI's loop)."""
+        try:
+            return self._override(admit=admit, operator=operator, ticket_id=ticket_id, note=note)
+        finally:
+            self._announce()  # a store fault met on the way is heard even though this raised
+
+    def _override(self, *, admit: bool, operator: str, ticket_id: str | None, note: str) -> LaneEvent:
         with self._turn if admit else _NO_LOCK:
             with self._lock:
                 if admit and self.faults:
@@ -403,7 +409,11 @@ class Lane:
                 reason = Reason.MANUAL_ADMIT if admit else Reason.MANUAL_DENY
                 d = Decision(reason, self.mode, ticket_id=ticket_id, detail=note,
                              consumes_entry=admit and ticket_id is not None and self.mode is Mode.ENTRY)
-                entry = self.gate.record(d, now=now, qr=None, kind="override", operator=operator)
+                try:
+                    entry = self.gate.record(d, now=now, qr=None, kind="override", operator=operator)
+                except STORE_ERRORS as exc:  # not recorded, so not done: and the lane stops admitting
+                    self._fault_locked(FaultKind.STORE, f"{type(exc).__name__}: {exc}")
+                    raise
                 self._notify(entry.seq)
                 if not admit:
                     self.counters.rejected["OVERRIDE_DENY"] += 1
