@@ -43,20 +43,48 @@ def write_secret(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def load_or_create_data_key(path: Path) -> bytes:
+class KeyFileError(ValueError):
+    """A key file that is missing or unusable. Keys are created once, at setup
+    (:func:`create_data_key`, :func:`create_ed25519`); reading never creates one."""
+
+
+def _read_key(path: Path, what: str) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path} is missing") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path} cannot be read ({exc.strerror})") from None
+    if len(raw) != 32:
+        raise KeyFileError(f"{path} is not {what} ({len(raw)} bytes, expected 32)")
+    return raw
+
+
+def load_data_key(path: Path) -> bytes:
+    """The 32-byte AES key in ``path``; KeyFileError when missing or damaged."""
+    return _read_key(path, "a 32-byte data key")
+
+
+def load_ed25519(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in ``path`` (32 raw bytes); KeyFileError when missing or damaged."""
+    return Ed25519PrivateKey.from_private_bytes(_read_key(path, "an Ed25519 private key"))
+
+
+def _create(path: Path, data: bytes) -> None:
     if path.exists():
-        key = path.read_bytes()
-        if len(key) != 32:
-            raise ValueError(f"{path} is not a 32-byte data key")
-        return key
+        raise KeyFileError(f"{path} already exists: a key is never replaced")
+    write_secret(path, data)
+
+
+def create_data_key(path: Path) -> bytes:
+    """A new AES-256 key written to ``path`` (setup only: an existing file is never replaced)."""
     key = AESGCM.generate_key(bit_length=256)
-    write_secret(path, key)
+    _create(path, key)
     return key
 
 
-def load_or_create_ed25519(path: Path) -> Ed25519PrivateKey:
-    if path.exists():
-        return Ed25519PrivateKey.from_private_bytes(path.read_bytes())
+def create_ed25519(path: Path) -> Ed25519PrivateKey:
+    """A new Ed25519 key written to ``path`` (setup only: an existing file is never replaced)."""
     key = Ed25519PrivateKey.generate()
-    write_secret(path, key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
+    _create(path, key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
     return key

@@ -1,8 +1,11 @@
 """The composition root for one gate's state: data directory, database, keys,
 lane policy, and the scan operation (decide, then log, before any effect).
 
-The CLI, the lane runner, the TUI, the demo and the tests all build a gate
-through :meth:`Gate.open` / :meth:`Gate.init`.
+Who opens a gate: the composition root (``gate.app.compose.open_gate`` /
+``init_gate``), for the CLI, the lane runner and the demo; tests may call
+:meth:`Gate.open` / :meth:`Gate.init` themselves. A worker that needs its own
+connection to a gate that is already open (the sync loop, the staff UI's reads)
+asks that gate: :meth:`Gate.reopen`, with the keys it already checked.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from crypto.keyring import KeyRing
-from crypto.sealed import load_or_create_data_key, load_or_create_ed25519
-from gate import ledger, scanlog
+from gate import keyfiles, ledger, scanlog
 from gate.db import connect, get_setting, put_setting, transaction
 from gate.decision import Decision, FaceCapture, LanePolicy, Mode, decide
 from gate.errors import ConfigError
@@ -49,11 +53,13 @@ class GateConfig:
 
 
 class Gate:
-    def __init__(self, data_dir: Path, conn: sqlite3.Connection, config: GateConfig):
+    def __init__(self, data_dir: Path, conn: sqlite3.Connection, config: GateConfig, *,
+                 data_key: bytes, device_key: Ed25519PrivateKey):
         self.data_dir = data_dir
         self.conn = conn
         self.config = config
-        self.data_key = load_or_create_data_key(data_dir / "keys" / "data.key")
+        self.data_key = data_key  # keys/data.key: seals the face templates
+        self.device_key = device_key  # keys/device.key: this gate's identity (uploads, bus)
         self.view = ledger.SqliteLedgerView(conn, self.data_key)
         self._keys: KeyRing | None = None
         self._seen: tuple[int, object] = (-1, None)  # (PRAGMA data_version, keys.version) the caches are from
@@ -76,23 +82,31 @@ class Gate:
         if cls.exists(data_dir):
             existing = cls.open(data_dir, now=0)
             if existing.config.policy.event != event:
+                existing.close()
                 raise ConfigError(
                     f"{data_dir} is already set up for event {existing.config.policy.event!r}; "
                     "use a new --data directory for another event")
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(data_dir, 0o700)
-        load_or_create_ed25519(data_dir / "keys" / "device.key")
-        load_or_create_data_key(data_dir / "keys" / "data.key")
-        device_id = existing.config.device_id if existing else "gate-" + secrets.token_hex(4)
         policy = LanePolicy(event=event, lane=lane, mode=mode, zones=tuple(zones),
                             require_rotating=require_rotating, require_listed=require_listed)
         if existing:
-            existing.conn.close()
+            if existing.pretix is not None:
+                from gate.pretix_codes import policy_problem
+                if problem := policy_problem(policy):
+                    existing.close()
+                    raise ConfigError(problem)
+            existing.close()
+        else:
+            keyfiles.create_missing(data_dir)  # the only place keys are created
+        data_key, device_key = keyfiles.load_data_key(data_dir), keyfiles.load_device_key(data_dir)
+        device_id = existing.config.device_id if existing else "gate-" + secrets.token_hex(4)
         conn = connect(data_dir / DB_NAME)
         config = GateConfig(device_id, policy)
         with transaction(conn):
             put_setting(conn, "config", config.to_json())
-        return cls(data_dir, conn, config)
+            keyfiles.remember_data_key(conn, data_key)
+        return cls(data_dir, conn, config, data_key=data_key, device_key=device_key)
 
     @classmethod
     def open(cls, data_dir: Path, *, now: float) -> "Gate":
@@ -101,13 +115,29 @@ class Gate:
         if not cls.exists(data_dir):
             raise ConfigError(
                 f"no gate set up in {data_dir}: run 'gate --data {data_dir} init --event EVENT' first")
+        data_key, device_key = keyfiles.load_data_key(data_dir), keyfiles.load_device_key(data_dir)
+        gate = cls._connect(data_dir, data_key=data_key, device_key=device_key)
+        try:
+            keyfiles.check_data_key(gate.conn, data_key, data_dir)
+            gate.enforce_retention(now)
+        except BaseException:
+            gate.close()
+            raise
+        return gate
+
+    @classmethod
+    def _connect(cls, data_dir: Path, *, data_key: bytes, device_key: Ed25519PrivateKey) -> "Gate":
         conn = connect(data_dir / DB_NAME)
         doc = get_setting(conn, "config")
         if doc is None:
+            conn.close()
             raise ConfigError(f"{data_dir} has no lane configuration: run 'gate --data {data_dir} init'")
-        gate = cls(data_dir, conn, GateConfig.from_json(doc))
-        gate.enforce_retention(now)
-        return gate
+        return cls(data_dir, conn, GateConfig.from_json(doc), data_key=data_key, device_key=device_key)
+
+    def reopen(self) -> "Gate":
+        """Another connection to this gate (a worker thread's own: the sync loop, the
+        staff UI's reads), with the keys this one already loaded and checked."""
+        return self._connect(self.data_dir, data_key=self.data_key, device_key=self.device_key)
 
     def close(self) -> None:
         self.conn.close()
@@ -180,6 +210,11 @@ class Gate:
         return self._pretix[1] if self.pretix is not None else []
 
     def set_pretix(self, cfg: dict) -> None:
+        """Store the pretix connection (enrolment, each sync). Refused while the lane's
+        policy is one pretix codes cannot meet (``--require-rotating``)."""
+        from gate.pretix_codes import policy_problem
+        if problem := policy_problem(self.policy):
+            raise ConfigError(problem)
         with transaction(self.conn):
             put_setting(self.conn, "pretix", cfg)
             ledger.bump_keys_version(self.conn)
@@ -258,11 +293,35 @@ class Gate:
             return d, self.record(d, now=now, qr=qr, alone=alone and d.accepted)
 
     def control(self, action: str, *, now: float, operator: str | None, **fields) -> scanlog.Entry:
-        """Log a staff command that changes what the lane lets through (scanlog.CONTROL)."""
+        """Log a staff command that changes what the lane lets through (scanlog.CONTROL),
+        or a lane fault / its clearing (then the open fault is noted in the same transaction)."""
         rec = {"kind": scanlog.CONTROL, "ts_ms": int(now * 1000), "device": self.config.device_id,
                "lane": self.policy.lane, "event": self.policy.event, "action": action,
                "operator": operator, **fields}
-        return scanlog.append(self.conn, rec)
+        if action not in self.FAULT_ACTIONS and action != "fault_cleared":
+            return scanlog.append(self.conn, rec)
+        with transaction(self.conn):
+            entry = scanlog.append(self.conn, rec)
+            opened = get_setting(self.conn, "fault.open")
+            if action == "fault_cleared":
+                put_setting(self.conn, "fault.open", None)
+            elif opened is None:
+                put_setting(self.conn, "fault.open", entry.seq)
+        return entry
+
+    FAULT_ACTIONS = ("relay_fault", "sensor_fault", "store_fault")
+
+    def open_fault(self) -> dict | None:
+        """The first fault logged on this gate since the last ``fault_cleared`` (a
+        ``control`` record, see gate.lane), else None: a restart does not clear a fault."""
+        seq = get_setting(self.conn, "fault.open")
+        if not isinstance(seq, int):
+            return None
+        row = self.conn.execute("SELECT record FROM scans WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            return None
+        import cbor2
+        return cbor2.loads(row[0])
 
     def rollback(self, seq: int, *, now: float, why: str = "no passage") -> scanlog.Entry:
         return scanlog.append(self.conn, {

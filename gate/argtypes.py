@@ -16,3 +16,34 @@ def unix_time(text: str) -> float:
     if not math.isfinite(value) or abs(value) >= 1e15:
         raise argparse.ArgumentTypeError(f"{text!r} is not a usable unix time (seconds since 1970)")
     return value
+
+
+def _finite(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number ({what})") from None
+    if not math.isfinite(value):  # nan and inf parse as floats: never a usable setting
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number ({what})")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (not nan, not inf); ranges are the command's to check."""
+    return _finite(text, "a finite decimal number, e.g. 0.52")
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds: finite, more than 0, at most a year."""
+    value = _finite(text, "seconds")
+    if not 0 < value <= 366 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} seconds is out of range: give more than 0, at most a year")
+    return value
+
+
+def days(text: str) -> float:
+    """A number of days from now: finite, from 0 to 100 years."""
+    value = _finite(text, "days")
+    if not 0 <= value <= 36525:
+        raise argparse.ArgumentTypeError(f"{text!r} days is out of range: give 0 to 36525")
+    return value

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from gate.errors import DiskFullError, LedgerError
+from gate.errors import DiskFullError, LedgerError, StoreError
 
 if TYPE_CHECKING:  # sqlite_utils pulls in numpy: import it only when migrating
     import sqlite_utils
@@ -177,10 +177,18 @@ MIGRATIONS: list[tuple[str, Callable[["sqlite_utils.Database"], None]]] = [
 ]
 
 
-def connect(path: Path) -> sqlite3.Connection:
+class Connection(sqlite3.Connection):
+    """A device database connection that knows how deep in :func:`transaction` it is
+    (the depth is ours, never inferred from ``in_transaction``)."""
+
+    tx_depth = 0
+
+
+def connect(path: Path) -> Connection:
     """Open (and migrate) the device database."""
     try:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False,
+                               factory=Connection)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -228,17 +236,53 @@ def put_setting(conn: sqlite3.Connection, key: str, value) -> None:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+def transaction(conn: Connection, mode: str = "IMMEDIATE") -> Iterator[Connection]:
     """One write transaction (``BEGIN IMMEDIATE``: the write lock is taken first, so
-    what is read inside it is what the writes are based on). Inside an open
-    transaction it joins that one: the outer block commits or rolls back."""
-    if conn.in_transaction:
-        yield conn
+    what is read inside it is what the writes are based on). Nested inside another
+    ``transaction`` on the same connection it joins that one: the outermost block
+    commits or rolls back.
+
+    The nesting depth is counted here, not inferred from ``conn.in_transaction``: a
+    transaction this function did not open (one left open by a failed COMMIT, or a
+    stray ``BEGIN``) is never joined — that would make every later "durable" write
+    part of a transaction that never commits. A COMMIT that fails is rolled back
+    and raised as :class:`StoreError`: the caller knows nothing was stored."""
+    depth = conn.tx_depth
+    if depth:
+        conn.tx_depth = depth + 1
+        try:
+            yield conn
+        finally:
+            conn.tx_depth = depth
         return
+    if conn.in_transaction:  # not ours: never write into it; end it and say so
+        _rollback(conn)
+        raise StoreError("a transaction this gate did not start was open on the device database: "
+                         "it was rolled back and nothing of this write was stored; try again")
     conn.execute(f"BEGIN {mode}")
+    conn.tx_depth = 1
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.tx_depth = 0
+        _rollback(conn)
         raise
-    conn.execute("COMMIT")
+    conn.tx_depth = 0
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(conn)
+        if "full" in str(exc).lower():
+            raise DiskFullError("the data disk is full: nothing more can be recorded; free space on "
+                                "the data disk (every scan recorded before is safe)") from exc
+        raise StoreError(f"the device database could not commit ({exc}): nothing of it was stored; "
+                         "check the data disk and that no other program holds the database") from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open (SQLite may already have rolled back after an I/O error)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass

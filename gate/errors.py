@@ -23,6 +23,11 @@ class ImportFileError(LedgerError):
     pass
 
 
+class StoreError(LedgerError):
+    """The device database could not commit a write: nothing of that transaction
+    was stored (it was rolled back). A lane stops admitting until the store works."""
+
+
 class LogError(GateError):
     exit_code = 4
 

@@ -4,11 +4,23 @@ The decision is durable in the scan log before the relay moves. An accepted
 entry with no passage within ``passage_timeout_s`` is rolled back (logged, and
 the entry is given back). Hardware comes in through the ports in
 ``hardware.ports``; this module imports no hardware library.
+
+Faults stop the lane safely. A relay that cannot open its contact again (or
+cannot close it), a passage sensor that fails, or a device database that cannot
+commit puts the lane in :attr:`Lane.fault`: it admits nothing (codes are
+ignored, as when paused; a manual admit is refused) until a supervisor clears it
+with :meth:`Lane.clear_fault` — which first checks the hardware and the store
+work again. Each fault is a ``control`` record in the scan log (action
+``relay_fault`` / ``sensor_fault`` / ``store_fault``; ``fault_cleared`` names the
+operator), so central sees it in the uploaded log, and :attr:`Lane.on_fault`
+hooks (the staff UI, ``--json-events``) hear it at once. A lane started on a log
+whose last fault was never cleared starts faulted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +29,9 @@ from typing import Callable
 
 from gate.appliance import Gate
 from gate.bus import LinkState, WhenAlone, apply_when_alone
+from gate.db import transaction
 from gate.decision import Decision, FaceCapture, Mode, Reason
+from gate.errors import DiskFullError, HardwareError, StoreError
 
 DEFAULT_PULSE_MS = 200
 _NO_LOCK = contextlib.nullcontext()
@@ -32,11 +46,32 @@ class State(StrEnum):
     ROLLED_BACK = "rolled_back"
 
 
+class FaultKind(StrEnum):
+    RELAY = "relay"    # the contact could not be opened again (or closed)
+    SENSOR = "sensor"  # the passage sensor failed: whether anyone passed is unknown
+    STORE = "store"    # the device database could not commit: nothing can be recorded
+
+
+# what a failing device database raises (a failed COMMIT, a full disk, I/O errors)
+STORE_ERRORS = (StoreError, DiskFullError, sqlite3.Error)
+
+
+@dataclass(frozen=True)
+class LaneFault:
+    kind: FaultKind
+    detail: str
+    at: float
+    seq: int | None = None  # its control record; None: not logged (yet)
+
+    def to_json(self) -> dict:
+        return {"fault": self.kind.value, "detail": self.detail, "at": self.at, "seq": self.seq}
+
+
 @dataclass(frozen=True)
 class LaneEvent:
     decision: Decision
     seq: int | None
-    outcome: str  # passed | rolled_back | rejected | exit | override
+    outcome: str  # passed | rolled_back | rejected | exit | override | unconfirmed (sensor fault)
     at: float
     frame_ms: float | None = None
     operator: str | None = None
@@ -88,6 +123,91 @@ class Lane:
         self.when_alone = WhenAlone.ADMIT
         self.appended: list[Callable[[int], None]] = []
         self.bus = None  # the running bus service, for status displays
+        # faults (module docstring): by kind, the first of each; hooks hear
+        # (fault, None) when one begins and (fault, operator) when it is cleared
+        self.faults: dict[FaultKind, LaneFault] = {}
+        self.on_fault: list[Callable[[LaneFault, str | None], None]] = []
+        self._unannounced: list[tuple[LaneFault, str | None]] = []
+        self._resume_fault()
+
+    # ---------------------------------------------------------------- faults
+
+    @property
+    def fault(self) -> LaneFault | None:
+        """The first fault in force (None: the lane may admit)."""
+        return next(iter(self.faults.values()), None)
+
+    def report_fault(self, kind: FaultKind | str, detail: str) -> LaneFault:
+        """A fault from the hardware (any thread: the relay's timer) or the lane
+        itself: the lane stops admitting, logs it and tells the hooks."""
+        with self._lock:
+            f = self._fault_locked(FaultKind(kind), detail)
+        self._announce()
+        return f
+
+    def _fault_locked(self, kind: FaultKind, detail: str) -> LaneFault:
+        if kind in self.faults:
+            return self.faults[kind]
+        now = self.clock.now()
+        seq = None
+        if kind is not FaultKind.STORE:  # a store fault is logged once the store works (clear_fault)
+            try:
+                seq = self.gate.control(f"{kind.value}_fault", now=now, operator=None,
+                                        detail=detail[:200]).seq
+            except STORE_ERRORS as exc:
+                self._fault_locked(FaultKind.STORE, f"{type(exc).__name__}: {exc}")
+        f = self.faults[kind] = LaneFault(kind, detail[:200], now, seq)
+        self._unannounced.append((f, None))
+        return f
+
+    def _announce(self) -> None:
+        """Tell the hooks, never with the lane's lock held (a hook may wait for a UI thread)."""
+        if getattr(self._lock, "_is_owned", lambda: False)():
+            return  # an outer frame of this thread holds it: it announces when it lets go
+        while self._unannounced:
+            try:
+                f, operator = self._unannounced.pop(0)
+            except IndexError:  # another thread announced it
+                break
+            for fn in list(self.on_fault):
+                fn(f, operator)
+
+    def _resume_fault(self) -> None:
+        """A fault logged and never cleared (the process stopped meanwhile) is still in force."""
+        rec = self.gate.open_fault()
+        if rec is not None:
+            kind = FaultKind(rec["action"].removesuffix("_fault"))
+            self.faults[kind] = LaneFault(kind, str(rec.get("detail") or "")[:200],
+                                          rec.get("ts_ms", 0) / 1000, rec.get("seq"))
+
+    def clear_fault(self, *, operator: str) -> list[LaneFault]:
+        """A supervisor clears the faults (the caller has checked the PIN): the hardware
+        is checked first (a relay that still cannot open, a sensor that still fails,
+        raise HardwareError and the fault stays), then ``fault_cleared`` is logged with
+        the operator (a store that still cannot commit raises, and the fault stays)."""
+        with self._turn:
+            with self._lock:
+                if not self.faults:
+                    return []
+                for kind, part in ((FaultKind.RELAY, self.relay), (FaultKind.SENSOR, self.sensor)):
+                    if kind in self.faults and hasattr(part, "reset"):
+                        part.reset()
+                now = self.clock.now()
+                cleared = list(self.faults.values())
+                with transaction(self.gate.conn):
+                    for f in cleared:
+                        if f.seq is None:  # not logged when it happened (the store was failing)
+                            self.gate.control(f"{f.kind.value}_fault", now=f.at, operator=None, detail=f.detail)
+                    self.gate.control("fault_cleared", now=now, operator=operator,
+                                      faults=",".join(f.kind.value for f in cleared))
+                self.faults.clear()
+                self._unannounced.extend((f, operator) for f in cleared)
+        self._announce()
+        return cleared
+
+    def relay_fault(self, detail: str) -> None:
+        """The relay's ``on_fault`` hook (wired by the composition root)."""
+        self.report_fault(FaultKind.RELAY, detail)
 
     def _notify(self, seq: int) -> None:
         for fn in self.appended:
@@ -100,9 +220,11 @@ class Lane:
     def mode(self) -> Mode:
         return self.gate.policy.mode
 
-    def _emit(self, ev: LaneEvent) -> LaneEvent:
-        for fn in list(self.observers):
-            fn(ev)
+    def _emit(self, ev: LaneEvent | None) -> LaneEvent | None:
+        if ev is not None:
+            for fn in list(self.observers):
+                fn(ev)
+        self._announce()
         return ev
 
     def _in_cooldown(self, d: Decision, now: float) -> bool:
@@ -123,7 +245,7 @@ class Lane:
         rejection with reason ERROR and the lane goes on."""
         with self._turn:
             with self._lock:
-                if self.paused:
+                if self.paused or self.faults:
                     return None
                 now = self.clock.now()
                 d, entry, failed, face_first = self._decide_and_log(qr, now, None, captured_ns)
@@ -132,7 +254,7 @@ class Lane:
             if face_first:  # capture the face with no lock and no transaction held
                 capture = self._capture()
                 with self._lock:
-                    if self.paused:  # staff paused the lane while the face was captured
+                    if self.paused or self.faults:  # paused (or faulted) while the face was captured
                         self.state = State.IDLE
                         return None
                     now = self.clock.now()
@@ -140,7 +262,7 @@ class Lane:
             if failed is not None:
                 return self._emit(failed)
             if entry is None:
-                return None
+                return self._emit(None)  # nothing to show (a store fault is announced)
             return self._effect(d, entry.seq, now, captured_ns)
 
     def _decide_and_log(self, qr: str, now: float, capture, captured_ns):
@@ -161,6 +283,10 @@ class Lane:
         policy = (lambda d: apply_when_alone(d, self.when_alone)) if alone else None
         try:
             d, entry = self.gate.scan(qr, now=now, face=capture, skip=skip, adjust=policy, alone=alone)
+        except STORE_ERRORS as exc:  # nothing was recorded, so nothing may happen
+            self._fault_locked(FaultKind.STORE, f"{type(exc).__name__}: {exc}")
+            self.state = State.IDLE
+            return None, None, None, False
         except Exception as exc:
             return None, None, self._failed(qr, now, exc, captured_ns), False
         if entry is not None:
@@ -174,11 +300,17 @@ class Lane:
         except Exception as exc:  # a camera fault is no face, not a stopped lane
             return FaceCapture(None, f"face camera failed: {type(exc).__name__}")
 
-    def _failed(self, qr: str, now: float, exc: Exception, captured_ns: int | None) -> LaneEvent:
+    def _failed(self, qr: str, now: float, exc: Exception, captured_ns: int | None) -> LaneEvent | None:
         """Log an undecidable code as an ERROR rejection (called with the lock held;
-        the caller emits the event once it has let go of the lock)."""
+        the caller emits the event once it has let go of the lock). When the log
+        itself fails the lane stops admitting (a store fault) and there is no event."""
         d = Decision(Reason.ERROR, self.mode, detail=f"{type(exc).__name__}: {exc}"[:200])
-        entry = self.gate.record(d, now=now, qr=qr)  # if the log itself fails, the lane must stop
+        try:
+            entry = self.gate.record(d, now=now, qr=qr)
+        except STORE_ERRORS as store_exc:
+            self._fault_locked(FaultKind.STORE, f"{type(store_exc).__name__}: {store_exc}")
+            self.state = State.IDLE
+            return None
         self.counters.rejected[d.reason.value] += 1
         self.state = State.IDLE
         return LaneEvent(d, entry.seq, "rejected", now, self._ms(captured_ns))
@@ -192,20 +324,36 @@ class Lane:
             ev = self._open(d, seq, now, frame_ms, operator)
         if ev is not None:  # rejected, exit, or the relay failed
             return self._emit(ev)
+        sensor_fault = None
         try:
             passed = self.sensor.wait_passage(self.gate.config.passage_timeout_s)  # unlocked
-        except Exception:  # a sensor fault: nobody is known to have passed
-            passed = False
+        except Exception as exc:  # a fault, not "no passage": whether anyone passed is unknown
+            passed, sensor_fault = False, f"{type(exc).__name__}: {exc}"
         with self._lock:
-            if not passed:
+            self.state = State.IDLE
+            if sensor_fault is not None:
+                # the turnstile was released: the admission stands (giving it back could let
+                # the ticket in twice); staff see the fault and the lane admits nothing more
+                self._fault_locked(FaultKind.SENSOR, sensor_fault)
+                self.counters.admitted += 1
+                ev = LaneEvent(d, seq, "unconfirmed", now, frame_ms, operator)
+            elif not passed:
                 ev = self._give_back(d, seq, now, frame_ms, operator, "no passage")
             else:
                 if getattr(self.sensor, "present", False):
-                    self.gate.passed(seq, now=self.clock.now())
+                    self._store_write(lambda: self.gate.passed(seq, now=self.clock.now()))
                 self.counters.admitted += 1
-                self.state = State.IDLE
                 ev = LaneEvent(d, seq, "passed", now, frame_ms, operator)
         return self._emit(ev)
+
+    def _store_write(self, fn: Callable[[], object]):
+        """A log write after the decision (rollback, passage): when the store fails the
+        lane faults (and the result is None) instead of stopping mid-cycle."""
+        try:
+            return fn()
+        except STORE_ERRORS as exc:
+            self._fault_locked(FaultKind.STORE, f"{type(exc).__name__}: {exc}")
+            return None
 
     def _open(self, d: Decision, seq: int, now: float, frame_ms, operator) -> LaneEvent | None:
         """The part of an effect that needs no waiting; None: wait for the passage."""
@@ -215,8 +363,11 @@ class Lane:
             return LaneEvent(d, seq, "rejected", now, frame_ms, operator)
         try:
             self.relay.pulse(self.pulse_ms, tag=f"seq={seq} ticket={d.ticket_id}")
-        except Exception as exc:  # the turnstile did not open: give the entry back
-            return self._give_back(d, seq, now, frame_ms, operator, f"relay failed: {type(exc).__name__}")
+        except Exception as exc:  # the turnstile did not open: give the entry back, and stop
+            ev = self._give_back(d, seq, now, frame_ms, operator, f"relay failed: {type(exc).__name__}")
+            self._fault_locked(FaultKind.RELAY, str(getattr(self.relay, "fault", None) or
+                                                    f"{type(exc).__name__}: {exc}"))
+            return ev
         self.state = State.OPEN
         if d.ticket_id:
             self._recent[d.ticket_id] = now
@@ -227,7 +378,9 @@ class Lane:
         return None
 
     def _give_back(self, d: Decision, seq: int, now: float, frame_ms, operator, why: str) -> LaneEvent:
-        self._notify(self.gate.rollback(seq, now=self.clock.now(), why=why).seq)
+        entry = self._store_write(lambda: self.gate.rollback(seq, now=self.clock.now(), why=why))
+        if entry is not None:
+            self._notify(entry.seq)
         self.counters.rolled_back += 1
         self.state = State.IDLE
         return LaneEvent(d, seq, "rolled_back", now, frame_ms, operator)
@@ -241,13 +394,26 @@ class Lane:
                  note: str = "") -> LaneEvent:
         """Manual admit / deny by staff: logged with the operator, never silent.
         An admit waits for the turnstile like a scan does (call it off the UI's loop)."""
+        try:
+            return self._override(admit=admit, operator=operator, ticket_id=ticket_id, note=note)
+        finally:
+            self._announce()  # a store fault met on the way is heard even though this raised
+
+    def _override(self, *, admit: bool, operator: str, ticket_id: str | None, note: str) -> LaneEvent:
         with self._turn if admit else _NO_LOCK:
             with self._lock:
+                if admit and self.faults:
+                    raise HardwareError(f"the lane is faulted ({self.fault.kind.value}: {self.fault.detail}): "
+                                        "nothing is admitted until a supervisor clears the fault")
                 now = self.clock.now()
                 reason = Reason.MANUAL_ADMIT if admit else Reason.MANUAL_DENY
                 d = Decision(reason, self.mode, ticket_id=ticket_id, detail=note,
                              consumes_entry=admit and ticket_id is not None and self.mode is Mode.ENTRY)
-                entry = self.gate.record(d, now=now, qr=None, kind="override", operator=operator)
+                try:
+                    entry = self.gate.record(d, now=now, qr=None, kind="override", operator=operator)
+                except STORE_ERRORS as exc:  # not recorded, so not done: and the lane stops admitting
+                    self._fault_locked(FaultKind.STORE, f"{type(exc).__name__}: {exc}")
+                    raise
                 self._notify(entry.seq)
                 if not admit:
                     self.counters.rejected["OVERRIDE_DENY"] += 1

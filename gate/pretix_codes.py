@@ -6,6 +6,13 @@ u16 siglen | protobuf Ticket | Ed25519 sig))`` — verified with the event's
 public keys exactly as pretixSCAN does, then checked against the revoked and
 blocked lists (kept in the ledger as revoked tickets). The outcome uses the
 reason codes of docs/decision.md. Pure: no clock, no I/O.
+
+The lane's policy holds for pretix codes too: ``--zones`` admits only tickets
+whose ledger zone is one of them (a ticket with no zone, or a signed ticket not
+in the ledger, is refused ``WRONG_ZONE`` on a zoned lane), and a lane set up with
+``--require-rotating`` cannot use pretix at all: pretix secrets are static codes.
+Enrolment and every sync refuse that combination (:func:`policy_problem`); a
+code reaching such a lane anyway is refused ``PROOF_REQUIRED``.
 """
 
 from __future__ import annotations
@@ -80,6 +87,15 @@ def split_sig1(secret: str) -> tuple[bytes, bytes] | None:
     return raw[5:5 + plen], raw[5 + plen:]
 
 
+def policy_problem(lane: LanePolicy) -> str | None:
+    """Why a lane with this policy cannot take pretix codes (None: it can)."""
+    if lane.require_rotating:
+        return (f"lane {lane.lane} was set up with --require-rotating, but pretix ticket codes are static: "
+                "every one would be refused. Run 'gate init' again without --require-rotating to use "
+                "pretix, or keep this lane for GT1 rotating codes")
+    return None
+
+
 def decide_pretix(secret: str, *, now: float, lane: LanePolicy, keys: Sequence[Ed25519PublicKey],
                   ledger: LedgerView, mode: Mode | None = None) -> Decision:
     mode = lane.mode if mode is None else mode
@@ -87,6 +103,9 @@ def decide_pretix(secret: str, *, now: float, lane: LanePolicy, keys: Sequence[E
     if not secret or len(secret) > MAX_SECRET or not secret.isprintable():
         return Decision(Reason.MALFORMED, mode, sub=Sub.NOT_PRETIX, detail="not a pretix ticket code")
     tid = ticket_id_for(secret)
+    if lane.require_rotating:  # enrolment and sync refuse this policy; never admit a static code on it
+        return Decision(Reason.PROOF_REQUIRED, mode, ticket_id=tid, sub=Sub.LANE_ROTATING_ONLY,
+                        detail="this lane admits rotating codes only (pretix codes are static)")
     signed = split_sig1(secret)
     fields: dict = {}
     if signed is not None:
@@ -119,10 +138,13 @@ def decide_pretix(secret: str, *, now: float, lane: LanePolicy, keys: Sequence[E
         rec = TicketRecord(tid)
     if rec.status != "valid":
         return Decision(Reason.REVOKED, mode, ticket_id=tid, unlisted=unlisted, holder=rec.holder)
+    if lane.zones and rec.zone not in lane.zones:  # row 12 of docs/decision.md, as for GT1 codes
+        return Decision(Reason.WRONG_ZONE, mode, ticket_id=tid, unlisted=unlisted, tier=rec.tier or None,
+                        zone=rec.zone, holder=rec.holder)
 
     def verdict(reason: Reason, consumes: bool = False, detail: str = "") -> Decision:
         return Decision(reason, mode, ticket_id=tid, unlisted=unlisted, tier=rec.tier or None,
-                        holder=rec.holder, consumes_entry=consumes, detail=detail)
+                        zone=rec.zone, holder=rec.holder, consumes_entry=consumes, detail=detail)
 
     if mode is Mode.EXIT:
         return verdict(Reason.ACCEPT)

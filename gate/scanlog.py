@@ -32,7 +32,9 @@ PASSED = "passed"      # the passage sensor saw the holder go through (ref = sca
 OVERRIDE = "override"  # a manual admit / deny by staff (operator named)
 CONTROL = "control"    # a staff command that changes what the lane lets through:
                        # action "mode" (mode = the new mode), "pause", "resume",
-                       # "pin_lockout" (until_ms), "biometrics" (enabled); operator named
+                       # "pin_lockout" (until_ms), "biometrics" (enabled); operator named.
+                       # Also the lane's faults (gate.lane): "relay_fault", "sensor_fault",
+                       # "store_fault" (detail), and "fault_cleared" (faults, operator)
 
 
 def encode_record(record: dict) -> bytes:

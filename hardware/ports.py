@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +31,24 @@ class QrDecoder(Protocol):
 
 
 class Relay(Protocol):
-    def pulse(self, ms: int) -> None:
-        """Close the contact for ``ms`` milliseconds; returns at once."""
+    fault: str | None  # set when the contact could not be opened again (or closed): see hardware.relay
+    on_fault: list[Callable[[str], None]]  # told of a fault, from any thread (the lane pauses itself)
 
-    def close(self) -> None: ...
+    def pulse(self, ms: int) -> None:
+        """Close the contact for ``ms`` milliseconds; returns at once. Raises when it
+        could not (and when the relay is faulted)."""
+
+    def reset(self) -> None:
+        """Open the contact and forget the fault; raises while the fault persists."""
+
+    def close(self) -> None:
+        """Open the contact and let go; raises when the contact could not be opened."""
 
 
 class PassageSensor(Protocol):
     def wait_passage(self, timeout_s: float) -> bool:
-        """True when someone passed within ``timeout_s``."""
+        """True when someone passed within ``timeout_s``. Raises on a sensor fault
+        (a fault is not "nobody passed")."""
 
     def close(self) -> None: ...
 

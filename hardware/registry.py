@@ -76,9 +76,24 @@ def _photo(arg: str):
 
 # ------------------------------------------------------------------ relays
 
+def _fault_options(kind: str, arg: str, names: tuple[str, ...]) -> tuple[str, dict[str, int]]:
+    """Split the ``:NAME=N`` fault options (simulated drivers) off ``arg``, in any position."""
+    parts = arg.split(":") if arg else []
+    opts: dict[str, int] = {}
+    for part in [p for p in parts if p.partition("=")[0] in names]:
+        parts.remove(part)
+        name, _, value = part.partition("=")
+        if not value.isdigit() or int(value) < 1:
+            raise HardwareError(f"{kind} 'sim:{arg}': {name}=N with N a pulse/wait number from 1, "
+                                f"e.g. sim:{name}=3")
+        opts[name.replace("-", "_")] = int(value)
+    return ":".join(parts), opts
+
+
 def _sim_relay(arg: str):
     from hardware.relay import SimRelay
-    return SimRelay(arg or None)
+    journal, faults = _fault_options("relay", arg, ("stuck-after", "fail-on"))
+    return SimRelay(journal or None, **faults)
 
 
 def _serial_relay(arg: str):
@@ -118,6 +133,7 @@ def _no_sensor(arg: str):
 
 def _sim_sensor(arg: str):
     from hardware.sensor import SimSensor
+    arg, faults = _fault_options("sensor", arg, ("fail-on",))
     parts = arg.split(":") if arg else []
     delay = 0.0
     if parts and parts[-1].startswith("delay="):  # a holder who takes S seconds to walk through
@@ -129,14 +145,14 @@ def _sim_sensor(arg: str):
             raise HardwareError(f"sensor 'sim:{arg}': delay=SECONDS, e.g. sim:1:delay=2")
     arg = ":".join(parts)
     if arg == "never":
-        return SimSensor(0.0, delay_s=delay)
+        return SimSensor(0.0, delay_s=delay, **faults)
     try:
         p = float(arg) if arg else 1.0
     except ValueError:
         p = -1.0
     if not 0.0 <= p <= 1.0:
         raise HardwareError(f"sensor 'sim:{arg}': use sim, sim:never or sim:P with P between 0 and 1")
-    return SimSensor(p, delay_s=delay)
+    return SimSensor(p, delay_s=delay, **faults)
 
 
 def _gpio_sensor(arg: str):
@@ -170,16 +186,18 @@ DRIVERS: tuple[Driver, ...] = (
            _synthetic, simulated=True),
     Driver("camera", "photo", "photo:FILE", "a still photo as an endless camera (face dry runs)",
            _photo, simulated=True),
-    Driver("relay", "sim", "sim[:FILE]", "simulated relay (FILE gets one line per pulse)", _sim_relay,
-           simulated=True),
+    Driver("relay", "sim", "sim[:FILE][:stuck-after=N][:fail-on=N]",
+           "simulated relay (FILE gets one line per pulse; faults: the Nth release fails and the "
+           "contact stays closed / the Nth pulse fails)", _sim_relay, simulated=True),
     Driver("relay", "gpio", "gpio:CHIP:LINE", "relay on a GPIO line via libgpiod", _gpio_relay,
            needs="gpiod"),
     Driver("relay", "serial", "serial:PORT[?on=HEX&off=HEX&baud=N]", "USB serial relay board",
            _serial_relay),
     Driver("relay", "hid", "hid[:N]", "USB HID relay board 16c0:05df", _hid_relay, needs="hid"),
     Driver("sensor", "none", "none", "no passage sensor (admissions are never rolled back)", _no_sensor),
-    Driver("sensor", "sim", "sim[:never|:P][:delay=S]",
-           "simulated passage sensor (P: share who pass; S: seconds to walk through)",
+    Driver("sensor", "sim", "sim[:never|:P][:delay=S][:fail-on=N]",
+           "simulated passage sensor (P: share who pass; S: seconds to walk through; "
+           "fault: the Nth wait fails)",
            _sim_sensor, simulated=True),
     Driver("sensor", "gpio", "gpio:CHIP:LINE", "passage sensor on a GPIO line via libgpiod", _gpio_sensor,
            needs="gpiod"),

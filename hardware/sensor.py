@@ -2,8 +2,14 @@
 
 - ``none`` — no sensor: every opening counts as a passage
 - ``sim`` (everyone passes), ``sim:never``, ``sim:P`` (each passes with probability P, seeded);
-  add ``:delay=S`` (e.g. ``sim:1:delay=2``) for a holder who takes S seconds to walk through
+  add ``:delay=S`` (e.g. ``sim:1:delay=2``) for a holder who takes S seconds to walk through,
+  and ``:fail-on=N`` for a sensor whose Nth wait fails (and every later one, until
+  :meth:`SimSensor.repair`)
 - ``gpio:CHIP:LINE`` — a beam or arm sensor on a GPIO line (rising edge = passage)
+
+A sensor that raises from :meth:`wait_passage` is faulted, not "nobody passed":
+the lane keeps the admission (the turnstile was released), pauses itself and
+shows the fault until a supervisor clears it (after :meth:`reset` succeeds).
 """
 
 from __future__ import annotations
@@ -32,8 +38,11 @@ class SimSensor:
 
     present = True
 
-    def __init__(self, probability: float = 1.0, seed: int = 7, *, delay_s: float = 0.0):
+    def __init__(self, probability: float = 1.0, seed: int = 7, *, delay_s: float = 0.0,
+                 fail_on: int | None = None):
         self.probability = probability
+        self.fail_on = fail_on  # the Nth wait (and every later one) fails: a broken sensor
+        self.waits = 0
         self.rng = random.Random(seed)
         self.delay_s = delay_s
         self.script: list[bool] = []  # explicit answers first, then the probability
@@ -41,6 +50,9 @@ class SimSensor:
         self._through = threading.Event()
 
     def wait_passage(self, timeout_s: float) -> bool:
+        self.waits += 1
+        if self.fail_on is not None and self.waits >= self.fail_on:
+            raise HardwareError(f"simulated: passage sensor failed on wait {self.waits}")
         if self.delay_s > 0:
             self.waiting.set()
             try:
@@ -57,6 +69,15 @@ class SimSensor:
     def walk_through(self) -> None:
         """The holder reaches the sensor now (ends a pending delayed wait)."""
         self._through.set()
+
+    def repair(self) -> None:
+        """The technician fixed the sensor: later waits work."""
+        self.fail_on = None
+
+    def reset(self) -> None:
+        """Check the sensor before a fault is cleared; HardwareError while it is broken."""
+        if self.fail_on is not None:
+            raise HardwareError("passage sensor: still failing (simulated)")
 
     def close(self) -> None:
         pass

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from crypto import gt1
-from crypto.sealed import load_or_create_ed25519
 from gate import bus
 from gate.bus import BusBook, BusPort, LinkState
 from gate.db import connect
+from gate.keyfiles import load_device_key
 
 
 PERIODIC_S = 10.0
@@ -32,7 +32,7 @@ class BusService:
         self.port = port
         self.device_id, self.event = device_id, event
         self.central_ok = central_ok
-        self.key = load_or_create_ed25519(self.data_dir / "keys" / "device.key")
+        self.key = load_device_key(self.data_dir)
         db = self.data_dir / "gate.db"
         self._pub_conn = connect(db)
         self._rx_conn = connect(db)

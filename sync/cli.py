@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
+from gate.argtypes import seconds
 from gate.errors import ConfigError, SyncError
 
 
@@ -23,25 +23,12 @@ def _out(args, obj: dict, text: str) -> None:
 # ------------------------------------------------------------------ gate sync
 
 
-def seconds(text: str) -> float:
-    """A positive, finite number of seconds (argparse type: a bad value is a usage error)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a usable interval (a positive number of seconds)")
-    return value
-
-
 def cmd_sync(args) -> int:
-    from gate.appliance import Gate
     from gate.db import get_setting
     from sync import client as sc
     from sync import pretix
-    from sync.loop import SyncLoop
 
-    gate = Gate.open(Path(args.data), now=time.time())
+    gate = args.open_gate()  # the composition root's helper (gate.app.compose.open_gate)
     url = args.central or get_setting(gate.conn, "sync.central")
     if args.ca and not args.enroll:
         raise SyncError("--ca is pinned at enrolment: give it together with --enroll CODE")
@@ -59,7 +46,7 @@ def cmd_sync(args) -> int:
     if url and (warning := sc.plain_http_warning(url)):
         print(f"gate: {warning}", file=sys.stderr)
     # the same engine, retry policy and waits as a running lane's background sync
-    loop = SyncLoop(gate.data_dir, args.central, interval_s=args.interval)
+    loop = args.sync_loop(gate, args.central, interval_s=args.interval)  # gate.app.compose.sync_loop
 
     def show(rep) -> None:
         wait = loop.next_wait

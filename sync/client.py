@@ -21,7 +21,7 @@ from typing import Mapping
 import requests
 
 from crypto.keyring import b64url_encode
-from crypto.sealed import load_or_create_ed25519, write_secret
+from crypto.sealed import write_secret
 from gate import ledger, scanlog
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import LedgerError, SyncError
@@ -186,7 +186,7 @@ def enroll(gate, central_url: str, code: str, ca: str | None = None) -> str:
     from crypto import gt1
 
     pem = _read_ca(ca) if ca else None
-    device_key = load_or_create_ed25519(gate.data_dir / "keys" / "device.key")
+    device_key = gate.device_key
     client = CentralClient(central_url, verify=ca or _verify(gate))
     doc = client.register(code, gate.config.device_id, gt1.raw_public(device_key), gate.policy.event)
     token, event = doc.get("token"), doc.get("event")
@@ -261,7 +261,7 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
 
 def push_scans(gate, client: CentralClient, *, batch_size: int = UPLOAD_BATCH) -> int:
     """The outbox in signed batches; it shrinks only by what central acknowledged."""
-    device_key = load_or_create_ed25519(gate.data_dir / "keys" / "device.key")
+    device_key = gate.device_key
     sent = 0
     while True:
         through = get_setting(gate.conn, UPLOADED_THROUGH, 0)

@@ -46,7 +46,7 @@ class SyncLoop(SyncEngine):
         super().__init__(lambda gate: strategy_for(gate, central_url), interval_s=interval_s, policy=policy,
                          max_clock_offset_s=max_clock_offset_s)
         self.data_dir = Path(data_dir)
-        self.reopen = reopen  # opens the thread's own connection to the gate (None: Gate.open(data_dir))
+        self.reopen = reopen  # the loop's own connection to the gate (Gate.reopen): needed to start
         self.central_url = central_url
         self._stop = threading.Event()
         self._kick = threading.Event()
@@ -55,9 +55,12 @@ class SyncLoop(SyncEngine):
 
     @classmethod
     def for_gate(cls, gate, central_url: str | None = None, **kw) -> "SyncLoop":
-        return cls(gate.data_dir, central_url, **kw)
+        """The loop for an open gate; it works on its own connection (``gate.reopen()``)."""
+        return cls(gate.data_dir, central_url, reopen=gate.reopen, **kw)
 
     def start(self) -> "SyncLoop":
+        if self.reopen is None:
+            raise TypeError("SyncLoop.start needs the gate: build it with SyncLoop.for_gate(gate)")
         self._thread.start()
         return self
 
@@ -96,10 +99,8 @@ class SyncLoop(SyncEngine):
             self._kick.clear()
 
     def _run(self) -> None:
-        from gate.appliance import Gate
-
         try:
-            gate = self.reopen() if self.reopen is not None else Gate.open(self.data_dir, now=time.time())
+            gate = self.reopen()
         except Exception as exc:  # shown as the loop's error; the lane goes on deciding from its ledger
             self.crashed(exc)
             return

@@ -29,7 +29,7 @@ from gate import scanlog
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import ConfigError, SyncError
 from gate.ledger import TicketRow, upsert_tickets
-from gate.pretix_codes import ticket_id_for
+from gate.pretix_codes import policy_problem, ticket_id_for
 from sync.client import UPLOADED_THROUGH, HttpClient, token_path
 from sync.engine import ApiError, Step, SyncReport, advance, run_pass
 
@@ -114,6 +114,8 @@ class PretixClient(HttpClient):
 
 def enroll(gate, url: str, init_token: str) -> str:
     cfg = parse_url(url)
+    if problem := policy_problem(gate.policy):  # before the one-time token is spent
+        raise ConfigError(problem)
     client = PretixClient(cfg)
     doc = client.initialize({
         "token": init_token, "hardware_brand": "gate-appliance", "hardware_model": platform.machine(),

@@ -16,7 +16,7 @@ import cbor2
 import pytest
 
 from crypto.issuer import Issuer
-from crypto.sealed import load_or_create_ed25519
+from gate.keyfiles import load_device_key
 from gate import bus, scanlog
 from bus_lanes import LaneProc, free_ports, setup_gate, trust_all
 from conftest import json_lines, run_gate
@@ -138,7 +138,7 @@ def test_forged_records_change_no_decision_and_are_counted(venue, tmp_path):
     a.ready()
     w1, w2, w3 = (iss.mint(rotating=False) for _ in range(3))
     b_id = entries[1]["device_id"]
-    b_key = load_or_create_ed25519(b_dir / "keys" / "device.key")  # a trusted device's real key
+    b_key = load_device_key(b_dir)  # a trusted device's real key
     g = scanlog.GENESIS
     unknown = bus.sign_record(Ed25519PrivateKey.generate(), "gate-stranger", 1, g, _record("gate-stranger", 1, w1.ticket_id))
     good = bus.sign_record(b_key, b_id, 1, g, _record(b_id, 1, w2.ticket_id))
@@ -244,7 +244,7 @@ def test_flooding_peer_never_blocks_the_lane(venue, tmp_path):
     a = lane(procs, a_dir, pa, [])
     a.ready()
     b_id = entries[1]["device_id"]
-    b_key = load_or_create_ed25519(b_dir / "keys" / "device.key")
+    b_key = load_device_key(b_dir)
     w = iss.mint(rotating=False)
     real = bus.sign_record(b_key, b_id, 1, scanlog.GENESIS, _record(b_id, 1, w.ticket_id)).encode()
     junk = [bus.sign_record(b_key, "gate-x", i, scanlog.GENESIS, _record("gate-x", i, "00" * 16)).encode()

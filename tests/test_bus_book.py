@@ -11,7 +11,7 @@ import pytest
 
 from crypto import gt1
 from crypto.issuer import Issuer
-from crypto.sealed import load_or_create_ed25519
+from gate.keyfiles import load_device_key
 from gate import bus
 from gate.appliance import Gate
 from gate.decision import Reason
@@ -28,7 +28,7 @@ def two(tmp_path):
     b = Gate.init(tmp_path / "b", event=EVENT, lane="north-2")
     for g in (a, b):
         g.trust(iss.keyring())
-    key_a = load_or_create_ed25519(a.data_dir / "keys" / "device.key")
+    key_a = load_device_key(a.data_dir)
     bus.store_trust(b.conn, [bus.TrustedDevice(a.config.device_id, gt1.raw_public(key_a))], "test")
     yield iss, a, b, key_a
     a.close()
@@ -68,7 +68,7 @@ def test_answer_since_sends_only_peer_records_after_the_asked_seq(two):
     book = bus.BusBook(b.conn, b.config.device_id, EVENT)
     for s in (s1, s2):
         book.receive(bus.message_for(a.conn, key_a, dev_a, s).encode())
-    key_b = load_or_create_ed25519(b.data_dir / "keys" / "device.key")
+    key_b = load_device_key(b.data_dir)
     relayed = [(d, s) for d, s, _ in bus.answer_since(b.conn, key_b, b.config.device_id,
                                                       {dev_a: s1, b.config.device_id: 10**9})]
     assert relayed == [(dev_a, s2)]

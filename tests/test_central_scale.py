@@ -86,8 +86,8 @@ def _fill(g: Gate, tickets: list[str], *, start_ms: int, lane_gap_ms: int = 1100
 
 
 def _batch(g: Gate, after: int, n: int) -> dict:
-    from crypto.sealed import load_or_create_ed25519
-    key = load_or_create_ed25519(g.data_dir / "keys" / "device.key")
+    from gate.keyfiles import load_device_key
+    key = load_device_key(g.data_dir)
     rows = g.conn.execute("SELECT seq, record, hash FROM scans WHERE seq > ? ORDER BY seq LIMIT ?",
                           (after, n)).fetchall()
     last, h = rows[-1][0], rows[-1][2]

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from crypto.issuer import Wallet
-from crypto.sealed import load_or_create_ed25519
+from gate.keyfiles import load_device_key
 from gate import scanlog
 from gate.appliance import Gate
 from gate.decision import Reason
@@ -179,7 +179,7 @@ def test_device_release_on_a_revoked_device_fails_and_changes_nothing(tmp_path, 
 def _forge(g, records: list[dict], from_seq: int = 1, prev: bytes = GENESIS) -> dict:
     """What a rogue (enrolled or hijacked) device can upload: any records it likes,
     correctly chained and signed with its own key."""
-    key = load_or_create_ed25519(g.data_dir / "keys" / "device.key")
+    key = load_device_key(g.data_dir)
     datas, h = [], prev
     for i, r in enumerate(records):
         data = scanlog.encode_record({**r, "seq": from_seq + i})

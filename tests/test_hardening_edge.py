@@ -611,8 +611,9 @@ def test_item14_enrol_and_sync_over_tls_with_a_pinned_ca(tmp_path):
         out = json.loads(run_gate(g, "sync", "--once", "--json", env=env).stdout)  # no --ca: the pinned one
         assert out["ok"] and out["uploaded"] == 1
         # the background loop of a running lane uses the pinned CA too
+        from gate.app.compose import open_gate
         from sync.loop import SyncLoop
-        loop = SyncLoop(g, interval_s=0.2).start()
+        loop = SyncLoop.for_gate(open_gate(g), interval_s=0.2).start()
         try:
             deadline = time.monotonic() + 120  # bounds a stuck loop; not a timing assertion
             while loop.last_report is None and time.monotonic() < deadline:

@@ -179,9 +179,9 @@ def test_online_gates_share_admissions_and_rollbacks(central, tmp_path):
 
 
 def _batch(g, records, *, from_seq=1, key=None, device_id=None):
-    from crypto.sealed import load_or_create_ed25519
+    from gate.keyfiles import load_device_key
     from gate.scanlog import GENESIS, chain_hash
-    key = key or load_or_create_ed25519(g.data_dir / "keys" / "device.key")
+    key = key or load_device_key(g.data_dir)
     h = GENESIS
     if from_seq > 1:
         h = g.conn.execute("SELECT hash FROM scans WHERE seq = ?", (from_seq - 1,)).fetchone()[0]

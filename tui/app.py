@@ -26,8 +26,13 @@ def _age(ts: float | None, now: float) -> str:
 
 
 class Verdict(Static):
-    def show(self, ev: LaneEvent | None, *, paused: bool = False) -> None:
+    def show(self, ev: LaneEvent | None, *, paused: bool = False, fault=None) -> None:
         self.remove_class("accept", "reject", "idle")
+        if fault is not None:  # a lane fault (gate.lane): nothing is admitted until it is cleared
+            self.add_class("reject")
+            self.update(f"⚠  LANE FAULT: {fault.kind.value.upper()}\n{fault.detail}\n"
+                        "Nothing is admitted. Fix it, then press p to clear (supervisor PIN)")
+            return
         if paused:
             self.add_class("idle")
             self.update("⏸  LANE PAUSED\nPress p to resume")
@@ -143,20 +148,19 @@ class GateApp(App):
                  runner: Callable[[], None] | None = None, clock: Callable[[], float] = time.time,
                  title: str | None = None):
         super().__init__()
-        from gate.appliance import Gate
-
         self.lane = lane
         self.sync = sync
         self.clock = clock
         # the UI's own connection: lookups, status and PIN checks never touch the
         # lane thread's connection (and never wait for the lane)
-        self.db = Gate.open(lane.gate.data_dir, now=clock())
+        self.db = lane.gate.reopen()
         self.check_pin = check_pin or self._check_pin
         self.runner = runner
         self.last_event: LaneEvent | None = None
         self.pending_story: list[str] = []
         self.sub_title = title or f"{lane.gate.policy.event} · {lane.gate.policy.lane}"
         lane.observers.append(self._from_lane)
+        lane.on_fault.append(self._from_fault)
 
     def _check_pin(self, operator: str, pin: str) -> PinCheck:
         from gate.pins import check_pin
@@ -176,7 +180,7 @@ class GateApp(App):
 
     def on_mount(self) -> None:
         self.title = "Gate"
-        self.query_one(Verdict).show(None)
+        self.query_one(Verdict).show(None, fault=self.lane.fault)
         self.refresh_side()
         for line in self.pending_story:
             self.story(line)
@@ -198,9 +202,21 @@ class GateApp(App):
         else:
             self.call_from_thread(self.on_lane_event, ev)
 
+    def _from_fault(self, fault, cleared_by: str | None) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.on_lane_fault(fault, cleared_by)
+        else:
+            self.call_from_thread(self.on_lane_fault, fault, cleared_by)
+
+    def on_lane_fault(self, fault, cleared_by: str | None) -> None:
+        what = f"cleared by {cleared_by}" if cleared_by else f"FAULT: {fault.detail}"
+        self.query_one(RichLog).write(f"{time.strftime('%H:%M:%S')} ⚠ {fault.kind.value} {what}")
+        self.query_one(Verdict).show(self.last_event, paused=self.lane.paused, fault=self.lane.fault)
+        self.refresh_side()
+
     def on_lane_event(self, ev: LaneEvent) -> None:
         self.last_event = ev
-        self.query_one(Verdict).show(ev)
+        self.query_one(Verdict).show(ev, fault=self.lane.fault)
         d = ev.decision
         icon, head, _, _ = words(d.reason.value)
         t = time.strftime("%H:%M:%S", time.localtime(ev.at))
@@ -232,6 +248,8 @@ class GateApp(App):
         self.query_one("#counters", Static).styles.height = 5
         mode = self.lane.mode.value.upper()
         state = "PAUSED" if self.lane.paused else mode
+        if self.lane.fault is not None:
+            state = f"FAULT {self.lane.fault.kind.value.upper()}: p clears"
         now = self.clock()
         if self.sync is not None:
             snap = self.sync.snapshot(self.db)
@@ -321,6 +339,14 @@ class GateApp(App):
                          lambda op: self._command(lambda: self.lane.set_mode(new, operator=op), done))
 
     def action_pause(self) -> None:
+        if self.lane.fault is not None:  # p clears a fault (after the hardware checks out)
+            def cleared() -> None:
+                self.query_one(Verdict).show(self.last_event, paused=self.lane.paused, fault=self.lane.fault)
+                self.refresh_side()
+
+            self._authorised(f"Clear the {self.lane.fault.kind.value} fault",
+                             lambda op: self._command(lambda: self.lane.clear_fault(operator=op), cleared))
+            return
         pausing = not self.lane.paused
 
         def done() -> None:

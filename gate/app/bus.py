@@ -13,7 +13,6 @@ STALE_S = 5.0  # a running lane saves its bus status every second
 
 def status_doc(gate) -> dict:
     from crypto import gt1
-    from crypto.sealed import load_or_create_ed25519
     from gate import bus
     from gate.db import get_setting
 
@@ -23,7 +22,7 @@ def status_doc(gate) -> dict:
     central_ok = get_setting(gate.conn, "sync.last_ok")
     doc = {
         "device_id": gate.config.device_id,
-        "public_key": gt1.raw_public(load_or_create_ed25519(gate.data_dir / "keys" / "device.key")).hex(),
+        "public_key": gt1.raw_public(gate.device_key).hex(),
         "event": gate.policy.event, "listen": listen, "peers_configured": peers,
         "running": running,
         "link": live.get("link") if running else None,

@@ -28,6 +28,7 @@ def _now(args) -> float:
 
 
 def _open(args):
+    """Every one-shot command opens its gate here: the composition root's helper."""
     from gate.app.compose import open_gate
     return open_gate(args.data)
 
@@ -86,10 +87,10 @@ class Progress:
 
 
 def cmd_init(args) -> int:
-    from gate.appliance import Gate
+    from gate.app.compose import init_gate
     from gate.decision import Mode
     zones = tuple(z.strip() for z in args.zones.split(",") if z.strip()) if args.zones else ()
-    gate = Gate.init(Path(args.data), event=args.event, lane=args.lane, mode=Mode(args.mode),
+    gate = init_gate(args.data, event=args.event, lane=args.lane, mode=Mode(args.mode),
                      zones=zones, require_rotating=args.require_rotating,
                      require_listed=args.require_listed)
     if args.bus_listen or args.bus_peer:
@@ -373,6 +374,10 @@ def _extensions():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the composition root's helpers for command groups outside gate.app (sync/cli.py)
+    from gate.app.compose import sync_loop
+    args.open_gate = lambda: _open(args)
+    args.sync_loop = sync_loop
     try:
         return args.func(args) or 0
     except GateError as exc:

@@ -1,6 +1,15 @@
 """The composition root: the one place that turns configuration into a running
 gate and lane (real or simulated hardware). The CLI (`gate run`, `gate tui`),
 the staff UI, the demo and the tests all build lanes through :func:`build_lane`.
+
+Who opens a gate: :func:`open_gate` (every command, the lane) and
+:func:`init_gate` (``gate init``, the demo's provisioning — the only place
+keys are created). A worker that needs its own connection (the sync loop, the
+staff UI's reads) gets ``gate.reopen`` from here. Who wires: only this module
+builds a :class:`Lane`, its :class:`LaneRunner`, the :class:`LinkMonitor`, the
+sync loop and the venue bus service, and connects them (the lane's link,
+append hooks and bus, the relay's fault hook, the sync loop's status headers).
+``tests/test_architecture.py`` holds both rules.
 """
 
 from __future__ import annotations
@@ -12,13 +21,72 @@ from pathlib import Path
 from typing import Callable
 
 from gate.appliance import Gate
+from gate.bus import LinkState, WhenAlone, endpoints, link_state
 from gate.errors import ConfigError
-from gate.lane import DEFAULT_PULSE_MS, Lane
+from gate.lane import DEFAULT_PULSE_MS, Lane, LaneFault
 
 
 def open_gate(data: str | Path, *, now: float | None = None) -> Gate:
-    """Open the gate in ``data`` as of ``now`` (default: the system clock)."""
+    """Open the gate set up in ``data``: its keys must be there and be this gate's
+    (never created here: a missing or damaged key is a ConfigError naming the file),
+    and the biometric retention deadline is enforced as of ``now`` (default: the
+    system clock)."""
     return Gate.open(Path(data), now=time.time() if now is None else now)
+
+
+def init_gate(data: str | Path, **settings) -> Gate:
+    """Set up (or, for the same event, reconfigure) the gate in ``data``: ``gate init``
+    and the demo's provisioning. The only place the device and data keys are created."""
+    return Gate.init(Path(data), **settings)
+
+
+def sync_loop(gate: Gate, central_url: str | None = None, **kw):
+    """The sync engine with its clock for ``gate`` (``gate sync`` in the foreground,
+    a running lane in the background): it works on its own connection (``gate.reopen``)."""
+    from sync.loop import SyncLoop
+    return SyncLoop.for_gate(gate, central_url, **kw)
+
+
+class LinkMonitor:
+    """The runner's link state: does central answer, how many venue-bus peers are
+    there → ONLINE / VENUE / ALONE (``gate.bus.link_state``). The lane (its
+    ``--when-alone`` policy), the sync loop's status headers and the UIs read it
+    directly; :attr:`on_change` hooks hear ``(state, peers)`` at each change seen by
+    :meth:`check` (the bus monitor's ticks, each sync pass, the UI's refresh).
+    Calling the monitor returns the state now."""
+
+    def __init__(self, *, central_ok: Callable[[], bool | None] = lambda: None):
+        self.central_ok = central_ok  # the sync loop's view (or the demo's switch)
+        self.bus = None  # the running venue bus service: its peer count
+        self.on_change: list[Callable[..., None]] = []
+        self._last: LinkState | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def peers(self) -> int:
+        return self.bus.peers if self.bus is not None else 0
+
+    def state(self) -> LinkState:
+        return link_state(central_ok=self.central_ok(), peers=self.peers)
+
+    __call__ = state
+
+    def check(self) -> LinkState:
+        """The state now; hooks are told when it differs from the last one seen."""
+        with self._lock:
+            st = self.state()
+            hooks = list(self.on_change) if st != self._last else []
+            self._last = st
+        for fn in hooks:
+            fn(st, self.peers)
+        return st
+
+    def subscribe(self, fn: Callable[..., None], **first) -> None:
+        """Add a hook and call it once with the state now (``first``: extra fields)."""
+        with self._lock:
+            st = self._last = self.state()
+            self.on_change.append(fn)
+        fn(st, self.peers, **first)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,11 +124,15 @@ class LaneSpec:
 
 
 class LaneRunner:
-    """A composed lane with its input (camera or scanner) and background sync.
-    :meth:`run` feeds the lane until the source ends or :meth:`stop` is called."""
+    """A composed lane with its input (camera or scanner), link monitor, background
+    sync and venue bus. :meth:`run` feeds the lane until the source ends or
+    :meth:`stop` is called."""
 
-    def __init__(self, gate: Gate, lane: Lane, spec: LaneSpec, sync=None, bus=None):
-        self.gate, self.lane, self.spec, self.sync, self.bus = gate, lane, spec, sync, bus
+    def __init__(self, gate: Gate, lane: Lane, spec: LaneSpec, *, link: LinkMonitor, sync=None,
+                 bus_endpoints: tuple[list[str], list[str]] = ([], [])):
+        self.gate, self.lane, self.spec, self.sync, self.link = gate, lane, spec, sync, link
+        self.bus = None  # the venue bus service once opened (open_bus)
+        self.bus_endpoints = bus_endpoints  # (listen, peers): set with 'gate init' plus this run's
         self.pipeline = None  # the camera's QR pipeline once running (its failed-frame count)
         self._stop = threading.Event()
 
@@ -79,24 +151,68 @@ class LaneRunner:
     def stop(self) -> None:
         self._stop.set()
 
-    def start_bus(self, *, on_state: Callable | None = None, wait_peers_s: float = 3.0) -> None:
-        """Start the venue bus: wait (bounded) for a configured peer and catch up, so
-        the first decision knows what other lanes admitted while this one was off.
-        ``on_state(state, peers[, caught_up])`` hears the link state now and on change."""
+    # ------------------------------------------------------------ link and faults
+
+    def status_headers(self) -> dict[str, str]:
+        """What each sync pass tells central's ops room beyond the outbox: the link
+        state and, while the lane is faulted, the fault (it is also in the scan log)."""
+        h = {"X-Gate-Link": self.link.check().value}
+        if (f := self.lane.fault) is not None:
+            h["X-Gate-Fault"] = f.kind.value
+        return h
+
+    # ------------------------------------------------------------ venue bus
+
+    def open_bus(self):
+        """The venue bus service on this runner's endpoints, wired to the lane (append
+        hook, status) and the link monitor (peers); not started (:meth:`start_bus`)."""
+        from sync.bus_service import open_bus
+
+        listen, peers = self.bus_endpoints
+        svc = open_bus(self.gate, listen=listen, peers=peers, scout=self.spec.bus_scout,
+                       central_ok=lambda: self.link.central_ok())
+        svc.port_peers_configured = bool(peers)
+        svc.on_state.append(lambda state, peers: self.link.check())
+        self.lane.appended.append(svc.appended)
+        self.lane.bus = self.link.bus = self.bus = svc
+        return svc
+
+    def start_bus(self, *, on_state: Callable | None = None, wait_peers_s: float | None = None) -> None:
+        """Start the venue bus: wait (bounded, default 3 s when peers are configured)
+        for a peer and catch up, so the first decision knows what other lanes admitted
+        while this one was off. ``on_state(state, peers[, caught_up])`` hears the link
+        state now and on change."""
+        if wait_peers_s is None:
+            wait_peers_s = 3.0 if self.bus.port_peers_configured else 0.0
+        self.bus.start(wait_peers_s=wait_peers_s)
         if on_state is not None:
-            self.bus.on_state.append(on_state)
-        self.bus.start(wait_peers_s=wait_peers_s if self.bus.port_peers_configured else 0.0)
-        if on_state is not None:
-            on_state(self.bus.state(), self.bus.peers, self.bus.caught_up)
+            self.link.subscribe(on_state, caught_up=self.bus.caught_up)
+        else:
+            self.link.check()
+
+    def close_bus(self) -> None:
+        """Stop the venue bus and detach it (the lane carries on; the link loses its peers)."""
+        svc, self.bus = self.bus, None
+        if svc is None:
+            return
+        self.lane.appended[:] = [fn for fn in self.lane.appended if fn != svc.appended]
+        self.lane.bus = self.link.bus = None
+        svc.close()
+        self.link.check()
 
     def close(self) -> None:
+        """Stop everything. The relay is opened last of all; a relay that cannot be
+        opened raises (HardwareError) after the rest is closed: never silent."""
         self.stop()
-        if self.bus is not None:
-            self.bus.close()
-        if self.sync is not None:
-            self.sync.stop()
-        self.lane.relay.close()
-        self.lane.sensor.close()
+        try:
+            self.close_bus()
+            if self.sync is not None:
+                self.sync.stop()
+        finally:
+            try:
+                self.lane.relay.close()
+            finally:
+                self.lane.sensor.close()
 
     def _run_camera(self) -> None:
         from hardware.qr import FramePipeline, make_decoder
@@ -133,10 +249,13 @@ class LaneRunner:
 
 
 def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None, sensor=None,
-               start_sync: bool = True) -> LaneRunner:
+               start_sync: bool = True, central_ok: Callable[[], bool | None] | None = None) -> LaneRunner:
     """Compose a lane from ``spec``. ``clock``, ``face``, ``relay`` and ``sensor``
     replace what the spec would open (the demo's simulated time and photo
-    camera; tests' drivers); everything else comes from the spec."""
+    camera; tests' drivers); ``central_ok`` replaces the sync loop as the link
+    monitor's "central answers?" (the demo's network switch). Everything else
+    comes from the spec: the sync loop (started), the venue bus (opened, not
+    started: :meth:`LaneRunner.start_bus`), the link monitor."""
     from hardware.ports import SystemClock
     from hardware.registry import open_device
 
@@ -148,40 +267,36 @@ def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None,
     lane = Lane(gate, relay=relay or open_device("relay", spec.relay),
                 sensor=sensor or open_device("sensor", spec.sensor),
                 clock=clock or SystemClock(), face=face, pulse_ms=spec.pulse_ms)
+    if hasattr(lane.relay, "on_fault"):  # a relay that cannot open again pauses the lane
+        lane.relay.on_fault.append(lane.relay_fault)
+    lane.when_alone = WhenAlone(spec.when_alone)
     sync = None
     if spec.central and start_sync:
-        from sync.loop import SyncLoop
-        sync = SyncLoop.for_gate(gate, spec.central).start()
-    runner = LaneRunner(gate, lane, spec, sync, _attach_bus(gate, lane, spec, sync))
-    if sync is not None and lane.link is not None:
-        sync.link = lambda: lane.link().value  # so central's ops room sees ONLINE / VENUE / ALONE
+        sync = sync_loop(gate, spec.central)
+    if central_ok is None:
+        central_ok = (lambda: sync.online) if sync is not None else (lambda: None)
+    link = LinkMonitor(central_ok=central_ok)
+    listen, peers = endpoints(gate.conn, spec.bus_listen, spec.bus_peers)
+    runner = LaneRunner(gate, lane, spec, link=link, sync=sync, bus_endpoints=(listen, peers))
+    if listen or peers or spec.bus_scout:
+        runner.open_bus()
+    if runner.bus is not None or sync is not None:
+        lane.link = link  # the link state and --when-alone policy apply
+    if sync is not None:
+        sync.headers = runner.status_headers  # so central's ops room sees ONLINE / VENUE / ALONE
+        sync.start()
     return runner
 
 
-def _attach_bus(gate: Gate, lane: Lane, spec: LaneSpec, sync):
-    """The link state and --when-alone policy whenever a bus or a central is
-    configured; the venue bus itself (not started) when endpoints are."""
-    from gate import bus
-
-    lane.when_alone = bus.WhenAlone(spec.when_alone)
-    listen, peers = bus.endpoints(gate.conn, spec.bus_listen, spec.bus_peers)
-    if not (listen or peers or spec.bus_scout):
-        if sync is not None:
-            lane.link = lambda: bus.link_state(central_ok=sync.online, peers=0)
-        return None
-    from sync.bus_service import open_bus
-    svc = open_bus(gate, listen=listen, peers=peers, scout=spec.bus_scout,
-                   central_ok=(lambda: sync.online) if sync is not None else (lambda: None))
-    svc.port_peers_configured = bool(peers)
-    lane.appended.append(svc.appended)
-    lane.link, lane.bus = svc.state, svc
-    return svc
-
-
-def lane_printer(json_events: bool, lane: Lane | None = None) -> Callable:
-    """The observer ``gate run`` attaches: one JSON object or one line per decision
-    (with the link state when ``lane`` tracks one)."""
+def lane_printer(json_events: bool, runner: LaneRunner | None = None) -> tuple[Callable, Callable]:
+    """The observers ``gate run`` attaches: for decisions, one JSON object or one line
+    each (with the link state when the lane tracks one); for faults, one JSON object
+    ``{"fault": KIND, "detail", "at", "seq"}`` when one begins and ``{"fault": null,
+    "cleared": KIND, "operator"}`` when a supervisor clears it, or a line on stderr."""
     import json
+    import sys
+
+    lane = runner.lane if runner is not None else None
 
     def as_json(ev) -> None:
         out = ev.to_json()
@@ -195,4 +310,15 @@ def lane_printer(json_events: bool, lane: Lane | None = None) -> Callable:
         print(f"{time.strftime('%H:%M:%S')} {'ADMIT ' if d.accepted else 'REJECT'} {d.reason.value:<16} "
               f"{d.ticket_id or '-'} {ev.outcome}{ms}", flush=True)
 
-    return as_json if json_events else as_line
+    def fault(f: LaneFault, cleared_by: str | None) -> None:
+        if json_events:
+            doc = f.to_json() if cleared_by is None else {"fault": None, "cleared": f.kind.value,
+                                                          "operator": cleared_by}
+            print(json.dumps(doc, separators=(",", ":")), flush=True)
+        elif cleared_by is None:
+            print(f"gate run: LANE FAULT ({f.kind.value}): {f.detail}; nothing is admitted until a "
+                  "supervisor clears it (gate tui, p)", file=sys.stderr, flush=True)
+        else:
+            print(f"gate run: {f.kind.value} fault cleared by {cleared_by}", file=sys.stderr, flush=True)
+
+    return (as_json if json_events else as_line), fault

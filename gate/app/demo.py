@@ -5,7 +5,8 @@ wallets, provisions two simulated lanes, and streams synthetic camera frames
 (real QR images, decoded by zxing-cpp) with a realistic crowd: live rotating
 codes, a screenshot replayed later, a refunded ticket, the seller's code after a
 transfer, a ticket for another day, a face-bound ticket shown by an impostor and
-then by its holder, a holder who turns back at the turnstile. Midway central
+then by its holder, a holder who turns back at the turnstile, a relay that
+sticks closed (the lane stops until a supervisor clears it). Midway central
 goes away: the lanes still talk over the venue bus (Zenoh, 127.0.0.1), so a
 photocopied paper ticket admitted at north-1 is refused at north-2. Then north-2
 is cut off from everything (ALONE): another photocopied ticket gets in at both
@@ -62,14 +63,19 @@ class Demo:
     counts: Counter = field(default_factory=Counter)
     online: bool = True
     counts_bus: int = 0  # refusals naming the lane that admitted the ticket (venue bus)
+    # filled by setup(); empty until then, so close() after a failed setup closes what exists
+    gates: list = field(default_factory=list)
+    runners: list = field(default_factory=list)
+    bus_up: list = field(default_factory=lambda: [False, False])
+    server: object = None
+    store: object = None
 
     # ------------------------------------------------------------- setup
 
     def setup(self) -> None:
         from crypto import gt1
         from crypto.issuer import Wallet
-        from gate.appliance import Gate
-        from gate.app.compose import LaneSpec, build_lane
+        from gate.app.compose import LaneSpec, build_lane, init_gate
         from hardware.camera import PhotoCamera, SyntheticCamera
         from hardware.face import FaceEngine, FaceSource, encoding_from_photo
         from hardware.qr import FramePipeline, make_decoder
@@ -95,48 +101,46 @@ class Demo:
                  f"{len(self.w) + 2} tickets issued (rotating, paper, face-bound)")
         from sync.central.ops import demo_login
         self.out(demo_login(self.store, self.server.url))
-        self.gates, self.lanes, self.cams, self.pipes, self.buses = [], [], [], [], [None, None]
+        self.gates, self.runners, self.lanes, self.cams, self.pipes = [], [], [], [], []
         engine = FaceEngine()
         self.face_cam = [PhotoCamera(), PhotoCamera()]
+        self.bus_ports = _free_ports(2)
+        eps = [f"tcp/127.0.0.1:{p}" for p in self.bus_ports]
         for i, name in enumerate(("north-1", "north-2")):
-            g = Gate.init(self.work / name, event=EVENT, lane=name)
-            sc.enroll(g, self.server.url, self.store.enrol_code(EVENT))
-            lane = build_lane(LaneSpec(relay="sim", sensor="sim"), g, clock=self.clock,
-                              face=FaceSource(self.face_cam[i], engine, max_frames=2)).lane
-            lane.observers.append(self._print_event)
+            g = init_gate(self.work / name, event=EVENT, lane=name)
             self.gates.append(g)
-            self.lanes.append(lane)
+            sc.enroll(g, self.server.url, self.store.enrol_code(EVENT))
+            spec = LaneSpec(relay="sim", sensor="sim", bus_listen=(eps[i],), bus_peers=(eps[1 - i],))
+            runner = build_lane(spec, g, clock=self.clock, face=FaceSource(self.face_cam[i], engine, max_frames=2),
+                                central_ok=lambda: self.online)
+            runner.lane.observers.append(self._print_event)
+            runner.lane.on_fault.append(self._print_fault)
+            self.runners.append(runner)
+            self.lanes.append(runner.lane)
             self.cams.append(SyntheticCamera(clock=self.clock, max_idle=1))
             self.pipes.append(FramePipeline(make_decoder("zxing")))
         self.sync_all("doors open: both lanes sync")
-        self.bus_ports = _free_ports(2)
         for i in range(2):
             self.open_bus(i)
         self.out(f"bus      Zenoh peer mode on 127.0.0.1:{self.bus_ports[0]} / :{self.bus_ports[1]}, "
                  f"multicast off; link {self.lanes[0].link().value}")
 
     def open_bus(self, i: int) -> None:
-        from sync.bus_service import open_bus
-        eps = [f"tcp/127.0.0.1:{p}" for p in self.bus_ports]
-        svc = open_bus(self.gates[i], listen=[eps[i]], peers=[eps[1 - i]], central_ok=lambda: self.online)
-        lane = self.lanes[i]
-        lane.appended[:] = [svc.appended]
-        lane.link, lane.bus = svc.state, svc
-        self.buses[i] = svc
-        svc.start(wait_peers_s=2.0 if self.buses[1 - i] is not None else 0.0)
+        """Start lane i's venue bus (again); when the other lane's runs, wait for it as a peer."""
+        runner = self.runners[i]
+        if runner.bus is None:
+            runner.open_bus()
+        runner.start_bus(wait_peers_s=2.0 if self.bus_up[1 - i] else 0.0)
+        self.bus_up[i] = True
 
     def close_bus(self, i: int) -> None:
-        svc, self.buses[i] = self.buses[i], None
-        if svc is not None:
-            svc.close()
-            self.lanes[i].appended[:] = []
-            from gate.bus import link_state
-            self.lanes[i].link = lambda: link_state(central_ok=self.online, peers=0)
+        self.runners[i].close_bus()
+        self.bus_up[i] = False
 
     def settle(self, timeout: float = 2.0) -> None:
         """Let the bus deliver what was just published (the demo runs faster than people walk):
         wait until each gate holds the other's last usage record."""
-        if any(b is None for b in self.buses):
+        if not all(self.bus_up):
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -155,12 +159,15 @@ class Demo:
         return last is None or (got or 0) >= last
 
     def close(self) -> None:
-        for i in range(len(self.buses)):
-            self.close_bus(i)
+        """Close whatever setup() got to (it may have failed halfway: the real error stays visible)."""
+        for runner in self.runners:
+            runner.close()
         for g in self.gates:
             g.close()
-        self.server.stop()
-        self.store.close()
+        if self.server is not None:
+            self.server.stop()
+        if self.store is not None:
+            self.store.close()
 
     # ------------------------------------------------------------- actions
 
@@ -188,12 +195,19 @@ class Demo:
             extra = f" ({d.detail.split(' (')[0]}{d.detail[d.detail.rfind(')') + 1:]})"
         self._last = f"{mark} {d.reason.value:<14}{extra}"
 
+    def _print_fault(self, fault, cleared_by) -> None:
+        if cleared_by is None:
+            self.out(f"  fault  {fault.kind.value}: {fault.detail} (logged; the lane admits nothing "
+                     "until a supervisor clears it)")
+        else:
+            self.out(f"  fault  {fault.kind.value} cleared by {cleared_by} (logged)")
+
     def show(self, step: Step) -> str:
         lane = self.lanes[step.lane]
         if step.face is not None:
             self.face_cam[step.lane].path = str(ASSETS / step.face)
         lane.sensor.script = [step.passes]
-        self._last = "(no code seen)"
+        self._last = "IGNORED (lane faulted)" if lane.fault is not None else "(no code seen)"
         if step.code is not None:
             cam, pipe = self.cams[step.lane], self.pipes[step.lane]
             cam.show(step.code, frames=2)
@@ -227,6 +241,12 @@ class Demo:
             Step(0, "someone else with the face-bound VIP ticket", self.face_ticket.code, face="biden1.jpg"),
             Step(0, "the VIP holder herself", self.face_ticket.code, face="obama2.jpg", advance=30),
             Step(1, "a torn, unreadable code", lambda now: "GT1:NOT/A/REAL/CODE"),
+            Step(0, "--- north-1's relay will stick closed after its next pulse ---", None,
+                 before=self._stick_relay),
+            Step(0, "holder 12 goes through; the contact does not open again", w[12].code),
+            Step(0, "holder 13 waits: the faulted lane admits nobody", w[13].code),
+            Step(0, "a technician frees the relay; supervisor ann clears the fault", None, before=self._repair),
+            Step(0, "holder 13 again", w[13].code),
             Step(0, "--- central is unreachable: the lanes talk over the venue bus ---", None, before=self._cut),
             Step(0, "a paper ticket", self.paper.code, advance=3),
             Step(1, "a photocopy of the same paper ticket, at the other lane (the bus knows)", self.paper.code),
@@ -246,6 +266,14 @@ class Demo:
         self.store.revoke(self.w[7].ticket_id)
         self.new_owner = Wallet.load(self.store.reissue(self.w[8].ticket_id, self.work / "wallets")["file"])
         self.sync_all("ticket changes")
+
+    def _stick_relay(self) -> None:
+        relay = self.lanes[0].relay  # the shipped simulated relay's fault mode (sim:stuck-after=N)
+        relay.stuck_after = relay.releases + 1
+
+    def _repair(self) -> None:
+        self.lanes[0].relay.repair()
+        self.lanes[0].clear_fault(operator="ann")  # in the staff UI: p, then name and PIN
 
     def _cut(self) -> None:
         self.online = False

@@ -176,7 +176,8 @@ def register(sub) -> None:
                       description="A face matches when its distance to the template is at most the "
                                   "tolerance: lower refuses more impostors and more holders. Choose it "
                                   "with 'gate face calibrate DIR'.")
-    q.add_argument("tolerance", metavar="T", type=float, nargs="?", help="new tolerance (e.g. 0.52)")
+    from gate.argtypes import days, finite_float, unix_time
+    q.add_argument("tolerance", metavar="T", type=finite_float, nargs="?", help="new tolerance (e.g. 0.52)")
     q.set_defaults(func=cmd_face_tolerance)
     q = fs.add_parser("calibrate", help="false accept / false reject curve on your own photos",
                       description="DIR holds one folder per person (DIR/PERSON/*.jpg). Compares every "
@@ -191,9 +192,8 @@ def register(sub) -> None:
                       description="Set the event's biometric retention deadline; after it every "
                                   "template is deleted the next time the gate starts or syncs.")
     g = q.add_mutually_exclusive_group()
-    from gate.argtypes import unix_time
     g.add_argument("--until", type=unix_time, metavar="UNIX", help="delete templates after this unix time")
-    g.add_argument("--days", type=float, help="delete templates this many days from now")
+    g.add_argument("--days", type=days, help="delete templates this many days from now (0 to 36525)")
     q.set_defaults(func=cmd_face_retention)
 
     p = sub.add_parser("wipe", help="delete biometric data from this gate",

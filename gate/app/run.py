@@ -19,7 +19,11 @@ def cmd_run(args) -> int:
     if args.tui:
         from tui.app import run_tui
         return run_tui(runner)
-    runner.lane.observers.append(lane_printer(args.json_events, runner.lane))
+    on_event, on_fault = lane_printer(args.json_events, runner)
+    runner.lane.observers.append(on_event)
+    runner.lane.on_fault.append(on_fault)
+    if runner.lane.fault is not None:  # a fault logged before this start was never cleared
+        on_fault(runner.lane.fault, None)
     try:
         runner.run()
     except KeyboardInterrupt:
@@ -124,8 +128,16 @@ def cmd_doctor(args) -> int:
     def link():
         return doctor_link(gate, args)
 
+    def fault():
+        rec = gate.open_fault()
+        if rec is None:
+            return "OK", "no lane fault in force"
+        return "FAIL", (f"{rec['action'].replace('_', ' ')} logged (seq {rec.get('seq')}: {rec.get('detail', '')}) "
+                        "and not cleared: fix it, then clear it in the staff UI (gate tui, p)")
+
     for name, fn in [("camera", camera), ("relay", relay), ("sensor", sensor), ("clock", clock),
-                     ("keys", keys), ("ledger", ledger_fresh), ("disk", disk), ("link", link)]:
+                     ("keys", keys), ("ledger", ledger_fresh), ("disk", disk), ("link", link),
+                     ("fault", fault)]:
         check(name, fn)
     for status, name, msg in results:
         print(f"{status:<5}{name:<8}{msg}")
@@ -187,6 +199,7 @@ def cmd_tui(args) -> int:
 
 def _lane_args(p) -> None:
     _hardware_args(p)
+    from gate.argtypes import seconds
     from hardware.registry import usage
 
     p.add_argument("--scanner", metavar="SPEC", help="handheld scanner instead of a camera: " + usage("scanner"))
@@ -194,7 +207,7 @@ def _lane_args(p) -> None:
     p.add_argument("--json-events", action="store_true", help="print one JSON object per decision")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N camera frames")
     p.add_argument("--pulse-ms", type=int, default=200, help="relay pulse length in ms (default 200)")
-    p.add_argument("--passage-timeout", type=float, metavar="S",
+    p.add_argument("--passage-timeout", type=seconds, metavar="S",
                    help="seconds to wait for a passage before rolling back (default 5)")
     p.add_argument("--face-camera", metavar="SPEC", help="camera for face capture on face-bound tickets")
     p.add_argument("--face-liveness", action="store_true",
@@ -224,7 +237,7 @@ def register(sub) -> None:
     _lane_args(p)
     p.set_defaults(func=cmd_tui)
 
-    p = sub.add_parser("doctor", help="check camera, relay, sensor, clock, keys, ledger and disk",
+    p = sub.add_parser("doctor", help="check camera, relay, sensor, clock, keys, ledger, disk and faults",
                        description="Check the lane before doors open and say what to fix. "
                                    "Exits 1 when any check fails.")
     _hardware_args(p)
