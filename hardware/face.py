@@ -255,16 +255,16 @@ def fuse(encodings: Sequence[Sequence[float]]) -> tuple[float, ...]:
 
 
 def load_rgb(path: Path):
+    """A photo file as RGB, through the one image door (hardware.imagefile):
+    regular files only, size and pixel caps before decoding; else HardwareError."""
     import cv2
-    import numpy as np
+
+    from hardware.imagefile import UnusableImage, read_image
 
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise HardwareError(f"cannot read image {path}: {e.strerror or e}") from None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if img is None:
-        raise HardwareError(f"cannot read image {path}: not a photo, or unreadable")
+        img = read_image(Path(path))
+    except UnusableImage as e:
+        raise HardwareError(f"cannot read image {e}") from None
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
