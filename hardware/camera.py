@@ -21,6 +21,21 @@ from hardware.ports import Frame
 from hardware.imagefile import IMAGE_SUFFIXES, UnusableImage, image_files, read_image  # noqa: F401
 
 
+MAX_FRAME = (1280, 960)
+
+
+def frame_size(spec: str) -> tuple[int, int]:
+    """``WxH`` for a lane camera, at most 1280x960 (QR version 8-9 rotating codes need the
+    pixels at 20+ cm; more costs the lane more than it reads)."""
+    from gate.errors import ConfigError
+
+    w, sep, h = (spec or "").lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit() and 160 <= int(w) <= MAX_FRAME[0] and 120 <= int(h) <= MAX_FRAME[1]):
+        raise ConfigError(f"--frame {spec!r}: give WIDTHxHEIGHT from 160x120 up to "
+                          f"{MAX_FRAME[0]}x{MAX_FRAME[1]}, e.g. 640x480 or 1280x960")
+    return int(w), int(h)
+
+
 class OpenCvCamera:
     def __init__(self, target: str, *, width: int = 640, height: int = 480, video: bool = False):
         import cv2

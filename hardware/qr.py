@@ -164,6 +164,22 @@ def make_decoder(name: str = "zxing"):
         raise HardwareError(f"unknown decoder {name!r}: use one of {', '.join(DECODERS)}") from None
 
 
+def lane_fallback(*, enabled: bool = True, log=None):
+    """The lane's WeChat CNN worker, or None when turned off or not available
+    here (then one line says why: the lane runs on the zxing passes alone)."""
+    if not enabled:
+        return None
+    import sys
+
+    from hardware import wechat
+
+    why = wechat.available()
+    if why:
+        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(f"gate: WeChat CNN fallback off: {why}")
+        return None
+    return wechat.WeChatFallback()
+
+
 def to_grey(image):
     """A BGR, BGRA or grey frame of any depth as 8-bit grey."""
     import cv2
