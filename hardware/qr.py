@@ -318,7 +318,7 @@ class FramePipeline:
         self._index = index
         found = self.read(image)
         if self.fallback is not None:
-            late = [t for t in self.fallback.drain() if t not in found]
+            late = [t for t in dict.fromkeys(self.fallback.drain()) if t not in found]
             self.fallback_reads += len(late)
             found += late
         new = []

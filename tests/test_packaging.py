@@ -33,6 +33,8 @@ def test_wheel_ships_assets_and_the_demo_runs_from_it(tmp_path):
     photos = {Path(n).name for n in names if n.startswith("gate/assets/faces/")}
     assert {"obama1.jpg", "obama2.jpg", "biden1.jpg", "README.md"} <= photos
     assert not any(n.startswith(("tests/", "bench/", "docs/")) for n in names)
+    models = {Path(n).name for n in names if n.startswith("hardware/models/wechat_qrcode/")}
+    assert {"detect.prototxt", "detect.caffemodel", "sr.prototxt", "sr.caffemodel", "LICENSE"} <= models
 
     subprocess.run(PIP + ["install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, text=True, timeout=300, cwd=elsewhere)
