@@ -427,6 +427,45 @@ def calibration_pairs(people: dict[str, list[Path]], encodings: dict) -> list[Pa
     return pairs
 
 
+@dataclass(frozen=True)
+class EnrolPair:
+    """A template fused from the enrolment photos ``a`` against one photo ``b``."""
+
+    a: tuple[str, ...]
+    b: str
+    same: bool
+    distance: float | None  # None: no usable face in b
+
+
+def enrolment_pairs(people: dict[str, list[Path]], encodings: dict, k: int) -> list[EnrolPair]:
+    """Each person enrolled from ``k`` of their usable photos (every rotation of
+    ``k`` consecutive ones, as :func:`template_trials`), scored against that
+    person's other photos and every photo of everyone else. A person with fewer
+    than ``k`` usable photos is not enrolled (their photos are still probes)."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    owner = {p: name for name, photos in people.items() for p in photos}
+    out: list[EnrolPair] = []
+    for name, photos in people.items():
+        usable = [p for p in photos if encodings[p][0] is not None]
+        if len(usable) < k:
+            continue
+        seen: set[frozenset] = set()
+        for i in range(len(usable)):
+            enrol = [usable[(i + j) % len(usable)] for j in range(k)]
+            if frozenset(enrol) in seen:
+                continue
+            seen.add(frozenset(enrol))
+            t = fuse([encodings[p][0] for p in enrol])
+            for b in sorted(owner):
+                if b in enrol:
+                    continue
+                eb = encodings[b][0]
+                dist = None if eb is None else round(math.sqrt(sum((x - y) ** 2 for x, y in zip(t, eb))), 4)
+                out.append(EnrolPair(tuple(str(p) for p in enrol), str(b), owner[b] == name, dist))
+    return out
+
+
 def error_rates(pairs: Sequence[Pair], tolerance: float) -> dict:
     """False accepts (different people within tolerance) and false rejects
     (same person beyond it) among the pairs with a distance."""
