@@ -22,6 +22,7 @@ Found = list[tuple[str, Box | None]]
 
 SMALL_SIDE = 400  # frames whose longer side is at most this get the 2x upscale retry
 SMALL_FRAME = 640 * 480  # larger frames are first decoded at half size (region of interest)
+LANE_RETRIES = 3  # retries per empty lane frame, in turn (bench/lane.py: empty-frame p99 <= 10 ms)
 
 
 class ZxingDecoder:
@@ -213,7 +214,8 @@ class FramePipeline:
     """
 
     def __init__(self, decoder, *, roi_margin: float = 0.5, repeat_frames: int = 15,
-                 roi_max_area: float = 0.5, retry: bool = True, fallback=None):
+                 roi_max_area: float = 0.5, retry: bool = True, fallback=None,
+                 retries_per_frame: int | None = None):
         import cv2
 
         # OpenCV's worker threads do not pay on 640x480 frames: on a busy 2-core box each
@@ -226,6 +228,10 @@ class FramePipeline:
         self.roi_max_area = roi_max_area  # a crop bigger than this share of the frame does not pay
         self.retry = retry and hasattr(decoder, "retries")
         self.fallback = fallback
+        # a still photo gets every retry; a lane camera sees the same scene many times a second,
+        # so each empty frame runs the next few retries in turn (all of them within a few frames)
+        self.retries_per_frame = retries_per_frame
+        self._turn = 0
         self.frames = 0
         self.errors = 0  # frames lost to a decoder or image error
         self.retried = 0  # frames that needed a retry to read a code
@@ -283,7 +289,13 @@ class FramePipeline:
                 return found
         found = self.decoder.decode(grey)
         if not found and self.retry:
-            for attempt in self.decoder.retries(grey, colour) if colour is not None else self.decoder.retries(grey):
+            steps = self.decoder.retries(grey, colour) if colour is not None else self.decoder.retries(grey)
+            if self.retries_per_frame:
+                steps = list(steps)
+                k = self._turn % len(steps) if steps else 0
+                self._turn = k + self.retries_per_frame
+                steps = (steps + steps)[k:k + min(self.retries_per_frame, len(steps))]
+            for attempt in steps:
                 found = attempt()
                 if found:
                     self.retried += 1

@@ -325,3 +325,31 @@ def test_frame_option_is_checked():
     for bad in ("1920x1080", "0x0", "big", "640x"):
         with pytest.raises(ConfigError):
             frame_size(bad)
+
+
+def test_a_lane_runs_every_retry_within_a_few_empty_frames():
+    # retries_per_frame bounds an empty lane frame's cost; turn by turn every step still runs
+    names = []
+
+    class Named:
+        name = "named"
+
+        def __init__(self):
+            self.inner = make_decoder("zxing")
+
+        def decode(self, grey):
+            return self.inner.decode(grey)
+
+        def retries(self, grey, colour=None):
+            for r in self.inner.retries(grey, colour):
+                yield type(r)(r.name, lambda r=r: names.append(r.name) or r())
+
+    all_steps = [r.name for r in make_decoder("zxing").retries(phone_frame(None, seed=1))]
+    pipe = FramePipeline(Named(), retries_per_frame=3)
+    per_frame = []
+    for i in range(len(all_steps)):
+        names.clear()
+        pipe.process(phone_frame(None, seed=1), i)
+        per_frame.append(list(names))
+    assert all(len(n) == 3 for n in per_frame)
+    assert set(sum(per_frame, [])) == set(all_steps)  # all steps within ceil(n/3) frames

@@ -110,13 +110,14 @@ class LaneRunner:
         from hardware.qr import FramePipeline, make_decoder
         from hardware.registry import open_device
 
-        from hardware.qr import lane_fallback
+        from hardware.qr import LANE_RETRIES, lane_fallback
 
         camera = open_device("camera", self.spec.camera)
         if hasattr(camera, "set_frame"):
             camera.set_frame(*self.spec.frame)
         pipeline = self.pipeline = FramePipeline(make_decoder(self.spec.decoder),
-                                                 fallback=lane_fallback(enabled=self.spec.wechat))
+                                                 fallback=lane_fallback(enabled=self.spec.wechat),
+                                                 retries_per_frame=LANE_RETRIES)
         frames = 0
         try:
             while not self._stop.is_set() and (self.spec.max_frames is None or frames < self.spec.max_frames):
