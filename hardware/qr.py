@@ -279,24 +279,30 @@ class FramePipeline:
                 self._keep_roi(found, shape)
                 return found
         H, W = shape
+        k, small, small_colour = 1.0, grey, colour
         if W * H > SMALL_FRAME:
             # a big frame: locate at half size (as cheap as a 640x480 frame); the full frame
             # only when that reads nothing (small modules: a far or dense code needs the pixels)
-            found = _scaled(self.decoder.decode(cv2.resize(grey, (W // 2, H // 2),
-                                                           interpolation=cv2.INTER_AREA)), 2.0)
+            k, small = 2.0, cv2.resize(grey, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+            found = _scaled(self.decoder.decode(small), k)
             if found:
                 self._keep_roi(found, shape)
                 return found
         found = self.decoder.decode(grey)
         if not found and self.retry:
-            steps = self.decoder.retries(grey, colour) if colour is not None else self.decoder.retries(grey)
+            # retries run at the half size too: their cost stays that of a 640x480 frame
+            if k != 1.0 and colour is not None:
+                small_colour = cv2.resize(colour, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+            steps = (self.decoder.retries(small, small_colour) if small_colour is not None
+                     else self.decoder.retries(small))
             if self.retries_per_frame:
                 steps = list(steps)
-                k = self._turn % len(steps) if steps else 0
-                self._turn = k + self.retries_per_frame
-                steps = (steps + steps)[k:k + min(self.retries_per_frame, len(steps))]
+                n = len(steps)
+                j = self._turn % n if n else 0
+                self._turn = j + self.retries_per_frame
+                steps = (steps + steps)[j:j + min(self.retries_per_frame, n)]
             for attempt in steps:
-                found = attempt()
+                found = _scaled(attempt(), k) if k != 1.0 else attempt()
                 if found:
                     self.retried += 1
                     break
