@@ -291,6 +291,18 @@ def encoding_from_photo(path: Path, engine: FaceEngine | None = None) -> tuple[f
     return capture.encoding
 
 
+ENROL_PHOTOS = 3  # the documented default enrolment (README, Faces: the operating points)
+
+
+def fewer_photos_warning(n: int) -> str | None:
+    """The warning for an enrolment from fewer than three photos, or None."""
+    if n >= ENROL_PHOTOS:
+        return None
+    return (f"warning: enrolled from {n} photo{'s' if n > 1 else ''}; three photos are the normal "
+            "enrolment and turn far fewer holders away at the same tolerance (README, Faces): "
+            "enrol again with three photos of the holder")
+
+
 def template_from_photos(paths: Sequence[Path], engine: FaceEngine | None = None) -> tuple[float, ...]:
     """The enrolment template from one or more photos of the holder (several
     make a better one: see README, Faces). Any unusable photo refuses the lot,

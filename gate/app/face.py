@@ -24,22 +24,12 @@ def cmd_face_enroll(args) -> int:
     n = len(args.photos)
     print(f"enrolled a face for ticket {args.ticket_id} from {n} photo{'s' if n > 1 else ''} "
           "(template encrypted; the photos were not stored)")
+    from hardware.face import fewer_photos_warning
+
     warn = fewer_photos_warning(n)
     if warn:
         print(f"gate face enroll: {warn}", file=sys.stderr, flush=True)
     return 0
-
-
-ENROL_PHOTOS = 3  # the documented default enrolment (README, Faces: the operating points)
-
-
-def fewer_photos_warning(n: int) -> str | None:
-    """The warning for an enrolment from fewer than three photos, or None."""
-    if n >= ENROL_PHOTOS:
-        return None
-    return (f"warning: enrolled from {n} photo{'s' if n > 1 else ''}; three photos are the normal "
-            "enrolment and turn far fewer holders away at the same tolerance (README, Faces): "
-            "enrol again with three photos of the holder")
 
 
 def _tolerance_in_force(data) -> tuple[float, str]:

@@ -90,9 +90,8 @@ def cmd_central_issue(args) -> int:
     event = store.require_event(args.event)
     template = None
     if args.face_photo:
-        from gate.app.face import fewer_photos_warning
         from gate.ledger import encode_template
-        from hardware.face import template_from_photos
+        from hardware.face import fewer_photos_warning, template_from_photos
         template = encode_template(template_from_photos([Path(p) for p in args.face_photo]))
         warn = fewer_photos_warning(len(args.face_photo))
         if warn:
