@@ -22,7 +22,12 @@ $(STAMP): pyproject.toml Makefile scripts/sysdeps.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "installing Python packages into $(VENV) (first run takes a minute or two)"
 	$(PIP) install --upgrade "pip>=24" "setuptools>=68,<82" wheel
+	@# one cv2: the contrib build (WeChat QR CNN) replaces opencv-python-headless; removing the
+	@# old one can delete files both wheels share, so the contrib build is repaired if needed
+	-$(PIP) uninstall -y opencv-python-headless opencv-python 2>/dev/null
 	$(PIP) install -e '.[test]'
+	$(BIN)/python -c "import cv2; cv2.wechat_qrcode_WeChatQRCode" 2>/dev/null || \
+		$(PIP) install --force-reinstall --no-deps "opencv-contrib-python-headless>=4.9,<5"
 	@# face_recognition pins 'dlib', which builds from source for ~12 minutes;
 	@# dlib-bin is the same library as a wheel, so face-recognition goes in without its deps.
 	$(PIP) install "dlib-bin>=19.24,<21" "face-recognition-models==0.3.0" "Click>=7" "Pillow>=10"

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import collections
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,7 +18,22 @@ from typing import Callable
 from gate.errors import HardwareError
 from hardware.ports import Frame
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
+from hardware.imagefile import IMAGE_SUFFIXES, UnusableImage, image_files, read_image  # noqa: F401
+
+
+MAX_FRAME = (1280, 960)
+
+
+def frame_size(spec: str) -> tuple[int, int]:
+    """``WxH`` for a lane camera, at most 1280x960 (QR version 8-9 rotating codes need the
+    pixels at 20+ cm; more costs the lane more than it reads)."""
+    from gate.errors import ConfigError
+
+    w, sep, h = (spec or "").lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit() and 160 <= int(w) <= MAX_FRAME[0] and 120 <= int(h) <= MAX_FRAME[1]):
+        raise ConfigError(f"--frame {spec!r}: give WIDTHxHEIGHT from 160x120 up to "
+                          f"{MAX_FRAME[0]}x{MAX_FRAME[1]}, e.g. 640x480 or 1280x960")
+    return int(w), int(h)
 
 
 class OpenCvCamera:
@@ -33,10 +49,16 @@ class OpenCvCamera:
             raise HardwareError(
                 f"cannot open camera {target!r}: check the cable, the device path "
                 "(ls /dev/video*) and that no other program holds it")
+        self.video = video
         if not video:
-            self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-            self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            self.set_frame(width, height)
         self.index = 0
+
+    def set_frame(self, width: int, height: int) -> None:
+        """Ask the device for this frame size (a recording keeps its own)."""
+        if not self.video:
+            self.cap.set(self._cv2.CAP_PROP_FRAME_WIDTH, width)
+            self.cap.set(self._cv2.CAP_PROP_FRAME_HEIGHT, height)
 
     def read(self) -> Frame | None:
         ok, img = self.cap.read()
@@ -50,22 +72,29 @@ class OpenCvCamera:
 
 
 class ImageFolderCamera:
-    def __init__(self, folder: str):
-        import cv2
+    """One frame per image file in ``folder``, in name order. A file that is not a
+    usable image (a FIFO, a link to a device, too large, a decompression bomb,
+    not an image) is skipped with one line on stderr and counted in ``skipped``;
+    the next file follows."""
 
-        self._cv2 = cv2
+    def __init__(self, folder: str, *, log=None):
         root = Path(folder)
         if not root.is_dir():
             raise HardwareError(f"images:{folder}: not a directory")
-        self.files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = image_files(root)
         self.index = 0
+        self.skipped: list[str] = []
+        self._log = log if log is not None else (lambda line: print(line, file=sys.stderr, flush=True))
 
     def read(self) -> Frame | None:
         while self.index < len(self.files):
             path = self.files[self.index]
             self.index += 1
-            img = self._cv2.imread(str(path), self._cv2.IMREAD_UNCHANGED)
-            if img is None:  # unreadable file: skip it, do not stop the lane
+            try:
+                img = read_image(path, unchanged=True)
+            except UnusableImage as e:  # skip it, do not stop the lane
+                self.skipped.append(str(e))
+                self._log(f"images: skipped unusable file {len(self.skipped)}: {e}")
                 continue
             return Frame(img, time.monotonic_ns(), self.index)
         return None
@@ -131,15 +160,14 @@ class PhotoCamera:
         self._cache: dict = {}
 
     def read(self) -> Frame | None:
-        import cv2
-
         if self.path is None:
             return None
         img = self._cache.get(self.path)
         if img is None:
-            img = self._cache[self.path] = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
-            if img is None:
-                raise HardwareError(f"photo:{self.path}: cannot read the image")
+            try:
+                img = self._cache[self.path] = read_image(self.path)
+            except UnusableImage as e:
+                raise HardwareError(f"photo:{e}") from None
         self.index += 1
         return Frame(img, time.monotonic_ns(), self.index)
 

@@ -255,16 +255,16 @@ def fuse(encodings: Sequence[Sequence[float]]) -> tuple[float, ...]:
 
 
 def load_rgb(path: Path):
+    """A photo file as RGB, through the one image door (hardware.imagefile):
+    regular files only, size and pixel caps before decoding; else HardwareError."""
     import cv2
-    import numpy as np
+
+    from hardware.imagefile import UnusableImage, read_image
 
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise HardwareError(f"cannot read image {path}: {e.strerror or e}") from None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if img is None:
-        raise HardwareError(f"cannot read image {path}: not a photo, or unreadable")
+        img = read_image(Path(path))
+    except UnusableImage as e:
+        raise HardwareError(f"cannot read image {e}") from None
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -289,6 +289,18 @@ def encoding_from_photo(path: Path, engine: FaceEngine | None = None) -> tuple[f
     if capture.encoding is None:
         raise HardwareError(f"{path}: {capture.detail}; take a photo of the holder alone, face to the camera")
     return capture.encoding
+
+
+ENROL_PHOTOS = 3  # the documented default enrolment (README, Faces: the operating points)
+
+
+def fewer_photos_warning(n: int) -> str | None:
+    """The warning for an enrolment from fewer than three photos, or None."""
+    if n >= ENROL_PHOTOS:
+        return None
+    return (f"warning: enrolled from {n} photo{'s' if n > 1 else ''}; three photos are the normal "
+            "enrolment and turn far fewer holders away at the same tolerance (README, Faces): "
+            "enrol again with three photos of the holder")
 
 
 def template_from_photos(paths: Sequence[Path], engine: FaceEngine | None = None) -> tuple[float, ...]:
@@ -425,6 +437,45 @@ def calibration_pairs(people: dict[str, list[Path]], encodings: dict) -> list[Pa
             math.sqrt(sum((x - y) ** 2 for x, y in zip(ea, eb))), 4)
         pairs.append(Pair(str(a), str(b), owner[a] == owner[b], dist))
     return pairs
+
+
+@dataclass(frozen=True)
+class EnrolPair:
+    """A template fused from the enrolment photos ``a`` against one photo ``b``."""
+
+    a: tuple[str, ...]
+    b: str
+    same: bool
+    distance: float | None  # None: no usable face in b
+
+
+def enrolment_pairs(people: dict[str, list[Path]], encodings: dict, k: int) -> list[EnrolPair]:
+    """Each person enrolled from ``k`` of their usable photos (every rotation of
+    ``k`` consecutive ones, as :func:`template_trials`), scored against that
+    person's other photos and every photo of everyone else. A person with fewer
+    than ``k`` usable photos is not enrolled (their photos are still probes)."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    owner = {p: name for name, photos in people.items() for p in photos}
+    out: list[EnrolPair] = []
+    for name, photos in people.items():
+        usable = [p for p in photos if encodings[p][0] is not None]
+        if len(usable) < k:
+            continue
+        seen: set[frozenset] = set()
+        for i in range(len(usable)):
+            enrol = [usable[(i + j) % len(usable)] for j in range(k)]
+            if frozenset(enrol) in seen:
+                continue
+            seen.add(frozenset(enrol))
+            t = fuse([encodings[p][0] for p in enrol])
+            for b in sorted(owner):
+                if b in enrol:
+                    continue
+                eb = encodings[b][0]
+                dist = None if eb is None else round(math.sqrt(sum((x - y) ** 2 for x, y in zip(t, eb))), 4)
+                out.append(EnrolPair(tuple(str(p) for p in enrol), str(b), owner[b] == name, dist))
+    return out
 
 
 def error_rates(pairs: Sequence[Pair], tolerance: float) -> dict:

@@ -237,3 +237,54 @@ def test_central_issue_binds_a_template_fused_from_several_photos(tmp_path, real
     got = decode_template(base64.b64decode(raw))
     assert np.allclose(got, fuse([enc[p][0] for p in photos]), atol=1e-6)
     assert not np.allclose(got, enc[photos[0]][0], atol=1e-3)
+
+
+def test_calibrate_enrol_n_scores_templates_against_the_other_photos(small_set, tmp_path):
+    # Issue 23: the three-photo operating point from the operator tool. Fails if a template is
+    # scored against one of its own enrolment photos, if a pair's 'same' is wrong, if the
+    # rotations are not all there, or if the distance is not the fused template's.
+    from hardware.face import encode_photos, fuse, people_photos, photo_engine
+
+    out = json.loads(run_gate(tmp_path / "none", "face", "calibrate", "--enrol", "2", "--json",
+                              str(small_set)).stdout)
+    assert out["enrol"] == 2
+    photos = sorted(str(p) for p in small_set.glob("*/*.jpg"))
+    templates = {tuple(p["a"]) for p in out["pairs"]}
+    # 3 usable photos each: 3 rotations of 2 per person -> 9 templates, each against the 8 others
+    assert len(templates) == 9 and len(out["pairs"]) == 9 * 8
+    for pair in out["pairs"]:
+        assert set(pair) == {"a", "b", "same", "distance"}
+        assert isinstance(pair["a"], list) and len(pair["a"]) == 2 and pair["b"] not in pair["a"]
+        assert pair["b"] in photos and all(a in photos for a in pair["a"])
+        assert pair["same"] == (Path(pair["a"][0]).parent.name == Path(pair["b"]).parent.name)
+        assert (pair["distance"] is None) == ("empty_wall" in pair["b"])
+    enc = encode_photos(people_photos(small_set), photo_engine())
+    some = next(p for p in out["pairs"] if p["distance"] is not None)
+    t = np.array(fuse([enc[Path(a)][0] for a in some["a"]]))
+    assert abs(float(np.linalg.norm(t - np.array(enc[Path(some["b"])][0]))) - some["distance"]) < 1e-3
+    text = run_gate(tmp_path / "none", "face", "calibrate", "--enrol", "3", str(small_set)).stdout
+    assert "templates from 3 photos" in text and "suggested" in text
+    r = run_gate(tmp_path / "none", "face", "calibrate", "--enrol", "5", str(small_set), check=False)
+    assert r.returncode == 2 and "lower --enrol" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_enrolling_from_fewer_than_three_photos_warns(tmp_path, issuer):
+    from crypto.issuer import ticket_record
+    data = tmp_path / "gate"
+    run_gate(data, "init", "--event", issuer.event)
+    w1, w3 = issuer.mint(face=True), issuer.mint(face=True)
+    run_gate(data, "ledger", "import", str(write_jsonl(tmp_path / "t.jsonl", [ticket_record(w1), ticket_record(w3)])))
+    photos = sorted((REAL / "Tony_Blair").glob("*.jpg"))
+    one = run_gate(data, "face", "enroll", w1.ticket_id, str(photos[0]))
+    assert "warning: enrolled from 1 photo" in one.stderr and "three photos" in one.stderr
+    three = run_gate(data, "face", "enroll", w3.ticket_id, *map(str, photos[:3]))
+    assert "warning" not in three.stderr
+    # central issue --face-photo: the same warning below three, none with three
+    central = tmp_path / "central"
+    run_gate(central, "central", "event", "create", "evt-w")
+    base = ["central", "issue", "--event", "evt-w", "--count", "1"]
+    r = run_gate(central, *base, "--out", str(tmp_path / "w1"), "--face-photo", str(photos[0]))
+    assert "warning: enrolled from 1 photo" in r.stderr and "--face-photo P3" in r.stderr
+    r = run_gate(central, *base, "--out", str(tmp_path / "w3"),
+                 *[a for p in photos[:3] for a in ("--face-photo", str(p))])
+    assert "warning" not in r.stderr

@@ -41,6 +41,8 @@ def test_wheel_ships_assets_and_the_demo_runs_from_it(tmp_path):
     revisions = {Path(n).name for n in schema if n.startswith("sync/central/schema/versions/")}
     shipped = {p.name for p in (ROOT / "sync" / "central" / "schema" / "versions").glob("*.py")}
     assert revisions == shipped  # every revision file, none left behind
+    models = {Path(n).name for n in names if n.startswith("hardware/models/wechat_qrcode/")}
+    assert {"detect.prototxt", "detect.caffemodel", "sr.prototxt", "sr.caffemodel", "LICENSE"} <= models
 
     subprocess.run(PIP + ["install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, text=True, timeout=300, cwd=elsewhere)

@@ -110,6 +110,8 @@ class LaneSpec:
     bus_peers: tuple[str, ...] = ()
     bus_scout: bool = False
     when_alone: str = "admit"
+    frame: tuple[int, int] = (640, 480)  # the lane camera's frame size (--frame WxH, up to 1280x960)
+    wechat: bool = True  # the WeChat CNN fallback after the zxing passes (--no-wechat turns it off)
 
     @classmethod
     def from_args(cls, args) -> "LaneSpec":
@@ -120,7 +122,13 @@ class LaneSpec:
                    central=args.central, max_frames=args.max_frames,
                    bus_listen=tuple(getattr(args, "bus_listen", None) or ()),
                    bus_peers=tuple(getattr(args, "bus_peer", None) or ()),
-                   bus_scout=getattr(args, "bus_scout", False), when_alone=getattr(args, "when_alone", "admit"))
+                   bus_scout=getattr(args, "bus_scout", False), when_alone=getattr(args, "when_alone", "admit"),
+                   frame=_frame(getattr(args, "frame", None)), wechat=not getattr(args, "no_wechat", False))
+
+
+def _frame(spec: str | None) -> tuple[int, int]:
+    from hardware.camera import frame_size
+    return (640, 480) if spec is None else frame_size(spec)
 
 
 class LaneRunner:
@@ -218,8 +226,14 @@ class LaneRunner:
         from hardware.qr import FramePipeline, make_decoder
         from hardware.registry import open_device
 
+        from hardware.qr import LANE_RETRIES, lane_fallback
+
         camera = open_device("camera", self.spec.camera)
-        pipeline = self.pipeline = FramePipeline(make_decoder(self.spec.decoder))
+        if hasattr(camera, "set_frame"):
+            camera.set_frame(*self.spec.frame)
+        pipeline = self.pipeline = FramePipeline(make_decoder(self.spec.decoder),
+                                                 fallback=lane_fallback(enabled=self.spec.wechat),
+                                                 retries_per_frame=LANE_RETRIES)
         frames = 0
         try:
             while not self._stop.is_set() and (self.spec.max_frames is None or frames < self.spec.max_frames):
@@ -231,6 +245,7 @@ class LaneRunner:
                     self.lane.submit(text, frame.captured_ns)
         finally:
             camera.close()
+            pipeline.close()
 
     def _run_scanner(self) -> None:
         from hardware.registry import open_device

@@ -21,18 +21,20 @@ def _frame_size(spec: str) -> tuple[int, int] | None:
 
 
 def _images(paths: list[str]):
-    """(path, problem) for each image named or found (recursively, in name order) in a folder."""
-    from hardware.camera import IMAGE_SUFFIXES
+    """(path, problem) for each image named or found (recursively, in name order) in a folder.
+    Anything with an image suffix is listed (a FIFO or a link to a device too): the image
+    door refuses it by name, so it is counted rather than silently left out."""
+    from hardware.imagefile import IMAGE_SUFFIXES
 
     for arg in paths:
         p = Path(arg)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if not f.is_dir() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 yield p, "no image files in this folder"
             for f in found:
                 yield f, None
-        elif p.exists():
+        elif p.exists() or p.is_symlink():
             yield p, None
         else:
             yield p, "no such file or folder"
@@ -52,25 +54,33 @@ def fit(image, size: tuple[int, int] | None):
 
 
 def cmd_decode(args) -> int:
-    import cv2
-
+    from hardware.imagefile import UnusableImage, read_image
     from hardware.qr import FramePipeline, make_decoder
 
     size = _frame_size(args.frame)
     decoder = make_decoder(args.decoder)
+    fallback = None
+    if not args.no_wechat:
+        from hardware import wechat
+        why = wechat.available()
+        if why:
+            print(f"gate decode: WeChat CNN off: {why}", file=sys.stderr, flush=True)
+        else:
+            fallback = wechat.WeChatFallback(blocking=True)  # a still image: nothing to keep moving
     bad = 0
     for path, problem in _images(args.images):
         img = None
         if problem is None:
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if img is None:
-                problem = "not an image this build can read (try PNG or JPEG)"
+            try:
+                img = read_image(path, unchanged=size is None, fit=size)
+            except UnusableImage as e:
+                problem = str(e).removeprefix(f"{path}: ")
         if problem is not None:
             bad += 1
             print(f"gate decode: {path}: {problem}", file=sys.stderr, flush=True)
             continue
         frame = fit(img, size)
-        pipe = FramePipeline(decoder)  # a fresh lane view per image: no de-duplication across images
+        pipe = FramePipeline(decoder, fallback=fallback)  # a fresh lane view per image: no de-duplication
         t = time.perf_counter_ns()
         texts = pipe.process(frame, 0)
         ms = (time.perf_counter_ns() - t) / 1e6
@@ -85,14 +95,18 @@ def cmd_decode(args) -> int:
             h, w = frame.shape[:2]
             shown = "  ".join(json.dumps(t, ensure_ascii=False) for t in texts) if texts else "no QR code"
             print(f"{path}  {w}x{h}  {ms:.1f} ms  {shown}", flush=True)
+    if bad:
+        print(f"gate decode: {bad} file(s) could not be used (see above); the others were read",
+              file=sys.stderr, flush=True)
     return 1 if bad else 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("decode", help="show the QR codes the lane would read in images",
-                       description="Run the lane's QR pipeline (first pass, then its retries) on each "
+                       description="Run the lane's QR pipeline (first pass, its retries, then the WeChat CNN) on each "
                                    "IMAGE, or on every image under DIR, shrunk to the lane camera's frame, "
-                                   "and print the texts read and the time taken. An unreadable file is "
+                                   "and print the texts read and the time taken. A file that is not a usable "
+                                   "image (not a regular file, over 64 MB or 50 megapixels, damaged) is "
                                    "reported and skipped; the exit status is then 1.")
     p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files, or folders searched for images")
     p.add_argument("--decoder", choices=["zxing", "pyzbar"], default="zxing", help="QR decoder (default: zxing)")
@@ -101,4 +115,6 @@ def register(sub) -> None:
                         "(default 640x480; 'native' keeps the image size)")
     p.add_argument("--json", action="store_true",
                    help='one JSON object per image: {"image": PATH, "texts": [...], "ms": FLOAT}')
+    p.add_argument("--no-wechat", action="store_true",
+                   help="do not run OpenCV's WeChat CNN after the zxing passes find nothing (on by default)")
     p.set_defaults(func=cmd_decode)

@@ -204,6 +204,12 @@ def _lane_args(p) -> None:
 
     p.add_argument("--scanner", metavar="SPEC", help="handheld scanner instead of a camera: " + usage("scanner"))
     p.add_argument("--decoder", choices=["zxing", "pyzbar"], default="zxing", help="QR decoder (default: zxing)")
+    p.add_argument("--frame", metavar="WxH",
+                   help="lane camera frame size, up to 1280x960 (default 640x480); larger frames are "
+                        "decoded at half size first, the full frame only when that reads nothing")
+    p.add_argument("--no-wechat", action="store_true",
+                   help="turn off the WeChat CNN fallback (a worker thread that looks at frames the "
+                        "zxing passes read nothing in, at most 5 a second)")
     p.add_argument("--json-events", action="store_true", help="print one JSON object per decision")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N camera frames")
     p.add_argument("--pulse-ms", type=int, default=200, help="relay pulse length in ms (default 200)")

@@ -91,8 +91,12 @@ def cmd_central_issue(args) -> int:
     template = None
     if args.face_photo:
         from gate.ledger import encode_template
-        from hardware.face import template_from_photos
+        from hardware.face import fewer_photos_warning, template_from_photos
         template = encode_template(template_from_photos([Path(p) for p in args.face_photo]))
+        warn = fewer_photos_warning(len(args.face_photo))
+        if warn:
+            print(f"central issue: {warn} (--face-photo P1 --face-photo P2 --face-photo P3)",
+                  file=sys.stderr, flush=True)
     made = store.issue(event, count=args.count, out=Path(args.out), tier=args.tier, zone=args.zone,
                        entries=args.entries, face_template=template, rotating=not args.static)
     _out(args, {"event": event, "tickets": made},
@@ -220,7 +224,8 @@ def register(sub) -> None:
     q.add_argument("--zone", help="zone claim")
     q.add_argument("--entries", type=int, default=1, help="entries allowed (0 = unlimited)")
     q.add_argument("--face-photo", metavar="P", action="append",
-                   help="bind the tickets to the face in photo P (repeat for several photos of the holder)")
+                   help="bind the tickets to the face in photo P; give it three times, three photos of "
+                        "the holder (the normal enrolment; fewer warn)")
     q.add_argument("--static", action="store_true", help="static (paper) codes instead of rotating ones")
     q.add_argument("--out", required=True, metavar="DIR", help="folder for the wallet files")
     q = add("revoke", cmd_central_revoke, "revoke a ticket (refund, fraud)")
