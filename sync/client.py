@@ -172,6 +172,10 @@ class CentralClient:
     def upload(self, event: str, batch: dict) -> dict:
         return self._call("POST", f"/v1/events/{event}/scans", body=batch)
 
+    def bus_credential(self, event: str, public_key: str) -> dict:
+        """A venue-bus certificate for this TLS key (sync.bus_credential)."""
+        return self._call("POST", f"/v1/events/{event}/bus-credential", body={"public_key": public_key})
+
 
 # ------------------------------------------------------------------ device side
 
@@ -403,6 +407,7 @@ def _report_status(gate, client: CentralClient, now: float) -> None:
 def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncReport:
     """One pass. Each step is tried even when an earlier one failed, so an
     upload still happens when a ticket page is bad, and vice versa."""
+    from sync import bus_credential
     rep = SyncReport()
     _report_status(gate, client, now or time.time())
 
@@ -416,7 +421,8 @@ def sync_once(gate, client: CentralClient, *, now: float | None = None) -> SyncR
              ("upload", lambda: (setattr(rep, "uploaded", push_scans(gate, client)),
                                  client.status_headers.update({"X-Gate-Outbox": str(outbox_length(gate))}))),
              ("admissions", lambda: setattr(rep, "admissions", pull_admissions(gate, client))),
-             ("devices", lambda: pull_devices(gate, client))]
+             ("devices", lambda: pull_devices(gate, client)),
+             ("bus", lambda: bus_credential.pull(gate, client, now=now or time.time()))]
     for name, fn in steps:
         try:
             fn()

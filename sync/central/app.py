@@ -113,6 +113,16 @@ def create_app(store: CentralStore) -> FastAPI:
         device(request, event)
         return _json(store.devices(event))
 
+    from sync.central.bus_ca import BusCA  # venue-bus certificates (docs/bus.md, "Transport")
+    bus_ca = BusCA(store)
+
+    @app.post("/v1/events/{event}/bus-credential")
+    async def bus_credential(event: str, request: Request):
+        """A venue-bus TLS certificate from the event's CA for this device's key."""
+        device_id, _, _ = await run_in_threadpool(device, request, event)
+        body = parse_json(await request.body())
+        return _json(await run_in_threadpool(bus_ca.issue, event, device_id, body))
+
     @app.get("/v1/events/{event}/reconciliation")
     def reconciliation(event: str, request: Request):
         require_ops(request)

@@ -467,29 +467,26 @@ class CentralStore:
         return {"token": token, "event": ev, "venue": venue, "device_id": device_id}
 
     def device_for_token(self, token: str, event: str | None = None) -> tuple[str, str, bytes]:
-        """The device behind a token; with ``event``, also check it may use that
-        event (its own, or another event of its venue)."""
+        """The device behind a token; with ``event``, also check it is the event the
+        device is enrolled for (one device, one event: 403 on any other event's path,
+        also another event of the same venue)."""
         with self.reader() as db:
-            row = db.one("SELECT d.device_id, d.event, d.pub, d.status, d.venue, e.venue FROM devices d"
-                         " LEFT JOIN events e ON e.event = :e WHERE d.token_hash = :h",
-                         {"h": _hash_token(token), "e": event or ""})
+            row = db.one("SELECT device_id, event, pub, status FROM devices WHERE token_hash = :h",
+                         {"h": _hash_token(token)})
         if row is None or row[3] != "active":
             raise CentralError(401, "unknown or revoked device token")
-        if event is not None and event != row[1] and not (row[4] and row[5] == row[4]):
-            raise CentralError(403, f"this device is enrolled for event {row[1]!r}"
-                                    + (f" (venue {row[4]!r})" if row[4] else ""))
+        if event is not None and event != row[1]:
+            raise CentralError(403, f"this device is enrolled for event {row[1]!r}, not {event!r}")
         return row[0], row[1], bytes(row[2])
 
     def devices(self, event: str) -> dict:
-        """The event's devices (and its venue's) with their public keys and status:
-        the venue bus trust list (gate.bus.parse_trust reads it). ``quarantined``
-        says whether central holds the device's admissions back (gate.bus does not
-        act on it yet)."""
+        """The event's devices with their public keys and status: the venue bus
+        trust list (gate.bus.parse_trust reads it). ``quarantined`` says whether
+        central holds the device's admissions back; the gates then hold its bus
+        records back too."""
         with self.reader() as db:
-            rows = db.all(
-                """SELECT device_id, pub, status, quarantined_at FROM devices
-                   WHERE event = :e OR (venue <> '' AND venue = (SELECT venue FROM events WHERE event = :e))
-                   ORDER BY device_id""", {"e": event})
+            rows = db.all("SELECT device_id, pub, status, quarantined_at FROM devices WHERE event = :e"
+                          " ORDER BY device_id", {"e": event})
         return {"event": event, "devices": [
             {"device_id": d, "public_key": bytes(p).hex(), "status": st, "quarantined": q is not None}
             for d, p, st, q in rows]}
