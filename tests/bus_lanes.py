@@ -119,3 +119,53 @@ class LaneProc:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+class Outsider:
+    """A bare Zenoh session on the venue network (tests/bus_peer.py), driven by
+    JSON commands: the attacker of issue 19 (no key, or a stolen genuine record)."""
+
+    PEER = Path(__file__).with_name("bus_peer.py")
+
+    def __init__(self, tmp: Path, event: str, *, connect=(), listen=(), tls: dict | None = None, name="outsider"):
+        conf = tmp / f"{name}.json"
+        conf.write_text(json.dumps({"connect": list(connect), "listen": list(listen), "tls": tls}))
+        self.tmp, self.name, self._n = tmp, name, 0
+        self.proc = subprocess.Popen([sys.executable, str(self.PEER), event, str(conf)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                     env={**os.environ, "RUST_LOG": "off"})
+
+    def do(self, cmd: str, **kw) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"outsider exited: {self.proc.stderr.read()[-2000:]}")
+        return json.loads(line)
+
+    def send(self, cmd: str, **kw) -> None:
+        """A command whose answer is read later with :meth:`result` (e.g. a long flood)."""
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
+        self.proc.stdin.flush()
+
+    def result(self) -> dict:
+        return json.loads(self.proc.stdout.readline())
+
+    def messages_file(self, msgs: list[bytes]) -> str:
+        import cbor2
+        self._n += 1
+        f = self.tmp / f"{self.name}-{self._n}.cbor"
+        f.write_bytes(cbor2.dumps(msgs))
+        return str(f)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
