@@ -553,6 +553,11 @@ class BusBook:
             return self._ignore(exc.why, str(exc))
         if m.device_id == self.device_id:
             return self._own(m, rec)
+        dev = self.trust.get(m.device_id)  # in memory: a flood from unknown keys never reaches the database
+        if dev is None:
+            return self._ignore("unknown_device", f"{m.device_id} is not a trusted device")
+        if dev.status != "active":
+            return self._ignore("revoked", f"{m.device_id} is revoked")
         stored = self.conn.execute(
             "SELECT hash, pu_seq, pu_hash, record FROM bus_records WHERE device_id = ? AND seq = ?",
             (m.device_id, m.seq)).fetchone()
@@ -561,11 +566,6 @@ class BusBook:
                 (self._fork_name(m), m.seq)).fetchone()):
             self.counts["duplicate"] += 1
             return "duplicate"
-        dev = self.trust.get(m.device_id)
-        if dev is None:
-            return self._ignore("unknown_device", f"{m.device_id} is not a trusted device")
-        if dev.status != "active":
-            return self._ignore("revoked", f"{m.device_id} is revoked")
         if not self.trust.verify(m.device_id, m.sig, m.signed()):
             return self._ignore("bad_signature", f"{m.device_id} #{m.seq}")
         if rec["event"] != self.event:

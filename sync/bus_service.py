@@ -146,6 +146,7 @@ class BusService:
         self.published = self.dropped_out = self.catchups = 0
         self.dropped_in = self.dropped_in_unknown = 0  # trusted devices' records / everything else
         self.caught_up = 0  # records learnt through catch-up
+        self.live_rounds = 0  # liveness challenges sent
         self.answered = {"sync": 0, "live": 0}
         self.refused_queries: collections.Counter = collections.Counter()
         self.last_catchup: dict = {}
@@ -397,6 +398,7 @@ class BusService:
         :meth:`_check_live` (now when ``wait``, else at the monitor's next tick)."""
         nonce = os.urandom(bus.NONCE_LEN)
         self._live_nonces.append(nonce)
+        self.live_rounds += 1
         seen: collections.Counter = collections.Counter()
         done = threading.Event()
 
@@ -574,7 +576,7 @@ class BusService:
             sessions = 0
         return {
             "link": self.state().value, "peers": self._peers, "live_peers": self.live_peers(),
-            "sessions": sessions, "transport": "tls" if getattr(self.port, "tls", False) else "tcp",
+            "sessions": sessions, "live_rounds": self.live_rounds, "transport": "tls" if getattr(self.port, "tls", False) else "tcp",
             "published": self.published, "queue": len(self._out), "dropped_out": self.dropped_out,
             "dropped_in": self.dropped_in, "dropped_in_unknown": self.dropped_in_unknown,
             "catchups": self.catchups, "caught_up": self.caught_up, "last_catchup": self.last_catchup,

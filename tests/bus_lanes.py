@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -169,3 +170,52 @@ class Outsider:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@contextlib.contextmanager
+def central_serve(tmp: Path, *events: str, venue: str = ""):
+    """`gate central serve` in a subprocess on 127.0.0.1 with ``events`` created."""
+    import requests
+    data = tmp / "central"
+    for ev in events:
+        subprocess.run(gate_cmd(data, "central", "event", "create", ev, *(["--venue", venue] if venue else [])),
+                       check=True, capture_output=True)
+    (port,) = free_ports(1)
+    err = tmp / "central.err"
+    with open(err, "wb") as fh:
+        proc = subprocess.Popen(gate_cmd(data, "central", "serve", "--port", str(port)),
+                                stdout=subprocess.DEVNULL, stderr=fh)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url + "/v1/time", timeout=2)
+                break
+            except requests.RequestException:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"central did not start:\n{err.read_text()}")
+                time.sleep(0.1)
+        yield data, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def central_json(data: Path, *args: str) -> dict:
+    return json.loads(subprocess.run(gate_cmd(data, "central", *args, "--json"), check=True, capture_output=True,
+                                     text=True).stdout)
+
+
+def enrol_gate(gdir: Path, event: str, lane: str, central: Path, url: str) -> str:
+    """init + enrol + first sync (keys, tickets, trust list, bus credential); returns the device id."""
+    subprocess.run(gate_cmd(gdir, "init", "--event", event, "--lane", lane), check=True, capture_output=True)
+    code = central_json(central, "device", "enroll", "--event", event)["code"]
+    subprocess.run(gate_cmd(gdir, "sync", "--central", url, "--enroll", code, "--once"), check=True,
+                   capture_output=True)
+    return json.loads(subprocess.run(gate_cmd(gdir, "bus", "status", "--json"), check=True, capture_output=True,
+                                     text=True).stdout)["device_id"]
