@@ -576,7 +576,8 @@ class BusService:
             sessions = 0
         return {
             "link": self.state().value, "peers": self._peers, "live_peers": self.live_peers(),
-            "sessions": sessions, "live_rounds": self.live_rounds, "transport": "tls" if getattr(self.port, "tls", False) else "tcp",
+            "sessions": sessions, "live_rounds": self.live_rounds,
+            "transport": "tls" if getattr(self.port, "tls", False) else "tcp",
             "published": self.published, "queue": len(self._out), "dropped_out": self.dropped_out,
             "dropped_in": self.dropped_in, "dropped_in_unknown": self.dropped_in_unknown,
             "catchups": self.catchups, "caught_up": self.caught_up, "last_catchup": self.last_catchup,

@@ -119,8 +119,9 @@ class ZenohBus:
     def subscribe(self, handler: Callable[[bytes], None]) -> None:
         def on_sample(sample) -> None:
             handler(sample.payload.to_bytes())
-        self._decls.append(self.session.declare_subscriber(
-            f"{self.prefix}/rec/**", zenoh.handlers.Callback(on_sample, indirect=False)))
+        self._decls.append(self.session.declare_subscriber(  # never our own puts
+            f"{self.prefix}/rec/**", zenoh.handlers.Callback(on_sample, indirect=False),
+            allowed_origin=zenoh.Locality.REMOTE))
 
     def answer(self, kind: str, handler: Callable[[_Inbound], None]) -> None:
         assert kind in KINDS
@@ -131,7 +132,8 @@ class ZenohBus:
                 handler(_Inbound(query, key))
             except Exception:  # a bad query must not take the queryable down
                 pass
-        self._decls.append(self.session.declare_queryable(key, zenoh.handlers.Callback(on_query, indirect=False)))
+        self._decls.append(self.session.declare_queryable(  # never our own queries
+            key, zenoh.handlers.Callback(on_query, indirect=False), allowed_origin=zenoh.Locality.REMOTE))
 
     def query(self, kind: str, payload: bytes, *, timeout_s: float,
               on_reply: Callable[[str, bytes], None], on_done: Callable[[], None]) -> None:
