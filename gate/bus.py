@@ -522,6 +522,7 @@ class BusBook:
     counts: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     last_ignored: str = ""
     last_record: dict | None = None  # the last peer record stored (admission counted)
+    last_gap: bool = False  # the last record stored does not link back yet: a record before it is missing
     errors: int = 0      # unexpected exceptions caught so a bus thread goes on
     last_error: str = ""
     _trust: Trust | None = None
@@ -609,6 +610,7 @@ class BusBook:
     def _store(self, m: BusMessage, rec: dict, *, forked: bool, held: bool) -> None:
         # a fork is kept under a distinct name, so it counts as its own admission
         dev = self._fork_name(m) if forked else m.device_id
+        self.last_gap = False
         with transaction(self.conn):
             self.conn.execute(
                 "INSERT OR IGNORE INTO bus_records (device_id, seq, origin, hash, pu_seq, pu_hash, record, sig,"
@@ -640,6 +642,7 @@ class BusBook:
         else:
             ok = c.execute("SELECT 1 FROM bus_records WHERE origin = ? AND seq = ? AND hash = ? AND linked = 1",
                            (m.device_id, m.pu_seq, m.pu_hash)).fetchone() is not None
+        self.last_gap = not ok
         if not ok:
             return
         c.execute("UPDATE bus_records SET linked = 1 WHERE origin = ? AND seq = ? AND hash = ?",

@@ -9,7 +9,8 @@ unknown keys can never push out a trusted device's records:
   queue for everything else; the receiver takes from each device in turn;
 - catch-up answers: at most ``REPLIES_PER_PEER`` per answering session and a
   time budget per round (``START_CATCHUP_S`` before the lane's first decision,
-  then ``CATCHUP_S`` per round in the background while the lane decides); a
+  then ``CATCHUP_S`` per round in the background while the lane decides, every
+  ``PERIODIC_S`` and within ``GAP_S`` of a live record that shows a gap); a
   session whose replies keep failing verification is cut off;
 - queries we answer: only signed by a trusted device, each asker with its own
   token bucket.
@@ -41,6 +42,7 @@ PERIODIC_S = 10.0        # a catch-up round this often while peers are live (hea
 LIVE_PERIOD_S = 1.0      # a liveness challenge this often
 LIVE_TIMEOUT_S = 0.8
 LIVE_TTL_S = 3.0         # a peer stops counting this long after its last good answer
+GAP_S = 1.0              # a live record after a gap starts a catch-up round, at most this often
 START_CATCHUP_S = 2.0    # catch-up before the lane's first decision, at most
 CATCHUP_S = 1.0          # each background catch-up round, at most
 ANSWER_LIMIT = 2000      # records in one catch-up answer (the asker asks again from where it got to)
@@ -147,6 +149,8 @@ class BusService:
         self.dropped_in = self.dropped_in_unknown = 0  # trusted devices' records / everything else
         self.caught_up = 0  # records learnt through catch-up
         self.live_rounds = 0  # liveness challenges sent
+        self.gap_catchups = 0  # catch-up rounds started because a live record showed a gap
+        self._gap = False
         self.answered = {"sync": 0, "live": 0}
         self.refused_queries: collections.Counter = collections.Counter()
         self.last_catchup: dict = {}
@@ -316,6 +320,8 @@ class BusService:
             except Exception as exc:  # never let one message stop the receiver
                 self.book.last_ignored, got = f"error: {exc}", "error"
                 self.book.note_error("receive", exc)
+        if got in ("accepted", "forked", "held") and self.book.last_gap:
+            self._gap = True  # a live record arrived after a gap (a dropped message): catch up soon
         if got in ("accepted", "forked"):
             for fn in list(self.on_stored):
                 try:
@@ -551,7 +557,12 @@ class BusService:
         periodic = now >= st["next_periodic"]
         if periodic:
             st["next_periodic"] = now + PERIODIC_S
-        if self._peers and (st["due"] and st["due"][0] <= now or periodic):
+        gap = self._gap and now >= st.get("next_gap", 0.0)
+        if gap:  # at most one round a GAP_S for gaps
+            self._gap = False
+            st["next_gap"] = now + GAP_S
+            self.gap_catchups += 1
+        if self._peers and (st["due"] and st["due"][0] <= now or periodic or gap):
             st["due"] = [t for t in st["due"] if t > now]
             self._sync_ev.set()
         state = self.state()
@@ -580,7 +591,7 @@ class BusService:
             "transport": "tls" if getattr(self.port, "tls", False) else "tcp",
             "published": self.published, "queue": len(self._out), "dropped_out": self.dropped_out,
             "dropped_in": self.dropped_in, "dropped_in_unknown": self.dropped_in_unknown,
-            "catchups": self.catchups, "caught_up": self.caught_up, "last_catchup": self.last_catchup,
+            "catchups": self.catchups, "gap_catchups": self.gap_catchups, "caught_up": self.caught_up, "last_catchup": self.last_catchup,
             "answered": dict(self.answered), "refused_queries": dict(self.refused_queries),
             "received": dict(self.book.counts), "last_ignored": self.book.last_ignored,
             "errors": self.book.errors, "last_error": self.book.last_error,

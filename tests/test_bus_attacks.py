@@ -503,3 +503,45 @@ def test_gate_without_a_credential_keeps_plain_tcp_and_bus_status_says_so(tmp_pa
     bad = run_gate(tmp_path / "a", "run", "--scanner", "stdin", "--bus-listen", ep(free_ports(1)[0]),
                    check=False, input="")
     assert bad.returncode == 2 and "bus credential" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bus_ca_certifies_each_device_of_one_event_only_on_both_backends(tmp_path, central_db):
+    # the central side of the transport, on SQLite and PostgreSQL: one CA per event,
+    # reused; each certificate names its device and chains to its event's CA only
+    import base64
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from sync.central.bus_ca import BusCA
+    from sync.central.store import CentralError, CentralStore
+
+    store = CentralStore(tmp_path / "central", central_db)
+    try:
+        now = time.time()
+        store.create_event("night-1", ends_at=now + 3 * 86400)
+        store.create_event("night-2")
+        ca = BusCA(store)
+
+        def pub():
+            raw = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+            return {"public_key": base64.urlsafe_b64encode(raw).rstrip(b"=").decode()}
+        a1, a2, b1 = ca.issue("night-1", "gate-a1", pub()), ca.issue("night-1", "gate-a2", pub()), \
+            ca.issue("night-2", "gate-b1", pub())
+        assert a1["ca"] == a2["ca"] != b1["ca"]  # one CA per event, made once (also by another process)
+        assert BusCA(store).issue("night-1", "gate-a3", pub())["ca"] == a1["ca"]
+        cert = x509.load_pem_x509_certificate(a1["certificate"].encode())
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(a1["ca"].encode()))
+        with pytest.raises(Exception):  # fails if events shared a CA: night-2's gates would join night-1's bus
+            cert.verify_directly_issued_by(x509.load_pem_x509_certificate(b1["ca"].encode()))
+        assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "gate-a1"
+        # until the event's end plus two days (night-1), at most 30 days (night-2 has no end)
+        assert abs(a1["not_after"] - (now + 5 * 86400)) < 60
+        assert abs(b1["not_after"] - (now + 30 * 86400)) < 60
+        with pytest.raises(CentralError) as exc:
+            ca.issue("night-1", "gate-a1", {"public_key": "not a key"})
+        assert exc.value.status == 400
+        with store.reader() as db:
+            assert db.scalar("SELECT count(*) FROM bus_certificates") == 4
+    finally:
+        store.close()
