@@ -610,14 +610,15 @@ class BusBook:
     def _store(self, m: BusMessage, rec: dict, *, forked: bool, held: bool) -> None:
         # a fork is kept under a distinct name, so it counts as its own admission
         dev = self._fork_name(m) if forked else m.device_id
-        self.last_gap = False
         with transaction(self.conn):
+            linked = m.device_id != self.device_id and self._links(m)
+            self.last_gap = m.device_id != self.device_id and not linked
             self.conn.execute(
                 "INSERT OR IGNORE INTO bus_records (device_id, seq, origin, hash, pu_seq, pu_hash, record, sig,"
-                " linked, held) VALUES (?,?,?,?,?,?,?,?,0,?)",
-                (dev, m.seq, m.device_id, m.hash, m.pu_seq, m.pu_hash, m.record, m.sig, int(held)))
-            if m.device_id != self.device_id:
-                self._link(m)
+                " linked, held) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (dev, m.seq, m.device_id, m.hash, m.pu_seq, m.pu_hash, m.record, m.sig, int(linked), int(held)))
+            if linked:
+                self._link_waiting(m)
             if rec["kind"] == scanlog.ROLLBACK:
                 self.conn.execute("UPDATE remote_admissions SET voided = 1 WHERE device_id = ? AND seq = ?",
                                   (dev, rec["ref"]))
@@ -633,20 +634,18 @@ class BusBook:
                 (dev, m.seq, rec["ticket_id"], rec["mode"], int(bool(rec.get("consumes"))), rec["ts_ms"],
                  int(voided), rec.get("lane"), int(bool(rec.get("alone")))))
 
-    def _link(self, m: BusMessage) -> None:
-        """Mark the record linked when its previous usage record is (or it is the
-        device's first), then every stored record that was waiting on it."""
-        c = self.conn
+    def _links(self, m: BusMessage) -> bool:
+        """Does the record link back: its previous usage record is linked here (or
+        it is the device's first)?"""
         if m.pu_seq == 0:
-            ok = m.pu_hash == scanlog.GENESIS
-        else:
-            ok = c.execute("SELECT 1 FROM bus_records WHERE origin = ? AND seq = ? AND hash = ? AND linked = 1",
-                           (m.device_id, m.pu_seq, m.pu_hash)).fetchone() is not None
-        self.last_gap = not ok
-        if not ok:
-            return
-        c.execute("UPDATE bus_records SET linked = 1 WHERE origin = ? AND seq = ? AND hash = ?",
-                  (m.device_id, m.seq, m.hash))
+            return m.pu_hash == scanlog.GENESIS
+        return self.conn.execute(
+            "SELECT 1 FROM bus_records WHERE origin = ? AND seq = ? AND hash = ? AND linked = 1",
+            (m.device_id, m.pu_seq, m.pu_hash)).fetchone() is not None
+
+    def _link_waiting(self, m: BusMessage) -> None:
+        """A record just linked: link every stored record that was waiting on it, and on."""
+        c = self.conn
         frontier = [(m.seq, m.hash)]
         while frontier:
             s, h = frontier.pop()

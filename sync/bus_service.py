@@ -165,7 +165,8 @@ class BusService:
         self.port_peers_configured = False  # set by the composer: wait for a peer at start
         self._state: LinkState | None = None
         self.on_state: list[Callable[[LinkState, int], None]] = []
-        self.on_stored: list[Callable[[dict], None]] = []  # a peer record is stored (receiver thread)
+        # a peer record is stored and counts (receiver or catch-up thread)
+        self.on_stored: list[Callable[[dict], None]] = []
         self._reload_trust()
         self._workers = [threading.Thread(target=f, name=n, daemon=True) for f, n in
                          ((self._publisher, "bus-pub"), (self._receiver, "bus-rx"), (self._answerer, "bus-ans"))]
@@ -320,14 +321,18 @@ class BusService:
             except Exception as exc:  # never let one message stop the receiver
                 self.book.last_ignored, got = f"error: {exc}", "error"
                 self.book.note_error("receive", exc)
-        if got in ("accepted", "forked", "held") and self.book.last_gap:
+            rec, gap = self.book.last_record, self.book.last_gap
+        if got in ("accepted", "forked", "held") and gap:
             self._gap = True  # a live record arrived after a gap (a dropped message): catch up soon
         if got in ("accepted", "forked"):
-            for fn in list(self.on_stored):
-                try:
-                    fn(self.book.last_record)
-                except Exception as exc:  # a failing hook must not stop the receiver
-                    self.book.note_error("on_stored", exc)
+            self._stored_hooks(rec)
+
+    def _stored_hooks(self, rec: dict) -> None:
+        for fn in list(self.on_stored):
+            try:
+                fn(rec)
+            except Exception as exc:  # a failing hook must not stop the receiver
+                self.book.note_error("on_stored", exc)
 
     # ------------------------------------------------------------ answering
 
@@ -491,8 +496,11 @@ class BusService:
                 except Exception as exc:  # one bad record must not lose the rest of the answer
                     self.book.note_error("catch-up", exc)
                     got = "error"
+                rec = self.book.last_record
             if got in STORED:
                 n += 1
+            if got in ("accepted", "forked"):
+                self._stored_hooks(rec)
             elif got in REFUSED or got == "error":
                 bad[replier] += 1
                 if bad[replier] >= BAD_PER_PEER:
