@@ -526,10 +526,12 @@ class BusBook:
     errors: int = 0      # unexpected exceptions caught so a bus thread goes on
     last_error: str = ""
     _trust: Trust | None = None
+    _trust_v: int = -1
 
     @property
     def trust(self) -> Trust:
         if self._trust is None:
+            self._trust_v = trust_version(self.conn)
             self._trust = Trust(trusted(self.conn))
         return self._trust
 
@@ -554,6 +556,14 @@ class BusBook:
             return self._ignore(exc.why, str(exc))
         if m.device_id == self.device_id:
             return self._own(m, rec)
+        for _ in range(3):
+            got = self._receive(m, rec)
+            if got != "stale":
+                return got
+            self.reload_trust()  # the trust list changed while we checked: check again
+        return self._ignore("revoked", f"{m.device_id}: its trust keeps changing")
+
+    def _receive(self, m: BusMessage, rec: dict) -> str:
         dev = self.trust.get(m.device_id)  # in memory: a flood from unknown keys never reaches the database
         if dev is None:
             return self._ignore("unknown_device", f"{m.device_id} is not a trusted device")
@@ -575,7 +585,8 @@ class BusBook:
             return self._ignore("not_usage", f"{m.device_id} #{m.seq}")
         forked = stored is not None
         held = dev.quarantined and rec["kind"] != scanlog.ROLLBACK
-        self._store(m, rec, forked=forked, held=held)
+        if not self._store(m, rec, forked=forked, held=held):
+            return "stale"
         if held:
             self.counts["held"] += 1
             self.last_ignored = f"held: {m.device_id} is quarantined by central"
@@ -607,10 +618,15 @@ class BusBook:
     def _fork_name(m: BusMessage) -> str:
         return f"{m.device_id}#{m.hash.hex()[:8]}"
 
-    def _store(self, m: BusMessage, rec: dict, *, forked: bool, held: bool) -> None:
+    def _store(self, m: BusMessage, rec: dict, *, forked: bool, held: bool) -> bool:
+        """Store under the write lock; False (nothing stored) when the trust list
+        changed since it was read: a record of a device revoked or quarantined a
+        moment ago must not slip past store_trust's void and hold."""
         # a fork is kept under a distinct name, so it counts as its own admission
         dev = self._fork_name(m) if forked else m.device_id
         with transaction(self.conn):
+            if m.device_id != self.device_id and trust_version(self.conn) != self._trust_v:
+                return False
             linked = m.device_id != self.device_id and self._links(m)
             self.last_gap = m.device_id != self.device_id and not linked
             self.conn.execute(
@@ -623,9 +639,9 @@ class BusBook:
                 self.conn.execute("UPDATE remote_admissions SET voided = 1 WHERE device_id = ? AND seq = ?",
                                   (dev, rec["ref"]))
                 self.conn.execute("INSERT OR IGNORE INTO bus_voids VALUES (?, ?)", (dev, rec["ref"]))
-                return
+                return True
             if held:
-                return
+                return True
             voided = self.conn.execute("SELECT 1 FROM bus_voids WHERE device_id = ? AND ref = ?",
                                        (dev, m.seq)).fetchone() is not None
             self.conn.execute(
@@ -633,6 +649,7 @@ class BusBook:
                 " voided, lane, via, alone) VALUES (?,?,?,?,?,?,?,?,'bus',?)",
                 (dev, m.seq, rec["ticket_id"], rec["mode"], int(bool(rec.get("consumes"))), rec["ts_ms"],
                  int(voided), rec.get("lane"), int(bool(rec.get("alone")))))
+        return True
 
     def _links(self, m: BusMessage) -> bool:
         """Does the record link back: its previous usage record is linked here (or

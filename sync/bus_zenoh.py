@@ -93,6 +93,10 @@ class ZenohBus:
             conf.insert_json5("transport/link/tls/verify_name_on_connect", "false")
             conf.insert_json5("transport/link/tls/close_link_on_expiration", "true")
             conf.insert_json5("transport/link/protocols", '["tls"]')
+        # a put waits up to 20 ms for room in a congested link before it is dropped (default 1 ms:
+        # a loaded 2-core gate would drop records on a scheduling hiccup); a drop is a gap the
+        # receiver sees at the next record, and catch-up fills within a second
+        conf.insert_json5("transport/link/tx/queue/congestion_control/drop/wait_before_drop", "20000")
         conf.insert_json5("listen/endpoints", json.dumps(listen))
         conf.insert_json5("connect/endpoints", json.dumps(peers))
         conf.insert_json5("scouting/multicast/enabled", "true" if scout else "false")
