@@ -273,7 +273,11 @@ def parse_message(data: bytes) -> BusMessage:
 def parse_bus_record(m: BusMessage) -> dict:
     """The record's bus fields, each of the type and range it must have. A record
     that fails any check is malformed, whoever signed it."""
-    rec = _strict_cbor(m.record, MAX_MESSAGE)
+    # the bytes are signed by the device: decoded, not re-encoded (the message around them is strict)
+    try:
+        rec = cbor2.loads(m.record)
+    except Exception:
+        raise Ignored("malformed", f"{m.device_id} #{m.seq}: record is not CBOR") from None
     where = f"{m.device_id} #{m.seq}"
     if not isinstance(rec, dict) or not all(isinstance(k, str) for k in rec) or set(rec) - set(BUS_FIELDS):
         raise Ignored("malformed", f"{where}: record is not a map of the bus fields")
@@ -455,9 +459,11 @@ def store_trust(conn: sqlite3.Connection, devices: list[TrustedDevice], source: 
     return len(devices)
 
 
-def trust_version(conn: sqlite3.Connection) -> int:
-    """Bumped by every :func:`store_trust`: a running bus reloads its trust list on change."""
-    return get_setting(conn, "bus.trust_version", 0) or 0
+def trust_version(conn: sqlite3.Connection) -> str:
+    """Bumped by every :func:`store_trust`: a running bus reloads its trust list on
+    change (compared as stored: this is read once per record stored)."""
+    row = conn.execute("SELECT value FROM settings WHERE key = 'bus.trust_version'").fetchone()
+    return row[0] if row else ""
 
 
 def trusted(conn: sqlite3.Connection) -> dict[str, TrustedDevice]:
@@ -526,7 +532,7 @@ class BusBook:
     errors: int = 0      # unexpected exceptions caught so a bus thread goes on
     last_error: str = ""
     _trust: Trust | None = None
-    _trust_v: int = -1
+    _trust_v: str | None = None
 
     @property
     def trust(self) -> Trust:

@@ -39,9 +39,9 @@ from gate.bus import BusBook, BusPort, Ignored, LinkState
 from gate.db import connect
 
 PERIODIC_S = 10.0        # a catch-up round this often while peers are live (heals what a flood dropped)
-LIVE_PERIOD_S = 1.0      # a liveness challenge this often
-LIVE_TIMEOUT_S = 0.8
-LIVE_TTL_S = 3.0         # a peer stops counting this long after its last good answer
+LIVE_PERIOD_S = 2.0      # a liveness challenge this often
+LIVE_TIMEOUT_S = 1.0
+LIVE_TTL_S = 5.0         # a peer stops counting this long after its last good answer
 GAP_S = 1.0              # a live record after a gap starts a catch-up round, at most this often
 START_CATCHUP_S = 2.0    # catch-up before the lane's first decision, at most
 CATCHUP_S = 1.0          # each background catch-up round, at most
@@ -154,7 +154,7 @@ class BusService:
         self.answered = {"sync": 0, "live": 0}
         self.refused_queries: collections.Counter = collections.Counter()
         self.last_catchup: dict = {}
-        self._trust_v = -1
+        self._trust_v: str | None = None
         self._trust = bus.Trust({})
         self._trusted_ids: frozenset = frozenset({device_id})
         self._buckets: dict = {}

@@ -152,7 +152,7 @@ def test_raising_hooks_do_not_stop_the_bus_threads(two):
     svc.start()
     try:
         def wait(cond, what):
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30
             while not cond():
                 assert time.monotonic() < deadline, what
                 time.sleep(0.02)
