@@ -168,12 +168,36 @@ def _m005_bus_caught_up(db: "sqlite_utils.Database") -> None:
     db.execute("CREATE TABLE bus_caught_up (device_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID")
 
 
+def _m006_bus_chain(db: "sqlite_utils.Database") -> None:
+    # the venue bus, second message format (docs/bus.md, issue 19): each peer record
+    # carries its chain hash and the device's previous usage record; "caught up
+    # through" is the highest record linked back to the device's first (no more
+    # bus_caught_up); central's quarantine is kept per trusted device and a
+    # quarantined device's records are held. Peer records of the old format are
+    # dropped: peers send them again at the next catch-up (their admissions stay
+    # in remote_admissions).
+    db.execute("DROP TABLE bus_caught_up")
+    db.execute("DROP TABLE bus_records")
+    db.execute("""
+        CREATE TABLE bus_records (
+            device_id TEXT NOT NULL, seq INTEGER NOT NULL, origin TEXT NOT NULL,
+            hash BLOB NOT NULL, pu_seq INTEGER NOT NULL, pu_hash BLOB NOT NULL,
+            record BLOB NOT NULL, sig BLOB NOT NULL,
+            linked INTEGER NOT NULL DEFAULT 0, held INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (device_id, seq)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE INDEX bus_records_origin ON bus_records(origin, seq)")
+    db.execute("CREATE INDEX bus_records_waiting ON bus_records(origin, pu_seq) WHERE linked = 0")
+    db.execute("ALTER TABLE bus_devices ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[tuple[str, Callable[["sqlite_utils.Database"], None]]] = [
     ("001_initial", _m001_initial),
     ("002_sync", _m002_sync),
     ("003_remote_usage", _m003_remote_usage),
     ("004_bus", _m004_bus),
     ("005_bus_caught_up", _m005_bus_caught_up),
+    ("006_bus_chain", _m006_bus_chain),
 ]
 
 

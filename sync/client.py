@@ -143,6 +143,10 @@ class CentralClient(HttpClient):
     def upload(self, event: str, batch: dict) -> dict:
         return self.call("POST", f"/v1/events/{event}/scans", body=batch)
 
+    def bus_credential(self, event: str, public_key: str) -> dict:
+        """A venue-bus certificate for this TLS key (sync.bus_credential)."""
+        return self.call("POST", f"/v1/events/{event}/bus-credential", body={"public_key": public_key})
+
 
 # ------------------------------------------------------------------ device side
 
@@ -360,6 +364,7 @@ class CentralStrategy:
         self.client.status_headers.update(h)
 
     def steps(self, gate, rep: SyncReport, *, now: float) -> list[Step]:
+        from sync import bus_credential
         c = self.client
 
         def clock() -> None:
@@ -377,7 +382,8 @@ class CentralStrategy:
                 Step("upload", upload, counter="uploaded", cursor=UPLOADED_THROUGH),
                 Step("admissions", lambda: pull_admissions(gate, c), counter="admissions",
                      cursor=ADMISSIONS_CURSOR),
-                Step("devices", lambda: pull_devices(gate, c), counter="devices")]
+                Step("devices", lambda: pull_devices(gate, c), counter="devices"),
+                Step("bus", lambda: bus_credential.pull(gate, c, now=now))]
 
     def upload(self, gate) -> int:
         return push_scans(gate, self.client)

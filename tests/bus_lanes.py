@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -108,3 +109,102 @@ class LaneProc:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+class Outsider:
+    """A bare Zenoh session on the venue network (tests/bus_peer.py), driven by
+    JSON commands: the attacker of issue 19 (no key, or a stolen genuine record)."""
+
+    PEER = Path(__file__).with_name("bus_peer.py")
+
+    def __init__(self, tmp: Path, event: str, *, connect=(), listen=(), tls: dict | None = None, name="outsider"):
+        conf = tmp / f"{name}.json"
+        conf.write_text(json.dumps({"connect": list(connect), "listen": list(listen), "tls": tls}))
+        self.tmp, self.name, self._n = tmp, name, 0
+        self.proc = subprocess.Popen([sys.executable, str(self.PEER), event, str(conf)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                     env={**os.environ, "RUST_LOG": "off"})
+
+    def do(self, cmd: str, **kw) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"outsider exited: {self.proc.stderr.read()[-2000:]}")
+        return json.loads(line)
+
+    def send(self, cmd: str, **kw) -> None:
+        """A command whose answer is read later with :meth:`result` (e.g. a long flood)."""
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
+        self.proc.stdin.flush()
+
+    def result(self) -> dict:
+        return json.loads(self.proc.stdout.readline())
+
+    def messages_file(self, msgs: list[bytes]) -> str:
+        import cbor2
+        self._n += 1
+        f = self.tmp / f"{self.name}-{self._n}.cbor"
+        f.write_bytes(cbor2.dumps(msgs))
+        return str(f)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def central_serve(tmp: Path, *events: str, venue: str = ""):
+    """`gate central serve` in a subprocess on 127.0.0.1 with ``events`` created."""
+    import requests
+    data = tmp / "central"
+    for ev in events:
+        subprocess.run(gate_cmd(data, "central", "event", "create", ev, *(["--venue", venue] if venue else [])),
+                       check=True, capture_output=True)
+    (port,) = free_ports(1)
+    err = tmp / "central.err"
+    with open(err, "wb") as fh:
+        proc = subprocess.Popen(gate_cmd(data, "central", "serve", "--port", str(port)),
+                                stdout=subprocess.DEVNULL, stderr=fh)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url + "/v1/time", timeout=2)
+                break
+            except requests.RequestException:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"central did not start:\n{err.read_text()}")
+                time.sleep(0.1)
+        yield data, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def central_json(data: Path, *args: str) -> dict:
+    return json.loads(subprocess.run(gate_cmd(data, "central", *args, "--json"), check=True, capture_output=True,
+                                     text=True).stdout)
+
+
+def enrol_gate(gdir: Path, event: str, lane: str, central: Path, url: str) -> str:
+    """init + enrol + first sync (keys, tickets, trust list, bus credential); returns the device id."""
+    subprocess.run(gate_cmd(gdir, "init", "--event", event, "--lane", lane), check=True, capture_output=True)
+    code = central_json(central, "device", "enroll", "--event", event)["code"]
+    subprocess.run(gate_cmd(gdir, "sync", "--central", url, "--enroll", code, "--once"), check=True,
+                   capture_output=True)
+    return json.loads(subprocess.run(gate_cmd(gdir, "bus", "status", "--json"), check=True, capture_output=True,
+                                     text=True).stdout)["device_id"]

@@ -107,7 +107,7 @@ def test_a_revoked_gate_comes_back_with_a_code_made_for_it_and_its_chain_goes_on
     w1, w2 = [Wallet.load(m["file"]) for m in store.issue(EVENT, count=2, out=tmp_path / "w")]
     g = _gate(tmp_path, store, server.url)
     dev = g.config.device_id
-    pub = load_or_create_ed25519(g.data_dir / "keys" / "device.key").public_key().public_bytes_raw()
+    pub = load_device_key(g.data_dir).public_key().public_bytes_raw()
     assert sc.sync_once(g, sc.client_for(g)).ok  # key ring and tickets
     now = time.time()
     assert g.scan(w1.code(now), now=now)[0].reason is Reason.ACCEPT

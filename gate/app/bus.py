@@ -31,7 +31,23 @@ def status_doc(gate) -> dict:
     if live:
         doc["last_run"] = {k: v for k, v in live.items() if k != "link"}
     doc["central_last_ok"] = central_ok
+    doc["transport"] = transport(gate)
     return doc
+
+
+def transport(gate) -> dict:
+    """How the bus connects: mutual TLS with the credential central issued, or plain TCP."""
+    from sync import bus_credential
+    try:
+        tls = bus_credential.load(gate.data_dir)
+    except ConfigError as exc:
+        return {"kind": "tls", "problem": str(exc)}
+    if tls is None:
+        return {"kind": "tcp", "detail": "plain TCP: no bus credential (sync with central to get one); "
+                                         "only the signed-record and liveness rules protect this bus"}
+    now = time.time()
+    return {"kind": "tls", "device_id": tls.device_id, "issuer": tls.issuer, "not_after": tls.not_after,
+            "expired": tls.expired(now), "detail": tls.describe(now)}
 
 
 def cmd_status(args) -> int:
@@ -44,13 +60,17 @@ def cmd_status(args) -> int:
     print(f"device   {doc['device_id']}  key {doc['public_key']}")
     print(f"link     {link}" + (f"  ({doc['last_run']['peers']} peer(s))" if doc["running"] else ""))
     print(f"listen   {', '.join(doc['listen']) or '-'}   peers {', '.join(doc['peers_configured']) or '-'}")
-    print(f"trusted  {doc['trusted_devices']} device(s); peer records {doc['peer_records']}, "
+    t = doc["transport"]
+    print(f"transport {t.get('problem') or t['detail']}")
+    print(f"trusted  {doc['trusted_devices']} device(s) ({doc['quarantined_devices']} more quarantined); "
+          f"peer records {doc['peer_records']} ({doc['held_records']} held), "
           f"admissions from the bus {doc['admissions_from_bus']}")
     if "last_run" in doc:
         r = doc["last_run"]
         ign = {k: v for k, v in r.get("received", {}).items() if v and k not in ("accepted", "duplicate")}
         print(f"traffic  published {r.get('published', 0)}, received {r.get('received', {}).get('accepted', 0)}, "
-              f"dropped {r.get('dropped_out', 0)}/{r.get('dropped_in', 0)} (out/in)"
+              f"dropped {r.get('dropped_out', 0)}/{r.get('dropped_in', 0)}/{r.get('dropped_in_unknown', 0)} "
+              "(out/in from trusted/in from others)"
               + (f"; ignored {ign}" if ign else ""))
     return 0
 
@@ -89,7 +109,8 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_status)
     q = bs.add_parser("trust", help="trust the devices in a device list JSON file",
                       description="Add or update the devices whose bus records this gate accepts: "
-                                  '{"event": E, "devices": [{"device_id", "public_key" (hex), "status"}]}. '
+                                  '{"event": E, "devices": [{"device_id", "public_key" (hex), "status", '
+                                  '"quarantined"}]}. '
                                   "For sites without the reference central (which sends this list at "
                                   "sync). A revoked device stays revoked.")
     q.add_argument("file", metavar="DEVICES.json")

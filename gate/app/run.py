@@ -162,8 +162,9 @@ def doctor_link(gate, args) -> tuple[str, str]:
     listen, peers = bus_endpoints(gate, args)
     n = 0
     if peers:
+        from sync import bus_credential
         from sync.bus_zenoh import ZenohBus
-        port = ZenohBus(gate.policy.event, peers=peers)
+        port = ZenohBus(gate.policy.event, peers=peers, tls=bus_credential.load(gate.data_dir))
         try:
             deadline = time.monotonic() + 2.0
             while port.peers() < len(peers) and time.monotonic() < deadline:

@@ -21,8 +21,8 @@ from fastapi.security.http import HTTPBase
 from starlette.concurrency import run_in_threadpool
 
 from sync.central.limits import BodyLimits, guarded_protocol, int64, parse_json
-from sync.central.models import (AdmissionPage, DeviceListAnswer, EnrolAnswer, EnrolRequest, ErrorAnswer,
-                                 GateHeaders, KeyRingAnswer, PageQuery, ReportQuery, TicketPage, TimeAnswer,
+from sync.central.models import (AdmissionPage, BusCredentialAnswer, BusCredentialRequest, DeviceListAnswer,
+                                 EnrolAnswer, EnrolRequest, ErrorAnswer, GateHeaders, KeyRingAnswer, PageQuery, ReportQuery, TicketPage, TimeAnswer,
                                  UploadAnswer, UploadBatch, body_doc, query_refusal, validate)
 from sync.central.reconcile import build_report, render_text
 from sync.central.store import CentralError, CentralStore, Unavailable
@@ -158,6 +158,18 @@ def create_app(store: CentralStore) -> FastAPI:
         """The event's devices, public keys and status: the gates' venue bus trust list."""
         device(request, event)
         return _json(store.devices(event))
+
+    from sync.central.bus_ca import BusCA  # venue-bus certificates (docs/bus.md, "Transport")
+    bus_ca = BusCA(store)
+
+    @app.post("/v1/events/{event}/bus-credential", dependencies=as_device,
+              openapi_extra=body_doc(BusCredentialRequest),
+              responses={200: {"model": BusCredentialAnswer}, **_errors(400, 401, 403, 413, 422)})
+    async def bus_credential(event: str, request: Request):
+        """A venue-bus TLS certificate from the event's CA for this device's bus key."""
+        device_id, _, _ = await run_in_threadpool(device, request, event)
+        body = parse_json(await request.body())
+        return _json(await run_in_threadpool(bus_ca.issue, event, device_id, body))
 
     @app.get("/v1/events/{event}/reconciliation", dependencies=[Security(ops_basic), Security(ops_cookie)],
              responses={200: {"description": "the report (docs/sync.md); text/plain with format=text"},

@@ -197,7 +197,7 @@ def register(sub) -> None:
     es.required = True
     e = es.add_parser("create", help="create an event with its first issuer key", description="Create an event.")
     e.add_argument("event", metavar="E")
-    e.add_argument("--venue", help="the venue it takes place at (devices of a venue may serve all its events)")
+    e.add_argument("--venue", help="the venue it takes place at (for venue reports; a device serves one event only)")
     e.add_argument("--starts", metavar="ISO", help="doors open (ISO 8601); admissions a day outside are implausible")
     e.add_argument("--ends", metavar="ISO", help="event ends (ISO 8601)")
     e.add_argument("--json", action="store_true", help="print one JSON object")

@@ -125,17 +125,16 @@ def register(store, code: str, device_id: str, pub: bytes, *, event: str | None 
 
 
 def device_for_token(store, token: str, event: str | None = None) -> tuple[str, str, bytes]:
-    """The device behind a token; with ``event``, also check it may use that
-    event (its own, or another event of its venue)."""
+    """The device behind a token; with ``event``, also check it is the event the
+    device is enrolled for (one device, one event: 403 on any other event's path,
+    also another event of the same venue)."""
     with store.reader() as db:
-        row = db.one("SELECT d.device_id, d.event, d.pub, d.status, d.venue, e.venue FROM devices d"
-                     " LEFT JOIN events e ON e.event = :e WHERE d.token_hash = :h",
-                     {"h": hash_token(token), "e": event or ""})
+        row = db.one("SELECT device_id, event, pub, status FROM devices WHERE token_hash = :h",
+                     {"h": hash_token(token)})
     if row is None or row[3] != "active":
         raise CentralError(401, "unknown or revoked device token")
-    if event is not None and event != row[1] and not (row[4] and row[5] == row[4]):
-        raise CentralError(403, f"this device is enrolled for event {row[1]!r}"
-                                + (f" (venue {row[4]!r})" if row[4] else ""))
+    if event is not None and event != row[1]:
+        raise CentralError(403, f"this device is enrolled for event {row[1]!r}, not {event!r}")
     return row[0], row[1], bytes(row[2])
 
 

@@ -73,15 +73,13 @@ def admissions(store, event: str, cursor: int, limit: int) -> tuple[list[dict], 
 
 
 def devices(store, event: str) -> dict:
-    """The event's devices (and its venue's) with their public keys and status:
-    the venue bus trust list (gate.bus.parse_trust reads it). ``quarantined``
-    says whether central holds the device's admissions back (gate.bus does not
-    act on it yet)."""
+    """The event's devices with their public keys and status: the venue bus
+    trust list (gate.bus.parse_trust reads it). ``quarantined`` says whether
+    central holds the device's admissions back; the gates then hold its bus
+    records back too."""
     with store.reader() as db:
-        rows = db.all(
-            """SELECT device_id, pub, status, quarantined_at FROM devices
-               WHERE event = :e OR (venue <> '' AND venue = (SELECT venue FROM events WHERE event = :e))
-               ORDER BY device_id""", {"e": event})
+        rows = db.all("SELECT device_id, pub, status, quarantined_at FROM devices WHERE event = :e"
+                      " ORDER BY device_id", {"e": event})
     return {"event": event, "devices": [
         {"device_id": d, "public_key": bytes(p).hex(), "status": st, "quarantined": q is not None}
         for d, p, st, q in rows]}

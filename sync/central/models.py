@@ -55,6 +55,12 @@ class UploadBatch(_Request):
                                       "device_id, last seq, head_hash bytes]")
 
 
+class BusCredentialRequest(_Request):
+    """POST /v1/events/{e}/bus-credential: a venue-bus certificate for the device's bus TLS key."""
+    public_key: str = Field(description="base64url (no padding) of the raw 32-byte Ed25519 public key of the "
+                                        "gate's bus TLS key (not its device key)")
+
+
 def _blank_is_absent(v: Any) -> Any:
     return None if v == "" else v
 
@@ -175,6 +181,14 @@ class DeviceEntry(_Answer):
 class DeviceListAnswer(_Answer):
     event: str
     devices: list[DeviceEntry]
+
+
+class BusCredentialAnswer(_Answer):
+    device_id: str
+    event: str
+    certificate: str = Field(description="PEM X.509 certificate for the key, subject CN = the device id")
+    ca: str = Field(description="PEM certificate of the event's venue-bus CA (the only CA the bus trusts)")
+    not_after: float = Field(description="the certificate's expiry, Unix seconds")
 
 
 # ------------------------------------------------------------------ helpers

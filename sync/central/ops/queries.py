@@ -381,7 +381,7 @@ def _version(record) -> int | None:
 
 def ticket_history(db, event: str, ticket_id: str) -> dict | None:
     t = db.one("SELECT ticket_id, tier, zone, version, status, entries, holder, revoked_at FROM tickets"
-               " WHERE ticket_id = :t", {"t": ticket_id})
+               " WHERE ticket_id = :t AND event = :e", {"t": ticket_id, "e": event})
     rows = db.all(
         """SELECT s.ts_ms AS ts_ms, s.device_id AS device_id, s.lane AS lane, s.seq AS seq, s.kind AS kind,
                   s.mode AS mode, s.decision AS decision, s.reason AS reason, s.received AS received,
