@@ -99,6 +99,9 @@ class GateApp(App):
         self.paused_shown = 0
         self.paused_last: LaneEvent | None = None
         self.pending_story: list[str] = []
+        self.mounted = False
+        self.screen_size = None
+        self.early: list[LaneEvent] = []
         self.sub_title = title or f"{lane.gate.policy.event} · {lane.gate.policy.lane}"
         lane.observers.append(self._from_lane)
         lane.opened.append(self._from_lane)
@@ -125,6 +128,10 @@ class GateApp(App):
     def on_mount(self) -> None:
         self.title = _("Gate")
         self._layout()
+        self.mounted = True
+        for ev in self.early:
+            self.on_lane_event(ev)
+        self.early.clear()
         self.repaint()
         for line in self.pending_story:
             self.story(line)
@@ -137,12 +144,18 @@ class GateApp(App):
         if self.runner is not None:
             threading.Thread(target=self._run_lane, daemon=True).start()
 
-    def on_resize(self, _event) -> None:
+    def on_resize(self, event) -> None:
+        self.screen_size = event.size  # self.size still says the old one while this runs
         self._layout()
         self.repaint()
 
+    @property
+    def window(self) -> tuple[int, int]:
+        size = self.screen_size or self.size
+        return size.width, size.height
+
     def _layout(self) -> None:
-        w, h = self.size
+        w, h = self.window
         tiny = w < MIN_W or h < MIN_H
         for wid in ("#status", "#verdict", "#counters", "#lower", "#keys"):
             self.query_one(wid).display = not tiny
@@ -189,7 +202,7 @@ class GateApp(App):
     def repaint(self) -> None:
         view = self.current_view()
         self.query_one(Verdict).show(view)
-        w, h = self.size
+        w, h = self.window
         if w < MIN_W or h < MIN_H:
             note = _("Window too small ({w}×{h}): enlarge it to at least {min_w}×{min_h}").format(
                 w=w, h=h, min_w=MIN_W, min_h=MIN_H)
@@ -213,10 +226,17 @@ class GateApp(App):
     # ---------------------------------------------------------- lane events
 
     def _from_lane(self, ev: LaneEvent) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.on_lane_event(ev)
-        else:
-            self.call_from_thread(self.on_lane_event, ev)
+        """A lane observer: never raises into the lane (a screen fault must not stop it)."""
+        if not self.mounted:  # before the screen exists: shown once it does
+            self.early.append(ev)
+            return
+        try:
+            if threading.current_thread() is threading.main_thread():
+                self.on_lane_event(ev)
+            else:
+                self.call_from_thread(self.on_lane_event, ev)
+        except Exception:  # the app is closing (or a drawing fault): the lane goes on
+            pass
 
     def view_of(self, ev: LaneEvent) -> View:
         d = ev.decision
@@ -307,7 +327,7 @@ class GateApp(App):
                       last_sync=last_sync, outbox=outbox, now=now)
 
     def refresh_side(self) -> None:
-        w, h = self.size
+        w, h = self.window
         width = max(1, w)
         self.query_one("#status", Static).update(status_line(self.status(), width - 1))
         c = self.lane.counters
@@ -351,9 +371,9 @@ class GateApp(App):
         if ev is None:
             return [_("No ticket scanned yet: the decision is logged without a ticket")]
         d = ev.decision
-        who = plain(d.holder, limit=40) if d.holder else ""
-        lines = [_("Ticket {ticket}").format(ticket=(d.ticket_id or "-")[:16]) + (f" · {who}" if who else "")]
         view = self.view_of(ev)
+        facts = next((t for role, t in view.lines if role == "facts" and t), "")
+        lines = [_("Ticket {ticket}").format(ticket=(d.ticket_id or "-")[:16]) + (f" · {facts}" if facts else "")]
         lines.append(_("Last verdict: {verdict}").format(verdict=view.title))
         lines += [t for role, t in view.lines if role in ("explain", "why", "where") and t][:3]
         return lines

@@ -152,7 +152,7 @@ class LookupScreen(ModalScreen[None]):
             yield Static(Text(_("Ticket lookup")), id="lookup-title")
             yield Input(placeholder=_("ticket id (or its start) or holder name"), id="query")
             yield Static("", id="lookup-result")
-            yield Static(Text(_("Enter: search · ↑↓: choose · a: admit (PIN) · /: search again · Esc: close")),
+            yield Static(Text(_("Enter search · ↑↓ choose · a admit (PIN) · / search · Esc close")),
                          id="lookup-hint")
 
     def on_mount(self) -> None:

@@ -83,9 +83,13 @@ _ART: dict[str, str] = {
 }
 
 
-def glyph(state: str) -> list[str]:
-    """The rows of a state's glyph, each padded to WIDTH cells (IDLE for an unknown state)."""
+def glyph(state: str, scale: int = 1) -> list[str]:
+    """The rows of a state's glyph, each padded to WIDTH * scale cells (IDLE for an
+    unknown state); ``scale`` 2 doubles it both ways for large windows."""
     art = _ART.get(state, _ART["IDLE"])
     rows = art.strip("\n").split("\n")
     rows += [""] * (HEIGHT - len(rows))
-    return [r.ljust(WIDTH)[:WIDTH] for r in rows[:HEIGHT]]
+    rows = [r.ljust(WIDTH)[:WIDTH] for r in rows[:HEIGHT]]
+    if scale == 1:
+        return rows
+    return [wide for r in rows for wide in ["".join(ch * scale for ch in r)] * scale]

@@ -111,12 +111,15 @@ def counter_items(counters) -> tuple[list[Text], list[Text]]:
     return totals, reasons
 
 
+_PRIORITY = (0, 2, 3, 1, 4)  # admitted, inside, exits, refused, not passed
+
+
 def counters_strip(counters, width: int) -> Text:
     """One line: the totals, then as many refusal reasons as fit (+N more)."""
     totals, reasons = counter_items(counters)
     line = Text(" · ").join(totals)
-    if cells(line.plain) > width:
-        return _fit([(i, t) for i, t in enumerate(totals)], width, sep=" · ")
+    if cells(line.plain) > width:  # keep admitted and refused longest
+        return _fit([(_PRIORITY[i], t) for i, t in enumerate(totals)], width, sep=" · ")
     shown = 0
     for r in reasons:
         rest = len(reasons) - shown - 1
@@ -153,16 +156,17 @@ def counters_column(counters, width: int, height: int) -> Text:
 def key_lines(width: int) -> list[Text]:
     """The key hints, wrapped at whole hints to ``width`` cells."""
     lines: list[Text] = [Text()]
+    gap = 2 if width >= 80 else 1
     for key, label in KEYS:
         hint = Text()
-        hint.append(f" {key} ", style="bold reverse")
+        hint.append(f" {key} " if gap == 2 else key, style="bold reverse")
         hint.append(f" {_(label)}")
         cur = lines[-1]
-        need = cells(hint.plain) + (2 if cur.plain else 0)
+        need = cells(hint.plain) + (gap if cur.plain else 0)
         if cur.plain and cells(cur.plain) + need > width:
             lines.append(Text())
             cur = lines[-1]
         if cur.plain:
-            cur.append("  ")
+            cur.append(" " * gap)
         cur.append_text(hint)
     return lines

@@ -35,6 +35,8 @@ from gate.decision import Mode, Reason
 from gate.i18n import _, ngettext
 from gate.text import clip, plain
 from gate.words import link_words, reason_words, sub_words
+from tui.glyphs import HEIGHT as GLYPH_ROWS
+from tui.glyphs import WIDTH as GLYPH_COLS
 from tui.glyphs import glyph
 from tui.words import STATE_WORDS, ago, clock_time
 
@@ -230,7 +232,7 @@ def render_words(view: View, *, width: int, height: int) -> Text:
     for piece in pieces:
         need = len(piece.wrap(console, width))
         if rows + need > height:
-            continue
+            break  # strict priority: what to do before who it was
         kept.append(piece)
         rows += need
     out = Text()
@@ -279,6 +281,8 @@ class Verdict(Horizontal):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.view: View | None = None
+        self.words_text = Text()   # what the words panel shows now, and its box (cells, rows)
+        self.words_box = (0, 0)
 
     def compose(self) -> ComposeResult:
         yield Static(id="glyph")
@@ -298,11 +302,15 @@ class Verdict(Horizontal):
             return
         big = self.has_class("big")
         g = self.query_one("#glyph", Static)
-        if big:
-            g.update(Text("\n".join(glyph(self.view.state)), style="bold"))
         box = self.content_region
-        width = box.width - (14 if big else 0)
-        self.query_one("#words", Static).update(render_words(self.view, width=width, height=box.height))
+        scale = 2 if big and box.height >= 2 * GLYPH_ROWS and box.width >= 120 else 1
+        g.styles.width = (GLYPH_COLS + 2) * scale
+        if big:
+            g.update(Text("\n".join(glyph(self.view.state, scale)), style="bold"))
+        width = box.width - ((GLYPH_COLS + 2) * scale if big else 0)
+        self.words_text = render_words(self.view, width=width, height=box.height)
+        self.words_box = (width, box.height)
+        self.query_one("#words", Static).update(self.words_text)
 
     def render_text(self) -> str:
         """Everything the verdict says now, as plain text (tests, captures)."""

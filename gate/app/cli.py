@@ -213,6 +213,25 @@ def _qr_inputs(args):
             yield text, more
 
 
+def _verdict_line(d) -> str:
+    """``gate verify``'s line for people: the code (stable), the words in the
+    process language, and the facts. Text that came from outside (a lane name
+    another gate sent, in ``detail``) is plain: no terminal escape gets through."""
+    from gate.i18n import _
+    from gate.text import plain
+    from gate.words import reason_words
+
+    parts = [reason_words(d.reason.value).headline]
+    if d.ticket_id:
+        parts.append(_("ticket {ticket}").format(ticket=plain(d.ticket_id)))
+    if d.unlisted and d.accepted:
+        parts.append(_("unlisted: sold after last sync"))
+    if d.face_distance is not None:
+        parts.append(_("face {distance:.3f}").format(distance=d.face_distance))
+    line = f"{d.reason.value:<16}" + " · ".join(parts)
+    return line + (f"  [{plain(d.detail, limit=300)}]" if d.detail else "")
+
+
 def cmd_verify(args) -> int:
     from gate.decision import Mode
     gate = _open(args)
@@ -240,11 +259,7 @@ def cmd_verify(args) -> int:
             if not more:  # answer now unless the next line is already here
                 flush()
         else:
-            who = f" ticket {d.ticket_id}" if d.ticket_id else ""
-            extra = " (unlisted: sold after last sync)" if d.unlisted and d.accepted else ""
-            dist = f" face {d.face_distance:.3f}" if d.face_distance is not None else ""
-            print(f"{d.reason.value:<16}{who}{extra}{dist}" + (f"  [{d.detail}]" if d.detail else ""),
-                  flush=True)
+            print(_verdict_line(d), flush=True)
     return 0
 
 
