@@ -19,7 +19,6 @@ import time
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from rich.console import Console
 
 from conftest import write_jsonl
 from crypto import gt1
@@ -396,11 +395,6 @@ def test_counters_and_keys_fit_their_width_in_both_languages():
         assert len(key_lines(40)) <= 2
 
 
-def _wrapped(text, width: int) -> list[str]:
-    console = Console(width=width, file=open(os.devnull, "w"))
-    return [line.plain.rstrip() for line in text.wrap(console, width)]
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("lang", ["en", "zh_CN"])
 @pytest.mark.parametrize("size", [(40, 12), (80, 24), (100, 30), (160, 45)], ids=lambda s: f"{s[0]}x{s[1]}")
@@ -417,8 +411,8 @@ async def test_the_verdict_fits_whole_words_at_every_size(tmp_path, size, lang):
         v = app.query_one(Verdict)
         shown = v.words_text
         width, height = v.words_box
-        lines = _wrapped(shown, width)
-        assert 0 < len(lines) <= height
+        lines = shown.plain.split("\n")  # broken by gate.text.wrap: the widget never re-wraps them
+        assert 0 < len(lines) <= height and all(cells(line) <= width for line in lines)
         assert app.query_one(Verdict).view.state == "REFUSED"
         # the reason and the where/when are on screen, whatever the counters hold
         head = reason_words("ALREADY_USED").headline
@@ -426,9 +420,9 @@ async def test_the_verdict_fits_whole_words_at_every_size(tmp_path, size, lang):
         assert reason_words("ALREADY_USED").advice.split()[0] in shown.plain
         # no word cut: every space-separated token on screen is a token of the text
         tokens = set(shown.plain.split())
-        for line in lines:
+        for line in lines:  # (Chinese breaks between characters, never inside a Latin word)
             for tok in line.split():
-                assert tok in tokens or lang == "zh_CN", (tok, line)
+                assert tok in tokens or any(cells(ch) == 2 for ch in tok), (tok, line)
         assert cells(str(app.query_one("#counters").render()).rstrip()) <= size[0]
 
 

@@ -78,9 +78,10 @@ class GateApp(App):
     def __init__(self, lane: Lane, *, sync=None,
                  check_pin: Callable[[str, str], "bool | PinCheck"] | None = None,
                  runner: Callable[[], None] | None = None, clock: Callable[[], float] = time.time,
-                 title: str | None = None, sigint_exits: bool = False):
+                 title: str | None = None, sigint_exits: bool = False, quit_needs_pin: bool = True):
         super().__init__()
         self.sigint_exits = sigint_exits  # SIGINT (kill -INT, systemd) ends the UI with 130
+        self.quit_needs_pin = quit_needs_pin  # False only for the demo (simulated lanes, no PINs set)
         from gate.appliance import Gate
 
         self.lane = lane
@@ -423,6 +424,11 @@ class GateApp(App):
         self._authorised(title, lambda op: self._command(lambda: self.lane.set_mode(new, operator=op), done))
 
     def action_pause(self) -> None:
+        if getattr(self.lane, "fault", None) and hasattr(self.lane, "clear_fault"):
+            # a relay/sensor fault paused the lane: p clears it (gate.lane's hook), with a PIN
+            self._authorised(_("Clear the fault: the lane admits again"), lambda op: self._command(
+                lambda: self.lane.clear_fault(operator=op), lambda: self.repaint()))
+            return
         pausing = not self.lane.paused
 
         def done() -> None:
@@ -443,6 +449,9 @@ class GateApp(App):
 
     async def action_quit(self) -> None:
         """Quitting stops the lane: a supervisor PIN, like any other command."""
+        if not self.quit_needs_pin:
+            self.exit()
+            return
         self._authorised(_("Quit: the lane stops admitting"), lambda op: self.exit())
 
     def action_help_quit(self) -> None:  # ctrl+c inside the UI (a key, not a signal)

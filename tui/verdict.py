@@ -33,7 +33,7 @@ from textual.widgets import Static
 
 from gate.decision import Mode, Reason
 from gate.i18n import _, ngettext
-from gate.text import clip, plain
+from gate.text import clip, plain, wrap
 from gate.words import link_words, reason_words, sub_words
 from tui.glyphs import HEIGHT as GLYPH_ROWS
 from tui.glyphs import WIDTH as GLYPH_COLS
@@ -219,42 +219,32 @@ _ROLE_STYLE = {"explain": "", "why": "bold", "where": "bold", "todo": "italic", 
 
 def render_words(view: View, *, width: int, height: int) -> Text:
     """The view's words for a box ``width`` cells wide and ``height`` rows high:
-    the title first, then the lines by priority. A line that does not fit is
-    left out whole (never a cut word); a blank row follows the title when there
-    is room."""
+    the title first, then the lines by priority, broken into lines here (English
+    between words, Chinese between characters: gate.text.wrap) so the widget never
+    re-wraps them. A line that does not fit is left out whole, with all after it
+    (what to do comes before who it was); a blank row follows the title when
+    there is room."""
     width, height = max(1, width), max(1, height)
-    pieces = [Text(view.title, style="bold")]
-    pieces += [Text(t, style=_ROLE_STYLE.get(role, "")) for role, t in view.lines if t]
+    pieces = [(view.title, "bold")]
+    pieces += [(t, _ROLE_STYLE.get(role, "")) for role, t in view.lines if t]
     if view.code:
-        pieces.append(Text(clip(view.code, width), style="dim"))
-    console = _console()
-    kept, rows = [], 0
-    for piece in pieces:
-        need = len(piece.wrap(console, width))
-        if rows + need > height:
-            break  # strict priority: what to do before who it was
-        kept.append(piece)
-        rows += need
+        pieces.append((clip(view.code, width), "dim"))
+    kept: list[tuple[list[str], str]] = []
+    rows = 0
+    for text, style in pieces:
+        lines = wrap(text, width)
+        if rows + len(lines) > height:
+            break
+        kept.append((lines, style))
+        rows += len(lines)
     out = Text()
-    for i, piece in enumerate(kept):
+    for i, (lines, style) in enumerate(kept):
         if i:
             out.append("\n")
             if i == 1 and rows < height:
                 out.append("\n")
-        out.append_text(piece)
+        out.append("\n".join(lines), style=style)
     return out
-
-
-_CONSOLE = []
-
-
-def _console():
-    if not _CONSOLE:
-        import io
-
-        from rich.console import Console
-        _CONSOLE.append(Console(width=400, no_color=True, file=io.StringIO()))
-    return _CONSOLE[0]
 
 
 VERDICT_CSS = """
