@@ -75,13 +75,18 @@ class Clock:
         return 0
 
 
+class Kind(str):
+    @property
+    def value(self):
+        return str(self)
+
+
 class Fault:
-    """What a relay fault looks like to the UI (gate.lane's ``fault`` hook)."""
+    """What a relay fault looks like to the UI: gate.lane's ``Lane.fault``, a
+    LaneFault with ``kind`` and ``detail`` (added to the lane by another change)."""
 
-    message = "relay did not release: contact may be closed"
-
-    def __bool__(self):
-        return True
+    kind = Kind("relay")
+    detail = "relay did not release: contact may be closed"
 
 
 def make(tmp_path, *, sensor=None, zones=("A",)):
@@ -277,8 +282,12 @@ async def test_fault_hook_shows_the_fault_above_everything(tmp_path):
         app.repaint()
         await pilot.pause()
         v = app.query_one(Verdict)
-        assert v.view.state == "FAULT" and "relay did not release" in words_of(app)
-        assert "FAULT" in str(app.query_one("#status").render())
+        assert v.view.state == "FAULT" and "LANE FAULT: RELAY" in words_of(app)
+        assert "relay did not release" in words_of(app)
+        assert "FAULT RELAY" in str(app.query_one("#status").render())
+        lane.fault = None  # cleared (by gate.lane's clear_fault): the next tick shows it
+        app.tick()
+        assert v.view.state == "IDLE" and "FAULT" not in str(app.query_one("#status").render())
 
 
 # ------------------------------------------------------------------ text from outside

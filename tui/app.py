@@ -34,8 +34,8 @@ from gate.text import cells, clip, pad, plain
 from tui import history
 from tui.dialogs import DIALOG_CSS, LookupScreen, PinScreen
 from tui.panels import Status, counters_column, counters_strip, key_lines, status_line
-from tui.verdict import (HOLD_S, MIN_SHOW_S, VERDICT_CSS, Context, Verdict, View, fault_view, idle_view,
-                         paused_view, view_for)
+from tui.verdict import (HOLD_S, MIN_SHOW_S, VERDICT_CSS, Context, Verdict, View, fault_view, fault_word,
+                         idle_view, paused_view, view_for)
 from tui.words import clock_time, words
 
 MIN_W, MIN_H = 40, 12      # below this: the "window too small" notice (with the verdict)
@@ -106,6 +106,9 @@ class GateApp(App):
         self.sub_title = title or f"{lane.gate.policy.event} · {lane.gate.policy.lane}"
         lane.observers.append(self._from_lane)
         lane.opened.append(self._from_lane)
+        if hasattr(lane, "on_fault"):  # gate.lane's fault hooks, where the lane has them
+            lane.on_fault.append(self._from_fault)
+        self.shown_fault = None
 
     def _check_pin(self, operator: str, pin: str) -> PinCheck:
         from gate.pins import check_pin
@@ -201,6 +204,7 @@ class GateApp(App):
         return idle_view(ctx)
 
     def repaint(self) -> None:
+        self.shown_fault = getattr(self.lane, "fault", None)
         view = self.current_view()
         self.query_one(Verdict).show(view)
         w, h = self.window
@@ -213,10 +217,24 @@ class GateApp(App):
 
     def tick(self) -> None:
         """Return to READY once the verdict's time is up (the clock is the app's:
-        tests advance it and call this)."""
+        tests advance it and call this); show a lane fault that began or ended."""
         if self.until is not None and self.clock() >= self.until:
             self.event_view, self.until = None, None
             self.repaint()
+        elif getattr(self.lane, "fault", None) != self.shown_fault:
+            self.repaint()
+
+    def _from_fault(self, fault, cleared_by=None) -> None:
+        """A lane fault began (or was cleared): repaint now, from any thread."""
+        try:
+            if not self.mounted:
+                return
+            if threading.current_thread() is threading.main_thread():
+                self.repaint()
+            else:
+                self.call_from_thread(self.repaint)
+        except Exception:  # closing: the lane goes on
+            pass
 
     def _show(self, view: View, *, hold: float | None) -> None:
         now = self.clock()
@@ -322,8 +340,9 @@ class GateApp(App):
         else:
             link = "ONLINE" if central_ok else "ALONE"
         peers = getattr(self.lane.bus, "peers", None) if self.lane.bus is not None else None
+        fault = getattr(self.lane, "fault", None)
         return Status(lane=p.lane, event=p.event, mode=self.lane.mode.value, paused=self.lane.paused,
-                      fault=bool(getattr(self.lane, "fault", None)), link=link,
+                      fault=bool(fault), fault_kind=fault_word(fault) if fault else "", link=link,
                       peers=peers if isinstance(peers, int) else None, central=central,
                       last_sync=last_sync, outbox=outbox, now=now)
 

@@ -39,6 +39,7 @@ class Status:
     paused: bool
     link: str            # ONLINE | VENUE | ALONE
     fault: bool = False
+    fault_kind: str = ""  # RELAY / SENSOR / STORE, translated
     peers: int | None = None
     central: str | None = None      # a SyncState value, None: no central set up
     last_sync: float | None = None
@@ -70,7 +71,8 @@ def _fit(segments: list[tuple[int, Text]], width: int, sep: str = "  ") -> Text:
 def status_line(st: Status, width: int) -> Text:
     """Mode, lane, link, event and central in one line, with colour and a word."""
     if st.fault:
-        mode_word, mode_style = _("FAULT"), MODE_STYLE["fault"]
+        mode_word = _("FAULT {kind}").format(kind=st.fault_kind) if st.fault_kind else _("FAULT")
+        mode_style = MODE_STYLE["fault"]
     elif st.paused:
         mode_word, mode_style = _("PAUSED"), MODE_STYLE["paused"]
     elif st.mode == "exit":

@@ -32,7 +32,7 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from gate.decision import Mode, Reason
-from gate.i18n import _, ngettext
+from gate.i18n import N_, _, ngettext
 from gate.text import clip, plain, wrap
 from gate.words import link_words, reason_words, sub_words
 from tui.glyphs import HEIGHT as GLYPH_ROWS
@@ -101,11 +101,24 @@ def paused_view(ctx: Context, *, shown: int = 0, last=None) -> View:
     return View("PAUSED", f"{icon} {title}", tuple(lines))
 
 
+_FAULT_KINDS = {"relay": N_("RELAY"), "sensor": N_("SENSOR"), "store": N_("STORE")}
+
+
+def fault_word(fault: object) -> str:
+    """The kind of a lane fault (gate.lane.LaneFault.kind), translated."""
+    kind = getattr(getattr(fault, "kind", None), "value", None) or str(getattr(fault, "kind", "") or "")
+    word = _FAULT_KINDS.get(kind)
+    return _(word) if word else plain(kind.upper(), limit=20)
+
+
 def fault_view(ctx: Context, fault: object) -> View:
-    icon, title, line = _state("FAULT")
-    what = getattr(fault, "message", None) or str(fault)
+    """A lane fault (gate.lane.LaneFault: kind, detail): nothing is admitted until cleared."""
+    icon, _title, line = _state("FAULT")
+    kind = fault_word(fault)
+    title = _("LANE FAULT: {kind}").format(kind=kind) if kind else _(STATE_WORDS["FAULT"][1])
+    what = getattr(fault, "detail", None) or getattr(fault, "message", None) or str(fault)
     return View("FAULT", f"{icon} {title}", (("where", plain(what, limit=200)), ("explain", line),
-                                             ("todo", _("→ Call a technician; a supervisor clears it with a PIN"))))
+                                             ("todo", _("→ Call a technician; a supervisor clears it: p and a PIN"))))
 
 
 def _facts(ev, ticket=None) -> str:
@@ -181,6 +194,11 @@ def view_for(ev, ctx: Context, ticket=None) -> View:
     if ev.outcome == "rolled_back":
         icon, title, line = _state("NOT_PASSED")
         return View("NOT_PASSED", f"{icon} {title}", (("explain", line), ("facts", facts)), code)
+    if ev.outcome == "unconfirmed":  # the passage sensor failed (a lane fault follows)
+        title = _("PASSAGE NOT KNOWN")
+        return View("NOT_PASSED", f"? {title}",
+                    (("explain", _("The passage sensor failed: nobody knows if the holder went through")),
+                     ("facts", facts)), code)
     if d.accepted:
         if d.mode is Mode.EXIT:
             icon, title, line = _state("EXIT")
