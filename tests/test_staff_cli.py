@@ -194,6 +194,7 @@ def test_lang_option_environment_and_machine_output(setup):
     # argparse's own words and the top-level error handler
     h = run_gate(None, "--lang", "zh_CN", "--help").stdout
     assert h.startswith("用法：gate") and "显示此帮助信息并退出" in h
+    assert run_gate(None, "central", "--lang", "zh_CN", "--help").stdout.startswith("用法：gate central")
     r = run_gate(data, "--lang", "zh_CN", "verify", "--now", "soon", check=False)
     assert r.returncode == 2 and "用法：" in r.stderr and "错误" in r.stderr
     r = run_gate(data.parent / "nowhere", "--lang", "zh_CN", "verify", "GT1:x", check=False)
