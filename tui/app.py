@@ -30,7 +30,7 @@ from gate.decision import Mode, Reason
 from gate.i18n import _
 from gate.lane import Lane, LaneEvent
 from gate.pins import PinCheck
-from gate.text import cells, clip, pad, plain
+from gate.text import clip, pad, plain
 from tui import history
 from tui.dialogs import DIALOG_CSS, LookupScreen, PinScreen
 from tui.panels import Status, counters_column, counters_strip, key_lines, status_line
@@ -294,7 +294,7 @@ class GateApp(App):
         d = ev.decision
         icon, head, _a, _s = words(d.reason.value)
         if d.accepted and d.mode is Mode.EXIT:
-            head = _("EXIT RECORDED")
+            icon, head = "◀", _("EXIT RECORDED")
         t = clock_time(ev.at, self.clock())
         op = " " + _("by {operator}").format(operator=plain(ev.operator, limit=24)) if ev.operator else ""
         flag = " " + _("ALONE") if ev.alone else ""

@@ -19,7 +19,7 @@ from textual.widgets import Input, Static
 
 from gate.i18n import _, ngettext
 from gate.pins import LOCKOUT_S, MAX_FAILURES, PinCheck
-from gate.text import cells, pad, plain
+from gate.text import pad, plain
 from gate.words import reason_words
 from tui.history import Ticket, Use
 from tui.words import clock_time
@@ -116,12 +116,9 @@ def _use_line(u: Use, *, lane: str, now: float) -> str:
         if u.via:
             where += " " + (_("via bus") if u.via == "bus" else _("via central"))
     w = reason_words(u.reason)
-    if u.kind == "override":
-        what = w.headline
-    elif u.accepted and u.mode == "exit":
-        what = _("EXIT RECORDED")
-    else:
-        what = w.headline
+    icon, what = w.icon, w.headline
+    if u.kind != "override" and u.accepted and u.mode == "exit":
+        icon, what = "◀", _("EXIT RECORDED")
     flags = []
     if u.voided:
         flags.append(_("not passed: given back"))
@@ -129,7 +126,7 @@ def _use_line(u: Use, *, lane: str, now: float) -> str:
         flags.append(_("ALONE"))
     if u.operator:
         flags.append(_("by {operator}").format(operator=plain(u.operator, limit=24)))
-    return f"{pad(when, 9)} {w.icon} {pad(what, 16)} {pad(where, 28)} {' · '.join(flags)}".rstrip()
+    return f"{pad(when, 9)} {icon} {pad(what, 16)} {pad(where, 28)} {' · '.join(flags)}".rstrip()
 
 
 class LookupScreen(ModalScreen[None]):
@@ -206,7 +203,3 @@ class LookupScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
-
-
-def width_of(lines: list[str]) -> int:
-    return max((cells(x) for x in lines), default=0)
