@@ -78,6 +78,12 @@ class Gate:
         data_dir = Path(data_dir)
         if not event:
             raise ConfigError("--event must name the event this gate admits to")
+        for what, value in (("--event", event), ("--lane", lane)):
+            # other gates and central carry these names: the venue bus refuses records whose
+            # names are not printable text, so a gate with such a name would be unheard
+            if not (0 < len(value) <= 128 and value.isprintable() and "#" not in value):
+                raise ConfigError(f"{what} must be 1-128 printable characters without '#' "
+                                  f"(no control characters or line breaks): {value!r}")
         existing = None
         if cls.exists(data_dir):
             existing = cls.open(data_dir, now=0)

@@ -39,6 +39,8 @@ class Reason(StrEnum):
     NO_FACE_ENROLLED = "NO_FACE_ENROLLED"
     # the lane has neither central nor a bus peer and its policy refuses (gate.bus)
     LANE_ALONE = "LANE_ALONE"
+    # staff paused the lane: the code is refused and logged, nothing else is checked (gate.lane)
+    LANE_PAUSED = "LANE_PAUSED"
     # staff overrides (never returned by decide(); logged with the operator)
     MANUAL_ADMIT = "MANUAL_ADMIT"
     MANUAL_DENY = "MANUAL_DENY"

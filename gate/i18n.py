@@ -13,7 +13,9 @@ The conventions every room follows (command line, staff UI, ops room, wallet):
   records, HTTP API bodies, log lines meant for tools.
 - Domains: ``gate`` (shared words for reason codes and link states, the
   command line, the staff UI), ``ops`` (the ops room), ``wallet`` (the holder
-  wallet). Catalogues live in ``gate/locale/<lang>/LC_MESSAGES/<domain>.po``
+  wallet), ``argparse`` (the standard library's own command-line words:
+  "usage:", "error:", "show this help message and exit"; extracted from
+  argparse.py, installed by :func:`install_argparse`). Catalogues live in ``gate/locale/<lang>/LC_MESSAGES/<domain>.po``
   with the compiled ``.mo`` beside them; ``scripts/i18n.py`` extracts, updates,
   compiles and checks them (``tests/test_i18n.py`` fails on a missing, empty,
   fuzzy or stale translation).
@@ -37,7 +39,7 @@ from typing import Mapping
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 SUPPORTED: tuple[str, ...] = ("en", "zh_CN")
 DEFAULT = "en"
-DOMAINS: tuple[str, ...] = ("gate", "ops", "wallet")
+DOMAINS: tuple[str, ...] = ("gate", "ops", "wallet", "argparse")
 # the names a user may give with --lang or a switch, and what they mean
 LANG_NAMES: dict[str, str] = {"en": "English", "zh_CN": "简体中文"}
 
@@ -152,3 +154,17 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 def N_(message: str) -> str:
     """Mark a string for extraction without translating it (tables built at import)."""
     return message
+
+
+def install_argparse() -> None:
+    """argparse's own words ("usage:", "error:", "the following arguments are
+    required", the ``-h`` help) in the process language. argparse looks them up
+    through the ``_``/``ngettext`` it imported from gettext at import time (the
+    default domain, with the environment's language); point those two at our
+    ``argparse`` catalogue in the language :func:`set_language` chose. Call it
+    before building a parser (``-h``'s help is looked up when a parser is made)."""
+    import argparse
+
+    t = translations(current(), "argparse")
+    argparse._ = t.gettext
+    argparse.ngettext = t.ngettext

@@ -8,7 +8,7 @@ the entry is given back). Hardware comes in through the ports in
 Faults stop the lane safely. A relay that cannot open its contact again (or
 cannot close it), a passage sensor that fails, or a device database that cannot
 commit puts the lane in :attr:`Lane.fault`: it admits nothing (codes are
-ignored, as when paused; a manual admit is refused) until a supervisor clears it
+ignored and not logged; a manual admit is refused) until a supervisor clears it
 with :meth:`Lane.clear_fault` — which first checks the hardware and the store
 work again. Each fault is a ``control`` record in the scan log (action
 ``relay_fault`` / ``sensor_fault`` / ``store_fault``; ``fault_cleared`` names the
@@ -23,14 +23,14 @@ import contextlib
 import sqlite3
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Callable
 
 from gate.appliance import Gate
 from gate.bus import LinkState, WhenAlone, apply_when_alone
 from gate.db import transaction
-from gate.decision import Decision, FaceCapture, Mode, Reason
+from gate.decision import Decision, FaceCapture, Mode, Reason, Usage
 from gate.errors import DiskFullError, HardwareError, StoreError
 
 DEFAULT_PULSE_MS = 200
@@ -71,10 +71,15 @@ class LaneFault:
 class LaneEvent:
     decision: Decision
     seq: int | None
-    outcome: str  # passed | rolled_back | rejected | exit | override | unconfirmed (sensor fault)
+    outcome: str  # passed | rolled_back | rejected | exit | override | unconfirmed (sensor fault); "open" to Lane.opened
     at: float
     frame_ms: float | None = None
     operator: str | None = None
+    # for people (the staff UI): admitted with neither central nor a bus peer, and,
+    # for a refused used ticket, where and when it was last used (structured, never parsed
+    # from ``detail``: last_where None means this gate)
+    alone: bool = False
+    last_use: Usage | None = None
 
     def to_json(self) -> dict:
         out = self.decision.to_json()
@@ -82,6 +87,10 @@ class LaneEvent:
                    frame_ms=None if self.frame_ms is None else round(self.frame_ms, 3))
         if self.operator:
             out["operator"] = self.operator
+        if self.alone:
+            out["alone"] = True
+        if self.last_use is not None:
+            out["last_use"] = {"where": self.last_use.last_where, "ts_ms": self.last_use.last_ts_ms}
         return out
 
 
@@ -111,7 +120,12 @@ class Lane:
         self.paused = False
         self.counters = Counters()
         self.observers: list[Callable[[LaneEvent], None]] = []
+        # told when the turnstile opened for an entry and the lane waits for the passage
+        # (outcome "open"; the final event follows to ``observers``)
+        self.opened: list[Callable[[LaneEvent], None]] = []
+        self._alone_seqs: set[int] = set()  # accepts decided ALONE, until their final event
         self._recent: dict[str, float] = {}
+        self._paused_seen: tuple[str, float] | None = None
         # _lock guards state, counters and the gate's connection; it is held for a
         # decision and its log record only. _turn serialises whole turnstile cycles
         # (decide -> face -> relay -> passage) between the lane thread and staff admits.
@@ -220,12 +234,28 @@ class Lane:
     def mode(self) -> Mode:
         return self.gate.policy.mode
 
-    def _emit(self, ev: LaneEvent | None) -> LaneEvent | None:
+    def _emit(self, ev: LaneEvent | None, *, final: bool = True) -> LaneEvent | None:
         if ev is not None:
-            for fn in list(self.observers):
+            ev = self._annotate(ev, final=final)
+            for fn in list(self.observers if final else self.opened):
                 fn(ev)
-        self._announce()
+        if final:
+            self._announce()
         return ev
+
+    def _annotate(self, ev: LaneEvent, *, final: bool) -> LaneEvent:
+        """Add what people need to read an event: ALONE, and where/when a refused
+        ticket was used (one ledger read, only for those refusals)."""
+        alone = ev.seq in self._alone_seqs
+        if final:
+            self._alone_seqs.discard(ev.seq)
+        d, used = ev.decision, None
+        if d.ticket_id and d.reason in (Reason.ALREADY_USED, Reason.REPLAY):
+            with self._lock:
+                used = self.gate.view.usage(d.ticket_id)
+            if used.last_ts_ms is None:
+                used = None
+        return replace(ev, alone=alone, last_use=used) if alone or used else ev
 
     def _in_cooldown(self, d: Decision, now: float) -> bool:
         """The holder of a just-admitted ticket is still in front of the camera."""
@@ -236,7 +266,7 @@ class Lane:
 
     def submit(self, qr: str, captured_ns: int | None = None) -> LaneEvent | None:
         """One code read by the camera or a scanner. Returns the lane event, or
-        None when the read was ignored (paused lane, or a duplicate read).
+        None when the read was ignored (a faulted lane, a re-read while paused, a duplicate read).
 
         Decisions are serialised (one holder at a time through the turnstile),
         but the state lock is held only while deciding and logging, never while
@@ -245,7 +275,7 @@ class Lane:
         rejection with reason ERROR and the lane goes on."""
         with self._turn:
             with self._lock:
-                if self.paused or self.faults:
+                if self.faults:  # a faulted lane admits nothing and records nothing (paused: refused, logged)
                     return None
                 now = self.clock.now()
                 d, entry, failed, face_first = self._decide_and_log(qr, now, None, captured_ns)
@@ -253,8 +283,8 @@ class Lane:
                     self.state = State.FACE
             if face_first:  # capture the face with no lock and no transaction held
                 capture = self._capture()
-                with self._lock:
-                    if self.paused or self.faults:  # paused (or faulted) while the face was captured
+                with self._lock:  # paused meanwhile: refused LANE_PAUSED, like any code now
+                    if self.faults:  # faulted while the face was captured
                         self.state = State.IDLE
                         return None
                     now = self.clock.now()
@@ -271,9 +301,12 @@ class Lane:
         logged for a camera re-read in the cooldown, or when the face must be
         captured first (then the code is decided again with the face)."""
         wants_face = False
+        paused = self.paused
 
         def skip(d: Decision) -> bool:
             nonlocal wants_face
+            if paused:  # a camera re-reading the code shown to a paused lane: one record
+                return self._paused_reread(qr, now)
             if self._in_cooldown(d, now):
                 return True
             wants_face = capture is None and d.reason is Reason.FACE_REQUIRED and self.face is not None
@@ -281,6 +314,8 @@ class Lane:
 
         alone = self._alone()
         policy = (lambda d: apply_when_alone(d, self.when_alone)) if alone else None
+        if paused:  # staff paused the lane: every code is refused, and logged
+            policy = _refuse_paused
         try:
             d, entry = self.gate.scan(qr, now=now, face=capture, skip=skip, adjust=policy, alone=alone)
         except STORE_ERRORS as exc:  # nothing was recorded, so nothing may happen
@@ -291,8 +326,17 @@ class Lane:
             return None, None, self._failed(qr, now, exc, captured_ns), False
         if entry is not None:
             self._notify(entry.seq)
+            if alone and d.accepted:
+                self._alone_seqs.add(entry.seq)
         self.state = State.IDLE if entry is None else State.DECIDED
         return d, entry, None, wants_face
+
+    def _paused_reread(self, qr: str, now: float) -> bool:
+        """The same code again within the cooldown while paused (a camera sees it in
+        many frames): not a new scan."""
+        last = self._paused_seen
+        self._paused_seen = (qr, now)
+        return last is not None and last[0] == qr and now - last[1] < self.cooldown_s
 
     def _capture(self):
         try:
@@ -324,6 +368,7 @@ class Lane:
             ev = self._open(d, seq, now, frame_ms, operator)
         if ev is not None:  # rejected, exit, or the relay failed
             return self._emit(ev)
+        self._emit(LaneEvent(d, seq, "open", now, frame_ms, operator), final=False)
         sensor_fault = None
         try:
             passed = self.sensor.wait_passage(self.gate.config.passage_timeout_s)  # unlocked
@@ -416,7 +461,7 @@ class Lane:
                     raise
                 self._notify(entry.seq)
                 if not admit:
-                    self.counters.rejected["OVERRIDE_DENY"] += 1
+                    self.counters.rejected[reason.value] += 1
                     ev = LaneEvent(d, entry.seq, "override", now, None, operator)
             if not admit:
                 return self._emit(ev)
@@ -429,8 +474,17 @@ class Lane:
                 self.gate.set_mode(mode, now=self.clock.now(), operator=operator)
 
     def pause(self, paused: bool = True, *, operator: str | None = None) -> None:
-        """Pause (codes are ignored) or resume the lane; logged with the operator."""
+        """Pause (every code is refused LANE_PAUSED, and logged) or resume the lane;
+        logged with the operator."""
         with self._lock:
             if paused != self.paused:
                 self.gate.control("pause" if paused else "resume", now=self.clock.now(), operator=operator)
             self.paused = paused
+            self._paused_seen = None
+
+
+def _refuse_paused(d: Decision) -> Decision:
+    """A code shown to a paused lane: refused, whatever it is (what it was stays
+    in the record for people: ticket, holder; no entry is consumed)."""
+    return replace(d, reason=Reason.LANE_PAUSED, consumes_entry=False, sub=None,
+                   detail="lane paused by staff")

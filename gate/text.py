@@ -72,3 +72,76 @@ def pad(text: str, width: int, *, right: bool = False) -> str:
     """``text`` padded with spaces to ``width`` cells (left-aligned unless ``right``)."""
     gap = " " * max(0, width - cells(text))
     return gap + text if right else text + gap
+
+
+# Line breaking that suits both English and Chinese: a Latin word is never cut
+# (unless it alone is wider than the line); Chinese may break between any two
+# characters, except before closing punctuation or after opening punctuation.
+_NO_START = set("，。、；：？！）」』】》〉…·,.;:?!)]}%”’")
+_NO_END = set("（「『【《〈([{“‘")
+
+
+def _tokens(text: str) -> list[str]:
+    """Unbreakable pieces (" " marks a break opportunity that takes a cell)."""
+    raw: list[str] = []
+    word = ""
+    for ch in text:
+        if ch == " ":
+            if word:
+                raw.append(word)
+                word = ""
+            raw.append(" ")
+        elif char_cells(ch) == 2 or ch in _NO_START or ch in _NO_END:
+            if word:
+                raw.append(word)
+                word = ""
+            raw.append(ch)
+        else:
+            word += ch
+    if word:
+        raw.append(word)
+    out: list[str] = []
+    glue = False  # the previous token must not end a line: glue the next one to it
+    for tok in raw:
+        if tok == " ":
+            out.append(tok)
+            glue = False
+            continue
+        if out and out[-1] != " " and (glue or tok[0] in _NO_START or (cells(out[-1]) and not _wide(out[-1][-1])
+                                                                          and not _wide(tok[0]))):
+            out[-1] += tok
+        else:
+            out.append(tok)
+        glue = tok[-1] in _NO_END
+    return out
+
+
+def _wide(ch: str) -> bool:
+    return char_cells(ch) == 2
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """``text`` broken into lines of at most ``width`` cells (see above)."""
+    width = max(1, width)
+    lines: list[str] = []
+    line, space = "", False
+    for tok in _tokens(text):
+        if tok == " ":
+            space = bool(line)
+            continue
+        sep = " " if space else ""
+        if cells(line) + cells(sep) + cells(tok) <= width:
+            line += sep + tok
+        else:
+            if line:
+                lines.append(line)
+            line = ""
+            while cells(tok) > width:  # only a piece wider than a whole line is cut
+                cut = clip(tok, width, ellipsis="") or tok[0]  # a wide character on a 1-cell line
+                lines.append(cut)
+                tok = tok[len(cut):]
+            line = tok
+        space = False
+    if line or not lines:
+        lines.append(line)
+    return lines

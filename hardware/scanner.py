@@ -7,6 +7,15 @@ import sys
 
 from gate.errors import HardwareError
 
+# where ``stdin`` scanners read when standard input was handed to a terminal UI
+# (tui.terminal.own_terminal keeps the original input on a private descriptor)
+_STDIN: list = []
+
+
+def use_stdin(stream) -> None:
+    """Read ``--scanner stdin`` codes from ``stream`` (a binary file) from now on."""
+    _STDIN[:] = [stream]
+
 
 class StdinScanner:
     """One code per line from a binary stream (default: stdin's bytes). A byte
@@ -17,7 +26,7 @@ class StdinScanner:
         from crypto.gt1 import MAX_QR_CHARS
         from gate.lines import text_lines
 
-        stream = stream or sys.stdin.buffer
+        stream = stream or (_STDIN[0] if _STDIN else sys.stdin.buffer)
         self._lines = text_lines(stream, MAX_QR_CHARS)
 
     def read_code(self) -> str | None:

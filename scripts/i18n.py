@@ -10,6 +10,8 @@ Domains and the files their strings come from (gate/i18n.py has the conventions)
 - ``ops``: ``sync/central/ops/`` (Python, Jinja2 templates ``*.html``, scripts ``*.js``)
 - ``wallet``: ``sync/central/wallet/`` (the same kinds)
 - ``gate``: every other Python file of the product (gate/, tui/, hardware/, sync/, crypto/)
+- ``argparse``: the standard library's argparse.py, the running Python's (its own words:
+  "usage:", "error:", ...; gate.i18n.install_argparse)
 
 The .po files are written sorted by message, without line numbers and with a
 fixed header date, so two branches that add messages merge cleanly and an
@@ -39,6 +41,7 @@ OPS_DIR = ROOT / "sync" / "central" / "ops"
 WALLET_DIR = ROOT / "sync" / "central" / "wallet"
 PRODUCT_DIRS = ("gate", "tui", "hardware", "sync", "crypto")
 TRANSLATED = [lang for lang in SUPPORTED if lang != "en"]
+STDLIB = {"argparse": "argparse"}  # domain -> the standard library module whose messages it holds
 _FIELD = re.compile(r"\{[^{}]*\}|%\([a-z_]+\)[sd]|%[sd]")
 
 
@@ -53,6 +56,9 @@ def _domain_of(path: Path) -> str | None:
 
 
 def _files(domain: str) -> list[Path]:
+    if domain in STDLIB:
+        import importlib
+        return [Path(importlib.import_module(STDLIB[domain]).__file__)]
     found = []
     for top in PRODUCT_DIRS:
         for path in sorted((ROOT / top).rglob("*")):
@@ -74,7 +80,7 @@ def extract(domain: str):
 
     cat = Catalog(project=PROJECT, domain=domain, creation_date=FIXED_DATE, revision_date=FIXED_DATE)
     for path in _files(domain):
-        rel = path.relative_to(ROOT).as_posix()
+        rel = path.relative_to(ROOT).as_posix() if ROOT in path.parents else f"<python>/{path.name}"
         if path.suffix == ".py":
             method, kw, opts = "python", KEYWORDS, {}
         elif path.suffix == ".js":

@@ -535,12 +535,15 @@ async def test_the_staff_ui_shows_the_fault_and_clears_it_with_a_pin(setup):
     async with app.run_test(size=(80, 24)) as pilot:
         lane.submit(w[0].code(NOW))
         await pilot.pause()
-        assert "LANE FAULT: RELAY" in str(app.query_one(Verdict).render())
+        assert "LANE FAULT: RELAY" in app.query_one(Verdict).render_text()
         assert "FAULT RELAY" in str(app.query_one("#status").render())
         await pilot.press("p")
         assert isinstance(app.screen, PinScreen)
-        await pilot.press(*"ann", "enter", *"000000", "enter")  # wrong PIN
+        await pilot.press(*"ann", "enter", *"000000", "enter")  # wrong PIN: the dialog stays, says why
         await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, PinScreen) and lane.fault is not None
+        await pilot.press("escape")
         await pilot.pause()
         await pilot.press("p", *"ann", "enter", *"246813", "enter")  # right PIN, relay still stuck
         await app.workers.wait_for_complete()

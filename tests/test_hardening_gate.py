@@ -130,7 +130,7 @@ async def test_item9_mode_and_pause_need_operator_and_pin_and_are_logged(tmp_pat
         await pilot.press(*"ann", "enter", *"999999", "enter")
         await pilot.pause()
         assert lane.mode is Mode.ENTRY and g.policy.mode is Mode.ENTRY
-        await pilot.press("m")
+        assert isinstance(app.screen, PinScreen)  # a wrong PIN keeps the dialog open
         await pilot.press("escape")  # cancelled: nothing changes
         assert lane.mode is Mode.ENTRY
         await pilot.press("m", *"ann", "enter", *"246813", "enter")
@@ -141,10 +141,11 @@ async def test_item9_mode_and_pause_need_operator_and_pin_and_are_logged(tmp_pat
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert not lane.paused
+        await pilot.press("escape")
         await pilot.press("p", *"ann", "enter", *"246813", "enter")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert lane.paused and "PAUSED" in str(app.query_one(Verdict).render())
+        assert lane.paused and "PAUSED" in app.query_one(Verdict).render_text()
         await pilot.press("p", *"ann", "enter", *"246813", "enter")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -174,6 +175,7 @@ async def test_item9_five_wrong_pins_lock_the_operator_for_five_minutes(tmp_path
             await pilot.press("m", *"ann", "enter", *"111111", "enter")
             await app.workers.wait_for_complete()
             await pilot.pause()
+            await pilot.press("escape")  # a wrong PIN keeps the dialog open
         # the right PIN no longer works for ann, in the UI ...
         await pilot.press("m", *"ann", "enter", *"246813", "enter")
         await app.workers.wait_for_complete()

@@ -92,3 +92,15 @@ def test_chinese_takes_two_cells():
     assert cells("放行") == 4 and cells("ADMIT") == 5 and cells("e\u0301") == 1
     assert cells(pad("放行", 6)) == 6 and pad("放行", 6, right=True) == "  放行"
     assert cells(clip("请让持票人通过", 7)) <= 7 and clip("abc", 5) == "abc"
+
+
+def test_wrap_breaks_english_between_words_and_chinese_between_characters():
+    from gate.text import wrap
+    en = wrap("A copy, or passed back? Lookup (l) shows where", 20)
+    assert en == ["A copy, or passed", "back? Lookup (l)", "shows where"]
+    zh = wrap("是复制票还是转手票？查询（l）可看到入场地点；如有疑问请呼叫主管", 20)
+    assert all(cells(line) <= 20 for line in zh) and "".join(zh).startswith("是复制票")
+    assert not any(line[0] in "，。；：？！）" for line in zh)  # no closing punctuation starts a line
+    assert wrap("（north-1）入场", 12)[0] in ("（north-1）", "（north-1）入")  # a Latin word stays whole
+    assert wrap("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]  # only a word wider than the line is cut
+    assert wrap("放行", 1) == ["放", "行"]  # a line narrower than one character still ends

@@ -146,19 +146,22 @@ def test_lane_cooldown_hides_rereads_of_a_just_admitted_code(gate, issuer):
     assert lane.submit(w.code(clock.t)).decision.reason is Reason.ALREADY_USED
 
 
-def test_paused_lane_ignores_codes_and_override_is_logged_with_operator(gate, issuer):
+def test_paused_lane_refuses_and_logs_codes_and_override_is_logged_with_operator(gate, issuer):
     w = issuer.mint()
     lane, clock = _lane(gate)
     lane.pause(operator="supervisor-ann")
-    assert lane.submit(w.code(clock.t)) is None
+    ev = lane.submit(w.code(clock.t))  # refused and logged, never silently dropped
+    assert ev.decision.reason is Reason.LANE_PAUSED and ev.outcome == "rejected" and not lane.relay.pulses
+    assert lane.submit(w.code(clock.t)) is None  # the camera's re-read in the cooldown: not a new scan
     lane.pause(False, operator="supervisor-ann")
     ev = lane.override(admit=True, operator="supervisor-ann", ticket_id=w.ticket_id, note="phone died")
     assert ev.decision.accepted and ev.operator == "supervisor-ann" and len(lane.relay.pulses) == 1
     recs = json_lines(run_gate(gate.data_dir, "log", "--json").stdout)
     # pause and resume are logged with the operator (a silent pause would hide who stopped the lane)
-    assert [(r["kind"], r.get("action"), r.get("operator")) for r in recs[:2]] == [
-        ("control", "pause", "supervisor-ann"), ("control", "resume", "supervisor-ann")]
-    rec = recs[2]
+    assert [(r["kind"], r.get("action") or r.get("reason"), r.get("operator")) for r in recs[:3]] == [
+        ("control", "pause", "supervisor-ann"), ("scan", "LANE_PAUSED", None),
+        ("control", "resume", "supervisor-ann")]
+    rec = recs[3]
     assert rec["kind"] == "override" and rec["operator"] == "supervisor-ann" and rec["reason"] == "MANUAL_ADMIT"
     # the manual admission used the ticket's entry
     assert gate.decide(w.code(clock.t + 30), now=clock.t + 30).reason is Reason.ALREADY_USED

@@ -121,13 +121,13 @@ def test_generated_scenario(scenario, prepared, tmp_path):
 
 def test_generated_set_covers_every_reason_a_cli_verify_can_give():
     """FACE_MISMATCH needs a photo (tests/test_face.py); MANUAL_* come from staff, not decide();
-    LANE_ALONE from a running lane's --when-alone policy (tests/test_bus.py); ERROR from a lane
-    whose decision failed unexpectedly."""
+    LANE_ALONE from a running lane's --when-alone policy (tests/test_bus.py); LANE_PAUSED from a
+    lane staff paused (tests/test_lane.py); ERROR from a lane whose decision failed unexpectedly."""
     from gate.decision import Reason
     expected = {st["expect"] for s in GENERATED["scenarios"] for st in s["steps"]}
     lanes = {s["lane"]["mode"] for s in GENERATED["scenarios"]}
     missing = {r.value for r in Reason} - {"FACE_MISMATCH", "MANUAL_ADMIT", "MANUAL_DENY", "LANE_ALONE",
-                                           "ERROR"} - expected
+                                           "LANE_PAUSED", "ERROR"} - expected
     assert not missing and lanes == {"entry", "exit"}
     flagged = {(st["expect"], flag) for s in GENERATED["scenarios"] for st in s["steps"]
                for flag in ("require_rotating", "require_listed") if s["lane"].get(flag)}

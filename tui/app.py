@@ -1,5 +1,18 @@
 """The staff terminal UI (Textual). It observes the lane and sends it commands;
-it never decides. Readable at 80x24; the verdict is icon + words + colour."""
+it never decides.
+
+One screen, top to bottom: the status line (mode, lane, link ONLINE / VENUE /
+ALONE, event, central), the verdict (tui/verdict.py: a state, its glyph, the
+reason in words, where and when a used ticket was used, what to do), the
+counters, the scan log, the keys. It degrades with the window: no glyph, no
+log, and below :data:`MIN_W` x :data:`MIN_H` a "window too small" notice that
+still carries the verdict. Quit, pause, mode and manual decisions ask for an
+operator name and a supervisor PIN; lookup shows a ticket's history at every
+gate and can admit it with a PIN.
+
+Text is translated (gate/i18n.py) into the process language; everything that
+came from outside (holder, lane and operator names) is shown as plain text.
+"""
 
 from __future__ import annotations
 
@@ -7,147 +20,68 @@ import threading
 import time
 from typing import Callable
 
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Label, RichLog, Static
+from textual.containers import Horizontal
+from textual.widgets import RichLog, Static
 
+from gate.decision import Mode, Reason
+from gate.i18n import _
 from gate.lane import Lane, LaneEvent
 from gate.pins import PinCheck
-from tui.words import words
+from gate.text import clip, pad, plain
+from tui import history
+from tui.dialogs import DIALOG_CSS, LookupScreen, PinScreen
+from tui.panels import Status, counters_column, counters_strip, key_lines, status_line
+from tui.verdict import (HOLD_S, MIN_SHOW_S, VERDICT_CSS, Context, Verdict, View, fault_view, fault_word,
+                         idle_view, paused_view, view_for)
+from tui.words import clock_time, words
 
+MIN_W, MIN_H = 40, 12      # below this: the "window too small" notice (with the verdict)
+SIDE_W = 120               # from this width the counters stand beside the log
+GLYPH_W, GLYPH_H = 64, 7   # the big glyph needs this much of the verdict box
 
-def _age(ts: float | None, now: float) -> str:
-    if ts is None:
-        return "never"
-    s = max(0, now - ts)
-    return f"{s:.0f}s" if s < 90 else f"{s / 60:.0f}m" if s < 5400 else f"{s / 3600:.0f}h"
+# the verdict's colours as one line of text (the window-too-small notice)
+LINE_STYLE = {"idle": "bold", "accept": "bold white on #0b5d1e", "exit": "bold white on #123f7a",
+              "caution": "bold black on #ffb000", "reject": "bold white on #8b0000",
+              "info": "bold white on #3b4a5a", "paused": "bold #ffd75f on #2b2b2b",
+              "fault": "bold white on #6a0d6a"}
 
-
-class Verdict(Static):
-    def show(self, ev: LaneEvent | None, *, paused: bool = False, fault=None) -> None:
-        self.remove_class("accept", "reject", "idle")
-        if fault is not None:  # a lane fault (gate.lane): nothing is admitted until it is cleared
-            self.add_class("reject")
-            self.update(f"⚠  LANE FAULT: {fault.kind.value.upper()}\n{fault.detail}\n"
-                        "Nothing is admitted. Fix it, then press p to clear (supervisor PIN)")
-            return
-        if paused:
-            self.add_class("idle")
-            self.update("⏸  LANE PAUSED\nPress p to resume")
-            return
-        if ev is None:
-            self.add_class("idle")
-            self.update("…  READY\nShow your ticket")
-            return
-        d = ev.decision
-        icon, head, advice, style = words(d.reason.value)
-        if ev.outcome == "rolled_back":
-            head, advice = head + " — NOT PASSED", "Nobody went through: entry given back"
-        self.add_class(style)
-        facts = []
-        if d.holder:
-            facts.append(d.holder)
-        if d.tier:
-            facts.append(d.tier)
-        if d.zone:
-            facts.append(f"zone {d.zone}")
-        if d.face_distance is not None:
-            facts.append(f"face {d.face_distance:.2f}")
-        if d.unlisted and d.accepted:
-            facts.append("unlisted: sold after last sync")
-        if ev.operator:
-            facts.append(f"by {ev.operator}")
-        tid = (d.ticket_id or "")[:12]
-        self.update(f"{icon}  {head}\n{advice}\n{' · '.join(facts)}  [{d.reason.value}] {tid}")
-
-
-class PinScreen(ModalScreen[tuple[str, str] | None]):
-    """Operator name and supervisor PIN for anything that can let someone through
-    (manual admit/deny, entry/exit, pause/resume)."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
-
-    def __init__(self, title: str):
-        super().__init__()
-        self.title_text = title
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="pin-box"):
-            yield Label(self.title_text, id="pin-title")
-            yield Input(placeholder="operator name", id="operator")
-            yield Input(placeholder="supervisor PIN", password=True, id="pin")
-            yield Label("", id="pin-error")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "operator":
-            self.query_one("#pin", Input).focus()
-            return
-        op = self.query_one("#operator", Input).value.strip()
-        pin = self.query_one("#pin", Input).value
-        if not op or not pin:
-            self.query_one("#pin-error", Label).update("name and PIN are both needed")
-            return
-        self.dismiss((op, pin))
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-class LookupScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape", "close", "Close")]
-
-    def __init__(self, lookup: Callable[[str], list[str]]):
-        super().__init__()
-        self.lookup = lookup
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="lookup-box"):
-            yield Label("Ticket lookup: id (or its start) or holder name; Esc closes")
-            yield Input(placeholder="ticket id or holder", id="query")
-            yield Static("", id="lookup-result")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        rows = self.lookup(event.value.strip())
-        self.query_one("#lookup-result", Static).update("\n".join(rows) or "no ticket found")
-
-    def action_close(self) -> None:
-        self.dismiss(None)
+def _outcome_words(outcome: str) -> str:
+    return {"passed": _("passed"), "rolled_back": _("not passed"), "rejected": _("refused"),
+            "exit": _("exit"), "override": _("manual")}.get(outcome, outcome)
 
 
 class GateApp(App):
-    CSS = """
+    CSS = DIALOG_CSS + VERDICT_CSS + """
     Screen { layout: vertical; }
-    #top { height: 10; }
-    Verdict { width: 2fr; content-align: center middle; text-align: center;
-              text-style: bold; border: heavy $panel; padding: 0 1; height: 10; }
-    Verdict.accept { background: darkgreen; color: white; border: heavy lime; }
-    Verdict.reject { background: darkred; color: white; border: heavy red; }
-    Verdict.idle { background: $surface; color: $text; }
-    #side { width: 1fr; min-width: 26; height: 10; }
-    #counters, #status { height: auto; border: round $panel; padding: 0 1; }
-    #log { height: 1fr; border: round $panel; }
-    #pin-box, #lookup-box { width: 60; height: auto; border: thick $accent; background: $surface;
-                            padding: 1 2; }
-    PinScreen, LookupScreen { align: center middle; }
-    #pin-error { color: red; }
+    #status { height: 1; }
+    #lower { height: 1fr; }
+    #log { width: 1fr; height: 100%; border: round $panel; }
+    #counters-side { width: 34; height: 100%; border: round $panel; padding: 0 1; display: none; }
+    #counters { height: 1; padding: 0 1; }
+    #keys { height: 1; }
+    #toosmall { display: none; height: 100%; padding: 0 1; }
     """
+    ENABLE_COMMAND_PALETTE = False  # it could quit the lane without a PIN
     BINDINGS = [
-        Binding("a", "override(True)", "Admit"),
-        Binding("d", "override(False)", "Deny"),
-        Binding("l", "lookup", "Lookup"),
-        Binding("m", "toggle_mode", "Entry/Exit"),
-        Binding("p", "pause", "Pause"),
-        Binding("s", "sync_now", "Sync"),
-        Binding("q", "quit", "Quit"),
+        Binding("a", "override(True)", show=False),
+        Binding("d", "override(False)", show=False),
+        Binding("l", "lookup", show=False),
+        Binding("m", "toggle_mode", show=False),
+        Binding("p", "pause", show=False),
+        Binding("s", "sync_now", show=False),
+        Binding("q", "quit", show=False),
     ]
 
     def __init__(self, lane: Lane, *, sync=None,
                  check_pin: Callable[[str, str], "bool | PinCheck"] | None = None,
                  runner: Callable[[], None] | None = None, clock: Callable[[], float] = time.time,
-                 title: str | None = None):
+                 title: str | None = None, sigint_exits: bool = False, quit_needs_pin: bool = True):
         super().__init__()
+        self.sigint_exits = sigint_exits  # SIGINT (kill -INT, systemd) ends the UI with 130
+        self.quit_needs_pin = quit_needs_pin  # False only for the demo (simulated lanes, no PINs set)
         self.lane = lane
         self.sync = sync
         self.clock = clock
@@ -156,11 +90,23 @@ class GateApp(App):
         self.db = lane.gate.reopen()
         self.check_pin = check_pin or self._check_pin
         self.runner = runner
-        self.last_event: LaneEvent | None = None
+        self.banner = title  # the demo names itself
+        self.last_event: LaneEvent | None = None   # the last final event (manual decisions refer to it)
+        self.event_view: View | None = None        # the verdict shown until ``until``
+        self.until: float | None = None
+        self.shown_at = 0.0
+        self.paused_shown = 0
+        self.paused_last: LaneEvent | None = None
         self.pending_story: list[str] = []
+        self.mounted = False
+        self.screen_size = None
+        self.early: list[LaneEvent] = []
         self.sub_title = title or f"{lane.gate.policy.event} · {lane.gate.policy.lane}"
         lane.observers.append(self._from_lane)
-        lane.on_fault.append(self._from_fault)
+        lane.opened.append(self._from_lane)
+        if hasattr(lane, "on_fault"):  # gate.lane's fault hooks, where the lane has them
+            lane.on_fault.append(self._from_fault)
+        self.shown_fault = None
 
     def _check_pin(self, operator: str, pin: str) -> PinCheck:
         from gate.pins import check_pin
@@ -169,123 +115,257 @@ class GateApp(App):
     def on_unmount(self) -> None:
         self.db.close()
 
+    # ---------------------------------------------------------- layout
+
     def compose(self) -> ComposeResult:
-        with Horizontal(id="top"):
-            yield Verdict(id="verdict")
-            with Vertical(id="side"):
-                yield Static(id="counters")
-                yield Static(id="status")
-        yield RichLog(id="log", markup=False, wrap=False, max_lines=500)
-        yield Footer()
+        yield Static(id="status")
+        yield Verdict(id="verdict")
+        yield Static(id="counters")
+        with Horizontal(id="lower"):
+            yield RichLog(id="log", markup=False, wrap=False, max_lines=500)
+            yield Static(id="counters-side")
+        yield Static(id="keys")
+        yield Static(id="toosmall")
 
     def on_mount(self) -> None:
-        self.title = "Gate"
-        self.query_one(Verdict).show(None, fault=self.lane.fault)
-        self.refresh_side()
+        self.title = _("Gate")
+        self._layout()
+        self.mounted = True
+        for ev in self.early:
+            self.on_lane_event(ev)
+        self.early.clear()
+        self.repaint()
         for line in self.pending_story:
             self.story(line)
+        if self.sigint_exits:
+            import asyncio
+            import signal
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, lambda: self.exit(return_code=130))
+        self.set_interval(0.5, self.tick)
         self.set_interval(1.0, self.refresh_side)
         if self.runner is not None:
             threading.Thread(target=self._run_lane, daemon=True).start()
 
-    def _run_lane(self) -> None:
+    def on_resize(self, event) -> None:
+        self.screen_size = event.size  # self.size still says the old one while this runs
+        self._layout()
+        self.repaint()
+
+    @property
+    def window(self) -> tuple[int, int]:
+        size = self.screen_size or self.size
+        return size.width, size.height
+
+    def _layout(self) -> None:
+        w, h = self.window
+        tiny = w < MIN_W or h < MIN_H
+        for wid in ("#status", "#verdict", "#counters", "#lower", "#keys"):
+            self.query_one(wid).display = not tiny
+        self.query_one("#toosmall").display = tiny
+        if tiny:
+            return
+        keys = len(key_lines(w))
+        self.query_one("#keys").styles.height = keys
+        side = w >= SIDE_W and h >= 24
+        self.query_one("#counters").display = not side
+        self.query_one("#counters-side").display = side
+        fixed = 1 + keys + (0 if side else 1)
+        if h >= 40:
+            verdict = 17
+        elif h >= 30:
+            verdict = 14
+        elif h >= 24:
+            verdict = 12
+        else:
+            verdict = h - fixed - (4 if h >= 20 else 0)
+        verdict = max(5, min(verdict, h - fixed))
+        v = self.query_one(Verdict)
+        v.styles.height = verdict
+        self.query_one("#lower").display = h - fixed - verdict >= 3
+        v.set_class(verdict - 2 >= GLYPH_H and w >= GLYPH_W, "big")
+
+    # ---------------------------------------------------------- the verdict
+
+    def context(self) -> Context:
+        p = self.lane.gate.policy
+        return Context(lane=p.lane, zones=tuple(p.zones), now=self.clock(), mode=self.lane.mode)
+
+    def current_view(self) -> View:
+        ctx = self.context()
+        fault = getattr(self.lane, "fault", None)  # a relay / sensor fault (gate.lane), when the lane has one
+        if fault:
+            return fault_view(ctx, fault)
+        if self.lane.paused:
+            return paused_view(ctx, shown=self.paused_shown, last=self.paused_last)
+        if self.event_view is not None:
+            return self.event_view
+        return idle_view(ctx)
+
+    def repaint(self) -> None:
+        self.shown_fault = getattr(self.lane, "fault", None)
+        view = self.current_view()
+        self.query_one(Verdict).show(view)
+        w, h = self.window
+        if w < MIN_W or h < MIN_H:
+            note = _("Window too small ({w}×{h}): enlarge it to at least {min_w}×{min_h}").format(
+                w=w, h=h, min_w=MIN_W, min_h=MIN_H)
+            title = Text(pad(clip(view.one_line(), max(1, w - 2)), max(1, w - 2)), style=LINE_STYLE[view.style])
+            self.query_one("#toosmall", Static).update(Text("\n").join([title, Text(""), Text(note)]))
+        self.refresh_side()
+
+    def tick(self) -> None:
+        """Return to READY once the verdict's time is up (the clock is the app's:
+        tests advance it and call this); show a lane fault that began or ended."""
+        if self.until is not None and self.clock() >= self.until:
+            self.event_view, self.until = None, None
+            self.repaint()
+        elif getattr(self.lane, "fault", None) != self.shown_fault:
+            self.repaint()
+
+    def _from_fault(self, fault, cleared_by=None) -> None:
+        """A lane fault began (or was cleared): repaint now, from any thread."""
         try:
-            self.runner()
-        except Exception as exc:  # show it; the app stays up for staff
-            self.call_from_thread(self.notify, f"lane stopped: {exc}", severity="error", timeout=30)
+            if not self.mounted:
+                return
+            if threading.current_thread() is threading.main_thread():
+                self.repaint()
+            else:
+                self.call_from_thread(self.repaint)
+        except Exception:  # closing: the lane goes on
+            pass
+
+    def _show(self, view: View, *, hold: float | None) -> None:
+        now = self.clock()
+        self.event_view, self.shown_at = view, now
+        self.until = None if hold is None else now + hold
+        self.repaint()
 
     # ---------------------------------------------------------- lane events
 
     def _from_lane(self, ev: LaneEvent) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.on_lane_event(ev)
-        else:
-            self.call_from_thread(self.on_lane_event, ev)
+        """A lane observer: never raises into the lane (a screen fault must not stop it)."""
+        if not self.mounted:  # before the screen exists: shown once it does
+            self.early.append(ev)
+            return
+        try:
+            if threading.current_thread() is threading.main_thread():
+                self.on_lane_event(ev)
+            else:
+                self.call_from_thread(self.on_lane_event, ev)
+        except Exception:  # the app is closing (or a drawing fault): the lane goes on
+            pass
 
-    def _from_fault(self, fault, cleared_by: str | None) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.on_lane_fault(fault, cleared_by)
-        else:
-            self.call_from_thread(self.on_lane_fault, fault, cleared_by)
-
-    def on_lane_fault(self, fault, cleared_by: str | None) -> None:
-        what = f"cleared by {cleared_by}" if cleared_by else f"FAULT: {fault.detail}"
-        self.query_one(RichLog).write(f"{time.strftime('%H:%M:%S')} ⚠ {fault.kind.value} {what}")
-        self.query_one(Verdict).show(self.last_event, paused=self.lane.paused, fault=self.lane.fault)
-        self.refresh_side()
+    def view_of(self, ev: LaneEvent) -> View:
+        d = ev.decision
+        ticket = None
+        if d.ticket_id and (not d.accepted or not d.holder):  # the ledger's holder and zone (own connection)
+            try:
+                ticket = self.db.view.ticket(d.ticket_id)
+            except Exception:  # a verdict without the holder's name, never a dead screen
+                ticket = None
+        return view_for(ev, self.context(), ticket)
 
     def on_lane_event(self, ev: LaneEvent) -> None:
+        if ev.outcome == "open":  # the turnstile is open: say so until the passage (or its timeout)
+            view = self.view_of(ev)
+            self._show(view, hold=self.lane.gate.config.passage_timeout_s + HOLD_S[view.state])
+            return
         self.last_event = ev
-        self.query_one(Verdict).show(ev, fault=self.lane.fault)
+        self._log(ev)
+        if ev.decision.reason is Reason.LANE_PAUSED:
+            self.paused_shown += 1
+            self.paused_last = ev
+        view = self.view_of(ev)
+        if ev.outcome == "passed" and getattr(self.lane.sensor, "present", False) \
+                and self.event_view is not None and self.event_view.state == view.state:
+            # the holder went through: back to READY (after the verdict was seen a moment)
+            now = self.clock()
+            self.until = max(now, self.shown_at + MIN_SHOW_S)
+            self.event_view = view
+            if now >= self.until:
+                self.event_view, self.until = None, None
+            self.repaint()
+            return
+        self._show(view, hold=HOLD_S.get(view.state, HOLD_S["REFUSED"]))
+
+    def _log(self, ev: LaneEvent) -> None:
         d = ev.decision
-        icon, head, _, _ = words(d.reason.value)
-        t = time.strftime("%H:%M:%S", time.localtime(ev.at))
-        op = f" by {ev.operator}" if ev.operator else ""
-        self.query_one(RichLog).write(
-            f"{t} {icon} {head:<16} {d.mode.value:<5} {(d.ticket_id or '-')[:16]:<16} {ev.outcome}{op}")
+        icon, head, _a, _s = words(d.reason.value)
+        if d.accepted and d.mode is Mode.EXIT:
+            icon, head = "◀", _("EXIT RECORDED")
+        t = clock_time(ev.at, self.clock())
+        op = " " + _("by {operator}").format(operator=plain(ev.operator, limit=24)) if ev.operator else ""
+        flag = " " + _("ALONE") if ev.alone else ""
+        mode = _("entry") if d.mode is Mode.ENTRY else _("exit")
+        self.query_one(RichLog).write(Text(
+            f"{t} {icon} {pad(clip(head, 16), 16)} {pad(mode, 5)} {(d.ticket_id or '-')[:16]:<16} "
+            f"{_outcome_words(ev.outcome)}{op}{flag}"))
         self.refresh_side()
 
     def story(self, line: str) -> None:
         """A narration line (demo) in the scan log."""
-        self.query_one(RichLog).write(line)
+        self.query_one(RichLog).write(Text(plain(line)))
 
     def other_lane(self, ev: LaneEvent) -> None:
         """Events of another lane in this process: log only."""
+        if ev.outcome == "open":
+            return
         d = ev.decision
-        line = f"  [{d.mode.value} {ev.outcome}] other lane: {words(d.reason.value)[1]} {(d.ticket_id or '-')[:16]}"
+        line = "  " + _("[{mode} {outcome}] other lane: {what} {ticket}").format(
+            mode=d.mode.value, outcome=_outcome_words(ev.outcome), what=words(d.reason.value)[1],
+            ticket=(d.ticket_id or "-")[:16])
         if threading.current_thread() is threading.main_thread():
             self.story(line)
         else:
             self.call_from_thread(self.story, line)
 
-    def refresh_side(self) -> None:
-        c = self.lane.counters
-        top = sorted(c.rejected.items(), key=lambda kv: (-kv[1], kv[0]))
-        rej = sum(c.rejected.values())
-        lines = [f"admitted {c.admitted}   inside {c.inside}", f"rejected {rej}   exits {c.exited}",
-                 ("  " + ", ".join(f"{words(k)[1].lower()} {v}" for k, v in top)) if top else "  no rejections"]
-        self.query_one("#counters", Static).update("\n".join(lines))
-        self.query_one("#counters", Static).styles.height = 5
-        mode = self.lane.mode.value.upper()
-        state = "PAUSED" if self.lane.paused else mode
-        if self.lane.fault is not None:
-            state = f"FAULT {self.lane.fault.kind.value.upper()}: p clears"
+    # ---------------------------------------------------------- status, counters, keys
+
+    def status(self) -> Status:
+        p = self.lane.gate.policy
         now = self.clock()
+        central = last_sync = outbox = None
+        central_ok = None
         if self.sync is not None:
             snap = self.sync.snapshot(self.db)
-            label = getattr(snap.get("state"), "label", None) or \
-                {True: "ONLINE", False: "OFFLINE", None: "connecting"}[snap["online"]]
-            net = f"{label} · sync {_age(snap['last_ok'], now)} ago"
-            out = f"outbox {snap['outbox']} · ledger {_age(snap['ledger_updated'], now)}"
+            state = snap.get("state")
+            central = getattr(state, "value", None) or {True: "online", False: "offline", None: "connecting"}[
+                snap.get("online")]
+            central_ok = snap.get("online")
+            last_sync, outbox = snap.get("last_ok"), snap.get("outbox")
+        if self.lane.link is not None:
+            link = self.lane.link().value
         else:
-            from gate.db import get_setting
-            from sync.client import outbox_length
-            net = "OFFLINE (no central)"
-            out = (f"outbox {outbox_length(self.db)} · ledger "
-                   f"{_age(get_setting(self.db.conn, 'ledger_imported_at'), now)}")
-        text = f"{state}\n{net}\n{out}"
-        if self.lane.link is not None:  # the venue bus link state (gate.bus)
-            peers = getattr(self.lane.bus, "peers", None)
-            text += f"\nlink {self.lane.link().value}" + (f" · {peers} peer(s)" if peers is not None else "")
-        self.query_one("#status", Static).update(text)
+            link = "ONLINE" if central_ok else "ALONE"
+        peers = getattr(self.lane.bus, "peers", None) if self.lane.bus is not None else None
+        fault = getattr(self.lane, "fault", None)
+        return Status(lane=p.lane, event=p.event, mode=self.lane.mode.value, paused=self.lane.paused,
+                      fault=bool(fault), fault_kind=fault_word(fault) if fault else "", link=link,
+                      peers=peers if isinstance(peers, int) else None, central=central,
+                      last_sync=last_sync, outbox=outbox, now=now)
+
+    def refresh_side(self) -> None:
+        w, h = self.window
+        width = max(1, w)
+        self.query_one("#status", Static).update(status_line(self.status(), width - 1))
+        c = self.lane.counters
+        self.query_one("#counters", Static).update(counters_strip(c, max(1, width - 2)))
+        side = self.query_one("#counters-side", Static)
+        if side.display:
+            side.update(counters_column(c, 30, max(1, side.content_region.height or 10)))
+        self.query_one("#keys", Static).update(Text("\n").join(key_lines(width)))
 
     # ---------------------------------------------------------- commands
 
-    def _authorised(self, title: str, then: Callable[[str], None]) -> None:
-        """Ask for operator and supervisor PIN; run ``then(operator)`` only when it checks."""
+    def _authorised(self, title: str, then: Callable[[str], None], *, context: list[str] | None = None) -> None:
+        """Ask for operator and supervisor PIN; run ``then(operator)`` only when it checks.
+        A wrong PIN keeps the dialog (and what was typed) open and says why."""
 
-        def done(result: tuple[str, str] | None) -> None:
-            if result is None:
-                return
-            op, pin = result
-            check = self.check_pin(op, pin)
-            if not check:
-                msg = check.message(op) if isinstance(check, PinCheck) else f"wrong PIN for {op}: nothing done"
-                self.notify(msg, severity="error")
-                return
-            then(op)
+        def done(operator: str | None) -> None:
+            if operator is not None:
+                then(operator)
 
-        self.push_screen(PinScreen(title), done)
+        self.push_screen(PinScreen(title, self.check_pin, context=context), done)
 
     def _command(self, fn: Callable[[], object], after: Callable[[], None] | None = None) -> None:
         """Run a lane command off Textual's event loop (it may wait for the turnstile
@@ -295,82 +375,125 @@ class GateApp(App):
             try:
                 fn()
             except Exception as exc:  # shown, never a dead UI
-                self.call_from_thread(self.notify, f"not done: {exc}", severity="error", timeout=15)
+                self.call_from_thread(self.notify, _("Not done: {error}").format(error=plain(exc, limit=200)),
+                                      severity="error", timeout=15, markup=False)
                 return
             if after is not None:
                 self.call_from_thread(after)
 
         self.run_worker(work, thread=True, group="lane-command", exit_on_error=False)
 
+    def _refusal_context(self) -> list[str]:
+        """What a manual decision would overrule: the last verdict, restated."""
+        ev = self.last_event
+        if ev is None:
+            return [_("No ticket scanned yet: the decision is logged without a ticket")]
+        d = ev.decision
+        view = self.view_of(ev)
+        facts = next((t for role, t in view.lines if role == "facts" and t), "")
+        lines = [_("Ticket {ticket}").format(ticket=(d.ticket_id or "-")[:16]) + (f" · {facts}" if facts else "")]
+        lines.append(_("Last verdict: {verdict}").format(verdict=view.title))
+        lines += [t for role, t in view.lines if role in ("explain", "why", "where") and t][:3]
+        return lines
+
     def action_override(self, admit: bool) -> None:
-        verb = "ADMIT" if admit else "DENY"
         tid = self.last_event.decision.ticket_id if self.last_event else None
-        title = f"Manual {verb}" + (f" ticket {tid[:12]}…" if tid else " (no ticket)")
+        title = _("Manual ADMIT: open the turnstile") if admit else _("Manual DENY: record a refusal")
 
         def run(op: str) -> None:
             self._command(lambda: self.lane.override(admit=admit, operator=op, ticket_id=tid,
                                                      note="staff override in the UI"))
 
-        self._authorised(title, run)
+        self._authorised(title, run, context=self._refusal_context())
 
     def action_lookup(self) -> None:
-        self.push_screen(LookupScreen(self._lookup))
+        conn = self.db.conn
 
-    def _lookup(self, q: str) -> list[str]:
-        if not q:
-            return []
-        conn = self.lane.gate.conn
-        rows = conn.execute(
-            "SELECT t.ticket_id, t.status, t.version, t.tier, t.zone, t.holder, u.admissions FROM tickets t"
-            " LEFT JOIN usage u ON u.ticket_id = t.ticket_id WHERE t.ticket_id LIKE ? OR t.holder LIKE ?"
-            " LIMIT 8", (q.lower() + "%", f"%{q}%")).fetchall()
-        return [f"{tid[:16]}  {st:<7} v{v} {tier or ''} {zone or ''} {holder or ''}  used {adm or 0}"
-                for tid, st, v, tier, zone, holder, adm in rows]
+        def admit(ticket: history.Ticket) -> None:
+            def run(op: str) -> None:
+                self.pop_screen()
+                self._command(lambda: self.lane.override(admit=True, operator=op, ticket_id=ticket.ticket_id,
+                                                         note="admitted from lookup in the UI"))
+            uses = history.history(conn, ticket.ticket_id)
+            ctx = [_("Ticket {ticket}").format(ticket=ticket.ticket_id[:16])
+                   + (f" · {plain(ticket.holder, limit=40)}" if ticket.holder else "")]
+            if ticket.status != "valid":
+                ctx.append(_("Status: {status}").format(status=words("REVOKED")[1]))
+            if uses:
+                last = uses[-1]
+                ctx.append(_("Last use: {time} {what}").format(
+                    time=clock_time((last.ts_ms or 0) / 1000, self.clock()), what=words(last.reason)[1]))
+            self._authorised(_("Manual ADMIT from lookup: open the turnstile"), run, context=ctx)
+
+        self.push_screen(LookupScreen(find=lambda q: history.find(conn, q),
+                                      history=lambda tid: history.history(conn, tid),
+                                      lane=self.lane.gate.policy.lane, now=self.clock, admit=admit))
 
     def action_toggle_mode(self) -> None:
-        from gate.decision import Mode
         new = Mode.EXIT if self.lane.mode is Mode.ENTRY else Mode.ENTRY
 
         def done() -> None:
-            self.notify(f"lane now {self.lane.mode.value.upper()}")
-            self.refresh_side()
+            self.notify(_("Lane now {mode}").format(mode=_("EXIT") if self.lane.mode is Mode.EXIT else _("ENTRY")),
+                        markup=False)
+            self.repaint()
 
-        self._authorised(f"Switch lane to {new.value.upper()}",
-                         lambda op: self._command(lambda: self.lane.set_mode(new, operator=op), done))
+        title = _("Switch the lane to EXIT") if new is Mode.EXIT else _("Switch the lane to ENTRY")
+        self._authorised(title, lambda op: self._command(lambda: self.lane.set_mode(new, operator=op), done))
 
     def action_pause(self) -> None:
-        if self.lane.fault is not None:  # p clears a fault (after the hardware checks out)
-            def cleared() -> None:
-                self.query_one(Verdict).show(self.last_event, paused=self.lane.paused, fault=self.lane.fault)
-                self.refresh_side()
-
-            self._authorised(f"Clear the {self.lane.fault.kind.value} fault",
-                             lambda op: self._command(lambda: self.lane.clear_fault(operator=op), cleared))
+        if getattr(self.lane, "fault", None) and hasattr(self.lane, "clear_fault"):
+            # a relay/sensor fault paused the lane: p clears it (gate.lane's hook), with a PIN
+            self._authorised(_("Clear the fault: the lane admits again"), lambda op: self._command(
+                lambda: self.lane.clear_fault(operator=op), lambda: self.repaint()))
             return
         pausing = not self.lane.paused
 
         def done() -> None:
-            self.query_one(Verdict).show(self.last_event, paused=self.lane.paused)
-            self.refresh_side()
+            # a fresh start either way: the verdict before the pause does not come back
+            self.event_view, self.until = None, None
+            self.paused_shown, self.paused_last = 0, None
+            self.repaint()
 
-        self._authorised("Pause the lane" if pausing else "Resume the lane",
-                         lambda op: self._command(lambda: self.lane.pause(pausing, operator=op), done))
+        title = _("Pause the lane: every code is refused") if pausing else _("Resume the lane")
+        self._authorised(title, lambda op: self._command(lambda: self.lane.pause(pausing, operator=op), done))
 
     def action_sync_now(self) -> None:
         if self.sync is None:
-            self.notify("no central configured: start with --central URL", severity="warning")
+            self.notify(_("No central set up: start with --central URL"), severity="warning", markup=False)
             return
         self.sync.sync_now()
-        self.notify("sync requested")
+        self.notify(_("Sync requested"), markup=False)
+
+    async def action_quit(self) -> None:
+        """Quitting stops the lane: a supervisor PIN, like any other command."""
+        if not self.quit_needs_pin:
+            self.exit()
+            return
+        self._authorised(_("Quit: the lane stops admitting"), lambda op: self.exit())
+
+    def action_help_quit(self) -> None:  # ctrl+c inside the UI (a key, not a signal)
+        self.notify(_("To quit press q (supervisor PIN)"), markup=False)
+
+    def _run_lane(self) -> None:
+        try:
+            self.runner()
+        except Exception as exc:  # show it; the app stays up for staff
+            self.call_from_thread(self.notify, _("Lane stopped: {error}").format(error=plain(exc, limit=200)),
+                                  severity="error", timeout=30, markup=False)
 
 
 def run_tui(runner) -> int:
     """Run the staff UI over a composed lane (``gate.app.compose.build_lane``):
     the lane runs in a worker thread, the UI observes and commands it (PINs are
-    checked through the UI's own database connection)."""
-    app = GateApp(runner.lane, sync=runner.sync, runner=runner.run)
-    try:
-        app.run()
-    finally:
-        runner.close()
-    return 0
+    checked through the UI's own database connection). SIGINT ends it with 130."""
+    from tui.terminal import own_terminal
+
+    with own_terminal(keep_stdin=runner.spec.scanner == "stdin"):
+        app = GateApp(runner.lane, sync=runner.sync, runner=runner.run, sigint_exits=True)
+        try:
+            app.run()
+        finally:
+            runner.close()
+    if app.return_code == 130:
+        raise KeyboardInterrupt  # main() says "interrupted" and exits 130, like every command
+    return app.return_code or 0

@@ -214,6 +214,25 @@ def _qr_inputs(args):
             yield text, more
 
 
+def _verdict_line(d) -> str:
+    """``gate verify``'s line for people: the code (stable), the words in the
+    process language, and the facts. Text that came from outside (a lane name
+    another gate sent, in ``detail``) is plain: no terminal escape gets through."""
+    from gate.i18n import _
+    from gate.text import plain
+    from gate.words import reason_words
+
+    parts = [reason_words(d.reason.value).headline]
+    if d.ticket_id:
+        parts.append(_("ticket {ticket}").format(ticket=plain(d.ticket_id)))
+    if d.unlisted and d.accepted:
+        parts.append(_("unlisted: sold after last sync"))
+    if d.face_distance is not None:
+        parts.append(_("face {distance:.3f}").format(distance=d.face_distance))
+    line = f"{d.reason.value:<16}" + " · ".join(parts)
+    return line + (f"  [{plain(d.detail, limit=300)}]" if d.detail else "")
+
+
 def cmd_verify(args) -> int:
     from gate.decision import Mode
     gate = _open(args)
@@ -241,11 +260,7 @@ def cmd_verify(args) -> int:
             if not more:  # answer now unless the next line is already here
                 flush()
         else:
-            who = f" ticket {d.ticket_id}" if d.ticket_id else ""
-            extra = " (unlisted: sold after last sync)" if d.unlisted and d.accepted else ""
-            dist = f" face {d.face_distance:.3f}" if d.face_distance is not None else ""
-            print(f"{d.reason.value:<16}{who}{extra}{dist}" + (f"  [{d.detail}]" if d.detail else ""),
-                  flush=True)
+            print(_verdict_line(d), flush=True)
     return 0
 
 
@@ -288,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                "ledger import TICKETS.jsonl; verify QR.")
     parser.add_argument("--data", default=DEFAULT_DATA, metavar="DIR",
                         help="the gate's data directory (default: $GATE_DATA or ./gate-data)")
+    _lang_option(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -357,7 +373,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _extensions():
         register(sub)
+    for _path, command in _subcommands(parser):  # --lang also after the command: gate tui --lang zh_CN
+        _lang_option(command, argparse.SUPPRESS)
     return parser
+
+
+def _lang_option(parser: argparse.ArgumentParser, default) -> None:
+    from gate.i18n import SUPPORTED
+    parser.add_argument("--lang", choices=SUPPORTED, default=default, metavar="|".join(SUPPORTED),
+                        help="language of messages and the staff UI (default: from LANGUAGE, LC_ALL, "
+                             "LC_MESSAGES, LANG); --json output, codes and logs never change")
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                yield prefix + (name,), command
+                yield from _subcommands(command, prefix + (name,))
+
+
+def _lang_in(argv: list[str]) -> str | None:
+    """The --lang given on the command line (the last one, before any '--'), read
+    before the parser exists: its help and errors are in that language too."""
+    lang = None
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--lang" and i + 1 < len(argv):
+            lang = argv[i + 1]
+        elif arg.startswith("--lang="):
+            lang = arg.partition("=")[2]
+    return lang
 
 
 def _extensions():
@@ -372,8 +419,21 @@ def _extensions():
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from gate import i18n
+    from gate.i18n import _
+    from gate.text import plain
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the language first: argparse's own words ("usage:", "error:") and every message after
+    lang = _lang_in(argv)
+    i18n.set_language(lang if i18n.normalise(lang) in i18n.SUPPORTED else None)
+    i18n.install_argparse()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print(_("gate: interrupted"), file=sys.stderr)
+        return 130
     # the composition root's helpers for command groups outside gate.app (sync/cli.py)
     from gate.app.compose import sync_loop
     args.open_gate = lambda: _open(args)
@@ -381,23 +441,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except GateError as exc:
-        print(f"gate: error: {exc}", file=sys.stderr)
+        print(_("gate: error: {message}").format(message=plain(exc)), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("gate: interrupted", file=sys.stderr)
+        print(_("gate: interrupted"), file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
     except sqlite3.OperationalError as exc:
         if "full" not in str(exc):
             raise
-        print("gate: error: the disk is full: free space on the data disk; every scan recorded "
-              "before this one is safe", file=sys.stderr)
+        print(_("gate: error: the disk is full: free space on the data disk; every scan recorded "
+                "before this one is safe"), file=sys.stderr)
         return 7
     except OSError as exc:
         if exc.errno == 28:  # ENOSPC
-            print("gate: error: the disk is full: free space on the data disk, nothing was lost "
-                  "that was already recorded", file=sys.stderr)
+            print(_("gate: error: the disk is full: free space on the data disk, nothing was lost "
+                    "that was already recorded"), file=sys.stderr)
             return 7
         raise
 

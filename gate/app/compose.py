@@ -319,10 +319,13 @@ def lane_printer(json_events: bool, runner: LaneRunner | None = None) -> tuple[C
             out["link"] = lane.link().value
         print(json.dumps(out, separators=(",", ":")), flush=True)
 
-    def as_line(ev) -> None:
+    def as_line(ev) -> None:  # for people: the verdict word in the process language, the code as is
+        from gate.i18n import _
+        from gate.text import pad
         d = ev.decision
         ms = f" {ev.frame_ms:.1f} ms" if ev.frame_ms is not None else ""
-        print(f"{time.strftime('%H:%M:%S')} {'ADMIT ' if d.accepted else 'REJECT'} {d.reason.value:<16} "
+        word = pad(_("ADMIT") if d.accepted else _("REFUSED"), 7)
+        print(f"{time.strftime('%H:%M:%S')} {word} {d.reason.value:<16} "
               f"{d.ticket_id or '-'} {ev.outcome}{ms}", flush=True)
 
     def fault(f: LaneFault, cleared_by: str | None) -> None:

@@ -377,7 +377,7 @@ def run_with_tui() -> int:
         demo = Demo(Path(tmp), out=lines.append)
         demo.setup()
         app = GateApp(demo.lanes[0], title=f"DEMO {EVENT} · north-1 (north-2 in the log)",
-                      sync=DemoSync(demo))
+                      sync=DemoSync(demo), quit_needs_pin=False)
         demo.out = lambda s: app.call_from_thread(app.story, s) if s.strip() else None
         for line in lines:
             app.pending_story.append(line)

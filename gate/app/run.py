@@ -13,6 +13,9 @@ from gate.errors import GateError
 def cmd_run(args) -> int:
     from gate.app.compose import LaneSpec, build_lane, lane_printer, open_gate
 
+    if args.tui:  # no terminal (or stdin taken by the scanner and the UI both): refuse before building a lane
+        from tui.terminal import check_terminal
+        check_terminal(scanner=args.scanner)
     runner = build_lane(LaneSpec.from_args(args), open_gate(args.data))
     if runner.bus is not None:  # the venue bus: catch up before the first decision
         runner.start_bus(on_state=_print_link if args.json_events and not args.tui else None)
@@ -25,9 +28,7 @@ def cmd_run(args) -> int:
     if runner.lane.fault is not None:  # a fault logged before this start was never cleared
         on_fault(runner.lane.fault, None)
     try:
-        runner.run()
-    except KeyboardInterrupt:
-        pass
+        runner.run()  # Ctrl-C: the lane is closed below, then main() exits 130
     finally:
         runner.close()
         if runner.pipeline is not None and runner.pipeline.errors:
