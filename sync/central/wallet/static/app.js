@@ -45,7 +45,7 @@ function el(tag, attrs = {}, ...children) {
 function show(...nodes) {
   stopView();
   stopView = () => {};
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.filter(Boolean));
 }
 
 function hex(bytes) {
@@ -154,9 +154,9 @@ async function keepScreenOn() {
 }
 
 function entriesLine(t) {
-  if (t.entries === 0) return _("Unlimited entries");
+  if (t.entries === 0) return _("Unlimited");
   const left = Math.max(0, t.entries - (t.used || 0));
-  return fmt(_("Entries left: {left} of {total}"), { left, total: t.entries });
+  return fmt(_("{left} of {total}"), { left, total: t.entries });
 }
 
 function statusLine(t) {
@@ -171,7 +171,7 @@ function ticketCard(t) {
     el("dl", { class: "facts" },
       el("div", {}, el("dt", {}, _("Ticket")), el("dd", { class: "tier" }, t.tier || "—")),
       el("div", {}, el("dt", {}, _("Zone")), el("dd", { class: "zone" }, t.zone || _("Any"))),
-      el("div", {}, el("dt", {}, _("Entries")), el("dd", { class: "entries" }, entriesLine(t)))),
+      el("div", {}, el("dt", {}, _("Entries left")), el("dd", { class: "entries" }, entriesLine(t)))),
     el("p", { class: "small" }, statusLine(t), t.faceBound ? " · " + _("Face check at the gate") : ""));
 }
 
