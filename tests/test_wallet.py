@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import ROOT, json_lines, run_gate
 from crypto import gt1
@@ -295,28 +296,28 @@ def test_face_bound_claim_admits_the_holder_and_refuses_another_person(central, 
     (t,) = central.issue(ev, 1, "--claim-face", "offer")
     gate = central.gate(tmp_path, ev)
     video = _y4m(FACES / "obama1.jpg", tmp_path / "holder.y4m")
-    if True:  # a browser whose front camera films the holder's photo
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={video}"])
-        try:
-            ctx, page = phone(b, permissions=["camera"])
-            page.goto(t["claim_url"])
-            page.wait_for_selector("#face-consent")
-            assert page.is_enabled("#add")  # face binding offered, not required
-            assert "30" in page.inner_text(".face")  # the retention period is shown before consent
-            page.check("#face-consent")
-            assert not page.is_enabled("#add")  # consented: the photos come first
-            page.wait_for_selector("#face-start:enabled")
-            page.click("#face-start")
-            page.wait_for_selector(".progress[data-done='1']", timeout=60_000)
-            page.screenshot(path=str(tmp_path / "wallet-face.png"))
-            page.click("#add")
-            page.wait_for_selector("canvas.qr[data-step]")
-            text = shot_code(page, tmp_path / "wallet-face-code.png")
-            assert page.csp == []
-        finally:
-            b.close()
+    # a browser whose front camera films the holder's photo
+    b = pw.chromium.launch(executable_path=CHROMIUM, args=[
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}"])
+    try:
+        ctx, page = phone(b, permissions=["camera"])
+        page.goto(t["claim_url"])
+        page.wait_for_selector("#face-consent")
+        assert page.is_enabled("#add")  # face binding offered, not required
+        assert "30" in page.inner_text(".face")  # the retention period is shown before consent
+        page.check("#face-consent")
+        assert not page.is_enabled("#add")  # consented: the photos come first
+        page.wait_for_selector("#face-start:enabled")
+        page.click("#face-start")
+        page.wait_for_selector(".progress[data-done='1']", timeout=60_000)
+        page.screenshot(path=str(tmp_path / "wallet-face.png"))
+        page.click("#add")
+        page.wait_for_selector("canvas.qr[data-step]")
+        text = shot_code(page, tmp_path / "wallet-face-code.png")
+        assert page.csp == []
+    finally:
+        b.close()
     assert gt1.parse_qr(text).claims.fce is True
     gate.sync()  # the template reaches the gate as a ticket change
     holder = gate.decide(text, face=FACES / "obama2.jpg")
@@ -345,4 +346,71 @@ def test_the_wallet_speaks_chinese_from_the_browser_and_switches(central, browse
     page.click("#lang")
     page.wait_for_function("() => document.querySelector('.countdown')?.innerText.includes('秒')")
     page.screenshot(path=str(tmp_path / "wallet-zh.png"))
+    ctx.close()
+
+
+# ------------------------------------------------------------------ the JS GT1 against the Python one
+
+STEPS = [0, 23, 24, 255, 256, 65535, 65536, 117815040, 2**32 - 1, 2**32]  # every CBOR integer width
+
+
+def test_js_codes_are_byte_for_byte_the_python_ones(central, browser):
+    """crypto/gt1.py is the reference: for credentials of several shapes and steps at every
+    CBOR integer width, the page's gt1.js gives the same QR text, with WebCrypto's Ed25519
+    and with the vendored fallback; gt1.claimsOf reads back what Python wrote."""
+    import random
+
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    rng = random.Random(7)
+    issuer = Ed25519PrivateKey.generate()
+    cases = []
+    for i, step in enumerate(STEPS):
+        holder = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
+        cred = gt1.issue(issuer, ticket_id=rng.randbytes(8 + i * 2), event=["e", "演唱会 2026", "x" * 90][i % 3],
+                         tier=["GA", "", "VIP"][i % 3], zone=None if i % 2 else "North",
+                         entries=i, version=1 + i, face=bool(i % 2) or None, holder_pub=gt1.raw_public(holder))
+        seed = holder.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        cases.append({"cred": base64.b64encode(cred).decode(), "step": step,
+                      "d": base64.urlsafe_b64encode(seed).decode().rstrip("="),
+                      "x": base64.urlsafe_b64encode(gt1.raw_public(holder)).decode().rstrip("="),
+                      "want": gt1.present(cred, holder_key=holder, step=step)})
+    ctx, page = phone(browser)
+    page.goto(central.url + "/wallet/")
+    got = page.evaluate("""async (cases) => {
+        const gt1 = await import('/wallet/gt1.js');
+        const keys = await import('/wallet/keys.js');
+        const out = [];
+        for (const c of cases) {
+            const cred = gt1.b64decode(c.cred);
+            const priv = await crypto.subtle.importKey('jwk', {kty: 'OKP', crv: 'Ed25519', d: c.d, x: c.x},
+                                                       {name: 'Ed25519'}, false, ['sign']);
+            const web = await gt1.present(cred, c.step, (m) => keys.sign({kind: 'webcrypto', privateKey: priv}, m));
+            const seed = gt1.b64decode(c.d.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - c.d.length % 4) % 4));
+            const js = await gt1.present(cred, c.step, (m) => keys.sign({kind: 'js', seed}, m));
+            const cl = gt1.claimsOf(cred);
+            out.push({web, js, claims: [cl.ticketId, cl.event, cl.tier, cl.zone, cl.entries, cl.version, cl.face]});
+        }
+        return out; }""", cases)
+    for c, g in zip(cases, got):
+        assert g["web"] == c["want"], c["step"]
+        assert g["js"] == c["want"], c["step"]
+        cl = gt1.parse_qr(c["want"]).claims
+        assert g["claims"] == [cl.ticket_id, cl.evt, cl.tier, cl.zone, cl.ent, cl.ver, cl.fce]
+    assert page.csp == []
+    ctx.close()
+
+
+def test_a_browser_without_webcrypto_ed25519_uses_the_vendored_one(central, browser, tmp_path):
+    ev = central.event("ev-fallback")
+    (t,) = central.issue(ev)
+    gate = central.gate(tmp_path, ev)
+    ctx, page = phone(browser)
+    ctx.add_init_script("globalThis.GT1_WALLET_TUNING = {forceJsEd25519: true}")
+    claim(page, t["claim_url"])
+    assert page.evaluate("""async () => {
+        const db = await new Promise(r => { const q = indexedDB.open('gt1-wallet'); q.onsuccess = () => r(q.result); });
+        return await new Promise(r => { const q = db.transaction('tickets').objectStore('tickets').getAll();
+                                        q.onsuccess = () => r(q.result[0].key.kind); }); }""") == "js"
+    assert gate.decide(shot_code(page, tmp_path / "wallet-fallback.png"))["reason"] == "ACCEPT"
     ctx.close()
