@@ -414,3 +414,23 @@ def test_a_browser_without_webcrypto_ed25519_uses_the_vendored_one(central, brow
                                         q.onsuccess = () => r(q.result[0].key.kind); }); }""") == "js"
     assert gate.decide(shot_code(page, tmp_path / "wallet-fallback.png"))["reason"] == "ACCEPT"
     ctx.close()
+
+
+def test_the_demo_prints_a_claim_link_that_works_while_it_runs(tmp_path):
+    """`gate demo` shows the claim of one ticket: the printed link opens while the story runs."""
+    import re
+
+    from gate.app.demo import run_headless
+
+    seen = {}
+
+    def out(line: str) -> None:
+        m = re.match(r"wallet\s+open (http://127\.0\.0\.1:\d+)/wallet/claim#(\S+) ", line)
+        if m and not seen:  # checked from inside the run: the central is up now
+            base, token = m.groups()
+            seen["page"] = requests.get(f"{base}/wallet/claim", timeout=10).status_code
+            seen["offer"] = requests.post(f"{base}/wallet/api/claim/open", json={"token": token}, timeout=10).json()
+
+    summary = run_headless(out=out, workdir=tmp_path)
+    assert summary["chains_ok"]
+    assert seen["page"] == 200 and seen["offer"]["event"] == "evt-demo-arena", seen
