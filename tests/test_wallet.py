@@ -434,3 +434,18 @@ def test_the_demo_prints_a_claim_link_that_works_while_it_runs(tmp_path):
     summary = run_headless(out=out, workdir=tmp_path)
     assert summary["chains_ok"]
     assert seen["page"] == 200 and seen["offer"]["event"] == "evt-demo-arena", seen
+
+
+def test_one_phone_holds_several_tickets(central, browser, tmp_path):
+    ev = central.event("ev-family")
+    t1, t2 = central.issue(ev, 2)
+    ctx, page = phone(browser)
+    claim(page, t1["claim_url"])
+    claim(page, t2["claim_url"])
+    assert page.get_attribute(".code", "data-ticket") == t2["ticket_id"]
+    page.click("a[href='/wallet/#all']")
+    page.wait_for_selector("ul.list li")
+    assert len(page.query_selector_all("ul.list li")) == 2
+    page.click(f"a[href='/wallet/#t={t1['ticket_id']}']")
+    page.wait_for_selector(f".code[data-ticket='{t1['ticket_id']}'] canvas.qr[data-step]")
+    ctx.close()

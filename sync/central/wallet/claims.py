@@ -66,7 +66,7 @@ FACE_FRAMES = 3                  # frames fused into a template (what reaches FA
 FACE_TRIES = 12                  # frames one claim may upload (each costs a face detection)
 FACE_FRAME_TTL_S = 900           # encodings of an unfinished face capture are dropped after this
 FACE_RETENTION_DAYS = 30         # face templates are deleted this long after the event ends
-MAX_JPEG_BYTES = 48 * 1024       # one frame (the page sends 480 px JPEGs of ~25 KB)
+MAX_JPEG_BYTES = 44 * 1024       # one frame (the page sends 480 px JPEGs of ~25 KB; base64 fits the 64 KB body limit)
 WALLET_CONTEXT = "GT1-wallet/1"
 
 

@@ -197,7 +197,10 @@ async function ticketView(t) {
     el("p", { class: "hint" }, "☀ ", _("Turn the screen brightness up and hold the code about 10 cm from the gate camera.")));
   const giveAway = el("button", { class: "secondary", on: { click: () => transferAsk(t) } },
                       _("Give this ticket to someone else"));
-  show(ticketCard(t), codeBox, offline, giveAway);
+  const count = (await tickets.all()).length;
+  const others = count > 1 ? el("p", { class: "small center" }, el("a", { href: "/wallet/#all" },
+                                fmt(_("All tickets on this phone ({n})"), { n: count }))) : null;
+  show(ticketCard(t), codeBox, offline, giveAway, others);
 
   let lastStep = null;
   let timer = null;
@@ -485,8 +488,9 @@ function faceProblem(sub) {
 
 async function homeView() {
   const all = await tickets.all();
-  const wanted = new URLSearchParams(location.hash.slice(1)).get("t");
-  const one = all.find((t) => t.ticketId === wanted) || (all.length === 1 ? all[0] : null);
+  const hash = location.hash.slice(1);
+  const wanted = new URLSearchParams(hash).get("t");
+  const one = all.find((t) => t.ticketId === wanted) || (all.length === 1 && hash !== "all" ? all[0] : null);
   if (one) return ticketView(one);
   if (!all.length) {
     return show(el("section", { class: "card" }, el("h2", {}, _("No tickets on this phone yet")),
@@ -530,6 +534,7 @@ async function start() {
   // after a claim the address becomes /wallet/#t=TICKET (the token leaves the address bar)
   rerender = () => (location.pathname === "/wallet/claim" ? claimView(location.hash.slice(1)) : homeView());
   await rerender();
+  window.addEventListener("hashchange", () => { if (location.pathname === "/wallet/") homeView(); });
 }
 
 start();
