@@ -259,3 +259,17 @@ def test_pages_have_strict_headers_no_inline_script_and_bounded_bodies(tmp_path)
     finally:
         server.stop()
         store.close()
+
+
+def test_a_missing_issuer_key_refuses_the_claim_and_keeps_the_link(wallet):
+    store, claims, _ = wallet
+    (made,) = claims.issue("ev", count=1)
+    keys = list((store.dir / "keys").glob("issuer-*.key"))
+    hidden = [k.rename(k.with_suffix(".away")) for k in keys]
+    try:
+        assert refused(claims.redeem, token_of(made), key()[1], face=False, client="a") == (503, "UNAVAILABLE")
+    finally:
+        for k in hidden:
+            k.rename(k.with_suffix(".key"))
+    assert claims.open(token_of(made), client="a")["event"] == "ev"  # still open: nothing was written
+    assert claims.redeem(token_of(made), key()[1], face=False, client="a")["ticket_id"] == made["ticket_id"]

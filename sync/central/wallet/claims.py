@@ -237,7 +237,11 @@ class Claims:
         now = self.clock()
         with self.store.reader() as db:  # the event's key first: a missing key file writes nothing
             row = db.one("SELECT event FROM wallet_claims WHERE token_hash = :h", {"h": token_hash(token)})
-        key = self.store.signing_key(row[0]) if row else None
+        try:
+            key = self.store.signing_key(row[0]) if row else None
+        except ConfigError as exc:  # the box office's problem, not the holder's: say so, write nothing
+            raise _refuse(503, "UNAVAILABLE", f"the central cannot sign tickets now ({exc}): try again later",
+                          retry_after=60) from None
         with self._tx(client) as db:
             claim = self._usable(db, token, client, now, retry_key=public_key)
             t = self._ticket(db, claim)

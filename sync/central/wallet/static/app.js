@@ -20,7 +20,7 @@ import qrcodegen from "./vendor/qrcodegen.js";
 const TUNING = Object.assign({ ecl: "L", width: 0.92, border: 4, forceJsEd25519: false },
   globalThis.GT1_WALLET_TUNING || {});
 const ECC = { L: "LOW", M: "MEDIUM", Q: "QUARTILE", H: "HIGH" };
-const STATUS_EVERY_MS = 60_000;
+const STATUS_EVERY_MS = 300_000;  // last known status: on open, then every 5 minutes
 
 const main = document.getElementById("main");
 let stopView = () => {};
