@@ -363,9 +363,9 @@ async function redeem(token, claimHash, key, face, button) {
   try {
     res = await api("/wallet/api/claim", { token, public_key: gt1.b64urlencode(key.pub), face });
   } catch (e) {
-    if (["CLAIM_USED", "CLAIM_UNKNOWN", "CLAIM_EXPIRED", "CLAIM_REPLACED", "TICKET_REVOKED"].includes(e.code)) {
-      await pending.remove(claimHash);
-    }
+    const later = e.code === "OFFLINE" || e.code === "TOO_MANY" || e.code === "UNAVAILABLE" || /^HTTP_5/.test(e.code);
+    if (!later) await pending.remove(claimHash);  // a definite answer: the next try starts afresh
+    if (!button && !later && /^FACE_/.test(e.code)) return claimView(token);  // e.g. the photos went stale
     if (button) {
       button.disabled = false;
       const [head, advice] = refusal(e.code);
