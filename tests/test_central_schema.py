@@ -22,8 +22,8 @@ from sync.central.db import Database, render
 from sync.central.store import CentralStore
 from conftest import ROOT, run_gate
 
-HEAD = "bus_1_ca_certificates"
-LATER = ["central_2_device_codes", HEAD]  # the revisions after the two adopted from before Alembic  # the newest revision of this branch (a new revision moves it)
+HEAD = "wallet_1_claims"  # the newest revision (a new revision moves it)
+LATER = ["central_2_device_codes", "bus_1_ca_certificates", HEAD]  # after the two adopted from before Alembic
 
 
 def _url(tmp_path: Path, central_db: str | None) -> str:
@@ -65,7 +65,7 @@ def test_one_line_of_revisions_each_named_after_its_file():
 def test_a_fresh_database_gets_every_revision_once(tmp_path, central_db):
     store = CentralStore(tmp_path / "central", central_db, migrate=False)
     assert schema.current(store.db) is None
-    assert store.db.migrate() == ["central_1_schema", "ops_1_accounts_sessions_status", "central_2_device_codes", HEAD]
+    assert store.db.migrate() == ["central_1_schema", "ops_1_accounts_sessions_status", *LATER]
     assert schema.current(store.db) == HEAD
     assert store.db.migrate() == []  # twice: nothing to do, nothing broken
     assert {"scans", "devices", "ops_accounts", "ops_gate_status"} <= set(_shape(store.db))
@@ -221,7 +221,7 @@ def test_several_processes_opening_a_fresh_database_at_once_migrate_it_once(tmp_
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err[-3000:]
         results.append(json.loads(out.strip().splitlines()[-1]))
-    assert sorted(results, key=len) == [[], [], [], ["central_1_schema", "ops_1_accounts_sessions_status", "central_2_device_codes", HEAD]]
+    assert sorted(results, key=len) == [[], [], [], ["central_1_schema", "ops_1_accounts_sessions_status", *LATER]]
     db = Database(_url(tmp_path, central_db))
     assert schema.current(db) == HEAD
     db.close()

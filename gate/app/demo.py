@@ -101,6 +101,8 @@ class Demo:
                  f"{len(self.w) + 2} tickets issued (rotating, paper, face-bound)")
         from sync.central.ops import demo_login
         self.out(demo_login(self.store, self.server.url))
+        from sync.central.wallet import demo_claim  # one ticket waiting for a phone: the wallet at /wallet
+        self.out(demo_claim(self.store, EVENT, self.server.url))
         self.gates, self.runners, self.lanes, self.cams, self.pipes = [], [], [], [], []
         engine = FaceEngine()
         self.face_cam = [PhotoCamera(), PhotoCamera()]

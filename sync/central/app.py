@@ -75,6 +75,8 @@ def create_app(store: CentralStore) -> FastAPI:
 
     from sync.central.ops import mount as mount_ops  # the ops room under /ops; ops credentials for reports
     require_ops = mount_ops(app, store)
+    from sync.central.wallet import mount as mount_wallet  # the holder's wallet under /wallet (docs/wallet.md)
+    mount_wallet(app, store)
 
     # documentation only: the routes check the token themselves (device() below, ops' require_ops)
     bearer = HTTPBearer(auto_error=False, scheme_name="device token",

@@ -85,7 +85,17 @@ def cmd_central_keyring(args) -> int:
     return 0
 
 
+def _claims(store):
+    from sync.central.wallet.claims import Claims
+    return Claims(store)
+
+
 def cmd_central_issue(args) -> int:
+    if args.claim:
+        return _issue_claims(args)
+    _no_claim_options(args)
+    if not args.out:
+        raise ConfigError("give --out DIR for the wallet files, or --claim for claim links (holders' phones)")
     store = _store(args)
     event = store.require_event(args.event)
     template = None
@@ -110,7 +120,30 @@ def cmd_central_revoke(args) -> int:
     return 0
 
 
+def _issue_claims(args) -> int:
+    """``issue --claim``: tickets waiting for a holder, one claim link each (docs/wallet.md)."""
+    bad = [o for o, v in (("--out", args.out), ("--face-photo", args.face_photo), ("--static", args.static)) if v]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)} cannot go with --claim: the holder's phone makes the key "
+                          "(use --claim-face to bind the ticket to the holder's face at claim)")
+    store = _store(args)
+    event = store.require_event(args.event)
+    made = _claims(store).issue(event, count=args.count, tier=args.tier, zone=args.zone, entries=args.entries,
+                                face=args.claim_face or "off", days=args.claim_days, base_url=args.base_url)
+    _out(args, {"event": event, "tickets": made},
+         f"issued {len(made)} ticket(s) for {event}, waiting for their holders (claim links, single use, "
+         f"valid {args.claim_days:g} days):\n" + "\n".join(f"{m['ticket_id']}  {m['claim_url']}" for m in made))
+    return 0
+
+
 def cmd_central_reissue(args) -> int:
+    if args.claim:
+        res = _claims(_store(args)).reissue(args.ticket, face=args.claim_face, days=args.claim_days,
+                                            base_url=args.base_url)
+        _out(args, res, f"ticket {args.ticket} reissued as version {res['version']}; older codes stop at the "
+                        f"gates' next sync. New claim link: {res['claim_url']}")
+        return 0
+    _no_claim_options(args)
     res = _store(args).reissue(args.ticket, Path(args.out))
     _out(args, res, f"ticket {args.ticket} reissued as version {res['version']}: {res['file']}")
     return 0
@@ -161,6 +194,24 @@ def cmd_central_report(args) -> int:
     return 0
 
 
+
+
+def _no_claim_options(args) -> None:
+    if args.base_url or args.claim_face:
+        raise ConfigError("--base-url and --claim-face go with --claim")
+
+
+def _claim_options(q, claim_help: str) -> None:
+    from sync.central.wallet import CLAIM_DAYS, FACE_POLICIES  # light: no store, no crypto
+    q.add_argument("--claim", action="store_true", help=claim_help)
+    q.add_argument("--base-url", metavar="URL",
+                   help="with --claim: the central's public URL, to print absolute claim links "
+                        "(default: paths under it, /wallet/claim#TOKEN)")
+    q.add_argument("--claim-days", type=float, default=CLAIM_DAYS, metavar="D",
+                   help=f"with --claim: days a claim link stays valid (default {CLAIM_DAYS})")
+    q.add_argument("--claim-face", choices=FACE_POLICIES, default=None,
+                   help="with --claim: bind to the holder's face at claim, with consent: 'offer' lets the "
+                        "holder choose, 'require' makes it a condition (default: off; reissue: as before)")
 
 
 def register(sub) -> None:
@@ -227,12 +278,16 @@ def register(sub) -> None:
                    help="bind the tickets to the face in photo P; give it three times, three photos of "
                         "the holder (the normal enrolment; fewer warn)")
     q.add_argument("--static", action="store_true", help="static (paper) codes instead of rotating ones")
-    q.add_argument("--out", required=True, metavar="DIR", help="folder for the wallet files")
+    q.add_argument("--out", metavar="DIR", help="folder for the wallet files (not with --claim)")
+    _claim_options(q, "issue the tickets waiting for their holders: one single-use claim link each, "
+                      "opened on the holder's phone (the wallet at /wallet makes the holder key there)")
     q = add("revoke", cmd_central_revoke, "revoke a ticket (refund, fraud)")
     q.add_argument("ticket", metavar="TICKET")
     q = add("reissue", cmd_central_reissue, "reissue a ticket: version bump and a new holder key")
     q.add_argument("ticket", metavar="TICKET")
     q.add_argument("--out", default=".", metavar="DIR", help="folder for the new wallet file")
+    _claim_options(q, "a lost phone: a new claim link for the holder instead of a wallet file "
+                      "(codes of the old phone become SUPERSEDED at the gates' next sync)")
     q = add("device", None, "gate devices")
     ds = q.add_subparsers(dest="device_command", metavar="ACTION")
     ds.required = True
