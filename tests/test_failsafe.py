@@ -508,6 +508,18 @@ def test_float_options_refuse_nan_and_inf(tmp_path, args):
     assert Gate.open(tmp_path / "g", now=NOW).retention_until() is None
 
 
+@pytest.mark.parametrize("args", [
+    ["serve", "--pool-timeout", "nan"], ["serve", "--header-timeout", "inf"], ["serve", "--body-timeout", "0"],
+    ["issue", "--count", "1", "--claim", "--claim-days", "nan"],
+])
+def test_central_float_options_refuse_nan_and_inf(tmp_path, args):
+    # the central's options the same way: a usage error before anything starts (a NaN pool
+    # timeout never times out; a NaN claim lifetime made links that never expire)
+    r = run_gate(None, "central", "--data", str(tmp_path / "c"), *args, check=False)
+    assert r.returncode == 2 and "usage:" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "c").exists()
+
+
 def test_demo_without_face_models_shows_the_real_error(tmp_path):
     # After a plain `pip install` (no dlib-bin) the demo failed halfway through
     # setup and its cleanup raised AttributeError, hiding why.

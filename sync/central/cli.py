@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from gate.argtypes import days, seconds
 from gate.errors import ConfigError
 from sync.cli import _out
 
@@ -207,7 +208,7 @@ def _claim_options(q, claim_help: str) -> None:
     q.add_argument("--base-url", metavar="URL",
                    help="with --claim: the central's public URL, to print absolute claim links "
                         "(default: paths under it, /wallet/claim#TOKEN)")
-    q.add_argument("--claim-days", type=float, default=CLAIM_DAYS, metavar="D",
+    q.add_argument("--claim-days", type=days, default=CLAIM_DAYS, metavar="D",
                    help=f"with --claim: days a claim link stays valid (default {CLAIM_DAYS})")
     q.add_argument("--claim-face", choices=FACE_POLICIES, default=None,
                    help="with --claim: bind to the holder's face at claim, with consent: 'offer' lets the "
@@ -235,13 +236,13 @@ def register(sub) -> None:
     q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     q.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     q.add_argument("--pool-size", type=int, default=8, help="database connections per process (default 8)")
-    q.add_argument("--pool-timeout", type=float, default=10.0,
+    q.add_argument("--pool-timeout", type=seconds, default=10.0,
                    help="seconds a request waits for a free connection before 503 + Retry-After (default 10)")
     q.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
     q.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
-    q.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+    q.add_argument("--header-timeout", type=seconds, default=10.0, metavar="S",
                    help="drop a client whose request headers take longer (default 10)")
-    q.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+    q.add_argument("--body-timeout", type=seconds, default=30.0, metavar="S",
                    help="answer 408 to a request body that takes longer (default 30)")
     q = add("event", None, "events")
     es = q.add_subparsers(dest="event_command", metavar="ACTION")
