@@ -68,11 +68,12 @@ def test_a_lane_paused_during_face_capture_admits_nothing(tmp_path):
     camera = _StaffPausesWhileTheFaceIsCaptured(face)
     lane = Lane(g, relay=SimRelay(), sensor=SimSensor(1.0), clock=_Clock(), face=camera)
     camera.lane = lane
-    assert lane.submit(w.code(NOW)) is None  # ignored: paused before the face decision
+    ev = lane.submit(w.code(NOW))  # paused before the face decision: refused like any code now
+    assert ev.decision.reason is Reason.LANE_PAUSED and not ev.decision.accepted
     assert lane.paused and lane.state is State.IDLE and lane.relay.pulses == []
     assert lane.counters.admitted == 0
-    kinds = [r[0] for r in g.conn.execute("SELECT kind FROM scans ORDER BY seq")]
-    assert kinds == ["control"]  # the pause, and no admission
+    rows = [r for r in g.conn.execute("SELECT kind FROM scans ORDER BY seq")]
+    assert [r[0] for r in rows] == ["control", "scan"]  # the pause, then the refusal (logged), no admission
     # the same face and code once the lane is resumed: admitted (so the refusal above was the pause)
     lane.pause(False, operator="ann")
     camera.pause = False
