@@ -20,10 +20,8 @@ from gate.lane import Lane, State
 from hardware.relay import SimRelay
 from hardware.sensor import SimSensor
 from sync import client as sc
-from sync.central.app import ServerThread, create_app
-from sync.central.store import CentralStore
 from sync.loop import SyncLoop, SyncState
-from conftest import write_jsonl
+from conftest import central_for, write_jsonl
 from faulty_proxy import FaultyProxy
 
 NOW = 1_807_283_662
@@ -84,13 +82,8 @@ def test_a_lane_paused_during_face_capture_admits_nothing(tmp_path):
 
 @pytest.fixture
 def central(tmp_path, central_db):
-    store = CentralStore(tmp_path / "central", central_db)
-    now = time.time()
-    store.create_event(EVENT, venue="arena", starts_at=now - 3600, ends_at=now + 3600)
-    server = ServerThread(create_app(store)).start()
-    yield store, server
-    server.stop()
-    store.close()
+    with central_for(tmp_path, central_db, EVENT) as running:
+        yield running
 
 
 def _gate(tmp_path, store, url, name):
