@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto import sealed
 from gate.errors import ConfigError
+from gate.i18n import _
 
 DEVICE_KEY = Path("keys") / "device.key"
 DATA_KEY = Path("keys") / "data.key"
@@ -35,8 +36,15 @@ def data_key_path(data_dir: Path) -> Path:
 
 
 def _restore(data_dir: Path) -> str:
-    return (f"restore it from this gate's backup; or set the gate up again in an empty directory "
-            f"(gate --data NEWDIR init --event EVENT) and enrol it with central. Nothing was changed in {data_dir}")
+    return _("restore it from this gate's backup; or set the gate up again in an empty directory "
+             "(gate --data NEWDIR init --event EVENT) and enrol it with central. Nothing was changed in {data}").format(
+        data=data_dir)
+
+
+def _missing(path: Path, exc: Exception) -> str:
+    """The key file's problem in the process language when it is simply missing
+    (the common case); the crypto layer's own words otherwise."""
+    return _("{file} is missing").format(file=path) if not path.exists() and not path.is_symlink() else str(exc)
 
 
 def load_device_key(data_dir: Path) -> Ed25519PrivateKey:
@@ -44,8 +52,9 @@ def load_device_key(data_dir: Path) -> Ed25519PrivateKey:
     try:
         return sealed.load_ed25519(device_key_path(data_dir))
     except sealed.KeyFileError as exc:
-        raise ConfigError(f"{exc}: it is this gate's identity (central and the venue bus know its "
-                          f"public key); {_restore(data_dir)}") from None
+        exc = _missing(device_key_path(data_dir), exc)
+        raise ConfigError(_("{problem}: it is this gate's identity (central and the venue bus know its "
+                            "public key); {what_to_do}").format(problem=exc, what_to_do=_restore(data_dir))) from None
 
 
 def load_data_key(data_dir: Path) -> bytes:
@@ -54,8 +63,9 @@ def load_data_key(data_dir: Path) -> bytes:
     try:
         return sealed.load_data_key(data_key_path(data_dir))
     except sealed.KeyFileError as exc:
-        raise ConfigError(f"{exc}: it encrypts the face templates stored on this gate; "
-                          f"{_restore(data_dir)}") from None
+        exc = _missing(data_key_path(data_dir), exc)
+        raise ConfigError(_("{problem}: it encrypts the face templates stored on this gate; {what_to_do}").format(
+            problem=exc, what_to_do=_restore(data_dir))) from None
 
 
 def create_missing(data_dir: Path) -> None:
@@ -90,5 +100,6 @@ def check_data_key(conn: sqlite3.Connection, key: bytes, data_dir: Path) -> None
         if row is not None:
             sealed.unseal(key, row[1], row[0].encode())
     except (InvalidTag, ValueError):
-        raise ConfigError(f"{data_key_path(data_dir)} is not the key this gate's face templates were "
-                          f"sealed with (a different file): {_restore(data_dir)}") from None
+        raise ConfigError(_("{file} is not the key this gate's face templates were "
+                            "sealed with (a different file): {what_to_do}").format(
+            file=data_key_path(data_dir), what_to_do=_restore(data_dir))) from None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import ConfigError
+from gate.i18n import _
 
 MIN_DIGITS = 6
 MAX_FAILURES = 5
@@ -32,9 +33,9 @@ def _load(gate) -> dict:
 
 def set_pin(gate, operator: str, pin: str) -> None:
     if len(pin) < MIN_DIGITS or not pin.isdigit():
-        raise ConfigError(f"a supervisor PIN is at least {MIN_DIGITS} digits: choose a longer one")
+        raise ConfigError(_("a supervisor PIN is at least {n} digits: choose a longer one").format(n=MIN_DIGITS))
     if not operator.strip():
-        raise ConfigError("name the operator the PIN belongs to")
+        raise ConfigError(_("name the operator the PIN belongs to"))
     salt = os.urandom(16)
     with transaction(gate.conn):
         ops = _load(gate)
@@ -53,11 +54,13 @@ class PinCheck:
 
     def message(self, operator: str) -> str:
         if self.ok:
-            return f"{operator}: PIN accepted"
+            return _("{operator}: PIN accepted").format(operator=operator)
         if self.locked_until is not None:
-            return (f"{operator} is locked out after {MAX_FAILURES} wrong PINs: "
-                    f"another supervisor, or wait {LOCKOUT_S / 60:.0f} minutes")
-        return f"wrong PIN for {operator}: nothing done ({self.tries_left} tries left)"
+            return _("{operator} is locked out after {n} wrong PINs: "
+                     "another supervisor, or wait {minutes} minutes").format(
+                operator=operator, n=MAX_FAILURES, minutes=f"{LOCKOUT_S / 60:.0f}")
+        return _("wrong PIN for {operator}: nothing done ({n} tries left)").format(
+            operator=operator, n=self.tries_left)
 
 
 def check_pin(gate, operator: str, pin: str, *, now: float) -> PinCheck:

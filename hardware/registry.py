@@ -14,6 +14,7 @@ from typing import Callable
 from urllib.parse import parse_qs
 
 from gate.errors import HardwareError
+from gate.i18n import _
 
 KINDS = ("camera", "relay", "sensor", "scanner")
 
@@ -30,14 +31,15 @@ class Driver:
 
 
 def _query(arg: str) -> tuple[str, dict[str, str]]:
-    path, _, query = arg.partition("?")
+    path, _sep, query = arg.partition("?")
     return path, {k: v[-1] for k, v in parse_qs(query).items()}
 
 
 def _chip_line(kind: str, arg: str) -> tuple[str, int]:
-    chip, _, line = arg.rpartition(":")
+    chip, _sep, line = arg.rpartition(":")
     if not chip or not line.isdigit():
-        raise HardwareError(f"{kind} 'gpio:{arg}': use gpio:CHIP:LINE, e.g. gpio:gpiochip0:17")
+        raise HardwareError(_("{kind} {spec}: use gpio:CHIP:LINE, e.g. gpio:gpiochip0:17").format(
+            kind=kind, spec=f"'gpio:{arg}'"))
     return chip, int(line)
 
 
@@ -51,21 +53,21 @@ def _opencv(arg: str):
 def _video(arg: str):
     from hardware.camera import OpenCvCamera
     if not arg:
-        raise HardwareError("camera 'video:': give the recording, e.g. video:/data/lane.mp4")
+        raise HardwareError(_("camera 'video:': give the recording, e.g. video:/data/lane.mp4"))
     return OpenCvCamera(arg, video=True)
 
 
 def _images(arg: str):
     from hardware.camera import ImageFolderCamera
     if not arg:
-        raise HardwareError("camera 'images:': give a folder, e.g. images:/data/frames")
+        raise HardwareError(_("camera 'images:': give a folder, e.g. images:/data/frames"))
     return ImageFolderCamera(arg)
 
 
 def _synthetic(arg: str):
     from hardware.camera import SyntheticCamera
     if arg and not arg.isdigit():
-        raise HardwareError(f"camera 'synthetic:{arg}': the argument is a number of idle frames")
+        raise HardwareError(_("camera {spec}: the argument is a number of idle frames").format(spec=f"'synthetic:{arg}'"))
     return SyntheticCamera(max_idle=int(arg) if arg else None)
 
 
@@ -82,10 +84,10 @@ def _fault_options(kind: str, arg: str, names: tuple[str, ...]) -> tuple[str, di
     opts: dict[str, int] = {}
     for part in [p for p in parts if p.partition("=")[0] in names]:
         parts.remove(part)
-        name, _, value = part.partition("=")
+        name, _sep, value = part.partition("=")
         if not value.isdigit() or int(value) < 1:
-            raise HardwareError(f"{kind} 'sim:{arg}': {name}=N with N a pulse/wait number from 1, "
-                                f"e.g. sim:{name}=3")
+            raise HardwareError(_("{kind} {spec}: {name}=N with N a pulse/wait number from 1, e.g. sim:{name}=3").format(
+                kind=kind, spec=f"'sim:{arg}'", name=name))
         opts[name.replace("-", "_")] = int(value)
     return ":".join(parts), opts
 
@@ -108,7 +110,8 @@ def _serial_relay(arg: str):
         if "baud" in q:
             kw["baud"] = int(q["baud"])
     except ValueError:
-        raise HardwareError(f"relay 'serial:{arg}': on/off must be hex bytes and baud a number") from None
+        raise HardwareError(_("relay {spec}: on/off must be hex bytes and baud a number").format(
+            spec=f"'serial:{arg}'")) from None
     return SerialRelay(port, **kw)
 
 
@@ -120,7 +123,7 @@ def _gpio_relay(arg: str):
 def _hid_relay(arg: str):
     from hardware.relay import HidRelay
     if arg and not arg.isdigit():
-        raise HardwareError(f"relay 'hid:{arg}': the argument is the relay number on the board")
+        raise HardwareError(_("relay {spec}: the argument is the relay number on the board").format(spec=f"'hid:{arg}'"))
     return HidRelay(int(arg) if arg else 1)
 
 
@@ -142,7 +145,7 @@ def _sim_sensor(arg: str):
         except ValueError:
             delay = -1.0
         if not 0.0 <= delay < 3600:
-            raise HardwareError(f"sensor 'sim:{arg}': delay=SECONDS, e.g. sim:1:delay=2")
+            raise HardwareError(_("sensor {spec}: delay=SECONDS, e.g. sim:1:delay=2").format(spec=f"'sim:{arg}'"))
     arg = ":".join(parts)
     if arg == "never":
         return SimSensor(0.0, delay_s=delay, **faults)
@@ -151,7 +154,8 @@ def _sim_sensor(arg: str):
     except ValueError:
         p = -1.0
     if not 0.0 <= p <= 1.0:
-        raise HardwareError(f"sensor 'sim:{arg}': use sim, sim:never or sim:P with P between 0 and 1")
+        raise HardwareError(_("sensor {spec}: use sim, sim:never or sim:P with P between 0 and 1").format(
+            spec=f"'sim:{arg}'"))
     return SimSensor(p, delay_s=delay, **faults)
 
 
@@ -173,7 +177,7 @@ def _serial_scanner(arg: str):
     try:
         baud = int(q.get("baud", "9600"))
     except ValueError:
-        raise HardwareError(f"scanner 'serial:{arg}': baud must be a number") from None
+        raise HardwareError(_("scanner {spec}: baud must be a number").format(spec=f"'serial:{arg}'")) from None
     return SerialScanner(port, baud)
 
 
@@ -212,11 +216,11 @@ def drivers(kind: str) -> list[Driver]:
 
 def find(kind: str, spec: str) -> tuple[Driver, str]:
     """The driver for ``spec`` and its argument, or a HardwareError naming the choices."""
-    scheme, _, arg = (spec or "").partition(":")
+    scheme, _sep, arg = (spec or "").partition(":")
     for d in drivers(kind):
         if d.scheme == scheme:
             return d, arg
-    raise HardwareError(f"unknown {kind} {spec!r}: use {usage(kind)}")
+    raise HardwareError(_("unknown {kind} {spec}: use {usage}").format(kind=kind, spec=repr(spec), usage=usage(kind)))
 
 
 def open_device(kind: str, spec: str):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gate.argtypes import seconds
 from gate.errors import ConfigError, SyncError
+from gate.i18n import _
 
 
 def _out(args, obj: dict, text: str) -> None:
@@ -31,18 +32,20 @@ def cmd_sync(args) -> int:
     gate = args.open_gate()  # the composition root's helper (gate.app.compose.open_gate)
     url = args.central or get_setting(gate.conn, "sync.central")
     if args.ca and not args.enroll:
-        raise SyncError("--ca is pinned at enrolment: give it together with --enroll CODE")
+        raise SyncError(_("--ca is pinned at enrolment: give it together with --enroll CODE"))
     if args.enroll:
         if not args.central:
-            raise SyncError("--enroll needs --central URL")
+            raise SyncError(_("--enroll needs --central URL"))
         if pretix.is_pretix(args.central):
             pretix.enroll(gate, args.central, args.enroll)
         else:
             sc.enroll(gate, args.central, args.enroll, ca=args.ca)
-        print(f"enrolled {gate.config.device_id} with {args.central} (token stored 0600)", file=sys.stderr)
+        print(_("enrolled {device} with {central} (token stored 0600)").format(
+            device=gate.config.device_id, central=args.central), file=sys.stderr)
     elif not sc.token_path(gate).exists():
-        raise SyncError(f"first contact needs an enrolment code: gate --data {args.data} sync "
-                        f"--central {args.central or 'URL'} --enroll CODE (from 'gate central device enroll')")
+        raise SyncError(_("first contact needs an enrolment code: gate --data {data} sync "
+                          "--central {central} --enroll CODE (from 'gate central device enroll')").format(
+            data=args.data, central=args.central or "URL"))
     if url and (warning := sc.plain_http_warning(url)):
         print(f"gate: {warning}", file=sys.stderr)
     # the same engine, retry policy and waits as a running lane's background sync
@@ -54,12 +57,16 @@ def cmd_sync(args) -> int:
             print(json.dumps({**rep.to_json(), "outbox": sc.outbox_length(gate), "state": loop.state.value,
                               "next_sync_s": None if wait is None else round(wait, 3)}), flush=True)
             return
-        state = "ok" if rep.ok else "PARTIAL" if rep.uploaded or rep.tickets else "FAILED"
-        line = (f"sync {state}: {rep.keys} key(s), {rep.tickets} ticket change(s), {rep.uploaded} scan(s) up, "
-                f"{rep.admissions} admission(s) from other gates, outbox {sc.outbox_length(gate)}"
-                + (f", clock offset {rep.clock_offset_s:+.1f} s" if rep.clock_offset_s is not None else ""))
+        state = _("sync ok") if rep.ok else _("sync PARTIAL") if rep.uploaded or rep.tickets else _("sync FAILED")
+        line = _("{state}: {keys} key(s), {tickets} ticket change(s), {up} scan(s) up, "
+                 "{admissions} admission(s) from other gates, outbox {outbox}").format(
+            state=state, keys=rep.keys, tickets=rep.tickets, up=rep.uploaded, admissions=rep.admissions,
+            outbox=sc.outbox_length(gate))
+        if rep.clock_offset_s is not None:
+            line += _(", clock offset {s} s").format(s=f"{rep.clock_offset_s:+.1f}")
         if not args.once:
-            line += f"; next pass in {wait:.1f} s" if wait is not None else "; stopped: enrol again"
+            line += (_("; next pass in {s} s").format(s=f"{wait:.1f}") if wait is not None
+                     else _("; stopped: enrol again"))
         print(line, flush=True)
         for e in rep.errors:
             print(f"  {e}", file=sys.stderr)
@@ -82,7 +89,7 @@ def _wallet(path: str):
     try:
         return Wallet.load(Path(path))
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{path} is not a readable ticket file: {exc}") from None
+        raise ConfigError(_("{file} is not a readable ticket file: {problem}").format(file=path, problem=exc)) from None
 
 
 def cmd_wallet_code(args) -> int:
@@ -100,11 +107,14 @@ def cmd_wallet_show(args) -> int:
     qr = segno.make(code, error="m", micro=False)
     if args.png:
         qr.save(args.png, scale=6, border=4)
-        print(f"wrote {args.png} (valid for this 15 s step only)" if w.holder_key else f"wrote {args.png}")
+        print(_("wrote {file} (valid for this 15 s step only)").format(file=args.png) if w.holder_key
+              else _("wrote {file}").format(file=args.png))
         return 0
     qr.terminal(compact=True)
-    kind = "rotating: redraws every 15 s" if w.holder_key else "static"
-    print(f"ticket {w.ticket_id} ({w.event}), {kind}")
+    if w.holder_key:
+        print(_("ticket {ticket} ({event}), rotating: redraws every 15 s").format(ticket=w.ticket_id, event=w.event))
+    else:
+        print(_("ticket {ticket} ({event}), static").format(ticket=w.ticket_id, event=w.event))
     return 0
 
 
@@ -115,62 +125,66 @@ def cmd_report(args) -> int:
     if args.json:
         print(json.dumps(rep))
         return 0
-    print(f"pretix {rep['event']} list {rep['list']}: {rep['checkins']} check-ins, {rep['successful']} successful")
-    print("failed: " + (", ".join(f"{k} {v}" for k, v in sorted(rep["failed_by_reason"].items())) or "none"))
-    print(f"DOUBLE ENTRIES ({len(rep['double_entries'])})")
+    print(_("pretix {event} list {list}: {checkins} check-ins, {ok} successful").format(
+        event=rep["event"], list=rep["list"], checkins=rep["checkins"], ok=rep["successful"]))
+    print(_("failed: {counts}").format(
+        counts=", ".join(f"{k} {v}" for k, v in sorted(rep["failed_by_reason"].items())) or _("none")))
+    print(_("DOUBLE ENTRIES ({n})").format(n=len(rep["double_entries"])))
     for d in rep["double_entries"]:
-        print(f"  position {d['position']}: " + "; ".join(f"device {e['device']} at {e['datetime']}"
-                                                         for e in d["entries"]))
+        print("  " + _("position {position}: {entries}").format(
+            position=d["position"], entries="; ".join(
+                _("device {device} at {time}").format(device=e["device"], time=e["datetime"])
+                for e in d["entries"])))
     return 0
 
 
 def register_pretix(sub) -> None:
-    p = sub.add_parser("pretix", help="reports against a pretix event",
-                       description="Work with a pretix event as the central system (see README, Using pretix).")
+    p = sub.add_parser("pretix", help=_("reports against a pretix event"),
+                       description=_("Work with a pretix event as the central system (see README, Using pretix)."))
     ps = p.add_subparsers(dest="pretix_command", metavar="ACTION")
     ps.required = True
-    q = ps.add_parser("report", help="reconciliation: double entries across gates, failed check-ins",
-                      description="Read the check-in list back with an organizer team token and name the "
-                                  "tickets that entered more than once without an exit.")
-    q.add_argument("--central", required=True, metavar="URL", help="pretix+https://HOST/ORGANIZER/EVENT?list=ID")
-    q.add_argument("--token", required=True, help="an organizer team API token that may read check-ins")
-    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q = ps.add_parser("report", help=_("reconciliation: double entries across gates, failed check-ins"),
+                      description=_("Read the check-in list back with an organizer team token and name the "
+                                  "tickets that entered more than once without an exit."))
+    q.add_argument("--central", required=True, metavar="URL", help=_("pretix+https://HOST/ORGANIZER/EVENT?list=ID"))
+    q.add_argument("--token", required=True, help=_("an organizer team API token that may read check-ins"))
+    q.add_argument("--json", action="store_true", help=_("print one JSON object"))
     q.set_defaults(func=cmd_report)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sync", help="sync this gate with the central system",
-                       description="Pull issuer keys, ticket changes and other gates' admissions; push "
+    p = sub.add_parser("sync", help=_("sync this gate with the central system"),
+                       description=_("Pull issuer keys, ticket changes and other gates' admissions; push "
                                    "the scan log (the reference central, or pretix for a pretix+https:// URL). "
                                    "First contact registers with --enroll CODE; later runs reuse the stored "
                                    "token. Loops until interrupted unless --once: after a failed pass it "
                                    "retries with backoff (never sooner than central's Retry-After), the same "
                                    "way a running lane's background sync does, and stops (exit 5) when "
-                                   "central refuses this device's token.")
-    p.add_argument("--central", metavar="URL", help="central base URL (remembered after enrolment)")
-    p.add_argument("--enroll", metavar="CODE", help="one-time enrolment code from central ops "
-                                                    "(pretix: the device's initialisation token)")
-    p.add_argument("--ca", metavar="FILE", help="with --enroll: trust this PEM CA/certificate for the "
-                                                "central from now on (default: the system CA store)")
-    p.add_argument("--once", action="store_true", help="one pass, exit 0 when it fully succeeded, else 5")
+                                   "central refuses this device's token."))
+    p.add_argument("--central", metavar="URL", help=_("central base URL (remembered after enrolment)"))
+    p.add_argument("--enroll", metavar="CODE", help=_("one-time enrolment code from central ops "
+                                                    "(pretix: the device's initialisation token)"))
+    p.add_argument("--ca", metavar="FILE", help=_("with --enroll: trust this PEM CA/certificate for the "
+                                                "central from now on (default: the system CA store)"))
+    p.add_argument("--once", action="store_true", help=_("one pass, exit 0 when it fully succeeded, else 5"))
     p.add_argument("--interval", type=seconds, default=10.0, metavar="S",
-                   help="seconds between successful passes (default 10); failed ones are retried with backoff")
+                   help=_("seconds between successful passes (default 10); failed ones are retried with backoff"))
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per pass (with 'state' and 'next_sync_s', the wait before the next)")
+                   help=_("one JSON object per pass (with 'state' and 'next_sync_s', the wait before the next)"))
     p.set_defaults(func=cmd_sync)
 
 
-    p = sub.add_parser("wallet", help="the holder app simulator",
-                       description="Show a ticket file's current code, as a holder's phone would.")
+    p = sub.add_parser("wallet", help=_("the holder app simulator"),
+                       description=_("Show a ticket file's current code, as a holder's phone would."))
     ws = p.add_subparsers(dest="wallet_command", metavar="ACTION")
     ws.required = True
-    q = ws.add_parser("show", help="draw the current code in the terminal or to a PNG",
-                      description="Draw the current (rotating) QR code.")
+    q = ws.add_parser("show", help=_("draw the current code in the terminal or to a PNG"),
+                      description=_("Draw the current (rotating) QR code."))
     q.add_argument("ticket_file", metavar="TICKET_FILE")
-    q.add_argument("--png", metavar="OUT", help="write a PNG instead of drawing in the terminal")
+    q.add_argument("--png", metavar="OUT", help=_("write a PNG instead of drawing in the terminal"))
     q.set_defaults(func=cmd_wallet_show)
-    q = ws.add_parser("code", help="print the current QR text", description="Print the current QR text.")
+    q = ws.add_parser("code", help=_("print the current QR text"), description=_("Print the current QR text."))
     q.add_argument("ticket_file", metavar="TICKET_FILE")
     from gate.argtypes import unix_time
-    q.add_argument("--now", type=unix_time, help="as of this unix time")
+    q.add_argument("--now", type=unix_time, help=_("as of this unix time"))
     q.set_defaults(func=cmd_wallet_code)

@@ -25,6 +25,7 @@ from crypto.sealed import write_secret
 from gate import ledger, scanlog
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import LedgerError, SyncError
+from gate.i18n import _
 from sync.engine import ApiError, RetryPolicy, Step, SyncReport, advance, retry_after_s, run_pass
 
 __all__ = ["ApiError", "RetryPolicy", "SyncReport", "Answer", "HttpClient", "CentralClient", "CentralStrategy",
@@ -177,9 +178,10 @@ def _read_ca(path: str) -> bytes:
         pem = Path(path).read_bytes()
         x509.load_pem_x509_certificates(pem)
     except OSError as exc:
-        raise SyncError(f"cannot read --ca {path}: {exc.strerror}") from None
+        raise SyncError(_("cannot read --ca {file}: {problem}").format(file=path, problem=exc.strerror)) from None
     except ValueError:
-        raise SyncError(f"--ca {path} is not a PEM certificate (give the central's CA or certificate)") from None
+        raise SyncError(_("--ca {file} is not a PEM certificate (give the central's CA or certificate)").format(
+            file=path)) from None
     return pem
 
 
@@ -195,9 +197,10 @@ def enroll(gate, central_url: str, code: str, ca: str | None = None) -> str:
     doc = client.register(code, gate.config.device_id, gt1.raw_public(device_key), gate.policy.event)
     token, event = doc.get("token"), doc.get("event")
     if not isinstance(token, str) or not token:
-        raise SyncError("central did not return a device token")
+        raise SyncError(_("central did not return a device token"))
     if event != gate.policy.event:
-        raise SyncError(f"that enrolment code is for event {event!r}; this gate admits to {gate.policy.event!r}")
+        raise SyncError(_("that enrolment code is for event {code_event}; this gate admits to {event}").format(
+            code_event=repr(event), event=repr(gate.policy.event)))
     write_secret(token_path(gate), token.encode())
     if pem is not None:
         write_secret(ca_path(gate), pem)
@@ -215,7 +218,7 @@ def client_for(gate, central_url: str | None = None) -> CentralClient:
     url = central_url or get_setting(gate.conn, "sync.central")
     path = token_path(gate)
     if not url or not path.exists():
-        raise SyncError("this gate is not enrolled: run 'gate --data DIR sync --central URL --enroll CODE'")
+        raise SyncError(_("this gate is not enrolled: run 'gate --data DIR sync --central URL --enroll CODE'"))
     return CentralClient(url, path.read_text().strip(), verify=_verify(gate))
 
 

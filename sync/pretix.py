@@ -28,6 +28,7 @@ from crypto.sealed import write_secret
 from gate import scanlog
 from gate.db import get_setting, put_setting, transaction
 from gate.errors import ConfigError, SyncError
+from gate.i18n import _
 from gate.ledger import TicketRow, upsert_tickets
 from gate.pretix_codes import policy_problem, ticket_id_for
 from sync.client import UPLOADED_THROUGH, HttpClient, token_path
@@ -57,7 +58,7 @@ def parse_url(url: str) -> dict:
     parts = [p for p in u.path.split("/") if p]
     lists = parse_qs(u.query).get("list")
     if u.scheme not in ("http", "https") or len(parts) < 2 or not lists or not lists[0].isdigit():
-        raise ConfigError("a pretix central URL looks like pretix+https://HOST/ORGANIZER/EVENT?list=ID")
+        raise ConfigError(_("a pretix central URL looks like pretix+https://HOST/ORGANIZER/EVENT?list=ID"))
     prefix = "/" + "/".join(parts[:-2]) if len(parts) > 2 else ""
     return {"url": url, "base": f"{u.scheme}://{u.netloc}{prefix}", "organizer": parts[-2],
             "event": parts[-1], "list": int(lists[0])}
@@ -123,9 +124,10 @@ def enroll(gate, url: str, init_token: str) -> str:
         "software_brand": "gate-appliance", "software_version": "0.1.0"})
     token = doc.get("api_token")
     if not isinstance(token, str) or not token:
-        raise SyncError("pretix did not return an API token for this device")
+        raise SyncError(_("pretix did not return an API token for this device"))
     if doc.get("organizer") != cfg["organizer"]:
-        raise SyncError(f"that device belongs to organizer {doc.get('organizer')!r}, not {cfg['organizer']!r}")
+        raise SyncError(_("that device belongs to organizer {theirs}, not {ours}").format(
+            theirs=repr(doc.get("organizer")), ours=repr(cfg["organizer"])))
     write_secret(token_path(gate), token.encode())
     gate.set_pretix({**cfg, "device": doc.get("device_id"), "keys": []})
     with transaction(gate.conn):
@@ -136,7 +138,7 @@ def enroll(gate, url: str, init_token: str) -> str:
 def client_for(gate) -> PretixClient:
     cfg = gate.pretix
     if cfg is None or not token_path(gate).exists():
-        raise SyncError("this gate is not enrolled with pretix: gate sync --central pretix+https://... --enroll TOKEN")
+        raise SyncError(_("this gate is not enrolled with pretix: gate sync --central pretix+https://... --enroll TOKEN"))
     return PretixClient(cfg, token_path(gate).read_text().strip())
 
 
@@ -321,7 +323,8 @@ def report(url: str, team_token: str) -> dict:
     while path:
         r = requests.get(path, params=params, headers={"Authorization": f"Token {team_token}"}, timeout=30)
         if r.status_code >= 400:
-            raise SyncError(f"pretix answered {r.status_code} reading check-ins: is that a team token?")
+            raise SyncError(_("pretix answered {status} reading check-ins: is that a team token?").format(
+                status=r.status_code))
         doc = r.json()
         rows += doc.get("results") or []
         path, params = doc.get("next"), None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from gate.argtypes import unix_time
 from gate.errors import ConfigError, GateError, LogError
+from gate.i18n import _
 
 DEFAULT_DATA = os.environ.get("GATE_DATA", "gate-data")
 
@@ -29,8 +30,18 @@ def _now(args) -> float:
 
 def _open(args):
     """Every one-shot command opens its gate here: the composition root's helper."""
+    return open_set_up_gate(args.data)
+
+
+def open_set_up_gate(data):
+    """The composition root's ``open_gate``, after saying in the process language
+    when there is no gate in ``data`` (the commonest operator mistake)."""
     from gate.app.compose import open_gate
-    return open_gate(args.data)
+    from gate.appliance import Gate
+    if not Gate.exists(Path(data)):
+        raise ConfigError(_("no gate set up in {data}: run 'gate --data {data} init --event EVENT' first").format(
+            data=data))
+    return open_gate(data)
 
 
 def _fmt_ts(ts_ms: int | None) -> str:
@@ -97,12 +108,15 @@ def cmd_init(args) -> int:
         from gate import bus
         bus.save_settings(gate.conn, args.bus_listen or [], args.bus_peer or [])
     p = gate.policy
-    print(f"gate {gate.config.device_id} ready in {args.data}: event {p.event}, lane {p.lane}, "
-          f"{p.mode.value}" + (f", zones {','.join(p.zones)}" if p.zones else "")
-          + (", rotating codes only" if p.require_rotating else "")
-          + (", listed tickets only" if p.require_listed else ""))
-    print(f"next: gate --data {args.data} sync --central URL --enroll CODE, or without a central: "
-          f"keys trust RING.json, then ledger import TICKETS.jsonl")
+    mode = _("entry") if p.mode.value == "entry" else _("exit")
+    extras = ([_("zones {zones}").format(zones=",".join(p.zones))] if p.zones else []) \
+        + ([_("rotating codes only")] if p.require_rotating else []) \
+        + ([_("listed tickets only")] if p.require_listed else [])
+    print(_("gate {device} ready in {data}: event {event}, lane {lane}, {mode}").format(
+        device=gate.config.device_id, data=args.data, event=p.event, lane=p.lane, mode=mode)
+        + "".join(_(", {item}").format(item=x) for x in extras))
+    print(_("next: gate --data {data} sync --central URL --enroll CODE, or without a central: "
+            "keys trust RING.json, then ledger import TICKETS.jsonl").format(data=args.data))
     return 0
 
 
@@ -113,28 +127,33 @@ def cmd_keys_trust(args) -> int:
         raw = Path(args.ring).read_bytes()
         doc = json.loads(raw.decode("utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read key ring {args.ring}: {exc.strerror}") from None
+        raise ConfigError(_("cannot read key ring {file}: {problem}").format(
+            file=args.ring, problem=exc.strerror)) from None
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        raise ConfigError(f"{args.ring}: line {line}: not UTF-8 text (byte {exc.start}); "
-                          "re-export the key ring from central") from None
+        raise ConfigError(_("{file}: line {line}: not UTF-8 text (byte {byte}); "
+                            "re-export the key ring from central").format(
+            file=args.ring, line=line, byte=exc.start)) from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{args.ring}: line {exc.lineno}: not JSON ({exc.msg}): fix or re-export it") from None
+        raise ConfigError(_("{file}: line {line}: not JSON ({problem}): fix or re-export it").format(
+            file=args.ring, line=exc.lineno, problem=exc.msg)) from None
     except RecursionError:
-        raise ConfigError(f"{args.ring}: JSON nested too deeply: not a key ring; re-export it") from None
+        raise ConfigError(_("{file}: JSON nested too deeply: not a key ring; re-export it").format(
+            file=args.ring)) from None
     try:
         keys = gate.trust(doc)
     except KeyRingError as exc:
-        raise ConfigError(f"{args.ring}: {exc}; nothing was trusted") from None
+        raise ConfigError(_("{file}: {problem}; nothing was trusted").format(file=args.ring, problem=exc)) from None
     # what the gate now holds, not what the file says: a key revoked here stays revoked
     now = time.time()
     held = [gate.keys.get(k.kid) for k in keys]
     active = sum(1 for k in held if k is not None and k.usable(now))
     revoked = sum(1 for k in held if k is not None and k.status == "revoked")
     rest = len(keys) - active - revoked
-    print(f"trusted {len(keys)} issuer key(s) for {gate.policy.event} ({active} active"
-          + (f", {revoked} revoked" if revoked else "")
-          + (f", {rest} outside their validity window" if rest else "") + ")")
+    parts = [_("{n} active").format(n=active)] + ([_("{n} revoked").format(n=revoked)] if revoked else []) \
+        + ([_("{n} outside their validity window").format(n=rest)] if rest else [])
+    print(_("trusted {n} issuer key(s) for {event} ({counts})").format(
+        n=len(keys), event=gate.policy.event, counts=_(", ").join(parts)))
     return 0
 
 
@@ -146,7 +165,7 @@ def cmd_keys_list(args) -> int:
             _print_json(k.to_json())
         return 0
     if not keys:
-        print(f"no issuer keys: run 'gate --data {args.data} keys trust RING.json'")
+        print(_("no issuer keys: run 'gate --data {data} keys trust RING.json'").format(data=args.data))
         return 0
     print(f"{'kid':<18}{'status':<9}{'nbf':<22}{'exp':<22}")
     for k in keys:
@@ -160,7 +179,7 @@ def cmd_ledger_import(args) -> int:
     from gate import ledger
     gate = _open(args)
     path = Path(args.file)
-    bar = Progress(ledger.file_size(path), f"importing {path.name}")
+    bar = Progress(ledger.file_size(path), _("importing {file}").format(file=path.name))
     t0 = time.perf_counter()
     try:
         res = ledger.import_tickets(gate.conn, path, event=gate.policy.event,
@@ -169,12 +188,16 @@ def cmd_ledger_import(args) -> int:
     finally:
         bar.close()
     for lineno, msg in res.bad[:20]:
-        print(f"skipped line {lineno}: {msg}", file=sys.stderr)
+        print(_("skipped line {line}: {problem}").format(line=lineno, problem=msg), file=sys.stderr)
     if res.templates_refused:
-        print(f"{res.templates_refused} face template(s) not stored: {ledger.BIOMETRICS_OFF_MESSAGE}",
-              file=sys.stderr)
-    print(f"imported {res.imported} ticket(s) in {time.perf_counter() - t0:.1f} s"
-          + (f"; skipped {len(res.bad)} bad line(s)" if res.bad else ""))
+        print(_("{n} face template(s) not stored: {why}").format(
+            n=res.templates_refused, why=ledger.BIOMETRICS_OFF_MESSAGE), file=sys.stderr)
+    took = f"{time.perf_counter() - t0:.1f}"
+    if res.bad:
+        print(_("imported {n} ticket(s) in {s} s; skipped {bad} bad line(s)").format(
+            n=res.imported, s=took, bad=len(res.bad)))
+    else:
+        print(_("imported {n} ticket(s) in {s} s").format(n=res.imported, s=took))
     return 0
 
 
@@ -185,16 +208,19 @@ def cmd_ledger_stats(args) -> int:
     if args.json:
         _print_json(st)
         return 0
-    age = ("never" if st["ledger_imported_at"] is None
-           else f"{(time.time() - st['ledger_imported_at']) / 60:.0f} min ago")
-    print(f"event     {gate.policy.event}   lane {gate.policy.lane} ({gate.policy.mode.value})")
-    print(f"tickets   {st['tickets']}  " + "  ".join(f"{k}: {v}" for k, v in sorted(st["by_status"].items())))
-    print(f"faces     {st['face_templates']} enrolled (encrypted)")
-    print(f"keys      {st['keys']} ({st['keys_active']} active)")
-    print(f"scans     {st['scans']}  tickets used: {st['tickets_used']}")
+    age = (_("never") if st["ledger_imported_at"] is None
+           else _("{n} min ago").format(n=f"{(time.time() - st['ledger_imported_at']) / 60:.0f}"))
+    mode = _("entry") if gate.policy.mode.value == "entry" else _("exit")
+    print(_("event     {event}   lane {lane} ({mode})").format(
+        event=gate.policy.event, lane=gate.policy.lane, mode=mode))
+    print(_("tickets   {n}").format(n=st["tickets"]) + "  "
+          + "  ".join(f"{k}: {v}" for k, v in sorted(st["by_status"].items())))
+    print(_("faces     {n} enrolled (encrypted)").format(n=st["face_templates"]))
+    print(_("keys      {n} ({active} active)").format(n=st["keys"], active=st["keys_active"]))
+    print(_("scans     {n}  tickets used: {used}").format(n=st["scans"], used=st["tickets_used"]))
     for reason, n in sorted(st["scans_by_reason"].items()):
         print(f"          {reason:<16}{n}")
-    print(f"imported  {age}")
+    print(_("imported  {age}").format(age=age))
     return 0
 
 
@@ -270,18 +296,19 @@ def cmd_log(args) -> int:
     if args.action == "verify":
         rep = scanlog.verify_chain(gate.conn)
         if rep.ok:
-            print(f"chain ok: {rep.records} record(s), head seq {rep.head_seq}, "
-                  f"hash {rep.head_hash.hex()}")
+            print(_("chain ok: {n} record(s), head seq {seq}, hash {hash}").format(
+                n=rep.records, seq=rep.head_seq, hash=rep.head_hash.hex()))
             return 0
-        raise LogError(f"chain BROKEN after seq {rep.head_seq}: {rep.problem}. "
-                       "Keep this database file as evidence and tell central ops.")
+        raise LogError(_("chain BROKEN after seq {seq}: {problem}. "
+                         "Keep this database file as evidence and tell central ops.").format(
+            seq=rep.head_seq, problem=rep.problem))
     for e in scanlog.entries(gate.conn, after=args.after, limit=args.limit):
         if args.json:
             _print_json({**e.record, "hash": e.hash})
             continue
         r = e.record
         what = r.get("reason") or r.get("action") or (f"ref {r.get('ref')}" if "ref" in r else "")
-        op = f" by {r['operator']}" if r.get("operator") else ""
+        op = _(" by {operator}").format(operator=r["operator"]) if r.get("operator") else ""
         print(f"{e.seq:>7} {_fmt_ts(r.get('ts_ms'))} {r['kind']:<8} {r.get('mode', ''):<5} "
               f"{what:<16} {r.get('ticket_id') or '-'}{op}")
     return 0
@@ -297,78 +324,78 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gate", formatter_class=_Formatter,
-        description="Ticket-gate appliance: verify signed GT1 codes offline, drive the "
-                    "turnstile, sync with central.",
-        epilog="Start: gate --data DIR init --event E; keys trust RING.json; "
-               "ledger import TICKETS.jsonl; verify QR.")
+        description=_("Ticket-gate appliance: verify signed GT1 codes offline, drive the "
+                    "turnstile, sync with central."),
+        epilog=_("Start: gate --data DIR init --event E; keys trust RING.json; "
+               "ledger import TICKETS.jsonl; verify QR."))
     parser.add_argument("--data", default=DEFAULT_DATA, metavar="DIR",
-                        help="the gate's data directory (default: $GATE_DATA or ./gate-data)")
+                        help=_("the gate's data directory (default: $GATE_DATA or ./gate-data)"))
     _lang_option(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("init", help="set up this gate for an event and lane",
-                       description="Create the data directory, device keys and lane settings. "
-                                   "Re-running it for the same event updates the lane settings.")
-    p.add_argument("--event", required=True, help="event id the lane admits to")
-    p.add_argument("--lane", default="lane-1", help="lane name shown in logs and reports")
-    p.add_argument("--mode", choices=["entry", "exit"], default="entry", help="lane direction")
-    p.add_argument("--zones", help="comma-separated zones this lane admits (default: all)")
+    p = sub.add_parser("init", help=_("set up this gate for an event and lane"),
+                       description=_("Create the data directory, device keys and lane settings. "
+                                   "Re-running it for the same event updates the lane settings."))
+    p.add_argument("--event", required=True, help=_("event id the lane admits to"))
+    p.add_argument("--lane", default="lane-1", help=_("lane name shown in logs and reports"))
+    p.add_argument("--mode", choices=["entry", "exit"], default="entry", help=_("lane direction"))
+    p.add_argument("--zones", help=_("comma-separated zones this lane admits (default: all)"))
     p.add_argument("--require-rotating", action="store_true",
-                   help="refuse static codes (screenshots and paper)")
+                   help=_("refuse static codes (screenshots and paper)"))
     p.add_argument("--require-listed", action="store_true",
-                   help="refuse signed tickets missing from the ledger (NOT_IN_LEDGER)")
+                   help=_("refuse signed tickets missing from the ledger (NOT_IN_LEDGER)"))
     p.add_argument("--bus-listen", action="append", metavar="tcp/IP:PORT",
-                   help="venue bus: where 'gate run' accepts peer gates (repeatable; docs/bus.md)")
+                   help=_("venue bus: where 'gate run' accepts peer gates (repeatable; docs/bus.md)"))
     p.add_argument("--bus-peer", action="append", metavar="tcp/IP:PORT",
-                   help="venue bus: a peer gate 'gate run' connects to (repeatable)")
+                   help=_("venue bus: a peer gate 'gate run' connects to (repeatable)"))
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("keys", help="issuer public keys", description="Manage trusted issuer public keys.")
+    p = sub.add_parser("keys", help=_("issuer public keys"), description=_("Manage trusted issuer public keys."))
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION")
     ks.required = True
-    q = ks.add_parser("trust", help="trust the keys in a key ring JSON file",
-                      description="Add or update issuer public keys from a key ring JSON file "
-                                  "(format: docs/formats.md). A revoked key stays revoked.")
+    q = ks.add_parser("trust", help=_("trust the keys in a key ring JSON file"),
+                      description=_("Add or update issuer public keys from a key ring JSON file "
+                                  "(format: docs/formats.md). A revoked key stays revoked."))
     q.add_argument("ring", metavar="RING.json")
     q.set_defaults(func=cmd_keys_trust)
-    q = ks.add_parser("list", help="list trusted issuer keys", description="List trusted issuer keys.")
-    q.add_argument("--json", action="store_true", help="one JSON object per key")
+    q = ks.add_parser("list", help=_("list trusted issuer keys"), description=_("List trusted issuer keys."))
+    q.add_argument("--json", action="store_true", help=_("one JSON object per key"))
     q.set_defaults(func=cmd_keys_list)
 
-    p = sub.add_parser("ledger", help="the local ticket ledger", description="Import and inspect tickets.")
+    p = sub.add_parser("ledger", help=_("the local ticket ledger"), description=_("Import and inspect tickets."))
     ls = p.add_subparsers(dest="ledger_command", metavar="ACTION")
     ls.required = True
-    q = ls.add_parser("import", help="import tickets from a JSON Lines file",
-                      description="Import ticket records (JSON Lines, format: docs/formats.md). All or nothing: a bad line is "
+    q = ls.add_parser("import", help=_("import tickets from a JSON Lines file"),
+                      description=_("Import ticket records (JSON Lines, format: docs/formats.md). All or nothing: a bad line is "
                                   "reported with its number and nothing is imported unless "
                                   "--skip-bad. Re-importing updates tickets in place; a ticket's "
-                                  "version never goes down.")
+                                  "version never goes down."))
     q.add_argument("file", metavar="TICKETS.jsonl")
-    q.add_argument("--skip-bad", action="store_true", help="import the good lines, report the bad ones")
+    q.add_argument("--skip-bad", action="store_true", help=_("import the good lines, report the bad ones"))
     q.set_defaults(func=cmd_ledger_import)
-    q = ls.add_parser("stats", help="ticket, key and scan counts", description="Show ledger statistics.")
-    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q = ls.add_parser("stats", help=_("ticket, key and scan counts"), description=_("Show ledger statistics."))
+    q.add_argument("--json", action="store_true", help=_("print one JSON object"))
     q.set_defaults(func=cmd_ledger_stats)
 
-    p = sub.add_parser("verify", help="decide QR codes and record them as scans",
-                       description="Decide each QR argument (or each stdin line when none) and "
+    p = sub.add_parser("verify", help=_("decide QR codes and record them as scans"),
+                       description=_("Decide each QR argument (or each stdin line when none) and "
                                    "record it in the scan log. A rejection is an answer (exit 0); "
-                                   "only operational errors exit non-zero.")
-    p.add_argument("--now", type=unix_time, help="decide as of this unix time (default: the clock)")
-    p.add_argument("--mode", choices=["entry", "exit"], help="override the lane mode for this call")
-    p.add_argument("--dry-run", action="store_true", help="decide only; record nothing")
-    p.add_argument("--json", action="store_true", help="one JSON object per decision")
-    p.add_argument("--face", metavar="PHOTO", help="use PHOTO as the holder's captured face")
-    p.add_argument("qr", nargs="*", metavar="QR", help="QR text (use -- before codes starting with -)")
+                                   "only operational errors exit non-zero."))
+    p.add_argument("--now", type=unix_time, help=_("decide as of this unix time (default: the clock)"))
+    p.add_argument("--mode", choices=["entry", "exit"], help=_("override the lane mode for this call"))
+    p.add_argument("--dry-run", action="store_true", help=_("decide only; record nothing"))
+    p.add_argument("--json", action="store_true", help=_("one JSON object per decision"))
+    p.add_argument("--face", metavar="PHOTO", help=_("use PHOTO as the holder's captured face"))
+    p.add_argument("qr", nargs="*", metavar="QR", help=_("QR text (use -- before codes starting with -)"))
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("log", help="show or verify the scan log",
-                       description="Print the scan log, or 'log verify' to re-hash the chain.")
-    p.add_argument("action", nargs="?", choices=["verify"], help="verify the hash chain")
-    p.add_argument("--json", action="store_true", help="one JSON object per record")
-    p.add_argument("--after", type=int, default=0, metavar="SEQ", help="records after this seq")
-    p.add_argument("--limit", type=int, help="at most this many records")
+    p = sub.add_parser("log", help=_("show or verify the scan log"),
+                       description=_("Print the scan log, or 'log verify' to re-hash the chain."))
+    p.add_argument("action", nargs="?", choices=["verify"], help=_("verify the hash chain"))
+    p.add_argument("--json", action="store_true", help=_("one JSON object per record"))
+    p.add_argument("--after", type=int, default=0, metavar="SEQ", help=_("records after this seq"))
+    p.add_argument("--limit", type=int, help=_("at most this many records"))
     p.set_defaults(func=cmd_log)
 
     for register in _extensions():
@@ -381,8 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _lang_option(parser: argparse.ArgumentParser, default) -> None:
     from gate.i18n import SUPPORTED
     parser.add_argument("--lang", choices=SUPPORTED, default=default, metavar="|".join(SUPPORTED),
-                        help="language of messages and the staff UI (default: from LANGUAGE, LC_ALL, "
-                             "LC_MESSAGES, LANG); --json output, codes and logs never change")
+                        help=_("language of messages and the staff UI (default: from LANGUAGE, LC_ALL, "
+                             "LC_MESSAGES, LANG); --json output, codes and logs never change"))
 
 
 def _subcommands(parser: argparse.ArgumentParser, prefix=()):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from gate.errors import ConfigError
+from gate.i18n import _
 
 
 def _frame_size(spec: str) -> tuple[int, int] | None:
@@ -17,7 +18,7 @@ def _frame_size(spec: str) -> tuple[int, int] | None:
     w, sep, h = spec.lower().partition("x")
     if sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:
         return int(w), int(h)
-    raise ConfigError(f"--frame {spec!r}: give WIDTHxHEIGHT, e.g. 640x480, or 'native'")
+    raise ConfigError(_("--frame {value}: give WIDTHxHEIGHT, e.g. 640x480, or 'native'").format(value=repr(spec)))
 
 
 def _images(paths: list[str]):
@@ -31,13 +32,13 @@ def _images(paths: list[str]):
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if not f.is_dir() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                yield p, "no image files in this folder"
+                yield p, _("no image files in this folder")
             for f in found:
                 yield f, None
         elif p.exists() or p.is_symlink():
             yield p, None
         else:
-            yield p, "no such file or folder"
+            yield p, _("no such file or folder")
 
 
 def fit(image, size: tuple[int, int] | None):
@@ -64,7 +65,7 @@ def cmd_decode(args) -> int:
         from hardware import wechat
         why = wechat.available()
         if why:
-            print(f"gate decode: WeChat CNN off: {why}", file=sys.stderr, flush=True)
+            print(_("gate decode: WeChat CNN off: {why}").format(why=why), file=sys.stderr, flush=True)
         else:
             fallback = wechat.WeChatFallback(blocking=True)  # a still image: nothing to keep moving
     bad = 0
@@ -86,35 +87,35 @@ def cmd_decode(args) -> int:
         ms = (time.perf_counter_ns() - t) / 1e6
         if pipe.errors:
             bad += 1
-            print(f"gate decode: {path}: the decoder failed on this image ({pipe.last_error})",
-                  file=sys.stderr, flush=True)
+            print(_("gate decode: {file}: the decoder failed on this image ({problem})").format(
+                file=path, problem=pipe.last_error), file=sys.stderr, flush=True)
         if args.json:
             print(json.dumps({"image": str(path), "texts": texts, "ms": round(ms, 3)},
                              ensure_ascii=False, separators=(",", ":")), flush=True)
         else:
             h, w = frame.shape[:2]
-            shown = "  ".join(json.dumps(t, ensure_ascii=False) for t in texts) if texts else "no QR code"
+            shown = "  ".join(json.dumps(t, ensure_ascii=False) for t in texts) if texts else _("no QR code")
             print(f"{path}  {w}x{h}  {ms:.1f} ms  {shown}", flush=True)
     if bad:
-        print(f"gate decode: {bad} file(s) could not be used (see above); the others were read",
+        print(_("gate decode: {n} file(s) could not be used (see above); the others were read").format(n=bad),
               file=sys.stderr, flush=True)
     return 1 if bad else 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("decode", help="show the QR codes the lane would read in images",
-                       description="Run the lane's QR pipeline (first pass, its retries, then the WeChat CNN) on each "
+    p = sub.add_parser("decode", help=_("show the QR codes the lane would read in images"),
+                       description=_("Run the lane's QR pipeline (first pass, its retries, then the WeChat CNN) on each "
                                    "IMAGE, or on every image under DIR, shrunk to the lane camera's frame, "
                                    "and print the texts read and the time taken. A file that is not a usable "
                                    "image (not a regular file, over 64 MB or 50 megapixels, damaged) is "
-                                   "reported and skipped; the exit status is then 1.")
-    p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files, or folders searched for images")
-    p.add_argument("--decoder", choices=["zxing", "pyzbar"], default="zxing", help="QR decoder (default: zxing)")
+                                   "reported and skipped; the exit status is then 1."))
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help=_("image files, or folders searched for images"))
+    p.add_argument("--decoder", choices=["zxing", "pyzbar"], default="zxing", help=_("QR decoder (default: zxing)"))
     p.add_argument("--frame", default="640x480", metavar="WxH",
-                   help="shrink images to fit this frame, as the lane camera delivers them "
-                        "(default 640x480; 'native' keeps the image size)")
+                   help=_("shrink images to fit this frame, as the lane camera delivers them "
+                        "(default 640x480; 'native' keeps the image size)"))
     p.add_argument("--json", action="store_true",
-                   help='one JSON object per image: {"image": PATH, "texts": [...], "ms": FLOAT}')
+                   help=_('one JSON object per image: {"image": PATH, "texts": [...], "ms": FLOAT}'))
     p.add_argument("--no-wechat", action="store_true",
-                   help="do not run OpenCV's WeChat CNN after the zxing passes find nothing (on by default)")
+                   help=_("do not run OpenCV's WeChat CNN after the zxing passes find nothing (on by default)"))
     p.set_defaults(func=cmd_decode)

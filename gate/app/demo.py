@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from gate.i18n import _
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "faces"
 EVENT = "evt-demo-arena"
@@ -410,11 +411,11 @@ def cmd_demo(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="the whole product on simulated hardware and a scripted crowd",
-                       description="Start a reference central on 127.0.0.1, issue tickets, provision two "
+    p = sub.add_parser("demo", help=_("the whole product on simulated hardware and a scripted crowd"),
+                       description=_("Start a reference central on 127.0.0.1, issue tickets, provision two "
                                    "simulated lanes, stream synthetic camera frames with a realistic mix, "
                                    "cut and restore the network, and print the reconciliation. Shows the "
-                                   "staff UI on a terminal; --headless prints the story.")
-    p.add_argument("--headless", action="store_true", help="print the story and summary; no terminal UI")
-    p.add_argument("--json", action="store_true", help="with --headless, also print the summary as JSON")
+                                   "staff UI on a terminal; --headless prints the story."))
+    p.add_argument("--headless", action="store_true", help=_("print the story and summary; no terminal UI"))
+    p.add_argument("--json", action="store_true", help=_("with --headless, also print the summary as JSON"))
     p.set_defaults(func=cmd_demo)

@@ -9,6 +9,7 @@ from pathlib import Path
 from gate.argtypes import days, seconds
 from gate.errors import ConfigError
 from sync.cli import _out
+from gate.i18n import _
 
 # ------------------------------------------------------------------ central
 
@@ -25,8 +26,8 @@ def _when(text: str | None) -> float | None:
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        from gate.errors import ConfigError
-        raise ConfigError(f"not a date and time: {text!r} (use ISO 8601, e.g. 2026-11-25T18:00+00:00)") from None
+        raise ConfigError(_("not a date and time: {value} (use ISO 8601, e.g. 2026-11-25T18:00+00:00)").format(
+            value=repr(text))) from None
     return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
 
@@ -37,34 +38,36 @@ def cmd_central_serve(args) -> int:
     from sync.central.app import create_app
 
     if bool(args.tls_cert) != bool(args.tls_key):
-        raise ConfigError("give both --tls-cert and --tls-key (or neither, on 127.0.0.1 only)")
+        raise ConfigError(_("give both --tls-cert and --tls-key (or neither, on 127.0.0.1 only)"))
     for f in filter(None, (args.tls_cert, args.tls_key)):
         if not Path(f).is_file():
-            raise ConfigError(f"cannot read {f}: give the PEM file of the server certificate / key")
+            raise ConfigError(_("cannot read {file}: give the PEM file of the server certificate / key").format(file=f))
     store = _store(args, pool_size=args.pool_size, pool_timeout=args.pool_timeout)
     where = Path(args.data) if store.dialect == "sqlite" else "PostgreSQL"
     limits.BODY_TIMEOUT_S = args.body_timeout
     scheme = "https" if args.tls_cert else "http"
-    print(f"central serving {where} on {scheme}://{args.host}:{args.port} (OpenAPI at /docs)",
-          file=sys.stderr)
+    print(_("central serving {where} on {url} (OpenAPI at /docs)").format(
+        where=where, url=f"{scheme}://{args.host}:{args.port}"), file=sys.stderr)
     if scheme == "http" and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print("central: warning: plain HTTP on a non-loopback address: device tokens and scans cross the "
-              "network unencrypted; use --tls-cert/--tls-key", file=sys.stderr)
+        print(_("central: warning: plain HTTP on a non-loopback address: device tokens and scans cross the "
+                "network unencrypted; use --tls-cert/--tls-key"), file=sys.stderr)
     try:
         uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning",
                     http=limits.guarded_protocol(args.header_timeout), timeout_keep_alive=5,
                     ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
                     proxy_headers=False)  # the client address is the peer's, never X-Forwarded-For
     except OSError as exc:  # includes ssl.SSLError: a key that does not match, a bad PEM
-        raise ConfigError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+        raise ConfigError(_("cannot serve on {address}: {problem}").format(
+            address=f"{args.host}:{args.port}", problem=exc)) from None
     return 0
 
 
 def cmd_central_event(args) -> int:
     res = _store(args).create_event(args.event, venue=args.venue or "", starts_at=_when(args.starts),
                                      ends_at=_when(args.ends))
-    _out(args, res, f"event {res['event']} created" + (f" at venue {res['venue']}" if res["venue"] else "")
-         + f"; issuer key {res['kid']}")
+    _out(args, res, (_("event {event} created at venue {venue}; issuer key {kid}") if res["venue"]
+                     else _("event {event} created; issuer key {kid}")).format(
+        event=res["event"], venue=res["venue"], kid=res["kid"]))
     return 0
 
 
@@ -72,7 +75,7 @@ def cmd_central_keys_rotate(args) -> int:
     store = _store(args)
     event = store.require_event(args.event)
     kid = store.rotate_key(event)
-    _out(args, {"event": event, "kid": kid}, f"new issuer key {kid} for {event}; older keys stay active")
+    _out(args, {"event": event, "kid": kid}, _("new issuer key {kid} for {event}; older keys stay active").format(kid=kid, event=event))
     return 0
 
 
@@ -96,7 +99,7 @@ def cmd_central_issue(args) -> int:
         return _issue_claims(args)
     _no_claim_options(args)
     if not args.out:
-        raise ConfigError("give --out DIR for the wallet files, or --claim for claim links (holders' phones)")
+        raise ConfigError(_("give --out DIR for the wallet files, or --claim for claim links (holders' phones)"))
     store = _store(args)
     event = store.require_event(args.event)
     template = None
@@ -106,18 +109,18 @@ def cmd_central_issue(args) -> int:
         template = encode_template(template_from_photos([Path(p) for p in args.face_photo]))
         warn = fewer_photos_warning(len(args.face_photo))
         if warn:
-            print(f"central issue: {warn} (--face-photo P1 --face-photo P2 --face-photo P3)",
+            print(_("central issue: {warning} (--face-photo P1 --face-photo P2 --face-photo P3)").format(warning=warn),
                   file=sys.stderr, flush=True)
     made = store.issue(event, count=args.count, out=Path(args.out), tier=args.tier, zone=args.zone,
                        entries=args.entries, face_template=template, rotating=not args.static)
     _out(args, {"event": event, "tickets": made},
-         f"issued {len(made)} ticket(s) for {event} into {args.out}")
+         _("issued {n} ticket(s) for {event} into {dir}").format(n=len(made), event=event, dir=args.out))
     return 0
 
 
 def cmd_central_revoke(args) -> int:
     res = _store(args).revoke(args.ticket)
-    _out(args, res, f"ticket {args.ticket} revoked; gates learn it at their next sync")
+    _out(args, res, _("ticket {ticket} revoked; gates learn it at their next sync").format(ticket=args.ticket))
     return 0
 
 
@@ -125,15 +128,17 @@ def _issue_claims(args) -> int:
     """``issue --claim``: tickets waiting for a holder, one claim link each (docs/wallet.md)."""
     bad = [o for o, v in (("--out", args.out), ("--face-photo", args.face_photo), ("--static", args.static)) if v]
     if bad:
-        raise ConfigError(f"{', '.join(bad)} cannot go with --claim: the holder's phone makes the key "
-                          "(use --claim-face to bind the ticket to the holder's face at claim)")
+        raise ConfigError(_("{options} cannot go with --claim: the holder's phone makes the key "
+                            "(use --claim-face to bind the ticket to the holder's face at claim)").format(
+            options=", ".join(bad)))
     store = _store(args)
     event = store.require_event(args.event)
     made = _claims(store).issue(event, count=args.count, tier=args.tier, zone=args.zone, entries=args.entries,
                                 face=args.claim_face or "off", days=args.claim_days, base_url=args.base_url)
     _out(args, {"event": event, "tickets": made},
-         f"issued {len(made)} ticket(s) for {event}, waiting for their holders (claim links, single use, "
-         f"valid {args.claim_days:g} days):\n" + "\n".join(f"{m['ticket_id']}  {m['claim_url']}" for m in made))
+         _("issued {n} ticket(s) for {event}, waiting for their holders (claim links, single use, "
+           "valid {days} days):").format(n=len(made), event=event, days=f"{args.claim_days:g}")
+         + "\n" + "\n".join(f"{m['ticket_id']}  {m['claim_url']}" for m in made))
     return 0
 
 
@@ -141,12 +146,14 @@ def cmd_central_reissue(args) -> int:
     if args.claim:
         res = _claims(_store(args)).reissue(args.ticket, face=args.claim_face, days=args.claim_days,
                                             base_url=args.base_url)
-        _out(args, res, f"ticket {args.ticket} reissued as version {res['version']}; older codes stop at the "
-                        f"gates' next sync. New claim link: {res['claim_url']}")
+        _out(args, res, _("ticket {ticket} reissued as version {version}; older codes stop at the "
+                          "gates' next sync. New claim link: {url}").format(
+            ticket=args.ticket, version=res["version"], url=res["claim_url"]))
         return 0
     _no_claim_options(args)
     res = _store(args).reissue(args.ticket, Path(args.out))
-    _out(args, res, f"ticket {args.ticket} reissued as version {res['version']}: {res['file']}")
+    _out(args, res, _("ticket {ticket} reissued as version {version}: {file}").format(
+        ticket=args.ticket, version=res["version"], file=res["file"]))
     return 0
 
 
@@ -156,26 +163,27 @@ def cmd_central_device_enroll(args) -> int:
         code = store.enrol_code(args.event, device_id=args.device)
         event = store.device_status(args.device)["event"]
         _out(args, {"code": code, "event": event, "device_id": args.device},
-             f"enrolment code re-admitting device {args.device} ({event}): {code} (single use; the gate "
-             "keeps its id and key and gets a new token, its old token stops working)")
+             _("enrolment code re-admitting device {device} ({event}): {code} (single use; the gate "
+               "keeps its id and key and gets a new token, its old token stops working)").format(
+                 device=args.device, event=event, code=code))
         return 0
     event = store.require_event(args.event)
     code = store.enrol_code(event)
-    _out(args, {"code": code, "event": event}, f"enrolment code for {event}: {code} (single use)")
+    _out(args, {"code": code, "event": event}, _("enrolment code for {event}: {code} (single use)").format(event=event, code=code))
     return 0
 
 
 def cmd_central_device_revoke(args) -> int:
     _store(args).revoke_device(args.device_id)
-    _out(args, {"device_id": args.device_id, "status": "revoked"}, f"device {args.device_id} revoked")
+    _out(args, {"device_id": args.device_id, "status": "revoked"}, _("device {device} revoked").format(device=args.device_id))
     return 0
 
 
 def cmd_central_device_release(args) -> int:
     changed = _store(args).release_device(args.device_id)  # a revoked device: ConfigError (exit 2)
     _out(args, {"device_id": args.device_id, "quarantined": False, "released": changed},
-         f"device {args.device_id} released from quarantine; its new admissions reach other gates again"
-         if changed else f"device {args.device_id} was not quarantined: nothing changed")
+         (_("device {device} released from quarantine; its new admissions reach other gates again")
+          if changed else _("device {device} was not quarantined: nothing changed")).format(device=args.device_id))
     return 0
 
 
@@ -199,123 +207,123 @@ def cmd_central_report(args) -> int:
 
 def _no_claim_options(args) -> None:
     if args.base_url or args.claim_face:
-        raise ConfigError("--base-url and --claim-face go with --claim")
+        raise ConfigError(_("--base-url and --claim-face go with --claim"))
 
 
 def _claim_options(q, claim_help: str) -> None:
     from sync.central.wallet import CLAIM_DAYS, FACE_POLICIES  # light: no store, no crypto
     q.add_argument("--claim", action="store_true", help=claim_help)
     q.add_argument("--base-url", metavar="URL",
-                   help="with --claim: the central's public URL, to print absolute claim links "
-                        "(default: paths under it, /wallet/claim#TOKEN)")
+                   help=_("with --claim: the central's public URL, to print absolute claim links "
+                        "(default: paths under it, /wallet/claim#TOKEN)"))
     q.add_argument("--claim-days", type=days, default=CLAIM_DAYS, metavar="D",
-                   help=f"with --claim: days a claim link stays valid (default {CLAIM_DAYS})")
+                   help=_("with --claim: days a claim link stays valid (default {days})").format(days=f"{CLAIM_DAYS:g}"))
     q.add_argument("--claim-face", choices=FACE_POLICIES, default=None,
-                   help="with --claim: bind to the holder's face at claim, with consent: 'offer' lets the "
-                        "holder choose, 'require' makes it a condition (default: off; reissue: as before)")
+                   help=_("with --claim: bind to the holder's face at claim, with consent: 'offer' lets the "
+                        "holder choose, 'require' makes it a condition (default: off; reissue: as before)"))
 
 
 def register(sub) -> None:
-    p = sub.add_parser("central", help="the reference central server and issuer",
-                       description="The reference central system: events, issuer keys, tickets, devices, "
+    p = sub.add_parser("central", help=_("the reference central server and issuer"),
+                       description=_("The reference central system: events, issuer keys, tickets, devices, "
                                    "the sync server and the reconciliation report. --data is central's "
                                    "own directory (issuer keys; the SQLite database unless --db names "
-                                   "another). Every command takes --json.")
-    p.add_argument("--db", metavar="URL", help="database: sqlite:///PATH (default: DATA/central.db) or "
-                   "postgresql://USER@HOST/DB (several serve processes, venue groups)")
+                                   "another). Every command takes --json."))
+    p.add_argument("--db", metavar="URL", help=_("database: sqlite:///PATH (default: DATA/central.db) or "
+                   "postgresql://USER@HOST/DB (several serve processes, venue groups)"))
     cs = p.add_subparsers(dest="central_command", metavar="ACTION")
     cs.required = True
 
     def add(name, func, help_, **kw):
         q = cs.add_parser(name, help=help_, description=kw.pop("description", help_))
-        q.add_argument("--json", action="store_true", help="print one JSON object")
+        q.add_argument("--json", action="store_true", help=_("print one JSON object"))
         q.set_defaults(func=func)
         return q
 
-    q = add("serve", cmd_central_serve, "serve the sync API (protocol: docs/sync.md)")
-    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    q.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    q.add_argument("--pool-size", type=int, default=8, help="database connections per process (default 8)")
+    q = add("serve", cmd_central_serve, _("serve the sync API (protocol: docs/sync.md)"))
+    q.add_argument("--host", default="127.0.0.1", help=_("address to listen on (default 127.0.0.1)"))
+    q.add_argument("--port", type=int, default=8080, help=_("port (default 8080)"))
+    q.add_argument("--pool-size", type=int, default=8, help=_("database connections per process (default 8)"))
     q.add_argument("--pool-timeout", type=seconds, default=10.0,
-                   help="seconds a request waits for a free connection before 503 + Retry-After (default 10)")
-    q.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
-    q.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+                   help=_("seconds a request waits for a free connection before 503 + Retry-After (default 10)"))
+    q.add_argument("--tls-cert", metavar="FILE", help=_("serve HTTPS with this PEM certificate (chain)"))
+    q.add_argument("--tls-key", metavar="FILE", help=_("the PEM private key of --tls-cert"))
     q.add_argument("--header-timeout", type=seconds, default=10.0, metavar="S",
-                   help="drop a client whose request headers take longer (default 10)")
+                   help=_("drop a client whose request headers take longer (default 10)"))
     q.add_argument("--body-timeout", type=seconds, default=30.0, metavar="S",
-                   help="answer 408 to a request body that takes longer (default 30)")
-    q = add("event", None, "events")
+                   help=_("answer 408 to a request body that takes longer (default 30)"))
+    q = add("event", None, _("events"))
     es = q.add_subparsers(dest="event_command", metavar="ACTION")
     es.required = True
-    e = es.add_parser("create", help="create an event with its first issuer key", description="Create an event.")
+    e = es.add_parser("create", help=_("create an event with its first issuer key"), description=_("Create an event."))
     e.add_argument("event", metavar="E")
-    e.add_argument("--venue", help="the venue it takes place at (for venue reports; a device serves one event only)")
-    e.add_argument("--starts", metavar="ISO", help="doors open (ISO 8601); admissions a day outside are implausible")
-    e.add_argument("--ends", metavar="ISO", help="event ends (ISO 8601)")
-    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--venue", help=_("the venue it takes place at (for venue reports; a device serves one event only)"))
+    e.add_argument("--starts", metavar="ISO", help=_("doors open (ISO 8601); admissions a day outside are implausible"))
+    e.add_argument("--ends", metavar="ISO", help=_("event ends (ISO 8601)"))
+    e.add_argument("--json", action="store_true", help=_("print one JSON object"))
     e.set_defaults(func=cmd_central_event)
-    q = add("keys", None, "issuer keys")
+    q = add("keys", None, _("issuer keys"))
     ks = q.add_subparsers(dest="keys_command", metavar="ACTION")
     ks.required = True
-    k = ks.add_parser("rotate", help="add a new signing key (older ones stay active)",
-                      description="Add a new issuer signing key for the event.")
-    k.add_argument("--event", help="event (default: the only one)")
-    k.add_argument("--json", action="store_true", help="print one JSON object")
+    k = ks.add_parser("rotate", help=_("add a new signing key (older ones stay active)"),
+                      description=_("Add a new issuer signing key for the event."))
+    k.add_argument("--event", help=_("event (default: the only one)"))
+    k.add_argument("--json", action="store_true", help=_("print one JSON object"))
     k.set_defaults(func=cmd_central_keys_rotate)
-    k = ks.add_parser("export", help="write the public key ring JSON (for gates without sync)",
-                      description="Print (and with --out write) the event's public key ring.")
-    k.add_argument("--event", help="event (default: the only one)")
-    k.add_argument("--out", help="also write it to this file")
-    k.add_argument("--json", action="store_true", help="(the output is JSON already)")
+    k = ks.add_parser("export", help=_("write the public key ring JSON (for gates without sync)"),
+                      description=_("Print (and with --out write) the event's public key ring."))
+    k.add_argument("--event", help=_("event (default: the only one)"))
+    k.add_argument("--out", help=_("also write it to this file"))
+    k.add_argument("--json", action="store_true", help=_("(the output is JSON already)"))
     k.set_defaults(func=cmd_central_keyring)
-    q = add("issue", cmd_central_issue, "issue tickets and write their wallet files",
-            description="Issue tickets; each wallet file (credential + holder key) goes to --out.")
-    q.add_argument("--event", help="event (default: the only one)")
-    q.add_argument("--count", type=int, required=True, help="how many tickets")
-    q.add_argument("--tier", default="GA", help="ticket tier (default GA)")
-    q.add_argument("--zone", help="zone claim")
-    q.add_argument("--entries", type=int, default=1, help="entries allowed (0 = unlimited)")
+    q = add("issue", cmd_central_issue, _("issue tickets and write their wallet files"),
+            description=_("Issue tickets; each wallet file (credential + holder key) goes to --out."))
+    q.add_argument("--event", help=_("event (default: the only one)"))
+    q.add_argument("--count", type=int, required=True, help=_("how many tickets"))
+    q.add_argument("--tier", default="GA", help=_("ticket tier (default GA)"))
+    q.add_argument("--zone", help=_("zone claim"))
+    q.add_argument("--entries", type=int, default=1, help=_("entries allowed (0 = unlimited)"))
     q.add_argument("--face-photo", metavar="P", action="append",
-                   help="bind the tickets to the face in photo P; give it three times, three photos of "
-                        "the holder (the normal enrolment; fewer warn)")
-    q.add_argument("--static", action="store_true", help="static (paper) codes instead of rotating ones")
-    q.add_argument("--out", metavar="DIR", help="folder for the wallet files (not with --claim)")
-    _claim_options(q, "issue the tickets waiting for their holders: one single-use claim link each, "
-                      "opened on the holder's phone (the wallet at /wallet makes the holder key there)")
-    q = add("revoke", cmd_central_revoke, "revoke a ticket (refund, fraud)")
+                   help=_("bind the tickets to the face in photo P; give it three times, three photos of "
+                        "the holder (the normal enrolment; fewer warn)"))
+    q.add_argument("--static", action="store_true", help=_("static (paper) codes instead of rotating ones"))
+    q.add_argument("--out", metavar="DIR", help=_("folder for the wallet files (not with --claim)"))
+    _claim_options(q, _("issue the tickets waiting for their holders: one single-use claim link each, "
+                      "opened on the holder's phone (the wallet at /wallet makes the holder key there)"))
+    q = add("revoke", cmd_central_revoke, _("revoke a ticket (refund, fraud)"))
     q.add_argument("ticket", metavar="TICKET")
-    q = add("reissue", cmd_central_reissue, "reissue a ticket: version bump and a new holder key")
+    q = add("reissue", cmd_central_reissue, _("reissue a ticket: version bump and a new holder key"))
     q.add_argument("ticket", metavar="TICKET")
-    q.add_argument("--out", default=".", metavar="DIR", help="folder for the new wallet file")
-    _claim_options(q, "a lost phone: a new claim link for the holder instead of a wallet file "
-                      "(codes of the old phone become SUPERSEDED at the gates' next sync)")
-    q = add("device", None, "gate devices")
+    q.add_argument("--out", default=".", metavar="DIR", help=_("folder for the new wallet file"))
+    _claim_options(q, _("a lost phone: a new claim link for the holder instead of a wallet file "
+                      "(codes of the old phone become SUPERSEDED at the gates' next sync)"))
+    q = add("device", None, _("gate devices"))
     ds = q.add_subparsers(dest="device_command", metavar="ACTION")
     ds.required = True
-    d = ds.add_parser("enroll", help="make a one-time enrolment code for a gate",
-                      description="Make a single-use enrolment code for a new gate, or with --device one that "
-                                  "re-admits an enrolled (e.g. revoked) gate: same id and key, a new token.")
-    d.add_argument("--event", help="event (default: the only one)")
+    d = ds.add_parser("enroll", help=_("make a one-time enrolment code for a gate"),
+                      description=_("Make a single-use enrolment code for a new gate, or with --device one that "
+                                  "re-admits an enrolled (e.g. revoked) gate: same id and key, a new token."))
+    d.add_argument("--event", help=_("event (default: the only one)"))
     d.add_argument("--device", metavar="DEVICE_ID",
-                   help="re-admit this enrolled device (revoked, or its token lost) instead of a new one")
-    d.add_argument("--json", action="store_true", help="print one JSON object")
+                   help=_("re-admit this enrolled device (revoked, or its token lost) instead of a new one"))
+    d.add_argument("--json", action="store_true", help=_("print one JSON object"))
     d.set_defaults(func=cmd_central_device_enroll)
-    d = ds.add_parser("revoke", help="revoke a gate's token", description="Revoke a device's token.")
+    d = ds.add_parser("revoke", help=_("revoke a gate's token"), description=_("Revoke a device's token."))
     d.add_argument("device_id", metavar="DEVICE_ID")
-    d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.add_argument("--json", action="store_true", help=_("print one JSON object"))
     d.set_defaults(func=cmd_central_device_revoke)
-    d = ds.add_parser("release", help="lift a device's quarantine after checking the evidence",
-                      description="Lift the quarantine of a device whose uploads were implausible. A revoked "
-                                  "device is refused (exit 2): re-admit it first (device enroll --device).")
+    d = ds.add_parser("release", help=_("lift a device's quarantine after checking the evidence"),
+                      description=_("Lift the quarantine of a device whose uploads were implausible. A revoked "
+                                  "device is refused (exit 2): re-admit it first (device enroll --device)."))
     d.add_argument("device_id", metavar="DEVICE_ID")
-    d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.add_argument("--json", action="store_true", help=_("print one JSON object"))
     d.set_defaults(func=cmd_central_device_release)
     from sync.central.ops.cli import register as register_ops
     register_ops(cs)
-    q = add("report", cmd_central_report, "the reconciliation report",
-            description="Double admissions, revoked and unlisted admissions, quarantined devices, chains, "
-                        "counts; per event, or per venue with --venue.")
-    q.add_argument("--event", help="event (default: the only one)")
-    q.add_argument("--venue", help="summarise every event of this venue instead")
-    q.add_argument("--verify-chains", action="store_true", help="also re-hash every stored record")
+    q = add("report", cmd_central_report, _("the reconciliation report"),
+            description=_("Double admissions, revoked and unlisted admissions, quarantined devices, chains, "
+                        "counts; per event, or per venue with --venue."))
+    q.add_argument("--event", help=_("event (default: the only one)"))
+    q.add_argument("--venue", help=_("summarise every event of this venue instead"))
+    q.add_argument("--verify-chains", action="store_true", help=_("also re-hash every stored record"))
 
