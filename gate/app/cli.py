@@ -317,13 +317,32 @@ def cmd_log(args) -> int:
 # ------------------------------------------------------------------ parser
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.HelpFormatter):
+    """Help text wrapped by terminal cells, not characters: a Chinese character
+    takes two cells and a line may break between any two of them (argparse's
+    own wrapping breaks only at spaces, so a Chinese paragraph ran off the screen)."""
+
+    def _split_lines(self, text, width):
+        from gate.text import wrap
+        return wrap(self._whitespace_matcher.sub(" ", text).strip(), width)
+
+    def _fill_text(self, text, width, indent):
+        from gate.text import wrap
+        return "\n".join(indent + line for line in wrap(self._whitespace_matcher.sub(" ", text).strip(),
+                                                          width - len(indent)))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every command's parser (subcommands inherit the class) formats its help with :class:`_Formatter`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gate", formatter_class=_Formatter,
+    parser = _Parser(
+        prog="gate",
         description=_("Ticket-gate appliance: verify signed GT1 codes offline, drive the "
                     "turnstile, sync with central."),
         epilog=_("Start: gate --data DIR init --event E; keys trust RING.json; "
