@@ -19,6 +19,7 @@ import struct
 from pathlib import Path
 
 from gate.errors import HardwareError
+from gate.i18n import _
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".pbm", ".webp", ".tif", ".tiff"}
 MAX_BYTES = 64 * 1024 * 1024  # a 50 MP phone JPEG is ~25 MB
@@ -34,13 +35,15 @@ def _regular_file(path: Path) -> os.stat_result:
     try:
         real = path.resolve(strict=True)
     except (OSError, RuntimeError) as e:  # missing, dangling symlink, symlink loop
-        raise UnusableImage(f"{path}: cannot open ({getattr(e, 'strerror', None) or e})") from None
+        raise UnusableImage(_("{file}: cannot open ({problem})").format(
+            file=path, problem=getattr(e, "strerror", None) or e)) from None
     st = os.stat(real)
     if not stat.S_ISREG(st.st_mode):
-        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket")
-        via = f" (a link to {real})" if real != path.absolute() else ""
-        raise UnusableImage(f"{path}: not a regular file but {kind}{via}; give an image file")
+        kind = (_("a folder") if stat.S_ISDIR(st.st_mode) else _("a FIFO") if stat.S_ISFIFO(st.st_mode)
+                else _("a device") if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else _("a socket"))
+        if real != path.absolute():
+            kind = _("{kind} (a link to {target})").format(kind=kind, target=real)
+        raise UnusableImage(_("{file}: not a regular file but {kind}; give an image file").format(file=path, kind=kind))
     return st
 
 
@@ -51,17 +54,18 @@ def read_bytes(path, *, max_bytes: int = MAX_BYTES) -> bytes:
     path = Path(path)
     st = _regular_file(path)
     if st.st_size > max_bytes:
-        raise UnusableImage(f"{path}: {st.st_size / 1e6:.1f} MB is larger than the {max_bytes / 1e6:.0f} MB "
-                            "allowed for an image; shrink it first")
+        raise UnusableImage(_("{file}: {size} MB is larger than the {limit} MB allowed for an image; "
+                              "shrink it first").format(
+            file=path, size=f"{st.st_size / 1e6:.1f}", limit=f"{max_bytes / 1e6:.0f}"))
     if st.st_size == 0:
-        raise UnusableImage(f"{path}: empty file")
+        raise UnusableImage(_("{file}: empty file").format(file=path))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise UnusableImage(f"{path}: cannot open ({e.strerror or e})") from None
+        raise UnusableImage(_("{file}: cannot open ({problem})").format(file=path, problem=e.strerror or e)) from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnusableImage(f"{path}: not a regular file; give an image file")
+            raise UnusableImage(_("{file}: not a regular file; give an image file").format(file=path))
         chunks, left = [], max_bytes + 1
         while left > 0:
             b = os.read(fd, min(left, 1 << 20))
@@ -70,12 +74,13 @@ def read_bytes(path, *, max_bytes: int = MAX_BYTES) -> bytes:
             chunks.append(b)
             left -= len(b)
     except OSError as e:
-        raise UnusableImage(f"{path}: cannot read ({e.strerror or e})") from None
+        raise UnusableImage(_("{file}: cannot read ({problem})").format(file=path, problem=e.strerror or e)) from None
     finally:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > max_bytes:
-        raise UnusableImage(f"{path}: grew beyond {max_bytes / 1e6:.0f} MB while being read")
+        raise UnusableImage(_("{file}: grew beyond {limit} MB while being read").format(
+            file=path, limit=f"{max_bytes / 1e6:.0f}"))
     return data
 
 
@@ -85,7 +90,7 @@ def dimensions(data: bytes) -> tuple[int, int] | None:
     try:
         return _dimensions(data)
     except (struct.error, IndexError, ValueError):
-        raise UnusableImage("truncated or malformed image header") from None
+        raise UnusableImage(_("truncated or malformed image header")) from None
 
 
 def _dimensions(d: bytes) -> tuple[int, int] | None:
@@ -181,13 +186,15 @@ def read_image(path, *, colour: bool = True, unchanged: bool = False, fit: tuple
     except UnusableImage as e:
         raise UnusableImage(f"{path}: {e}") from None
     if size is None:
-        raise UnusableImage(f"{path}: not an image this build reads (PNG, JPEG, BMP, WebP, PNM or TIFF)")
+        raise UnusableImage(_("{file}: not an image this build reads (PNG, JPEG, BMP, WebP, PNM or TIFF)").format(
+            file=path))
     w, h = size
     if w <= 0 or h <= 0:
-        raise UnusableImage(f"{path}: the header declares {w}x{h} pixels")
+        raise UnusableImage(_("{file}: the header declares {w}x{h} pixels").format(file=path, w=w, h=h))
     if w * h > max_pixels or max(w, h) > MAX_SIDE:
-        raise UnusableImage(f"{path}: the header declares {w}x{h} pixels, more than the "
-                            f"{max_pixels / 1e6:.0f} MP allowed; shrink it first")
+        raise UnusableImage(_("{file}: the header declares {w}x{h} pixels, more than the "
+                              "{limit} MP allowed; shrink it first").format(
+            file=path, w=w, h=h, limit=f"{max_pixels / 1e6:.0f}"))
     k = 1 if unchanged else _reduction(w, h, fit)
     if unchanged:
         flag = cv2.IMREAD_UNCHANGED
@@ -199,11 +206,12 @@ def read_image(path, *, colour: bool = True, unchanged: bool = False, fit: tuple
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error as e:
-        raise UnusableImage(f"{path}: the decoder refused it ({str(e).strip().splitlines()[-1][:120]})") from None
+        raise UnusableImage(_("{file}: the decoder refused it ({problem})").format(
+            file=path, problem=str(e).strip().splitlines()[-1][:120])) from None
     if img is None or img.size == 0:
-        raise UnusableImage(f"{path}: not an image this build can read, or a damaged file")
+        raise UnusableImage(_("{file}: not an image this build can read, or a damaged file").format(file=path))
     if img.shape[0] * img.shape[1] * k * k > max_pixels * 1.01:  # the header lied
-        raise UnusableImage(f"{path}: decoded larger than its header declared")
+        raise UnusableImage(_("{file}: decoded larger than its header declared").format(file=path))
     return img
 
 

@@ -75,10 +75,10 @@ def cmd_decode(args) -> int:
             try:
                 img = read_image(path, unchanged=size is None, fit=size)
             except UnusableImage as e:
-                problem = str(e).removeprefix(f"{path}: ")
+                problem = str(e).removeprefix(f"{path}: ").removeprefix(f"{path}：")  # English, Chinese
         if problem is not None:
             bad += 1
-            print(f"gate decode: {path}: {problem}", file=sys.stderr, flush=True)
+            print(_("gate decode: {file}: {problem}").format(file=path, problem=problem), file=sys.stderr, flush=True)
             continue
         frame = fit(img, size)
         pipe = FramePipeline(decoder, fallback=fallback)  # a fresh lane view per image: no de-duplication
