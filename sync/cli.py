@@ -47,7 +47,7 @@ def cmd_sync(args) -> int:
                           "--central {central} --enroll CODE (from 'gate central device enroll')").format(
             data=args.data, central=args.central or "URL"))
     if url and (warning := sc.plain_http_warning(url)):
-        print(f"gate: {warning}", file=sys.stderr)
+        print(_("gate: {message}").format(message=warning), file=sys.stderr)
     # the same engine, retry policy and waits as a running lane's background sync
     loop = args.sync_loop(gate, args.central, interval_s=args.interval)  # gate.app.compose.sync_loop
 

@@ -166,8 +166,8 @@ def plain_http_warning(url: str) -> str | None:
 
     parts = urlsplit(url)
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        return (f"warning: {url} is plain HTTP: the device token and scans cross the network "
-                "unencrypted; serve central over https (gate central serve --tls-cert/--tls-key)")
+        return _("warning: {url} is plain HTTP: the device token and scans cross the network "
+                 "unencrypted; serve central over https (gate central serve --tls-cert/--tls-key)").format(url=url)
     return None
 
 
