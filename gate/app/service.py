@@ -191,6 +191,9 @@ def render_unit(*, description: str, argv: list[str], data_dir: Path, user: str 
                 watchdog_s: int | None = DEFAULT_WATCHDOG_S, devices: bool = True) -> str:
     """A hardened ``Type=notify`` unit running ``argv``, writing only to ``data_dir``."""
     data = str(data_dir.absolute())
+    if any(c in data for c in "\n\r\\"):
+        raise ConfigError(_("the data directory {path!r} cannot be named in a unit: choose one without "
+                            "line breaks or backslashes").format(path=data))
     lines = [
         "# written by 'gate service unit' (README: Install on a lane box)",
         "[Unit]",
@@ -204,7 +207,7 @@ def render_unit(*, description: str, argv: list[str], data_dir: Path, user: str 
         "Type=notify",
         "NotifyAccess=main",
         "ExecStart=" + " ".join(_quote(a) for a in argv),
-        f"WorkingDirectory={_quote(data)}",
+        f"WorkingDirectory={data.replace('%', '%%')}",  # one path to the end of the line: never quoted
         "Environment=PYTHONUNBUFFERED=1",
     ]
     if user:
