@@ -192,7 +192,8 @@ def create_app(store: CentralStore) -> FastAPI:
     metrics = app.state.metrics = CentralMetrics(store)
     app.add_middleware(CountRequests, metrics=metrics)
 
-    @app.get("/metrics", dependencies=[Security(ops_basic), Security(ops_cookie)], include_in_schema=False)
+    @app.get("/metrics", dependencies=[Security(ops_basic), Security(ops_cookie)],
+             responses={200: {"description": "Prometheus text format"}, **_errors(401)})
     def prometheus(request: Request):
         """Prometheus metrics (text format); ops credentials only."""
         require_ops(request)
