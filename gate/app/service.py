@@ -192,7 +192,7 @@ def render_unit(*, description: str, argv: list[str], data_dir: Path, user: str 
     """A hardened ``Type=notify`` unit running ``argv``, writing only to ``data_dir``."""
     data = str(data_dir.absolute())
     if any(c in data for c in "\n\r\\"):
-        raise ConfigError(_("the data directory {path!r} cannot be named in a unit: choose one without "
+        raise ConfigError(_("the data directory '{path}' cannot be named in a unit: choose one without "
                             "line breaks or backslashes").format(path=data))
     lines = [
         "# written by 'gate service unit' (README: Install on a lane box)",
