@@ -450,3 +450,94 @@ def test_the_pass_contact_is_a_passage_sensor(setup, tmp_path):
     with pytest.raises(HardwareError, match="pass:"):
         open_device("sensor", "pass:")
 
+
+
+def test_a_real_serial_relay_holds_through_a_pulse_and_releases(setup):
+    # The real serial driver on a real pty: hold() writes the "on" bytes and keeps the
+    # contact closed (a pulse meanwhile changes nothing, no timer opens it), release()
+    # writes "off"; the board sees exactly on, off.
+    import pty
+    import tty
+
+    master, slave = pty.openpty()
+    tty.setraw(master)
+    relay = open_device("relay", f"serial:{os.ttyname(slave)}")
+    try:
+        relay.hold()
+        relay.pulse(10)  # a fire alarm holds it: no timer, no second "on"
+        assert relay.is_closed()
+        relay.release()
+        assert not relay.is_closed()
+        got = b""
+        while len(got) < 8:
+            got += os.read(master, 8 - len(got))
+        assert got == bytes.fromhex("A00101A2") + bytes.fromhex("A00100A1")
+    finally:
+        relay.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_the_fire_alarm_reaches_central_in_the_uploaded_log(setup, tmp_path):
+    # The ops room learns of the fire from the gate's scan log: after a sync, central
+    # holds the gate's whole chain, the fire_alarm control record included, and while
+    # it lasts the sync headers carry X-Gate-Fire.
+    import cbor2
+
+    from sync import client as sc
+    from sync.central.app import ServerThread, create_app
+    from sync.central.store import CentralStore
+
+    data, codes = setup
+    gate = open_gate(data)
+    store = CentralStore(tmp_path / "central")
+    store.create_event(gate.policy.event)
+    server = ServerThread(create_app(store)).start()
+    try:
+        sc.enroll(gate, server.url, store.enrol_code(gate.policy.event))
+        runner = build_lane(LaneSpec(sensor="sim", central=server.url), gate, clock=Clock())
+        runner.sync.stop(flush=False)  # this test drives the pass itself
+        runner.lane.fire_alarm(True, detail="fire input sim:after=1")
+        assert runner.status_headers()["X-Gate-Fire"] == "1"
+        runner.sync.step(gate)
+        assert runner.sync.last_report.ok, runner.sync.last_error
+        assert store.stored_through(gate.config.device_id) == scanlog.head(gate.conn)
+        with store.reader() as db:
+            rows = db.all("SELECT record FROM scans WHERE kind = 'control'")
+        assert [cbor2.loads(bytes(r[0]))["action"] for r in rows] == ["fire_alarm"]
+        runner.close()
+    finally:
+        server.stop()
+        store.close()
+        gate.close()
+
+
+def test_central_serve_under_systemd_says_ready_pings_and_serves_metrics_on_its_own_address(tmp_path):
+    # `gate central serve` as its unit runs it: READY=1 at the server loop's first
+    # tick, WATCHDOG=1 from the event loop; --metrics-listen serves /metrics with no
+    # credentials on a separate address while the API's /metrics still wants them.
+    sm = ServiceManager()
+    api, metrics = free_port(), free_port()
+    unit = run_gate(tmp_path / "c", "central", "service", "unit", "--", "--port", str(api), "--metrics-listen",
+                    f"127.0.0.1:{metrics}").stdout  # what the unit would start, word for word
+    (exec_start,) = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    assert exec_start == f"ExecStart={GATE_BIN} --data {tmp_path / 'c'} central serve --port {api} " \
+                        f"--metrics-listen 127.0.0.1:{metrics}"
+    proc = subprocess.Popen(exec_start.partition("=")[2].split(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NOTIFY_SOCKET": sm.name, "WATCHDOG_USEC": "2000000"})
+    try:
+        assert "READY=1" in sm.until(lambda m: "READY=1" in m)
+        sm.until(lambda m: "WATCHDOG=1" in m.splitlines())
+        assert requests.get(f"http://127.0.0.1:{api}/metrics", timeout=30).status_code == 401
+        requests.get(f"http://127.0.0.1:{api}/v1/time", timeout=30)
+        text = requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=30).text
+        assert 'route="/v1/time",status="200"' in text
+        proc.terminate()  # uvicorn shuts down, then re-raises SIGTERM: systemd counts that as clean
+        assert proc.wait(timeout=WAIT_S) in (0, -15)
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sm.close()

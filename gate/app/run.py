@@ -14,8 +14,16 @@ class _Terminated(BaseException):
     """SIGTERM (systemctl stop): the lane closes as on Ctrl-C, and the run ends with 0."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise _Terminated()
+def _sigterm_handler(runner):
+    """SIGTERM stops the loop. Waiting for a code (or hung past any turnstile cycle), it
+    ends at once; in the middle of a code it first finishes that code (its record, relay
+    and passage), then the loop sees the stop."""
+    def on_sigterm(signum, frame) -> None:
+        runner.stop()
+        stuck = runner.heartbeat.stalled_for()
+        if stuck == 0.0 or stuck >= runner.stall_s():
+            raise _Terminated()
+    return on_sigterm
 
 
 def cmd_run(args) -> int:
@@ -42,7 +50,7 @@ def cmd_run(args) -> int:
     if runner.lane.fire:  # the fire input was active at start (its record is logged)
         on_fire(True, runner.spec.fire_input or "")
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _sigterm_handler(runner))
     except ValueError:  # not the main thread (an embedding): no handler
         previous = None
     try:

@@ -280,14 +280,14 @@ def lane_unit(args) -> tuple[str, str]:
 
 
 def central_unit(args) -> tuple[str, str]:
-    """(unit name, text) for ``gate central --data DIR [--db URL] serve SERVE-ARGS``."""
+    """(unit name, text) for ``gate --data DIR central [--db URL] serve SERVE-ARGS``."""
     data = Path(args.data).absolute()
     serve_args = list(args.serve_args or [])
     if serve_args[:1] == ["--"]:
         serve_args = serve_args[1:]
     db = ["--db", args.db] if getattr(args, "db", None) else []
     _check_run_args(data, serve_args, ["central", *db, "serve"])
-    argv = [*gate_executable(), "central", "--data", str(data), *db, "serve", *serve_args]
+    argv = [*gate_executable(), "--data", str(data), "central", *db, "serve", *serve_args]
     return args.name, render_unit(description=f"Gate central ({data})", argv=argv, data_dir=data,
                                   user=args.user, watchdog_s=args.watchdog, devices=False)
 
@@ -376,7 +376,7 @@ def register(sub) -> None:
 def register_central(cs) -> None:
     """``gate central service unit -- SERVE-ARGS``: added to the central's actions."""
     p = cs.add_parser("service", help="run the central as a systemd service (unit)",
-                      description="Print a systemd unit that runs 'gate central --data DIR serve SERVE-ARGS' "
+                      description="Print a systemd unit that runs 'gate --data DIR central serve SERVE-ARGS' "
                                   "(Type=notify, watchdog, Restart=on-failure, hardened).")
     ss = p.add_subparsers(dest="service_command", metavar="ACTION")
     ss.required = True
