@@ -189,7 +189,7 @@ class Lane:
                                   detail=detail[:200])
             except STORE_ERRORS as exc:
                 self._fault_locked(FaultKind.STORE, f"{type(exc).__name__}: {exc}")
-            if failed and not active:
+            if failed:  # a relay that cannot hold the turnstile released (or lock it again) is a fault
                 self._fault_locked(FaultKind.RELAY, failed[0][:200])
         for fn in list(self.on_fire):
             fn(active, detail)

@@ -541,3 +541,27 @@ def test_central_serve_under_systemd_says_ready_pings_and_serves_metrics_on_its_
             proc.kill()
             proc.wait()
         sm.close()
+
+
+def test_a_relay_that_cannot_hold_the_turnstile_released_is_a_fault(setup):
+    # People must be able to leave: a relay whose hold fails at the alarm is a relay
+    # fault (logged, shown), which outlives the alarm until a supervisor clears it.
+    from gate.lane import FaultKind
+    from hardware.relay import SimRelay
+
+    class Stuck(SimRelay):
+        def hold(self):
+            raise HardwareError("relay: the board does not answer")
+
+    data, codes = setup
+    gate = open_gate(data)
+    runner = build_lane(LaneSpec(sensor="sim"), gate, clock=Clock(), relay=Stuck(), start_sync=False)
+    try:
+        runner.lane.fire_alarm(True, detail="test")
+        assert runner.lane.fire and runner.lane.fault.kind is FaultKind.RELAY
+        runner.lane.fire_alarm(False)
+        assert runner.lane.fault is not None and runner.lane.submit(codes[0]) is None
+    finally:
+        runner.close()
+        gate.close()
+    assert [c["action"] for c in _controls(data)] == ["fire_alarm", "relay_fault", "fire_alarm_end"]

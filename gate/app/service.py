@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import socket
 import subprocess
@@ -295,9 +294,8 @@ def central_unit(args) -> tuple[str, str]:
 def install(name: str, text: str, *, unit_dir: Path, enable: bool) -> Path:
     """Write ``unit_dir/NAME.service`` (root only), then daemon-reload and enable --now."""
     if os.geteuid() != 0:
-        raise ConfigError(_("installing a service needs root: run 'sudo {command}' (or print the unit with "
-                            "'gate service unit' and install it yourself)").format(
-                                command=" ".join(shlex.quote(a) for a in ["gate", *sys.argv[1:]])))
+        raise ConfigError(_("installing a service needs root: run the same command with sudo (or print the "
+                            "unit with 'gate service unit' and install it yourself)"))
     unit_dir.mkdir(parents=True, exist_ok=True)
     path = unit_dir / f"{name}.service"
     tmp = path.with_suffix(".service.tmp")
