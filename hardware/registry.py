@@ -264,7 +264,10 @@ def open_device(kind: str, spec: str):
 
 
 def is_simulated(kind: str, spec: str) -> bool:
-    return find(kind, spec)[0].simulated
+    driver, arg = find(kind, spec)
+    if kind == "sensor" and driver.scheme == "pass":  # the PASS contact is as real as its input
+        return is_simulated("input", arg)
+    return driver.simulated
 
 
 def usage(kind: str) -> str:

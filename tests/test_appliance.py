@@ -447,6 +447,8 @@ def test_the_pass_contact_is_a_passage_sensor(setup, tmp_path):
         runner.close()
         gate.close()
     assert "pass:INPUT" in usage("sensor") and "sim:after=N" in usage("input")
+    from hardware.registry import is_simulated
+    assert is_simulated("sensor", "pass:sim:pulse") and not is_simulated("sensor", "pass:gpio:gpiochip0:22")
     with pytest.raises(HardwareError, match="pass:"):
         open_device("sensor", "pass:")
 
