@@ -53,3 +53,12 @@ def days(text: str) -> float:
     if not 0 <= value <= 36525:
         raise argparse.ArgumentTypeError(_("{value} days is out of range: give 0 to 36525").format(value=repr(text)))
     return value
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``IP:PORT`` (``[::1]:9100`` for IPv6) to listen on: (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(_("{value}: give IP:PORT, e.g. 127.0.0.1:9100").format(value=repr(text)))
+    return host, int(port)

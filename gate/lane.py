@@ -15,6 +15,17 @@ work again. Each fault is a ``control`` record in the scan log (action
 operator), so central sees it in the uploaded log, and :attr:`Lane.on_fault`
 hooks (the staff UI, ``--json-events``) hear it at once. A lane started on a log
 whose last fault was never cleared starts faulted.
+
+Two directions: the lane's relay unlocks the turnstile for entries (unlock A) and
+``relay_exit``, when the turnstile has a second input, for exits (unlock B); with
+one relay both directions use it.
+
+A fire alarm (:meth:`Lane.fire_alarm`, from the fire-alarm input) holds every relay
+closed (the turnstile released both ways) at once, even mid-cycle and even on a
+faulted lane; meanwhile codes are ignored and not logged, and a manual admit is
+refused: nothing is admitted by code while people leave freely. Its start and end
+are ``control`` records (``fire_alarm`` / ``fire_alarm_end``), and
+:attr:`Lane.on_fire` hooks (the staff UI, ``--json-events``) hear them.
 """
 
 from __future__ import annotations
@@ -107,10 +118,13 @@ class Counters:
 
 
 class Lane:
-    def __init__(self, gate: Gate, *, relay, sensor, clock, face=None,
+    def __init__(self, gate: Gate, *, relay, sensor, clock, face=None, relay_exit=None,
                  pulse_ms: int = DEFAULT_PULSE_MS, cooldown_s: float = 3.0):
         self.gate = gate
         self.relay = relay
+        self.relay_exit = relay_exit  # unlock B (exits); None: the one relay serves both directions
+        self.fire = False  # a fire alarm is in force: every relay held released (fire_alarm)
+        self.on_fire: list[Callable[[bool, str], None]] = []  # (active, detail) at its start and end
         self.sensor = sensor
         self.clock = clock
         self.face = face  # FaceSource: capture(timeout_s) -> FaceCapture, or None
@@ -143,6 +157,43 @@ class Lane:
         self.on_fault: list[Callable[[LaneFault, str | None], None]] = []
         self._unannounced: list[tuple[LaneFault, str | None]] = []
         self._resume_fault()
+
+    @property
+    def relays(self) -> tuple:
+        """Every relay of the lane: unlock A, then unlock B when there is one."""
+        return (self.relay,) if self.relay_exit is None else (self.relay, self.relay_exit)
+
+    def relay_for(self, mode: Mode):
+        """The relay that unlocks the turnstile for ``mode`` (exit: unlock B when wired)."""
+        return self.relay_exit if mode is Mode.EXIT and self.relay_exit is not None else self.relay
+
+    # ---------------------------------------------------------------- fire alarm
+
+    def fire_alarm(self, active: bool, *, detail: str = "") -> None:
+        """The fire-alarm input changed (any thread). Active: every relay is held
+        released first, then ``fire_alarm`` is logged; inactive: the relays lock again
+        (a relay that cannot is a relay fault) and ``fire_alarm_end`` is logged."""
+        if active == self.fire:
+            return
+        failed = []
+        with self._lock:
+            self.fire = active
+            for relay in self.relays:  # people first, the record after
+                try:
+                    relay.hold() if active else relay.release()
+                except Exception as exc:
+                    failed.append(f"{type(exc).__name__}: {exc}")
+            now = self.clock.now()
+            try:
+                self.gate.control("fire_alarm" if active else "fire_alarm_end", now=now, operator=None,
+                                  detail=detail[:200])
+            except STORE_ERRORS as exc:
+                self._fault_locked(FaultKind.STORE, f"{type(exc).__name__}: {exc}")
+            if failed:  # a relay that cannot hold the turnstile released (or lock it again) is a fault
+                self._fault_locked(FaultKind.RELAY, failed[0][:200])
+        for fn in list(self.on_fire):
+            fn(active, detail)
+        self._announce()
 
     # ---------------------------------------------------------------- faults
 
@@ -203,7 +254,8 @@ class Lane:
             with self._lock:
                 if not self.faults:
                     return []
-                for kind, part in ((FaultKind.RELAY, self.relay), (FaultKind.SENSOR, self.sensor)):
+                parts = [(FaultKind.RELAY, r) for r in self.relays] + [(FaultKind.SENSOR, self.sensor)]
+                for kind, part in parts:
                     if kind in self.faults and hasattr(part, "reset"):
                         part.reset()
                 now = self.clock.now()
@@ -275,7 +327,9 @@ class Lane:
         rejection with reason ERROR and the lane goes on."""
         with self._turn:
             with self._lock:
-                if self.faults:  # a faulted lane admits nothing and records nothing (paused: refused, logged)
+                # a faulted lane, or one released by a fire alarm, admits nothing and records
+                # nothing (paused: refused, logged)
+                if self.faults or self.fire:
                     return None
                 now = self.clock.now()
                 d, entry, failed, face_first = self._decide_and_log(qr, now, None, captured_ns)
@@ -284,7 +338,7 @@ class Lane:
             if face_first:  # capture the face with no lock and no transaction held
                 capture = self._capture()
                 with self._lock:  # paused meanwhile: refused LANE_PAUSED, like any code now
-                    if self.faults:  # faulted while the face was captured
+                    if self.faults or self.fire:  # faulted (or a fire alarm) while the face was captured
                         self.state = State.IDLE
                         return None
                     now = self.clock.now()
@@ -406,11 +460,12 @@ class Lane:
             self.counters.rejected[d.reason.value] += 1
             self.state = State.IDLE
             return LaneEvent(d, seq, "rejected", now, frame_ms, operator)
+        relay = self.relay_for(d.mode)
         try:
-            self.relay.pulse(self.pulse_ms, tag=f"seq={seq} ticket={d.ticket_id}")
+            relay.pulse(self.pulse_ms, tag=f"seq={seq} ticket={d.ticket_id}")
         except Exception as exc:  # the turnstile did not open: give the entry back, and stop
             ev = self._give_back(d, seq, now, frame_ms, operator, f"relay failed: {type(exc).__name__}")
-            self._fault_locked(FaultKind.RELAY, str(getattr(self.relay, "fault", None) or
+            self._fault_locked(FaultKind.RELAY, str(getattr(relay, "fault", None) or
                                                     f"{type(exc).__name__}: {exc}"))
             return ev
         self.state = State.OPEN
@@ -447,6 +502,9 @@ class Lane:
     def _override(self, *, admit: bool, operator: str, ticket_id: str | None, note: str) -> LaneEvent:
         with self._turn if admit else _NO_LOCK:
             with self._lock:
+                if admit and self.fire:
+                    raise HardwareError("a fire alarm is in force: every turnstile is released, "
+                                        "nothing is admitted by code until it ends")
                 if admit and self.faults:
                     raise HardwareError(f"the lane is faulted ({self.fault.kind.value}: {self.fault.detail}): "
                                         "nothing is admitted until a supervisor clears the fault")

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 from gate.errors import HardwareError
 from gate.i18n import _
 
-KINDS = ("camera", "relay", "sensor", "scanner")
+KINDS = ("camera", "relay", "sensor", "scanner", "input")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +136,7 @@ def _no_sensor(arg: str):
 
 def _sim_sensor(arg: str):
     from hardware.sensor import SimSensor
-    arg, faults = _fault_options("sensor", arg, ("fail-on",))
+    arg, faults = _fault_options("sensor", arg, ("fail-on", "hang-on"))
     parts = arg.split(":") if arg else []
     delay = 0.0
     if parts and parts[-1].startswith("delay="):  # a holder who takes S seconds to walk through
@@ -162,6 +162,39 @@ def _sim_sensor(arg: str):
 def _gpio_sensor(arg: str):
     from hardware.sensor import GpioSensor
     return GpioSensor(*_chip_line("sensor", arg))
+
+
+def _pass_sensor(arg: str):
+    from hardware.inputs import PassContactSensor
+    if not arg:
+        raise HardwareError(_("sensor 'pass:': give the PASS contact's input, e.g. pass:gpio:gpiochip0:22 "
+                              "or pass:sim:/tmp/pass"))
+    return PassContactSensor(open_device("input", arg))
+
+
+# ------------------------------------------------------------------ contact inputs (PASS, fire alarm)
+
+def _sim_input(arg: str):
+    from hardware.inputs import SimInput
+    if arg == "pulse":
+        return SimInput(pulse=True)
+    if arg.startswith("after="):
+        n = arg[len("after="):]
+        if not n.isdigit() or int(n) < 1:
+            raise HardwareError(_("input {spec}: after=N with N a read number from 1, e.g. sim:after=3").format(
+                spec=f"'sim:{arg}'"))
+        return SimInput(after=int(n))
+    if not arg:
+        raise HardwareError(_("input 'sim:': give a file to toggle (sim:/tmp/fire, active while it holds 1), "
+                              "sim:after=N or sim:pulse"))
+    return SimInput(arg)
+
+
+def _gpio_input(arg: str):
+    from hardware.inputs import GpioInput
+    active_low = arg.endswith(":active-low")
+    chip, line = _chip_line("input", arg.removesuffix(":active-low"))
+    return GpioInput(chip, line, active_low=active_low)
 
 
 # ------------------------------------------------------------------ scanners
@@ -199,12 +232,19 @@ DRIVERS: tuple[Driver, ...] = (
            _serial_relay),
     Driver("relay", "hid", "hid[:N]", "USB HID relay board 16c0:05df", _hid_relay, needs="hid"),
     Driver("sensor", "none", "none", "no passage sensor (admissions are never rolled back)", _no_sensor),
-    Driver("sensor", "sim", "sim[:never|:P][:delay=S][:fail-on=N]",
+    Driver("sensor", "sim", "sim[:never|:P][:delay=S][:fail-on=N][:hang-on=N]",
            "simulated passage sensor (P: share who pass; S: seconds to walk through; "
-           "fault: the Nth wait fails)",
+           "faults: the Nth wait fails / never returns)",
            _sim_sensor, simulated=True),
     Driver("sensor", "gpio", "gpio:CHIP:LINE", "passage sensor on a GPIO line via libgpiod", _gpio_sensor,
            needs="gpiod"),
+    Driver("sensor", "pass", "pass:INPUT", "the turnstile's PASS output (the arm turned) on a contact "
+           "input, e.g. pass:gpio:gpiochip0:22", _pass_sensor),
+    Driver("input", "sim", "sim:FILE|sim:after=N|sim:pulse",
+           "simulated contact (active while FILE holds 1; from the Nth read on; a pulse per wait)",
+           _sim_input, simulated=True),
+    Driver("input", "gpio", "gpio:CHIP:LINE[:active-low]", "dry contact on a GPIO line via libgpiod",
+           _gpio_input, needs="gpiod"),
     Driver("scanner", "stdin", "stdin", "keyboard-wedge scanner (one code per line)", _stdin_scanner),
     Driver("scanner", "serial", "serial:PORT[?baud=N]", "serial handheld scanner", _serial_scanner),
 )
@@ -229,7 +269,10 @@ def open_device(kind: str, spec: str):
 
 
 def is_simulated(kind: str, spec: str) -> bool:
-    return find(kind, spec)[0].simulated
+    driver, arg = find(kind, spec)
+    if kind == "sensor" and driver.scheme == "pass":  # the PASS contact is as real as its input
+        return is_simulated("input", arg)
+    return driver.simulated
 
 
 def usage(kind: str) -> str:

@@ -17,6 +17,10 @@ retries a failed release (``RELEASE_ATTEMPTS``), then marks itself faulted
 (the composition root points them at the lane, which pauses itself, logs the
 fault and shows it). :meth:`reset` tries to open the contact again; it raises
 while the fault is still there.
+
+:meth:`hold` closes the contact and keeps it closed (the turnstile stays released:
+a fire alarm) until :meth:`release`; pulses meanwhile change nothing. A hold works
+even on a faulted relay (releasing people matters more than the fault).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class _TimedRelay(_Faults):
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
         self._closed = False  # as last commanded (drivers that can read the contact override is_closed)
+        self.held = False  # hold(): closed until release()
         self._init_faults()
 
     def _on(self) -> None: ...
@@ -73,6 +78,8 @@ class _TimedRelay(_Faults):
         fault = None
         with self._lock:
             self._check_usable()
+            if self.held:  # released already (a fire alarm): nothing to do
+                return
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -86,6 +93,31 @@ class _TimedRelay(_Faults):
                 self._timer = threading.Timer(ms / 1000, self._release)
                 self._timer.daemon = True
                 self._timer.start()
+        if fault is not None:
+            self._tell(fault)
+            raise HardwareError(f"relay: {fault}")
+
+    def hold(self) -> None:
+        """Close the contact until :meth:`release` (a fire alarm); HardwareError when it could not."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self.held = True
+            self._closed = True
+            try:
+                self._on()
+            except Exception as exc:
+                raise HardwareError(f"relay: could not hold the turnstile released: {type(exc).__name__}: {exc}") \
+                    from None
+
+    def release(self) -> None:
+        """End a hold: open the contact (retrying); a failure is a fault (hooks told, and raised)."""
+        with self._lock:
+            self.held = False
+            fault = self._release_locked()
+            if fault is not None:
+                self.fault = fault
         if fault is not None:
             self._tell(fault)
             raise HardwareError(f"relay: {fault}")
@@ -109,6 +141,8 @@ class _TimedRelay(_Faults):
     def _release(self) -> None:
         with self._lock:
             self._timer = None
+            if self.held:
+                return
             fault = self._release_locked()
             if fault is not None:
                 self.fault = fault
@@ -130,6 +164,7 @@ class _TimedRelay(_Faults):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            self.held = False
             fault = self._release_locked() if self._closed or self.fault else None
         self._close_device()
         if fault is not None:
@@ -148,6 +183,8 @@ class SimRelay(_Faults):
         self.stuck_after, self.fail_on = stuck_after, fail_on
         self.attempts = self.releases = 0
         self.closed = False
+        self.held = False
+        self.holds: list[tuple[int, str]] = []  # (monotonic_ns, "hold" | "release")
         self._journal = open(journal, "a", buffering=1) if journal else None
         self._init_faults()
 
@@ -158,8 +195,25 @@ class SimRelay(_Faults):
     def is_closed(self) -> bool:
         return self.closed
 
+    def hold(self) -> None:
+        self.held = self.closed = True
+        self.holds.append((time.monotonic_ns(), "hold"))
+        self._log("hold: contact closed until release")
+
+    def release(self) -> None:
+        self.held = False
+        self.holds.append((time.monotonic_ns(), "release"))
+        if not self._open_contact():
+            self.fault = f"simulated: release {self.releases} failed, the contact is stuck closed"
+            self._log("release FAILED: contact stuck closed")
+            self._tell(self.fault)
+            raise HardwareError(f"relay: {self.fault}")
+        self._log("release: contact open")
+
     def pulse(self, ms: int = DEFAULT_PULSE_MS, *, tag: str | None = None) -> None:
         self._check_usable()
+        if self.held:
+            return
         self.attempts += 1
         if self.fail_on is not None and self.attempts >= self.fail_on:
             self.fault = f"simulated: pulse {self.attempts} could not close the contact"
@@ -194,6 +248,9 @@ class SimRelay(_Faults):
         self.fault = None
 
     def close(self) -> None:
+        if self.held:
+            self.held = False
+            self._open_contact()
         if self._journal:
             self._journal.close()
         if self.closed:

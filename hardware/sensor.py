@@ -4,7 +4,11 @@
 - ``sim`` (everyone passes), ``sim:never``, ``sim:P`` (each passes with probability P, seeded);
   add ``:delay=S`` (e.g. ``sim:1:delay=2``) for a holder who takes S seconds to walk through,
   and ``:fail-on=N`` for a sensor whose Nth wait fails (and every later one, until
-  :meth:`SimSensor.repair`)
+  :meth:`SimSensor.repair`); ``:hang-on=N`` for a broken driver whose Nth wait never
+  returns (it ignores the timeout: the lane's decision loop hangs, and the service
+  watchdog stops pinging — ``gate run`` under systemd is restarted)
+- ``pass:INPUT`` — the turnstile's PASS output (the arm turned) on a contact input
+  (``hardware.inputs``: ``pass:gpio:CHIP:LINE``, ``pass:sim:FILE``)
 - ``gpio:CHIP:LINE`` — a beam or arm sensor on a GPIO line (rising edge = passage)
 
 A sensor that raises from :meth:`wait_passage` is faulted, not "nobody passed":
@@ -39,8 +43,10 @@ class SimSensor:
     present = True
 
     def __init__(self, probability: float = 1.0, seed: int = 7, *, delay_s: float = 0.0,
-                 fail_on: int | None = None):
+                 fail_on: int | None = None, hang_on: int | None = None):
         self.probability = probability
+        self.hang_on = hang_on  # the Nth wait never returns (until close): a hung driver
+        self._closed = threading.Event()
         self.fail_on = fail_on  # the Nth wait (and every later one) fails: a broken sensor
         self.waits = 0
         self.rng = random.Random(seed)
@@ -53,6 +59,9 @@ class SimSensor:
         self.waits += 1
         if self.fail_on is not None and self.waits >= self.fail_on:
             raise HardwareError(f"simulated: passage sensor failed on wait {self.waits}")
+        if self.hang_on is not None and self.waits == self.hang_on:
+            self._closed.wait()  # ignores the timeout, like a driver stuck in a read
+            raise HardwareError(f"simulated: passage sensor hung on wait {self.waits}")
         if self.delay_s > 0:
             self.waiting.set()
             try:
@@ -80,7 +89,7 @@ class SimSensor:
             raise HardwareError("passage sensor: still failing (simulated)")
 
     def close(self) -> None:
-        pass
+        self._closed.set()
 
 
 class GpioSensor:

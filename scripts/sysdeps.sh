@@ -9,6 +9,8 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libzbar\.so\.0'; then missing+=(libzbar0
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgresql); fi
 # the ops room's browser tests drive Debian's chromium (Playwright's own download cannot work offline)
 if [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
+# the service tests check the lane's systemd unit with systemd-analyze verify (Debian's systemd package)
+if ! command -v systemd-analyze >/dev/null 2>&1; then missing+=(systemd); fi
 if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
     missing+=("python${ver}-venv")

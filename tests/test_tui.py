@@ -278,6 +278,25 @@ async def test_fault_hook_shows_the_fault_above_everything(tmp_path):
         assert v.view.state == "IDLE" and "FAULT" not in str(app.query_one("#status").render())
 
 
+@pytest.mark.anyio
+async def test_a_fire_alarm_is_shown_above_everything_and_ends_by_itself(tmp_path):
+    # gate.lane's fire_alarm: FIRE over a fault too, in the verdict and the status line;
+    # a code meanwhile is not decided; when the alarm ends the screen is READY again.
+    app, lane, wallets, g, clock = make(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        v = app.query_one(Verdict)
+        lane.report_fault("relay", "relay did not release")
+        lane.fire_alarm(True, detail="fire input sim:after=1")
+        await pilot.pause()
+        assert v.view.state == "FIRE" and v.has_class("fire") and "FIRE ALARM" in words_of(app)
+        assert "FIRE ALARM" in str(app.query_one("#status").render())
+        assert lane.submit(wallets[0].code(NOW)) is None and lane.relay.held
+        lane.fire_alarm(False)
+        await pilot.pause()
+        assert v.view.state == "FAULT"  # the fault is still there, the alarm is over
+    assert [r["action"] for r in records(g) if r["kind"] == "control"][-2:] == ["fire_alarm", "fire_alarm_end"]
+
+
 # ------------------------------------------------------------------ text from outside
 
 
@@ -439,7 +458,7 @@ async def test_a_window_too_small_says_so_and_keeps_the_verdict(tmp_path):
 
 # ------------------------------------------------------------------ snapshots
 
-STATES = ["idle", "admit", "exit", "refused", "caution", "paused", "fault"]
+STATES = ["idle", "admit", "exit", "refused", "caution", "paused", "fault", "fire"]
 
 
 def _before(state, app, lane, wallets, clock):
@@ -461,6 +480,8 @@ def _before(state, app, lane, wallets, clock):
             lane.submit(wallets[1].code(NOW))
         elif state == "fault":
             lane.report_fault("relay", "relay did not release: contact may be closed")
+        elif state == "fire":
+            lane.fire_alarm(True, detail="fire input gpio:gpiochip0:27")
         await pilot.pause()
         app.repaint()
         await pilot.pause()

@@ -35,7 +35,7 @@ from tui import history
 from tui.dialogs import DIALOG_CSS, LookupScreen, PinScreen
 from tui.panels import Status, counters_column, counters_strip, key_lines, status_line
 from tui.verdict import (HOLD_S, MIN_SHOW_S, VERDICT_CSS, Context, Verdict, View, fault_view, fault_word,
-                         idle_view, paused_view, view_for)
+                         fire_view, idle_view, paused_view, view_for)
 from tui.words import clock_time, words
 
 MIN_W, MIN_H = 40, 12      # below this: the "window too small" notice (with the verdict)
@@ -46,7 +46,7 @@ GLYPH_W, GLYPH_H = 64, 7   # the big glyph needs this much of the verdict box
 LINE_STYLE = {"idle": "bold", "accept": "bold white on #0b5d1e", "exit": "bold white on #123f7a",
               "caution": "bold black on #ffb000", "reject": "bold white on #8b0000",
               "info": "bold white on #3b4a5a", "paused": "bold #ffd75f on #2b2b2b",
-              "fault": "bold white on #6a0d6a"}
+              "fault": "bold white on #6a0d6a", "fire": "bold white on #c23b00"}
 
 def _outcome_words(outcome: str) -> str:
     return {"passed": _("passed"), "rolled_back": _("not passed"), "rejected": _("refused"),
@@ -106,7 +106,10 @@ class GateApp(App):
         lane.opened.append(self._from_lane)
         if hasattr(lane, "on_fault"):  # gate.lane's fault hooks, where the lane has them
             lane.on_fault.append(self._from_fault)
+        if hasattr(lane, "on_fire"):  # and its fire-alarm hooks
+            lane.on_fire.append(lambda active, detail="": self._from_fault(None))
         self.shown_fault = None
+        self.shown_fire = False
 
     def _check_pin(self, operator: str, pin: str) -> PinCheck:
         from gate.pins import check_pin
@@ -192,6 +195,8 @@ class GateApp(App):
 
     def current_view(self) -> View:
         ctx = self.context()
+        if getattr(self.lane, "fire", False):  # a fire alarm: above everything, faults included
+            return fire_view(ctx)
         fault = getattr(self.lane, "fault", None)  # a relay / sensor fault (gate.lane), when the lane has one
         if fault:
             return fault_view(ctx, fault)
@@ -203,6 +208,7 @@ class GateApp(App):
 
     def repaint(self) -> None:
         self.shown_fault = getattr(self.lane, "fault", None)
+        self.shown_fire = getattr(self.lane, "fire", False)
         view = self.current_view()
         self.query_one(Verdict).show(view)
         w, h = self.window
@@ -219,7 +225,8 @@ class GateApp(App):
         if self.until is not None and self.clock() >= self.until:
             self.event_view, self.until = None, None
             self.repaint()
-        elif getattr(self.lane, "fault", None) != self.shown_fault:
+        elif getattr(self.lane, "fault", None) != self.shown_fault or \
+                getattr(self.lane, "fire", False) != self.shown_fire:
             self.repaint()
 
     def _from_fault(self, fault, cleared_by=None) -> None:
@@ -341,6 +348,7 @@ class GateApp(App):
         fault = getattr(self.lane, "fault", None)
         return Status(lane=p.lane, event=p.event, mode=self.lane.mode.value, paused=self.lane.paused,
                       fault=bool(fault), fault_kind=fault_word(fault) if fault else "", link=link,
+                      fire=bool(getattr(self.lane, "fire", False)),
                       peers=peers if isinstance(peers, int) else None, central=central,
                       last_sync=last_sync, outbox=outbox, now=now)
 

@@ -18,7 +18,7 @@ from tui.words import KEYS, since
 
 LINK_STYLE = {"ok": "bold black on #3fdc5a", "warn": "bold black on #ffb000", "bad": "bold white on #c00000"}
 MODE_STYLE = {"entry": "bold black on #8fd3ff", "exit": "bold white on #123f7a", "paused": "bold black on #ffd75f",
-              "fault": "bold white on #6a0d6a"}
+              "fault": "bold white on #6a0d6a", "fire": "bold white on #c23b00"}
 
 # sync.loop.SyncState values -> what the status line says about central
 _CENTRAL = {
@@ -40,6 +40,7 @@ class Status:
     link: str            # ONLINE | VENUE | ALONE
     fault: bool = False
     fault_kind: str = ""  # RELAY / SENSOR / STORE, translated
+    fire: bool = False   # a fire alarm holds the turnstiles released
     peers: int | None = None
     central: str | None = None      # a SyncState value, None: no central set up
     last_sync: float | None = None
@@ -70,7 +71,9 @@ def _fit(segments: list[tuple[int, Text]], width: int, sep: str = "  ") -> Text:
 
 def status_line(st: Status, width: int) -> Text:
     """Mode, lane, link, event and central in one line, with colour and a word."""
-    if st.fault:
+    if st.fire:
+        mode_word, mode_style = _("FIRE ALARM"), MODE_STYLE["fire"]
+    elif st.fault:
         mode_word = _("FAULT {kind}").format(kind=st.fault_kind) if st.fault_kind else _("FAULT")
         mode_style = MODE_STYLE["fault"]
     elif st.paused:

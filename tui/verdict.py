@@ -15,6 +15,7 @@ REFUSED    red          any refusal: reason in words, where/when, what to do
 NOT_PASSED grey-blue    admitted, nobody went through: the entry given back
 PAUSED     yellow rim   staff paused the lane (scans refused and logged)
 FAULT      magenta      the turnstile or sensor failed (the lane admits nothing)
+FIRE       red-orange   a fire alarm holds every turnstile released (no code is checked)
 ========== ============ ==================================================
 
 Each state also has a glyph (tui/glyphs.py) and an icon in its title: never
@@ -46,7 +47,7 @@ HOLD_S = {"ADMIT": 4.0, "EXIT": 4.0, "CAUTION": 8.0, "REFUSED": 10.0, "NOT_PASSE
 MIN_SHOW_S = 1.5
 
 STYLE = {"IDLE": "idle", "ADMIT": "accept", "EXIT": "exit", "CAUTION": "caution", "REFUSED": "reject",
-         "NOT_PASSED": "info", "PAUSED": "paused", "FAULT": "fault"}
+         "NOT_PASSED": "info", "PAUSED": "paused", "FAULT": "fault", "FIRE": "fire"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,13 @@ def fault_view(ctx: Context, fault: object) -> View:
     what = getattr(fault, "detail", None) or getattr(fault, "message", None) or str(fault)
     return View("FAULT", f"{icon} {title}", (("where", plain(what, limit=200)), ("explain", line),
                                              ("todo", _("→ Call a technician; a supervisor clears it: p and a PIN"))))
+
+
+def fire_view(ctx: Context) -> View:
+    """A fire alarm (gate.lane.Lane.fire): every turnstile released, nothing checked, until it ends."""
+    icon, title, line = _state("FIRE")
+    return View("FIRE", f"{icon} {title}", (("explain", line),
+                                            ("todo", _("→ Keep the lane clear; it locks again when the alarm ends"))))
 
 
 def _facts(ev, ticket=None) -> str:
@@ -278,6 +286,7 @@ Verdict.reject { background: #8b0000; color: white; border: heavy #ff4040; }
 Verdict.info { background: #3b4a5a; color: white; border: heavy #8fa3b8; }
 Verdict.paused { background: #2b2b2b; color: #ffd75f; border: double #ffd75f; }
 Verdict.fault { background: #6a0d6a; color: white; border: double #ff7fff; }
+Verdict.fire { background: #c23b00; color: white; border: heavy #ffd75f; }
 """
 
 

@@ -32,6 +32,8 @@ STATE_WORDS: dict[str, tuple[str, str, str]] = {
     "NOT_PASSED": ("↺", N_("NOT PASSED"), N_("Nobody went through: the entry was given back")),
     "PAUSED": ("⏸", N_("LANE PAUSED"), N_("Every code is refused and logged")),
     "FAULT": ("⚠", N_("FAULT"), N_("The lane admits nothing until a supervisor clears the fault")),
+    "FIRE": ("▲", N_("FIRE ALARM · LANE OPEN"),
+             N_("Every turnstile is released: let everyone out, no ticket is checked")),
 }
 
 

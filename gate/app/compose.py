@@ -9,11 +9,15 @@ staff UI's reads) gets ``gate.reopen`` from here. Who wires: only this module
 builds a :class:`Lane`, its :class:`LaneRunner`, the :class:`LinkMonitor`, the
 sync loop and the venue bus service, and connects them (the lane's link,
 append hooks and bus, the relay's fault hook, the sync loop's status headers).
+The appliance's own parts are attached here too: the fire-alarm input's monitor,
+the metrics endpoint (gate.app.metrics) and the service manager's notify socket
+and watchdog (gate.app.service), fed by the decision loop's heartbeat.
 ``tests/test_architecture.py`` holds both rules.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -97,7 +101,10 @@ class LaneSpec:
     camera: str | None = None
     scanner: str | None = None
     relay: str = "sim"
+    relay_exit: str | None = None  # unlock B: a second relay for exits (--relay-exit)
     sensor: str = "none"
+    fire_input: str | None = None  # the fire-alarm contact (--fire-input): holds every relay released
+    metrics_listen: tuple[str, int] | None = None  # (IP, PORT) for Prometheus /metrics (--metrics-listen)
     decoder: str = "zxing"
     face_camera: str | None = None
     face_liveness: bool = False
@@ -117,6 +124,8 @@ class LaneSpec:
     def from_args(cls, args) -> "LaneSpec":
         """From a parsed ``gate run``/``gate tui`` command line."""
         return cls(camera=args.camera, scanner=args.scanner, relay=args.relay, sensor=args.sensor,
+                   relay_exit=getattr(args, "relay_exit", None), fire_input=getattr(args, "fire_input", None),
+                   metrics_listen=getattr(args, "metrics_listen", None),
                    decoder=args.decoder, face_camera=args.face_camera, face_liveness=args.face_liveness,
                    pulse_ms=args.pulse_ms, passage_timeout_s=args.passage_timeout,
                    central=args.central, max_frames=args.max_frames,
@@ -143,6 +152,13 @@ class LaneRunner:
         self.bus_endpoints = bus_endpoints  # (listen, peers): set with 'gate init' plus this run's
         self.pipeline = None  # the camera's QR pipeline once running (its failed-frame count)
         self._stop = threading.Event()
+        from gate.app.service import Heartbeat
+        self.heartbeat = Heartbeat()  # the decision loop's own: busy on a frame or code, idle between
+        self.fire_monitor = None  # the fire-alarm input's watcher (FireMonitor), when --fire-input
+        self.metrics = None  # gate.app.metrics.LaneMetrics, when --metrics-listen
+        self.notifier = None  # gate.app.service.Notifier, when run under a service manager
+        self.watchdog = None
+        self.last_event = None  # for the service manager's STATUS line
 
     def run(self) -> None:
         import gc
@@ -167,7 +183,54 @@ class LaneRunner:
         h = {"X-Gate-Link": self.link.check().value}
         if (f := self.lane.fault) is not None:
             h["X-Gate-Fault"] = f.kind.value
+        if self.lane.fire:
+            h["X-Gate-Fire"] = "1"
         return h
+
+    # ------------------------------------------------------------ service manager
+
+    def stall_s(self) -> float:
+        """The longest one code may keep the decision loop busy: the passage wait, a
+        face capture, the pulse, and a margin; longer is a hung loop (the watchdog stops)."""
+        from gate.app.service import STALL_MARGIN_S
+        cfg = self.gate.config
+        face = cfg.face_timeout_s if self.lane.face is not None else 0.0
+        return cfg.passage_timeout_s + face + self.lane.pulse_ms / 1000 + STALL_MARGIN_S
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: the link, a fault or fire alarm, the last decision."""
+        parts = [f"link {self.link.state().value}"]
+        if self.lane.fire:
+            parts.append("FIRE ALARM: every turnstile released")
+        if (f := self.lane.fault) is not None:
+            parts.append(f"FAULT {f.kind.value}")
+        if self.lane.paused:
+            parts.append("paused")
+        ev = self.last_event
+        if ev is not None:
+            parts.append(f"last {ev.decision.reason.value} {ev.outcome} at {time.strftime('%H:%M:%S', time.localtime(ev.at))}")
+        else:
+            parts.append("no decision yet")
+        return "; ".join(parts)
+
+    def notify_ready(self, notifier=None) -> None:
+        """Tell the service manager the lane can decide (READY=1) and, when it asks for
+        a watchdog, ping it while the decision loop is alive. Nothing without
+        ``$NOTIFY_SOCKET``."""
+        from gate.app.service import Notifier, Watchdog, watchdog_interval
+
+        n = self.notifier = notifier or Notifier()
+        if not n.enabled:
+            return
+        self.lane.observers.append(self._remember)
+        n.send("READY=1", f"STATUS={self.status_line()}", f"MAINPID={os.getpid()}")
+        interval = watchdog_interval()
+        if interval is not None:
+            self.watchdog = Watchdog(n, self.heartbeat, interval_s=interval, stall_s=self.stall_s(),
+                                     status=self.status_line).start()
+
+    def _remember(self, ev) -> None:
+        self.last_event = ev
 
     # ------------------------------------------------------------ venue bus
 
@@ -212,15 +275,32 @@ class LaneRunner:
         """Stop everything. The relay is opened last of all; a relay that cannot be
         opened raises (HardwareError) after the rest is closed: never silent."""
         self.stop()
+        if self.notifier is not None:
+            self.notifier.send("STOPPING=1", "STATUS=stopping: the relays are opened last")
+        if self.watchdog is not None:
+            self.watchdog.stop()
         try:
+            if self.fire_monitor is not None:
+                self.fire_monitor.stop()
+            if self.metrics is not None:
+                self.metrics.close()
             self.close_bus()
             if self.sync is not None:
                 self.sync.stop()
         finally:
             try:
-                self.lane.relay.close()
+                errors = []
+                for relay in self.lane.relays:
+                    try:
+                        relay.close()
+                    except Exception as exc:
+                        errors.append(exc)
+                if errors:
+                    raise errors[0]
             finally:
                 self.lane.sensor.close()
+                if self.notifier is not None:
+                    self.notifier.close()
 
     def _run_camera(self) -> None:
         from hardware.qr import FramePipeline, make_decoder
@@ -237,13 +317,16 @@ class LaneRunner:
         frames = 0
         try:
             while not self._stop.is_set() and (self.spec.max_frames is None or frames < self.spec.max_frames):
+                self.heartbeat.busy()  # a camera read is the loop's work: it must not hang
                 frame = camera.read()
                 if frame is None:
                     break
                 frames += 1
                 for text in pipeline.process(frame.image, frame.index):
                     self.lane.submit(text, frame.captured_ns)
+                self.heartbeat.idle()
         finally:
+            self.heartbeat.idle()
             camera.close()
             pipeline.close()
 
@@ -255,11 +338,14 @@ class LaneRunner:
         self.lane.cooldown_s = 0.0
         try:
             while not self._stop.is_set():
-                code = scanner.read_code()
+                code = scanner.read_code()  # waiting for a holder is not a hung loop: idle
                 if code is None:
                     break
+                self.heartbeat.busy()
                 self.lane.submit(code, time.monotonic_ns())
+                self.heartbeat.idle()
         finally:
+            self.heartbeat.idle()
             scanner.close()
 
 
@@ -279,11 +365,13 @@ def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None,
     if face is None and spec.face_camera:
         from hardware.face import FaceSource
         face = FaceSource.from_spec(spec.face_camera, liveness=spec.face_liveness)
+    relay_exit = open_device("relay", spec.relay_exit) if spec.relay_exit else None
     lane = Lane(gate, relay=relay or open_device("relay", spec.relay),
-                sensor=sensor or open_device("sensor", spec.sensor),
+                sensor=sensor or open_device("sensor", spec.sensor), relay_exit=relay_exit,
                 clock=clock or SystemClock(), face=face, pulse_ms=spec.pulse_ms)
-    if hasattr(lane.relay, "on_fault"):  # a relay that cannot open again pauses the lane
-        lane.relay.on_fault.append(lane.relay_fault)
+    for r in lane.relays:
+        if hasattr(r, "on_fault"):  # a relay that cannot open again pauses the lane
+            r.on_fault.append(lane.relay_fault)
     lane.when_alone = WhenAlone(spec.when_alone)
     sync = None
     if spec.central and start_sync:
@@ -293,6 +381,12 @@ def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None,
     link = LinkMonitor(central_ok=central_ok)
     listen, peers = endpoints(gate.conn, spec.bus_listen, spec.bus_peers)
     runner = LaneRunner(gate, lane, spec, link=link, sync=sync, bus_endpoints=(listen, peers))
+    if spec.fire_input:  # before anything decides: a fire alarm in force at start holds the relays now
+        runner.fire_monitor = FireMonitor(lane, open_device("input", spec.fire_input), spec=spec.fire_input)
+        runner.fire_monitor.check()
+        runner.fire_monitor.start()
+    if spec.metrics_listen:
+        attach_metrics(runner, spec.metrics_listen)
     if listen or peers or spec.bus_scout:
         runner.open_bus()
     if runner.bus is not None or sync is not None:
@@ -301,6 +395,60 @@ def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None,
         sync.headers = runner.status_headers  # so central's ops room sees ONLINE / VENUE / ALONE
         sync.start()
     return runner
+
+
+class FireMonitor:
+    """Watches the fire-alarm contact and tells the lane when it changes
+    (:meth:`gate.lane.Lane.fire_alarm`). An input that cannot be read counts as an
+    alarm: a panel nobody can read releases the lane rather than lock people in."""
+
+    POLL_S = 0.05
+
+    def __init__(self, lane: Lane, contact, *, spec: str = ""):
+        self.lane, self.contact, self.spec = lane, contact, spec
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gate-fire", daemon=True)
+
+    def check(self) -> bool:
+        try:
+            active, detail = bool(self.contact.is_active()), f"fire input {self.spec}"
+        except Exception as exc:
+            active = True
+            detail = f"fire input {self.spec} unreadable ({type(exc).__name__}: {exc}): treated as an alarm"
+        if active != self.lane.fire:
+            self.lane.fire_alarm(active, detail=detail)
+        return active
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            try:
+                self.check()
+            except Exception:  # a failing hook or store must not end the watch (the lane shows faults)
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.contact.close()
+
+
+def attach_metrics(runner: LaneRunner, listen: tuple[str, int]):
+    """Count the lane's decisions, faults and fire alarms, and serve /metrics on ``listen``."""
+    from gate.app.metrics import LaneMetrics
+
+    m = LaneMetrics()
+    m.runner = runner
+    m.registry.register(m)
+    runner.lane.observers.append(m.on_event)
+    runner.lane.on_fault.append(m.on_fault)
+    runner.lane.on_fire.append(m.on_fire)
+    runner.metrics = m
+    m.serve(*listen)
+    return m
 
 
 def lane_printer(json_events: bool, runner: LaneRunner | None = None) -> tuple[Callable, Callable]:
@@ -340,3 +488,22 @@ def lane_printer(json_events: bool, runner: LaneRunner | None = None) -> tuple[C
             print(f"gate run: {f.kind.value} fault cleared by {cleared_by}", file=sys.stderr, flush=True)
 
     return (as_json if json_events else as_line), fault
+
+
+def fire_printer(json_events: bool) -> Callable[[bool, str], None]:
+    """What ``gate run`` prints when a fire alarm begins and ends: one JSON object
+    ``{"fire": true|false, "detail"}``, or a line on stderr."""
+    import json
+    import sys
+
+    def fire(active: bool, detail: str = "") -> None:
+        from gate.i18n import _
+        if json_events:
+            print(json.dumps({"fire": active, "detail": detail}, separators=(",", ":")), flush=True)
+        elif active:
+            print(_("gate run: FIRE ALARM: every turnstile is held released; no code is admitted until "
+                    "the alarm ends"), file=sys.stderr, flush=True)
+        else:
+            print(_("gate run: fire alarm over: the turnstiles lock again"), file=sys.stderr, flush=True)
+
+    return fire

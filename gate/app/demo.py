@@ -113,11 +113,13 @@ class Demo:
             g = init_gate(self.work / name, event=EVENT, lane=name)
             self.gates.append(g)
             sc.enroll(g, self.server.url, self.store.enrol_code(EVENT))
-            spec = LaneSpec(relay="sim", sensor="sim", bus_listen=(eps[i],), bus_peers=(eps[1 - i],))
+            spec = LaneSpec(relay="sim", sensor="sim", bus_listen=(eps[i],), bus_peers=(eps[1 - i],),
+                            fire_input=f"sim:{self.work / f'fire-{name}'}")  # echo 1 > FILE: the alarm
             runner = build_lane(spec, g, clock=self.clock, face=FaceSource(self.face_cam[i], engine, max_frames=2),
                                 central_ok=lambda: self.online)
             runner.lane.observers.append(self._print_event)
             runner.lane.on_fault.append(self._print_fault)
+            runner.lane.on_fire.append(self._print_fire)
             self.runners.append(runner)
             self.lanes.append(runner.lane)
             self.cams.append(SyntheticCamera(clock=self.clock, max_idle=1))
@@ -205,12 +207,17 @@ class Demo:
         else:
             self.out(f"  fault  {fault.kind.value} cleared by {cleared_by} (logged)")
 
+    def _print_fire(self, active: bool, detail: str = "") -> None:
+        self.out("  fire   " + ("alarm: every turnstile held released, no code checked (logged)" if active
+                                else "alarm over: the turnstiles lock again (logged)"))
+
     def show(self, step: Step) -> str:
         lane = self.lanes[step.lane]
         if step.face is not None:
             self.face_cam[step.lane].path = str(ASSETS / step.face)
         lane.sensor.script = [step.passes]
-        self._last = "IGNORED (lane faulted)" if lane.fault is not None else "(no code seen)"
+        self._last = "IGNORED (fire alarm)" if lane.fire else \
+            "IGNORED (lane faulted)" if lane.fault is not None else "(no code seen)"
         if step.code is not None:
             cam, pipe = self.cams[step.lane], self.pipes[step.lane]
             cam.show(step.code, frames=2)
@@ -250,6 +257,9 @@ class Demo:
             Step(0, "holder 13 waits: the faulted lane admits nobody", w[13].code),
             Step(0, "a technician frees the relay; supervisor ann clears the fault", None, before=self._repair),
             Step(0, "holder 13 again", w[13].code),
+            Step(1, "--- the fire alarm sounds at north-2 (its fire input) ---", None, before=lambda: self._fire(True)),
+            Step(1, "holder 14 shows a code while everyone leaves", w[14].code),
+            Step(1, "--- the alarm ends ---", None, before=lambda: self._fire(False)),
             Step(0, "--- central is unreachable: the lanes talk over the venue bus ---", None, before=self._cut),
             Step(0, "a paper ticket", self.paper.code, advance=3),
             Step(1, "a photocopy of the same paper ticket, at the other lane (the bus knows)", self.paper.code),
@@ -277,6 +287,11 @@ class Demo:
     def _repair(self) -> None:
         self.lanes[0].relay.repair()
         self.lanes[0].clear_fault(operator="ann")  # in the staff UI: p, then name and PIN
+
+    def _fire(self, active: bool) -> None:
+        monitor = self.runners[1].fire_monitor  # the shipped simulated contact, driven from here
+        monitor.contact.set(active)
+        monitor.check()
 
     def _cut(self) -> None:
         self.online = False

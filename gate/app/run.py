@@ -10,8 +10,26 @@ import time
 from gate.errors import GateError
 
 
+class _Terminated(BaseException):
+    """SIGTERM (systemctl stop): the lane closes as on Ctrl-C, and the run ends with 0."""
+
+
+def _sigterm_handler(runner):
+    """SIGTERM stops the loop. Waiting for a code (or hung past any turnstile cycle), it
+    ends at once; in the middle of a code it first finishes that code (its record, relay
+    and passage), then the loop sees the stop."""
+    def on_sigterm(signum, frame) -> None:
+        runner.stop()
+        stuck = runner.heartbeat.stalled_for()
+        if stuck == 0.0 or stuck >= runner.stall_s():
+            raise _Terminated()
+    return on_sigterm
+
+
 def cmd_run(args) -> int:
-    from gate.app.compose import LaneSpec, build_lane, lane_printer, open_gate
+    import signal
+
+    from gate.app.compose import LaneSpec, build_lane, fire_printer, lane_printer, open_gate
 
     if args.tui:  # no terminal (or stdin taken by the scanner and the UI both): refuse before building a lane
         from tui.terminal import check_terminal
@@ -25,11 +43,24 @@ def cmd_run(args) -> int:
     on_event, on_fault = lane_printer(args.json_events, runner)
     runner.lane.observers.append(on_event)
     runner.lane.on_fault.append(on_fault)
+    on_fire = fire_printer(args.json_events)
+    runner.lane.on_fire.append(on_fire)
     if runner.lane.fault is not None:  # a fault logged before this start was never cleared
         on_fault(runner.lane.fault, None)
+    if runner.lane.fire:  # the fire input was active at start (its record is logged)
+        on_fire(True, runner.spec.fire_input or "")
     try:
+        previous = signal.signal(signal.SIGTERM, _sigterm_handler(runner))
+    except ValueError:  # not the main thread (an embedding): no handler
+        previous = None
+    try:
+        runner.notify_ready()  # READY=1 and the watchdog, under a service manager
         runner.run()  # Ctrl-C: the lane is closed below, then main() exits 130
+    except _Terminated:
+        pass
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         runner.close()
         if runner.pipeline is not None and runner.pipeline.errors:
             p = runner.pipeline
@@ -227,6 +258,15 @@ def _lane_args(p) -> None:
                    help="venue bus: connect to this peer gate (repeatable; added to 'gate init' ones)")
     p.add_argument("--bus-scout", action="store_true",
                    help="venue bus: also discover peers by multicast (off by default)")
+    from gate.argtypes import listen_address
+    p.add_argument("--relay-exit", metavar="SPEC",
+                   help="unlock B: a second relay that opens the turnstile for exits (the --relay one, "
+                        "unlock A, for entries): " + usage("relay"))
+    p.add_argument("--fire-input", metavar="SPEC",
+                   help="fire-alarm contact: while active every relay is held released, no code is "
+                        "admitted, start and end are logged: " + usage("input"))
+    p.add_argument("--metrics-listen", metavar="IP:PORT", type=listen_address,
+                   help="serve Prometheus metrics at http://IP:PORT/metrics (e.g. 127.0.0.1:9100)")
     p.add_argument("--when-alone", choices=["admit", "rotating-only", "refuse"], default="admit",
                    help="with neither central nor a bus peer: admit (flagged 'alone', default), "
                         "rotating codes only, or refuse")

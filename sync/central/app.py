@@ -145,8 +145,12 @@ def create_app(store: CentralStore) -> FastAPI:
         """Upload a run of the device's scan log with its signed chain head (idempotent)."""
         device_id, _, pub = await run_in_threadpool(device, request, event)  # never wait for a DB on the loop
         doc = parse_json(await request.body())
+        started = time.perf_counter()
         # off the event loop: while one upload waits for the database, others are parsed
-        return _json(await run_in_threadpool(store.store_scans, event, device_id, pub, doc))
+        answer = await run_in_threadpool(store.store_scans, event, device_id, pub, doc)
+        records = doc.get("records") if isinstance(doc, dict) else None
+        app.state.metrics.batch_done(started, len(records) if isinstance(records, list) else 0)
+        return _json(answer)
 
     @app.get("/v1/events/{event}/admissions", dependencies=as_device,
              responses={200: {"model": AdmissionPage}, **_errors(400, 401, 403, 422)})
@@ -183,6 +187,17 @@ def create_app(store: CentralStore) -> FastAPI:
         if q.format == "text":
             return PlainTextResponse(render_text(rep))
         return _json(rep)
+
+    from sync.central.metrics import CentralMetrics, CountRequests  # /metrics (ops credentials)
+    metrics = app.state.metrics = CentralMetrics(store)
+    app.add_middleware(CountRequests, metrics=metrics)
+
+    @app.get("/metrics", dependencies=[Security(ops_basic), Security(ops_cookie)],
+             responses={200: {"description": "Prometheus text format"}, **_errors(401)})
+    def prometheus(request: Request):
+        """Prometheus metrics (text format); ops credentials only."""
+        require_ops(request)
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from gate.argtypes import days, seconds
+from gate.argtypes import days, listen_address, seconds
 from gate.errors import ConfigError
 from sync.cli import _out
 from gate.i18n import _
@@ -42,6 +42,7 @@ def cmd_central_serve(args) -> int:
     for f in filter(None, (args.tls_cert, args.tls_key)):
         if not Path(f).is_file():
             raise ConfigError(_("cannot read {file}: give the PEM file of the server certificate / key").format(file=f))
+    metrics_at = args.metrics_listen
     store = _store(args, pool_size=args.pool_size, pool_timeout=args.pool_timeout)
     where = Path(args.data) if store.dialect == "sqlite" else "PostgreSQL"
     limits.BODY_TIMEOUT_S = args.body_timeout
@@ -51,15 +52,54 @@ def cmd_central_serve(args) -> int:
     if scheme == "http" and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(_("central: warning: plain HTTP on a non-loopback address: device tokens and scans cross the "
                 "network unencrypted; use --tls-cert/--tls-key"), file=sys.stderr)
+    app = create_app(store)
+    if metrics_at is not None:
+        try:
+            app.state.metrics.serve(*metrics_at)
+        except OSError as exc:
+            raise ConfigError(_("--metrics-listen {address}: cannot listen there ({problem})").format(
+                address=f"{metrics_at[0]}:{metrics_at[1]}", problem=exc.strerror or exc)) from None
+        print(_("central metrics on {url}").format(url=f"http://{metrics_at[0]}:{metrics_at[1]}/metrics"),
+              file=sys.stderr)
+    notify = _service_notify()
     try:
-        uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning",
-                    http=limits.guarded_protocol(args.header_timeout), timeout_keep_alive=5,
-                    ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
-                    proxy_headers=False)  # the client address is the peer's, never X-Forwarded-For
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                http=limits.guarded_protocol(args.header_timeout), timeout_keep_alive=5,
+                                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+                                proxy_headers=False,  # the client address is the peer's, never X-Forwarded-For
+                                **notify)
+        uvicorn.Server(config).run()
     except OSError as exc:  # includes ssl.SSLError: a key that does not match, a bad PEM
         raise ConfigError(_("cannot serve on {address}: {problem}").format(
             address=f"{args.host}:{args.port}", problem=exc)) from None
     return 0
+
+
+def _service_notify() -> dict:
+    """Under systemd (``$NOTIFY_SOCKET``): READY=1 at the server loop's first tick, then
+    WATCHDOG=1 from the loop itself every half of ``$WATCHDOG_USEC`` (a blocked event
+    loop stops the pings). Uvicorn calls ``callback_notify`` from its main loop."""
+    import os
+    import socket
+
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return {}
+    address = "\0" + address[1:] if address.startswith("@") else address
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    every = max(1, int(int(usec) / 2e6)) if usec.isdigit() and int(usec) > 0 else 30
+    ready = []
+
+    async def tick() -> None:
+        lines = ["WATCHDOG=1"] if ready else ["READY=1", "STATUS=serving"]
+        ready.append(True)
+        try:
+            sock.sendto("\n".join(lines).encode(), address)
+        except OSError:
+            pass
+
+    return {"callback_notify": tick, "timeout_notify": every}
 
 
 def cmd_central_event(args) -> int:
@@ -252,6 +292,9 @@ def register(sub) -> None:
                    help=_("drop a client whose request headers take longer (default 10)"))
     q.add_argument("--body-timeout", type=seconds, default=30.0, metavar="S",
                    help=_("answer 408 to a request body that takes longer (default 30)"))
+    q.add_argument("--metrics-listen", metavar="IP:PORT", type=listen_address,
+                   help=_("also serve Prometheus /metrics here without credentials (a monitoring network); "
+                          "on the API's address /metrics needs ops credentials"))
     q = add("event", None, _("events"))
     es = q.add_subparsers(dest="event_command", metavar="ACTION")
     es.required = True
