@@ -332,37 +332,40 @@ def cmd_service_install(args) -> int:
     return 0
 
 
-def _unit_options(q, *, default_name: str, what: str) -> None:
+def _unit_options(q, *, default_name: str, watchdog_help: str) -> None:
     q.add_argument("--user", metavar="USER",
-                   help="run as this user (add it to the video, gpio and dialout groups; default: root)")
-    q.add_argument("--name", default=default_name, help=f"the unit's name (default {default_name})")
+                   help=_("run as this user (add it to the video, gpio and dialout groups; default: root)"))
+    q.add_argument("--name", default=default_name, help=_("the unit's name (default {name})").format(name=default_name))
     q.add_argument("--watchdog", type=int, default=DEFAULT_WATCHDOG_S, metavar="S",
-                   help=f"WatchdogSec: restart when {what} stops answering for S seconds "
-                        f"(default {DEFAULT_WATCHDOG_S}; 0 turns it off)")
+                   help=watchdog_help.format(s=DEFAULT_WATCHDOG_S))
 
 
 def register(sub) -> None:
-    p = sub.add_parser("service", help="run the lane as a systemd service (unit, install)",
-                       description="Print or install a systemd unit that runs 'gate --data DIR run RUN-ARGS' "
-                                   "with Type=notify, a watchdog, Restart=on-failure and a hardened sandbox.")
+    p = sub.add_parser("service", help=_("run the lane as a systemd service (unit, install)"),
+                       description=_("Print or install a systemd unit that runs 'gate --data DIR run RUN-ARGS' "
+                                   "with Type=notify, a watchdog, Restart=on-failure and a hardened sandbox."))
     ss = p.add_subparsers(dest="service_command", metavar="ACTION")
     ss.required = True
-    q = ss.add_parser("unit", help="print the unit for 'gate run RUN-ARGS' (after --)",
-                      description="Print the systemd unit; give gate run's options after '--', e.g. "
-                                  "gate --data /var/lib/gate service unit -- --camera opencv:0 --relay gpio:gpiochip0:17")
-    _unit_options(q, default_name="gate-lane", what="the lane's decision loop")
+    q = ss.add_parser("unit", help=_("print the unit for 'gate run RUN-ARGS' (after --)"),
+                      description=_("Print the systemd unit; give gate run's options after '--', e.g. "
+                                  "gate --data /var/lib/gate service unit -- --camera opencv:0 --relay gpio:gpiochip0:17"))
+    _unit_options(q, default_name="gate-lane",
+                  watchdog_help=_("WatchdogSec: restart when the lane's decision loop stops answering for S seconds "
+                                  "(default {s}; 0 turns it off)"))
     q.add_argument("run_args", nargs=argparse.REMAINDER, metavar="-- RUN-ARGS",
-                   help="gate run's options")
+                   help=_("gate run's options"))
     q.set_defaults(func=cmd_service_unit)
-    q = ss.add_parser("install", help="write the unit and enable it (root)",
-                      description="Write /etc/systemd/system/NAME.service, then systemctl daemon-reload and "
-                                  "enable --now. Needs root.")
-    _unit_options(q, default_name="gate-lane", what="the lane's decision loop")
+    q = ss.add_parser("install", help=_("write the unit and enable it (root)"),
+                      description=_("Write /etc/systemd/system/NAME.service, then systemctl daemon-reload and "
+                                  "enable --now. Needs root."))
+    _unit_options(q, default_name="gate-lane",
+                  watchdog_help=_("WatchdogSec: restart when the lane's decision loop stops answering for S seconds "
+                                  "(default {s}; 0 turns it off)"))
     q.add_argument("--unit-dir", default=str(UNIT_DIR), metavar="DIR",
-                   help=f"where to write the unit (default {UNIT_DIR})")
-    q.add_argument("--no-enable", action="store_true", help="only write the unit (no systemctl)")
+                   help=_("where to write the unit (default {dir})").format(dir=UNIT_DIR))
+    q.add_argument("--no-enable", action="store_true", help=_("only write the unit (no systemctl)"))
     q.add_argument("run_args", nargs=argparse.REMAINDER, metavar="-- RUN-ARGS",
-                   help="gate run's options")
+                   help=_("gate run's options"))
     q.set_defaults(func=cmd_service_install)
     central = sub.choices.get("central")  # registered before this (gate.app.cli._extensions)
     if central is not None:
@@ -373,13 +376,15 @@ def register(sub) -> None:
 
 def register_central(cs) -> None:
     """``gate central service unit -- SERVE-ARGS``: added to the central's actions."""
-    p = cs.add_parser("service", help="run the central as a systemd service (unit)",
-                      description="Print a systemd unit that runs 'gate --data DIR central serve SERVE-ARGS' "
-                                  "(Type=notify, watchdog, Restart=on-failure, hardened).")
+    p = cs.add_parser("service", help=_("run the central as a systemd service (unit)"),
+                      description=_("Print a systemd unit that runs 'gate --data DIR central serve SERVE-ARGS' "
+                                  "(Type=notify, watchdog, Restart=on-failure, hardened)."))
     ss = p.add_subparsers(dest="service_command", metavar="ACTION")
     ss.required = True
-    q = ss.add_parser("unit", help="print the unit for 'central serve SERVE-ARGS' (after --)",
-                      description="Print the systemd unit; give central serve's options after '--'.")
-    _unit_options(q, default_name="gate-central", what="the server's event loop")
-    q.add_argument("serve_args", nargs=argparse.REMAINDER, metavar="-- SERVE-ARGS", help="central serve's options")
+    q = ss.add_parser("unit", help=_("print the unit for 'central serve SERVE-ARGS' (after --)"),
+                      description=_("Print the systemd unit; give central serve's options after '--'."))
+    _unit_options(q, default_name="gate-central",
+                  watchdog_help=_("WatchdogSec: restart when the server's event loop stops answering for S seconds "
+                                  "(default {s}; 0 turns it off)"))
+    q.add_argument("serve_args", nargs=argparse.REMAINDER, metavar="-- SERVE-ARGS", help=_("central serve's options"))
     q.set_defaults(func=cmd_service_unit, central=True)
