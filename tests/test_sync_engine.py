@@ -203,14 +203,16 @@ SYNC_MODULES = ["sync/engine.py", "sync/client.py", "sync/loop.py", "sync/cli.py
 
 
 def _private_reaches(path) -> list[str]:
-    """``obj._name`` where obj is not self/cls, and ``from m import _name``."""
+    """``obj._name`` where obj is not self/cls, and ``from m import _name`` (``_`` itself is
+    gettext's public name: ``from gate.i18n import _``)."""
     found = []
     for node in ast.walk(ast.parse((ROOT / path).read_text())):
         if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
             if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
                 found.append(f"{path}:{node.lineno} .{node.attr}")
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("sync", "gate", "crypto"):
-            found += [f"{path}:{node.lineno} import {a.name}" for a in node.names if a.name.startswith("_")]
+            found += [f"{path}:{node.lineno} import {a.name}" for a in node.names
+                      if a.name.startswith("_") and a.name != "_"]
     return found
 
 
