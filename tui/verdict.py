@@ -118,6 +118,10 @@ def fault_view(ctx: Context, fault: object) -> View:
     kind = fault_word(fault)
     title = _("LANE FAULT: {kind}").format(kind=kind) if kind else _(STATE_WORDS["FAULT"][1])
     what = getattr(fault, "detail", None) or getattr(fault, "message", None) or str(fault)
+    if getattr(getattr(fault, "kind", None), "value", None) == "relay":
+        # a relay that did not release may leave the turnstile free: "admits nothing" would be false
+        line = _("The turnstile may be left open: stop people at it by hand. "
+                 "No code is checked until a supervisor clears the fault")
     return View("FAULT", f"{icon} {title}", (("where", plain(what, limit=200)), ("explain", line),
                                              ("todo", _("→ Call a technician; a supervisor clears it: p and a PIN"))))
 
