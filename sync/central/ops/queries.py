@@ -645,10 +645,13 @@ def ticket_history(db, event: str, ticket_id: str) -> dict | None:
            ORDER BY 1, 2, 4""", {"e": event, "t": ticket_id})
     if t is None and not rows:
         return None
-    hist = [{**r, "at": (r["ts_ms"] or 0) / 1000, "version": _version(r.pop("record"))} for r in rows]
+    hist = []
+    for r in rows:
+        rec = _record(r.pop("record"))
+        op = rec.get("operator")
+        hist.append({**r, "at": (r["ts_ms"] or 0) / 1000, "operator": str(op)[:60] if op else None})
     if t and t["version"] > 1:  # the store keeps the current version, not when each reissue happened
-        hist.append({"at": None, "kind": "reissue", "reason": f"now version {t['version']}"
-                     f" ({t['version'] - 1} reissue{'s' if t['version'] > 2 else ''}; central keeps no time for it)"})
+        hist.append({"at": None, "kind": "reissue", "n": t["version"] - 1})
     if t and t["revoked_at"]:
         hist.append({"at": t["revoked_at"], "kind": "revocation", "reason": "revoked by central"})
     hist.sort(key=lambda h: (h["at"] is None, h["at"] or 0))
