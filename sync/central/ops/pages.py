@@ -125,7 +125,7 @@ def login(request: Request, f: dict = Depends(form), lg: str = Depends(lang), rm
     token = accounts.open_session(rm.db, name, now=rm.clock())
     resp = RedirectResponse(nxt, status_code=303)
     set_cookie(resp, request, SESSION_COOKIE, token, max_age=accounts.SESSION_S)
-    resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+    set_cookie(resp, request, LOGIN_CSRF_COOKIE, "", max_age=0)
     return resp
 
 
@@ -134,7 +134,7 @@ def logout(request: Request, p: tuple = Depends(posted), rm=Depends(room)):
     user, _f = p
     accounts.close_session(rm.db, user.session)
     resp = RedirectResponse("/ops/login", status_code=303)
-    resp.delete_cookie(SESSION_COOKIE, path="/")
+    set_cookie(resp, request, SESSION_COOKIE, "", max_age=0)
     return resp
 
 

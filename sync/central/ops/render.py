@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, select_autoescape
 
 from gate.i18n import LANG_NAMES, translations
 from gate.words import link_words, reason_words
@@ -38,7 +38,7 @@ def hm_date(ts) -> str:
 @lru_cache(maxsize=None)
 def env(lang: str) -> Environment:
     e = Environment(loader=PackageLoader("sync.central.ops", "templates"), autoescape=select_autoescape(["html"]),
-                    extensions=["jinja2.ext.i18n"], undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                    extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
     t = translations(lang, "ops")
     e.install_gettext_translations(t, newstyle=False)
     gate_t = translations(lang, "gate")
