@@ -26,6 +26,7 @@ REFUSE_MIN_SHARE = 0.5    # a lane refusing at least half ...
 REFUSE_FACTOR = 2.0       # ... and twice its own and the venue's share
 MAX_LANES_SHOWN = 24    # lanes named on a page (the busiest); the rest are counted, not rendered
 MAX_LANE_CHARS = 40     # a lane name is cut to this many characters
+MAX_LANE_ALERTS = 10    # lane alerts of one kind at once (the worst)
 CHART_LANES = 8         # lines on the chart (the busiest lanes of the hour)
 SHARED_LANES, SHARED_WINDOW_MS = 3, 60_000
 
@@ -257,7 +258,8 @@ def doors(db, st: EventState, now: float, gs: list[dict] | None = None) -> dict:
             "refused": sum(st.lane_refused.values()),
             "capacity": cap["capacity"] if cap else None, "lanes": rows, "more_lanes": more,
             "per_lane": dict(sorted(st.lanes.items())),
-            "refusals": dict(sorted(st.refusals.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "refusals": dict(sorted(st.refusals.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_LANES_SHOWN]),
+            "more_reasons": sum(n for _, n in sorted(st.refusals.items(), key=lambda kv: (-kv[1], kv[0]))[MAX_LANES_SHOWN:]),
             "scans": st.scans, "hour": sum(hour.values()),
             "minutes": [{"lane": ln, "m": m, "n": n} for (ln, m), n in minutes.items() if ln in chart_lanes],
             "chart_lanes": chart_lanes, "chart_more": max(0, len(hour) - len(chart_lanes)),
@@ -379,7 +381,8 @@ def stalled(st: EventState, now: float) -> list[dict]:
             since = (last + 1) * BUCKET_MS / 1000 if last is not None and last < r0 or recent == 0 and last \
                 else r0 * BUCKET_MS / 1000
             out.append({"lane": lane, "recent": recent, "base": base, "since": since})
-    return out
+    out.sort(key=lambda r: r["recent"] - r["base"])
+    return out[:MAX_LANE_ALERTS]  # the worst; a device inventing lanes cannot flood the alerts
 
 
 def _window(bk: dict, lane: str | None, lo: int, hi: int) -> int:
@@ -410,7 +413,8 @@ def refusing(st: EventState, now: float) -> list[dict]:
             first = min(b for (ln, b), n in st.rbuckets.items() if ln == lane and b >= r0 and n > 0)
             out.append({"lane": lane, "refused": ref, "admitted": adm, "share": share, "venue": venue, "own": own,
                         "since": first * BUCKET_MS / 1000})
-    return out
+    out.sort(key=lambda r: (-r["share"], -r["refused"]))
+    return out[:MAX_LANE_ALERTS]  # the worst; a device inventing lanes cannot flood the alerts
 
 
 def _shared_codes(db, event: str, tickets: list[str] | None) -> list[dict]:
@@ -445,13 +449,13 @@ def alerts(db, st: EventState, now: float, gs: list[dict] | None = None) -> list
     gs = gates(db, st.event, now) if gs is None else gs
     label = {g["device_id"]: g["label"] for g in gs}
     for r in refusing(st, now):
-        out.append({"key": f"lane_refusing:{r['lane']}", "kind": "lane_refusing", "at": r["since"],
+        out.append({"key": f"lane_refusing:{lane_label(r['lane'])}", "kind": "lane_refusing", "at": r["since"],
                     "level": "crit" if r["share"] >= 0.9 else "warn", "lane": r["lane"],
                     "params": {"lane": lane_label(r["lane"]), "refused": r["refused"],
                                "decisions": r["refused"] + r["admitted"], "share": round(100 * r["share"]),
                                "venue": round(100 * r["venue"]), "minutes": REFUSE_RECENT_S // 60}})
     for r in stalled(st, now):
-        out.append({"key": f"lane_stalled:{r['lane']}", "kind": "lane_stalled", "level": "warn", "at": r["since"],
+        out.append({"key": f"lane_stalled:{lane_label(r['lane'])}", "kind": "lane_stalled", "level": "warn", "at": r["since"],
                     "lane": r["lane"],
                     "params": {"lane": lane_label(r["lane"]), "recent": f"{r['recent']:.1f}", "base": f"{r['base']:.1f}",
                                "minutes": STALL_RECENT_S // 60, "base_minutes": STALL_BASE_S // 60}})
