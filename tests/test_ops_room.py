@@ -454,3 +454,181 @@ def test_doors_and_alerts_survive_concurrent_viewers_and_uploads(central, tmp_pa
     stop.set()
     ts[-1].join(120)
     assert not errors, errors[:3]
+
+
+# ------------------------------------------------------------------ issue 22: the ops room on event night
+
+
+def test_a_refusing_lane_shows_on_doors_and_raises_an_alert(central, browser, tmp_path):
+    store, server, (data, db) = central
+    v = Venue(store, server.url, tmp_path, "ev-refuse", n_tickets=10)
+    gn, gs = v.gate("gn", "north-1"), v.gate("gs", "south-1")
+    run_gate(data, "central", *db, "device", "name", gs.config.device_id, "South door 1")
+    now = time.time()
+    for i, wal in enumerate(v.wallets[:8]):
+        assert gn.scan(wal.code(now - 120 + i * 10), now=now - 120 + i * 10)[0].reason is Reason.ACCEPT
+    for i in range(12):  # south-1 refuses everyone (a reader fault, a wrong list): admitted 0
+        gs.scan(f"GT1:unreadable-{i}", now=now - 100 + i * 5)
+    for g in (gn, gs):
+        assert v.sync(g).ok
+    page = login(browser, server.url)
+    page.goto(f"{server.url}/ops/e/ev-refuse/doors")
+    row = page.locator("[data-lane-row='south-1']")
+    # the lane is in the table with its refusals, marked, and the banner counts the alert
+    assert row.locator("[data-lane-refused]").inner_text() == "12" and "refusing" in row.inner_text()
+    banner = page.locator("#live .banner").inner_text()
+    assert "Lane refusing" in banner and "south-1" in banner and "12 of 12" in banner
+    assert v.report()["refused_per_lane"]["south-1"] == 12
+    page.screenshot(path=str(tmp_path / "ops-doors-refusing.png"), full_page=True)
+    page.goto(f"{server.url}/ops/e/ev-refuse/alerts")
+    alert = page.locator("[data-alert='lane_refusing:south-1']")
+    assert "critical" in alert.inner_text()
+    # its time is when the refusals began, not now
+    assert alert.locator("td").nth(2).inner_text() == time.strftime("%H:%M:%S", time.gmtime(
+        (int((now - 100) * 1000) // queries.BUCKET_MS) * queries.BUCKET_MS / 1000))
+    # the gate's name (device name), not its id, on Gates
+    page.goto(f"{server.url}/ops/e/ev-refuse/gates")
+    assert "South door 1" in page.locator(f"[data-gate='{gs.config.device_id}']").inner_text()
+    assert page.errors == []
+
+
+def test_numbers_agree_across_cards_table_chart_and_report(central, browser, tmp_path):
+    store, server, _ = central
+    v = Venue(store, server.url, tmp_path, "ev-agree", n_tickets=9)
+    g1, g2 = v.gate("g1", "north"), v.gate("g2", "south")
+    w, now = v.wallets, time.time()
+    for i in range(5):
+        assert g1.scan(w[i].code(now - 300 + i * 30), now=now - 300 + i * 30)[0].reason is Reason.ACCEPT
+    for i in range(5, 8):
+        assert g2.scan(w[i].code(now - 200 + i * 10), now=now - 200 + i * 10)[0].reason is Reason.ACCEPT
+    assert g2.scan(w[0].code(now - 60), now=now - 60, mode=Mode.EXIT)[0].reason is Reason.ACCEPT  # exit: not admitted
+    _d, entry = g1.scan(w[8].code(now - 50), now=now - 50)
+    g1.rollback(entry.seq, now=now - 49)  # nobody went through: not admitted
+    g2.scan("GT1:junk", now=now - 40)
+    for g in (g1, g2):
+        assert v.sync(g).ok
+    rep = v.report()
+    page = login(browser, server.url)
+    page.goto(f"{server.url}/ops/e/ev-agree/doors")
+    card = int(page.locator("[data-k=admitted]").inner_text())
+    table = {el.get_attribute("data-lane"): int(el.inner_text()) for el in page.locator("b[data-lane]").all()}
+    hour = {el.get_attribute("data-lane-hour"): int(el.inner_text()) for el in page.locator("[data-lane-hour]").all()}
+    chart = {el.get_attribute("data-chart-lane"): int(el.get_attribute("data-hour"))
+             for el in page.locator("[data-chart-lane]").all()}
+    inside = int(page.locator("[data-k=inside]").inner_text())
+    page.goto(f"{server.url}/ops/e/ev-agree/reconciliation")
+    recon = {k: int(page.locator(f"[data-r={k}]").inner_text()) for k in ("admitted", "inside", "refused")}
+    # one definition: the card, the lane table, the chart (all within the hour), the report JSON and its page
+    assert card == sum(table.values()) == sum(chart.values()) == rep["admitted"] == recon["admitted"] == 8
+    assert table == hour == chart == rep["per_lane"] == {"north": 5, "south": 3}
+    assert inside == rep["inside"] == recon["inside"] == 7 and recon["refused"] == rep["refused"] == 1
+    page.screenshot(path=str(tmp_path / "ops-reconciliation.png"), full_page=True)
+    # readable: times, yes/no, words (no epoch ms, no True/False, no snake_case keys)
+    text = page.locator("main").inner_text()
+    assert "True" not in text and "False" not in text and "chain_ok" not in text and "UNREADABLE" in text
+    # on a phone: no sideways scrolling on Reconciliation, and the chart's text stays readable
+    phone = login(browser, server.url, width=390, height=844)
+    phone.goto(f"{server.url}/ops/e/ev-agree/reconciliation")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    phone.screenshot(path=str(tmp_path / "ops-reconciliation-phone.png"), full_page=True)
+    phone.goto(f"{server.url}/ops/e/ev-agree/doors")
+    sizes = phone.evaluate("Array.from(document.querySelectorAll('.chart .xaxis span, .chart .yaxis span, .legend li'))"
+                           ".map(e => parseFloat(getComputedStyle(e).fontSize))")
+    assert sizes and min(sizes) >= 11, sizes
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    phone.screenshot(path=str(tmp_path / "ops-doors-phone.png"), full_page=True)
+    assert page.errors == [] and phone.errors == []
+
+
+def test_central_stopped_shows_the_stale_banner_within_5_s(central, browser, tmp_path):
+    store, server, _ = central
+    Venue(store, server.url, tmp_path, "ev-stale")
+    own = ServerThread(create_app(store)).start()  # a central of its own, to stop
+    page = login(browser, own.url)
+    page.goto(f"{own.url}/ops/e/ev-stale/doors")
+    stale = page.locator("#stale")
+    assert stale.is_hidden()
+    own.stop()
+    from playwright.sync_api import expect
+    # the page's script notices failed fetches and ages the data (it used to keep looking live)
+    expect(stale).to_be_visible(timeout=5000)
+    expect(stale).to_contain_text("Central unreachable")
+    page.screenshot(path=str(tmp_path / "ops-stale.png"), full_page=True)
+
+
+def _double_admission(v, now):
+    g1, g2 = v.gate("g1", "north"), v.gate("g2", "south")
+    g1.scan(v.wallets[0].code(now - 20), now=now - 20)
+    g2.scan(v.wallets[0].code(now - 19), now=now - 19)
+    for g in (g1, g2):
+        assert v.sync(g).ok
+
+
+def test_acknowledge_an_alert_as_admin_not_as_viewer(central, browser, tmp_path):
+    store, server, _ = central
+    v = Venue(store, server.url, tmp_path, "ev-ack", n_tickets=2)
+    _double_admission(v, time.time())
+    key = f"double_admission:{v.wallets[0].ticket_id}"
+    viewer = login(browser, server.url, VIEWER, VIEWER_PW)
+    viewer.goto(f"{server.url}/ops/e/ev-ack/alerts")
+    row = viewer.locator(f"[data-alert='{key}']")
+    assert row.locator("form.ack").count() == 0 and "an admin acknowledges" in row.inner_text()
+    csrf = viewer.locator("form.logout input[name=csrf]").get_attribute("value")
+    jar = {c["name"]: c["value"] for c in viewer.context.cookies()}
+    r = requests.post(f"{server.url}/ops/e/ev-ack/alerts/ack", data={"csrf": csrf, "key": key, "note": "mine"},
+                      cookies=jar, allow_redirects=False, timeout=10)
+    assert r.status_code == 403  # a viewer cannot, even by hand
+    admin = login(browser, server.url)
+    admin.goto(f"{server.url}/ops/e/ev-ack/alerts")
+    row = admin.locator(f"[data-alert='{key}']")
+    note = row.locator("input[name=note]")
+    note.click()
+    note.type("steward sent to both doors")
+    # the live area refreshes every second: focus and typed text survive (they were lost every second)
+    for _ in range(2):
+        with admin.expect_response(lambda resp: "part=live" in resp.url):
+            pass
+    assert admin.evaluate("document.activeElement && document.activeElement.name") == "note"
+    assert note.input_value() == "steward sent to both doors"
+    row.locator("button:has-text('Acknowledge')").click()
+    admin.wait_for_url("**/alerts")
+    acked = admin.locator(f"[data-alert='{key}']").inner_text()
+    assert ADMIN in acked and "steward sent to both doors" in acked
+    assert f"{ADMIN} at" in admin.locator("#live table").last.inner_text()  # the history keeps who and when
+    admin.goto(f"{server.url}/ops/e/ev-ack/doors")
+    assert "Open alerts: 1" in admin.locator("#live .banner").inner_text()  # the banner still counts it
+    admin.goto(f"{server.url}/ops/e/ev-ack/alerts")
+    admin.screenshot(path=str(tmp_path / "ops-alerts-ack.png"), full_page=True)
+    assert admin.errors == []
+
+
+def test_a_chinese_page_with_accept_language_zh_cn(central, browser, tmp_path):
+    store, server, _ = central
+    v = Venue(store, server.url, tmp_path, "ev-zh", n_tickets=2)
+    g = v.gate("g1", "north")
+    now = time.time()
+    g.scan(v.wallets[0].code(now), now=now)
+    g.scan("GT1:junk", now=now + 1)
+    assert v.sync(g).ok
+    ctx = browser.new_context(extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"},
+                              viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    page.goto(server.url + "/ops/login")
+    assert page.locator("html").get_attribute("lang") == "zh-CN"
+    page.fill("input[name=name]", ADMIN)
+    page.fill("input[name=password]", ADMIN_PW)
+    page.locator("form button").click()
+    page.goto(f"{server.url}/ops/e/ev-zh/doors")
+    text = page.locator("body").inner_text()
+    from gate.i18n import translations
+    zh = translations("zh_CN", "ops").gettext
+    assert zh("Doors") != "Doors" and zh("Doors") in text and zh("Admitted") in text
+    assert "Admitted" not in text and "Refusals by reason" not in text
+    from gate.words import reason_words
+    assert reason_words("MALFORMED", "zh_CN").headline in text  # the staff UI's words, in Chinese
+    page.screenshot(path=str(tmp_path / "ops-doors-zh.png"), full_page=True)
+    # switch to English with the link (a cookie): the same page in English
+    page.locator("nav .langs a").click()
+    page.wait_for_url("**/doors")
+    assert "Admitted" in page.locator("body").inner_text()
+    ctx.close()
