@@ -329,3 +329,78 @@ def test_cards_lane_table_chart_and_report_count_by_one_definition(central, tmp_
     assert rep["inside"] == d["inside"] == 3 and rep["exits"] == d["exits"] == 1
     assert rep["refused"] == d["refused"] == 1 and rep["refused_per_lane"] == {"south": 1}
     assert {x["lane"]: x["refused"] for x in d["lanes"]} == {"north": 0, "south": 1}
+
+
+def test_notable_events_name_the_operator_and_include_staff_commands_and_faults(central, tmp_path):
+    """Manual decisions (with who made them), pause, relay faults from a gate's scan log, and an
+    admission of a cancelled ticket are notable events (they used to be left out)."""
+    from gate.decision import Decision
+    store, server, _ = central
+    store.create_event("note-ev")
+    made = store.issue("note-ev", count=2, out=tmp_path / "w")
+    w = [Wallet.load(m["file"]) for m in made]
+    g = Gate.init(tmp_path / "g", event="note-ev", lane="west")
+    sc.enroll(g, server.url, store.enrol_code("note-ev"))
+    assert sc.sync_once(g, sc.client_for(g)).ok
+    now = time.time()
+    g.record(Decision(Reason.MANUAL_ADMIT, Mode.ENTRY, ticket_id=w[0].ticket_id, consumes_entry=True),
+             now=now - 50, qr=None, kind="override", operator="Mei Lin")
+    g.control("pause", now=now - 40, operator="Mei Lin")
+    g.control("relay_fault", now=now - 30, operator=None, detail="relay stuck")
+    store.revoke(w[1].ticket_id)  # refunded, but this gate has not heard yet
+    later = time.time() + 1
+    assert g.scan(w[1].code(later), now=later)[0].reason is Reason.ACCEPT
+    assert sc.sync_once(g, sc.client_for(g)).ok
+    now = later + 1
+    with OpsDB(store).reader() as r:
+        st = queries.Live().state(r, "note-ev", now)
+        kinds = {n["kind"]: n for n in queries.notable(r, st, now)}
+        d = queries.doors(r, st, now, [])
+    assert kinds["manual_admit"]["params"]["operator"] == "Mei Lin"
+    assert "control_pause" in kinds and "control_relay_fault" in kinds and "cancelled_admitted" in kinds
+    html = render("zh_CN", "_doors_live.html", d={**d, "notable": list(kinds.values())},
+                  alerts=[], chart=None, now=now, event="note-ev", q=lambda x, safe="": x)
+    assert "Mei Lin" in html and "继电器故障" in html  # in Chinese, with the operator's name
+
+
+def _state_with(lanes: dict[str, list[int]], now: float) -> queries.EventState:
+    """Admissions per lane per minute for the last len(list) minutes (oldest first)."""
+    st = queries.EventState("x")
+    now_b = int(now * 1000) // queries.BUCKET_MS
+    per_min = 60_000 // queries.BUCKET_MS
+    for lane, minutes in lanes.items():
+        for k, n in enumerate(reversed(minutes)):  # k minutes ago
+            if n:
+                st.buckets[(lane, now_b - k * per_min - 1)] = n
+    return st
+
+
+def test_the_stall_alert_leaves_near_empty_lanes_alone_late_at_night():
+    now = 1_800_000_000.0
+    # a quiet lane (about one person a minute) that saw nobody in the last 2 minutes, while another flows
+    quiet = _state_with({"late": [1] * 10 + [0, 0], "main": [6] * 12}, now)
+    assert queries.stalled(quiet, now) == []
+    # a busy lane that stops is a stall; its time is when it began (its last admission), not now
+    busy = _state_with({"jam": [6] * 10 + [0, 0], "main": [6] * 12}, now)
+    (s,) = queries.stalled(busy, now)
+    assert s["lane"] == "jam" and now - 200 < s["since"] < now - 60
+
+
+def test_a_revoked_gate_that_keeps_admitting_is_red(central, tmp_path):
+    store, server, _ = central
+    store.create_event("rev-ev")
+    made = store.issue("rev-ev", count=1, out=tmp_path / "w")
+    g = Gate.init(tmp_path / "g", event="rev-ev", lane="dock")
+    sc.enroll(g, server.url, store.enrol_code("rev-ev"))
+    assert sc.sync_once(g, sc.client_for(g)).ok
+    now = time.time()
+    g.scan(Wallet.load(made[0]["file"]).code(now), now=now)
+    assert sc.sync_once(g, sc.client_for(g)).ok
+    store.revoke_device(g.config.device_id)
+    with OpsDB(store).reader() as r:
+        (row,) = queries.gates(r, "rev-ev", now + 5)
+        al = queries.alerts(r, queries.Live().state(r, "rev-ev", now + 5), now + 5)
+    assert row["state"] == "revoked_admitting"
+    assert [a["level"] for a in al if a["kind"] == "revoked_admitting"] == ["crit"]
+    html = render("en", "_gates_live.html", rows=[row], amber_min=2, red_min=5)
+    assert 'class="crit"' in html and "revoked, still admitting" in html
