@@ -119,7 +119,6 @@ def screenshots(out: Path) -> None:
     from gate.appliance import Gate
     from gate.decision import Mode
     from sync import client as sc
-    from sync.central.ops.cli import GATE_NAME_MAX  # noqa: F401 - the names below fit
 
     with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
         tmp = Path(tmp)

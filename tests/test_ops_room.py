@@ -16,7 +16,7 @@ from gate.appliance import Gate
 from gate.decision import Mode, Reason
 from sync import client as sc
 from sync.central.app import ServerThread, create_app
-from sync.central.ops import accounts, queries
+from sync.central.ops import queries
 from sync.central.ops.db import OpsDB
 from sync.central.store import CentralStore
 from conftest import run_gate

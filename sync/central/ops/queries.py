@@ -625,15 +625,6 @@ def find_tickets(db, event: str, q: str) -> list[dict]:
          "pat": "%" + q.lower().replace("%", "") + "%"})
 
 
-def _version(record) -> int | None:
-    """The credential version the holder showed, from the stored record (reissues bump it)."""
-    try:
-        v = cbor2.loads(bytes(record)).get("version")
-    except Exception:
-        return None
-    return v if isinstance(v, int) else None
-
-
 def ticket_history(db, event: str, ticket_id: str) -> dict | None:
     t = db.one("SELECT ticket_id, tier, zone, version, status, entries, holder, revoked_at FROM tickets"
                " WHERE ticket_id = :t AND event = :e", {"t": ticket_id, "e": event})
