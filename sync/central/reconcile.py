@@ -67,6 +67,14 @@ NOT_ROLLED_BACK = ("NOT EXISTS (SELECT 1 FROM scans r WHERE r.kind = 'rollback' 
 ACCEPTED = f"{DECISION} AND s.decision = 'accept' AND {NOT_ROLLED_BACK}"   # admissions and exits
 ADMISSION = f"{ACCEPTED} AND s.mode = 'entry'"
 REFUSAL = f"{DECISION} AND s.decision <> 'accept'"
+# a ticket is over-admitted when its admissions consume more entries than it allows (``t``: its
+# tickets row, absent for an unlisted ticket: one entry; entries 0: unlimited)
+ALLOWED = "coalesce(t.entries, 1)"
+
+
+def over_admitted(used: str) -> str:
+    """The double-admission rule on ``used`` (the sum of the admissions' ``consumes``)."""
+    return f"{ALLOWED} > 0 AND {used} > {ALLOWED}"
 NO_LANE = "-"
 
 
@@ -162,12 +170,12 @@ def _build(db, event: str, verify_chains: bool) -> dict:
     over, by_ticket = [], {}
     # aggregate first, then look up the few candidates (used > 1: entries 0 means unlimited)
     for tid, used, allowed in db.all(
-            """SELECT x.ticket_id, x.used, coalesce(t.entries, 1) FROM
+            f"""SELECT x.ticket_id, x.used, {ALLOWED} FROM
                 (SELECT a.ticket_id, sum(a.consumes) AS used FROM adm a
                  WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL
                  GROUP BY a.ticket_id HAVING sum(a.consumes) > 1) x
                 LEFT JOIN tickets t ON t.ticket_id = x.ticket_id
-                WHERE coalesce(t.entries, 1) > 0 AND x.used > coalesce(t.entries, 1)
+                WHERE {over_admitted("x.used")}
                 ORDER BY x.ticket_id"""):
         by_ticket[tid] = {"ticket_id": tid, "allowed": allowed, "admitted": used, "gates": [], "admissions": []}
         over.append(by_ticket[tid])

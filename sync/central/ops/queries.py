@@ -10,7 +10,7 @@ import threading
 
 import cbor2
 
-from sync.central.reconcile import ACCEPTED, ADMISSION, NO_LANE, REFUSAL, is_decision
+from sync.central.reconcile import ACCEPTED, ADMISSION, NO_LANE, REFUSAL, is_decision, over_admitted
 
 AMBER_S = 120   # silence before a gate's row turns amber (while doors are open)
 RED_S = 300     # ... and red
@@ -278,7 +278,7 @@ def _double_admissions(db, event: str, tickets: list[str] | None) -> list[dict]:
             {ADMITTED.replace('FROM scans s', 'FROM scans s LEFT JOIN tickets t ON t.ticket_id = s.ticket_id')}
             AND s.mode = 'entry' AND s.ticket_id IS NOT NULL{where}
             GROUP BY s.ticket_id, coalesce(t.entries, 1)
-            HAVING coalesce(t.entries, 1) > 0 AND sum(s.consumes) > coalesce(t.entries, 1)""", params)
+            HAVING {over_admitted("sum(s.consumes)")}""", params)
     out = []
     for o in over:
         adms = db.all(f"SELECT s.device_id AS device_id, s.lane AS lane, s.ts_ms AS ts_ms, s.consumes AS consumes"

@@ -71,7 +71,7 @@ def env(lang: str) -> Environment:
     e.globals.update(
         lang=lang, html_lang=HTML_LANG.get(lang, "en"), LANG_NAMES=LANG_NAMES, PAGES=words.PAGES,
         ALERT_WORDS=words.ALERT_WORDS, NOTABLE_WORDS=words.NOTABLE_WORDS, STATE_WORDS=words.STATE_WORDS,
-        MODE_WORDS=words.MODE_WORDS, reason=reason, reason_words=lambda c: reason_words(c, lang),
+        MODE_WORDS=words.MODE_WORDS, PROBLEM_WORDS=words.PROBLEM_WORDS, reason=reason, reason_words=lambda c: reason_words(c, lang),
         link_words=lambda s: link_words(s, lang), ago=ago, offset=offset, hms=hms, hm_date=hm_date,
         yesno=lambda v: t.gettext("yes") if v else t.gettext("no"), gate_gettext=gate_t.gettext)
     e.filters.update(hms=hms, ago=ago, offset=offset)

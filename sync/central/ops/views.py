@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from gate.i18n import N_
 from gate.words import reason_words
 from sync.central.ops.queries import lane_label
+from sync.central.ops.words import PROBLEM_WORDS
 from sync.central.reconcile import fmt_ms
 
 # line colours: each at least 4.5:1 against white (tests/test_ops_security.py checks), and a dash
@@ -95,7 +96,8 @@ def report_sections(rep: dict, names: dict[str, str], gettext, lang: str) -> lis
         "devices": [[g(d["device_id"]), _(STATUS_WORDS.get(d["status"], d["status"])), d["records"],
                      yes(d["chain_ok"]), ", ".join(f"{a}–{b}" for a, b in d["gaps"]) or "—", yes(d["quarantined"])]
                     for d in rep["devices"]],
-        "problems": [[g(p["device_id"]), p["kind"], p["detail"], _ts(p["at"])] for p in rep["problems"]],
+        "problems": [[g(p["device_id"]), _(PROBLEM_WORDS[p["kind"]]) if p["kind"] in PROBLEM_WORDS else p["kind"],
+                      p["detail"], _ts(p["at"])] for p in rep["problems"]],
         "clock_wrong": [[g(c["device_id"]), c["records"], fmt_ms(c["earliest_ts_ms"]), fmt_ms(c["latest_ts_ms"])]
                         for c in rep.get("clock_wrong", [])],
         "by_reason": [[reason_words(k or "ERROR", lang).headline if k else "—", n] for k, n in rep["by_reason"].items()],

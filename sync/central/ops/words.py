@@ -50,6 +50,16 @@ NOTABLE_WORDS: dict[str, str] = {
     "refused_upload": N_("Upload from {gate} refused ({what})"),
 }
 
+# refused uploads (central's problems table) -> words
+PROBLEM_WORDS = {
+    "bad_signature": N_("chain head not signed by this gate"),
+    "broken_chain": N_("records edited or missing (chain broken)"),
+    "forked_chain": N_("two different histories (chain forked)"),
+    "malformed_upload": N_("unreadable upload"),
+    "wrong_device": N_("records of another gate"),
+    "implausible": N_("more admissions than a turnstile can pass"),
+}
+
 MODE_WORDS = {"entry": N_("entry"), "exit": N_("exit")}
 
 # gate states (queries.gates) -> (level, icon, word)
