@@ -193,7 +193,7 @@ def main() -> None:
             s = requests.Session()  # a logged-in browser: session cookie (basic auth would pay scrypt each time)
             s.get(f"{server.url}/ops/login", timeout=60)
             s.post(f"{server.url}/ops/login", timeout=60, data={
-                "name": "bench", "password": "bench-password", "csrf": s.cookies["ops_login_csrf"], "next": "/ops"},
+                "name": "bench", "password": "bench-password", "csrf": s.cookies["ops_csrf"], "next": "/ops"},
                 allow_redirects=False)
             base = f"{server.url}/ops/e/{EVENT}"
             stop, counts = threading.Event(), [0]

@@ -134,12 +134,12 @@ def test_login_required_and_device_tokens_get_401(central, browser, tmp_path):
     assert r.status_code == 403 and "admin" in r.text  # a viewer may not set the capacity
     # served over TLS (here: behind a proxy on 127.0.0.1 saying so) the cookies are Secure too
     r = requests.post(f"{server.url}/ops/login", data={"name": VIEWER, "password": VIEWER_PW, "csrf": "x" * 24},
-                      cookies={"ops_login_csrf": "x" * 24}, headers={"X-Forwarded-Proto": "https"},
+                      cookies={"ops_csrf": "x" * 24}, headers={"X-Forwarded-Proto": "https"},
                       allow_redirects=False, timeout=10)
     assert r.status_code == 303
     assert all("Secure" in c for c in r.raw.headers.getlist("set-cookie")), r.raw.headers.getlist("set-cookie")
     plain = requests.post(f"{server.url}/ops/login", data={"name": VIEWER, "password": VIEWER_PW, "csrf": "x" * 24},
-                          cookies={"ops_login_csrf": "x" * 24}, allow_redirects=False, timeout=10)
+                          cookies={"ops_csrf": "x" * 24}, allow_redirects=False, timeout=10)
     assert not any("Secure" in c for c in plain.raw.headers.getlist("set-cookie"))
     # logout ends the session: the same cookie no longer opens a page
     page.click("button:has-text('Log out')")

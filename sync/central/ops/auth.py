@@ -23,7 +23,7 @@ from sync.central.ops import accounts
 from sync.central.ops.throttle import Busy, Throttled
 from sync.central.store import CentralError
 
-SESSION_COOKIE, LOGIN_CSRF_COOKIE, LANG_COOKIE = "ops_session", "ops_login_csrf", "ops_lang"
+SESSION_COOKIE, LOGIN_CSRF_COOKIE, LANG_COOKIE = "ops_session", "ops_csrf", "ops_lang"
 MAX_FORM = 8192
 
 
