@@ -13,7 +13,9 @@ demo: install
 	$(BIN)/gate demo
 
 test: install
-	$(BIN)/python -m pytest --durations=10
+	@# two workers (this machine's two cores), each test file on one worker: its module
+	@# fixtures (centrals, PostgreSQL, bus peers) stay together
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=10
 
 install: $(STAMP)
 

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from ports import free_ports  # noqa: F401  (tests and bench/bus.py take it from here)
+from ports import free_ports, stop_process, wait_until_serving  # noqa: F401  (free_ports: the bus tests take it from here)
 
 GATE_BIN = Path(sys.executable).with_name("gate")
 
@@ -95,20 +95,18 @@ class LaneProc:
         return (self.proc.stderr.read() or "")[-2000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, close_stdin=True)
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+def lane(procs: list, data: Path, listen: int | None, peers: list[int], *extra: str) -> LaneProc:
+    """A lane process, added to ``procs`` (the fixture stops them all)."""
+    p = LaneProc(data, listen=listen, peers=peers, extra=extra)
+    procs.append(p)
+    return p
 
 
 class Outsider:
@@ -149,22 +147,12 @@ class Outsider:
         return str(f)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, close_stdin=True)
 
 
 @contextlib.contextmanager
 def central_serve(tmp: Path, *events: str, venue: str = ""):
     """`gate central serve` in a subprocess on 127.0.0.1 with ``events`` created."""
-    import requests
     data = tmp / "central"
     for ev in events:
         subprocess.run(gate_cmd(data, "central", "event", "create", ev, *(["--venue", venue] if venue else [])),
@@ -176,23 +164,13 @@ def central_serve(tmp: Path, *events: str, venue: str = ""):
                                 stdout=subprocess.DEVNULL, stderr=fh)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url + "/v1/time", timeout=2)
-                break
-            except requests.RequestException:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"central did not start:\n{err.read_text()}")
-                time.sleep(0.1)
+        try:
+            wait_until_serving(url + "/v1/time", proc=proc, what="central serve")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{err.read_text()}") from None
         yield data, url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def central_json(data: Path, *args: str) -> dict:

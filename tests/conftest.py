@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -74,3 +75,24 @@ def central_db(request, tmp_path):
     if request.param == "sqlite":
         return None
     return request.getfixturevalue("pg_cluster").create_db()
+
+
+@contextlib.contextmanager
+def central_for(tmp_path: Path, db: str | None, event: str, *, window_s: float = 3600.0):
+    """A real central (store on ``db``: SQLite or a PostgreSQL URL) serving HTTP on
+    127.0.0.1 in this process, with ``event`` at venue "arena", running from
+    ``window_s`` ago to ``window_s`` from now: yields (store, server)."""
+    import time
+
+    from sync.central.app import ServerThread, create_app
+    from sync.central.store import CentralStore
+
+    store = CentralStore(tmp_path / "central", db)
+    now = time.time()
+    store.create_event(event, venue="arena", starts_at=now - window_s, ends_at=now + window_s)
+    server = ServerThread(create_app(store)).start()
+    try:
+        yield store, server
+    finally:
+        server.stop()
+        store.close()

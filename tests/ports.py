@@ -1,5 +1,5 @@
-"""Port numbers for the servers tests and benches start on 127.0.0.1, and the
-wait until one answers. One copy for tests/ and bench/ (bench adds tests/ to
+"""Port numbers for the servers tests and benches start on 127.0.0.1, the
+wait until one answers, and stopping it. One copy for tests/ and bench/ (bench adds tests/ to
 sys.path).
 
 Ports come from the OS (bind port 0), never from a formula: several test runs
@@ -55,3 +55,23 @@ def wait_until_serving(url: str, *, proc: subprocess.Popen | None = None, timeou
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what} did not answer {url} within {timeout:.0f} s") from None
             time.sleep(0.05)
+
+
+def stop_process(proc: subprocess.Popen, *, close_stdin: bool = False, timeout: float = 10.0) -> None:
+    """End a server or lane started by a test: close its stdin (a lane reading
+    codes ends on EOF) or send SIGTERM, and kill it when it has not ended within
+    ``timeout`` seconds. Nothing happens when it has ended already."""
+    if proc.poll() is not None:
+        return
+    if close_stdin:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

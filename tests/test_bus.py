@@ -16,7 +16,7 @@ import pytest
 from crypto.issuer import Issuer
 from gate.keyfiles import load_device_key
 from gate import bus, scanlog
-from bus_lanes import LaneProc, Outsider, free_ports, setup_gate, trust_all
+from bus_lanes import LaneProc, Outsider, free_ports, lane, setup_gate, trust_all
 from conftest import json_lines, run_gate
 
 EVENT = "evt-bus"
@@ -36,12 +36,6 @@ def venue(tmp_path):
     yield iss, a, b, entries, procs
     for p in procs:
         p.stop()
-
-
-def lane(procs, data, listen, peers, *extra) -> LaneProc:
-    p = LaneProc(data, listen=listen, peers=peers, extra=extra)
-    procs.append(p)
-    return p
 
 
 def bus_status(data: Path) -> dict:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from crypto.issuer import Issuer, Wallet
 from gate.keyfiles import load_device_key
 from gate import bus
-from bus_lanes import (LaneProc, Outsider, central_json, central_serve, enrol_gate, free_ports, setup_gate,
+from bus_lanes import (LaneProc, Outsider, central_json, central_serve, enrol_gate, free_ports, lane, setup_gate,
                        trust_all)
 from conftest import run_gate
 from test_bus import poll, received, signed
@@ -51,12 +51,6 @@ def venue(tmp_path):
     yield iss, dirs, [e["device_id"] for e in entries], procs
     for p in procs:
         p.stop()
-
-
-def lane(procs, data, listen, peers, *extra) -> LaneProc:
-    p = LaneProc(data, listen=listen, peers=peers, extra=extra)
-    procs.append(p)
-    return p
 
 
 def outsider(procs, tmp, **kw) -> Outsider:

@@ -20,23 +20,17 @@ from gate.appliance import Gate
 from gate.decision import Reason
 from gate.scanlog import GENESIS, chain_hash, head_message
 from sync import client as sc
-from sync.central.app import ServerThread, create_app
 from sync.central.reconcile import build_report, render_text
 from sync.central.store import CentralStore
-from conftest import run_gate
+from conftest import central_for, run_gate
 
 EVENT = "evt-hard"
 
 
 @pytest.fixture
 def central(tmp_path, central_db):
-    store = CentralStore(tmp_path / "central", central_db)
-    now = time.time()
-    store.create_event(EVENT, venue="arena", starts_at=now - 3600, ends_at=now + 3600)
-    server = ServerThread(create_app(store)).start()
-    yield store, server
-    server.stop()
-    store.close()
+    with central_for(tmp_path, central_db, EVENT) as running:
+        yield running
 
 
 def _gate(tmp_path, store, url, name="g1", lane="lane-1", event=EVENT):

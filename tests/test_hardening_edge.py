@@ -24,7 +24,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import GATE_BIN, json_lines, run_gate
-from ports import free_port, wait_until_serving
+from ports import free_port, stop_process, wait_until_serving
 from crypto.issuer import Wallet
 from gate.scanlog import GENESIS, chain_hash, head_message
 
@@ -81,12 +81,7 @@ def central_server(tmp_path: Path, *extra: str, scheme: str = "http", verify=Tru
             raise AssertionError(f"{exc}:\n{c.stderr}") from None
         yield c
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 OPS = ("ops-reader", "ops reader password")

@@ -20,10 +20,8 @@ from gate.lane import Lane, State
 from hardware.relay import SimRelay
 from hardware.sensor import SimSensor
 from sync import client as sc
-from sync.central.app import ServerThread, create_app
-from sync.central.store import CentralStore
 from sync.loop import SyncLoop, SyncState
-from conftest import write_jsonl
+from conftest import central_for, write_jsonl
 from faulty_proxy import FaultyProxy
 
 NOW = 1_807_283_662
@@ -68,11 +66,12 @@ def test_a_lane_paused_during_face_capture_admits_nothing(tmp_path):
     camera = _StaffPausesWhileTheFaceIsCaptured(face)
     lane = Lane(g, relay=SimRelay(), sensor=SimSensor(1.0), clock=_Clock(), face=camera)
     camera.lane = lane
-    assert lane.submit(w.code(NOW)) is None  # ignored: paused before the face decision
+    ev = lane.submit(w.code(NOW))  # paused before the face decision: refused like any code now
+    assert ev.decision.reason is Reason.LANE_PAUSED and not ev.decision.accepted
     assert lane.paused and lane.state is State.IDLE and lane.relay.pulses == []
     assert lane.counters.admitted == 0
-    kinds = [r[0] for r in g.conn.execute("SELECT kind FROM scans ORDER BY seq")]
-    assert kinds == ["control"]  # the pause, and no admission
+    rows = [r for r in g.conn.execute("SELECT kind FROM scans ORDER BY seq")]
+    assert [r[0] for r in rows] == ["control", "scan"]  # the pause, then the refusal (logged), no admission
     # the same face and code once the lane is resumed: admitted (so the refusal above was the pause)
     lane.pause(False, operator="ann")
     camera.pause = False
@@ -83,13 +82,8 @@ def test_a_lane_paused_during_face_capture_admits_nothing(tmp_path):
 
 @pytest.fixture
 def central(tmp_path, central_db):
-    store = CentralStore(tmp_path / "central", central_db)
-    now = time.time()
-    store.create_event(EVENT, venue="arena", starts_at=now - 3600, ends_at=now + 3600)
-    server = ServerThread(create_app(store)).start()
-    yield store, server
-    server.stop()
-    store.close()
+    with central_for(tmp_path, central_db, EVENT) as running:
+        yield running
 
 
 def _gate(tmp_path, store, url, name):
