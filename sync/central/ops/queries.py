@@ -319,8 +319,6 @@ def gates(db, event: str, now: float) -> list[dict]:
                   g.reported_at AS reported_at, n.name AS name,
                   {last.format(col="received")} AS last_upload, {last.format(col="ts_ms")} AS last_scan_ms,
                   {last.format(col="lane")} AS lane, {last.format(col="seq")} AS records,
-                  (SELECT max(s.ts_ms) FROM scans s WHERE s.device_id = d.device_id AND {ADMISSION})
-                      AS last_admission_ms,
                   (SELECT count(*) FROM problems p WHERE p.device_id = d.device_id) AS problems
            FROM devices d LEFT JOIN ops_gate_status g ON g.device_id = d.device_id
            LEFT JOIN ops_gate_names n ON n.device_id = d.device_id
@@ -338,6 +336,11 @@ def gates(db, event: str, now: float) -> list[dict]:
         g["link_stale"] = g["link"] is not None and g["silent_s"] >= AMBER_S
         if g["ledger_age_s"] is not None and g["reported_at"] is not None:
             g["ledger_age_s"] = g["ledger_age_s"] + max(0.0, now - g["reported_at"])
+        g["last_admission_ms"] = None
+        if g["status"] != "active":  # only then: a revoked gate whose admissions keep arriving
+            g["last_admission_ms"] = db.one(f"SELECT max(s.ts_ms) AS m FROM scans s WHERE s.device_id = :d"
+                                            f" AND s.ts_ms >= :since AND {ADMISSION}",
+                                            {"d": g["device_id"], "since": now_ms - OPEN_WINDOW_S * 1000})["m"]
         recent_adm = g["last_admission_ms"] is not None and abs(now_ms - g["last_admission_ms"]) <= OPEN_WINDOW_S * 1000
         if g["status"] != "active":
             g["state"] = "revoked_admitting" if recent_adm else "revoked"
