@@ -349,6 +349,9 @@ def test_notable_events_name_the_operator_and_include_staff_commands_and_faults(
              now=now - 50, qr=None, kind="override", operator="Mei Lin")
     g.control("pause", now=now - 40, operator="Mei Lin")
     g.control("relay_fault", now=now - 30, operator=None, detail="relay stuck")
+    # the records a lane's fire input writes (gate.lane: fire_alarm, then fire_alarm_end)
+    g.control("fire_alarm", now=now - 20, operator=None, detail="sim")
+    g.control("fire_alarm_end", now=now - 10, operator=None, detail="sim")
     store.revoke(w[1].ticket_id)  # refunded, but this gate has not heard yet
     later = time.time() + 1
     assert g.scan(w[1].code(later), now=later)[0].reason is Reason.ACCEPT
@@ -360,6 +363,7 @@ def test_notable_events_name_the_operator_and_include_staff_commands_and_faults(
         d = queries.doors(r, st, now, [])
     assert kinds["manual_admit"]["params"]["operator"] == "Mei Lin"
     assert "control_pause" in kinds and "control_relay_fault" in kinds and "cancelled_admitted" in kinds
+    assert "control_fire_alarm" in kinds and "control_fire_alarm_end" in kinds
     html = render("zh_CN", "_doors_live.html", d={**d, "notable": list(kinds.values())},
                   alerts=[], chart=None, now=now, event="note-ev", q=lambda x, safe="": x)
     assert "Mei Lin" in html and "继电器故障" in html  # in Chinese, with the operator's name

@@ -548,7 +548,7 @@ def alert_history(db, event: str, limit: int = 200) -> list[dict]:
 
 
 NOTABLE_CONTROL = ("mode", "pause", "resume", "pin_lockout", "biometrics", "relay_fault", "sensor_fault",
-                   "store_fault", "fault_cleared", "fire_alarm", "fire_alarm_cleared")
+                   "store_fault", "fault_cleared", "fire_alarm", "fire_alarm_end")
 
 
 def _record(blob) -> dict:

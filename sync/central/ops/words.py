@@ -44,7 +44,7 @@ NOTABLE_WORDS: dict[str, str] = {
     "control_store_fault": N_("{gate}: storage fault"),
     "control_fault_cleared": N_("{operator} cleared the faults of {gate}"),
     "control_fire_alarm": N_("{gate}: FIRE ALARM, turnstile opened"),
-    "control_fire_alarm_cleared": N_("{gate}: fire alarm over"),
+    "control_fire_alarm_end": N_("{gate}: fire alarm over"),
     "quarantined": N_("Gate {gate} quarantined: {why}"),
     "gate_dark": N_("Gate {gate} (lane {lane}) gone dark: silent {seconds} s"),
     "refused_upload": N_("Upload from {gate} refused ({what})"),
