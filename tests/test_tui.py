@@ -154,6 +154,27 @@ async def test_verdict_states_admit_refuse_with_where_and_when_exit_and_back_to_
 
 
 @pytest.mark.anyio
+async def test_a_holder_who_left_is_refused_as_no_re_entry_not_as_a_copy(tmp_path):
+    # A screen review: after the holder went out, the refusal said ALREADY IN and asked
+    # "A copy, or passed back?" under a line saying they had left.
+    app, lane, wallets, g, clock = make(tmp_path, sensor=NoSensor())
+    async with app.run_test(size=(100, 30)) as pilot:
+        v = app.query_one(Verdict)
+        lane.submit(wallets[0].code(NOW))
+        lane.set_mode(Mode.EXIT, operator="ann")
+        clock.t = NOW + 20
+        lane.submit(wallets[0].code(clock.t))
+        lane.set_mode(Mode.ENTRY, operator="ann")
+        clock.t = NOW + 60
+        lane.submit(wallets[0].code(clock.t))
+        await pilot.pause()
+        text = words_of(app)
+        assert v.view.state == "REFUSED" and "REFUSED · NO RE-ENTRY" in text, text
+        assert "Left here (north-1) at 22:13:40, 40 s ago" in text and "does not allow re-entry" in text
+        assert "ALREADY IN" not in text and "A copy" not in text
+
+
+@pytest.mark.anyio
 async def test_a_remote_admission_is_named_with_its_lane_as_plain_text(tmp_path):
     """Another gate (lane name with markup) admitted the ticket; the venue bus told us.
     The refusal names that lane as plain text. (A name with terminal escapes cannot
