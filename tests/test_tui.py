@@ -283,6 +283,23 @@ async def test_paused_scans_are_refused_shown_and_logged_and_resume_starts_fresh
 
 
 @pytest.mark.anyio
+async def test_a_manual_admission_on_a_paused_lane_is_shown_then_the_pause(tmp_path):
+    # A screen review: after a supervisor admitted by hand on a paused lane, the verdict kept
+    # saying "LANE PAUSED · every code is refused" while the log said ADMIT (MANUAL).
+    app, lane, wallets, g, clock = make(tmp_path, sensor=NoSensor())
+    async with app.run_test(size=(100, 30)) as pilot:
+        v = app.query_one(Verdict)
+        lane.pause(operator="ann")
+        lane.override(admit=True, operator="ann", ticket_id=wallets[1].ticket_id)
+        await pilot.pause()
+        app.repaint()
+        assert lane.paused and v.view.state == "ADMIT" and "by ann" in words_of(app), words_of(app)
+        clock.t += HOLD_S["ADMIT"] + 0.1
+        app.tick()
+        assert v.view.state == "PAUSED"
+
+
+@pytest.mark.anyio
 async def test_fault_hook_shows_the_fault_above_everything(tmp_path):
     # a relay/sensor fault (gate.lane's Lane.fault) is shown above everything until cleared
     app, lane, wallets, g, clock = make(tmp_path)

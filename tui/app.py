@@ -200,7 +200,10 @@ class GateApp(App):
         fault = getattr(self.lane, "fault", None)  # a relay / sensor fault (gate.lane), when the lane has one
         if fault:
             return fault_view(ctx, fault)
-        if self.lane.paused:
+        manual = self.last_event is not None and self.last_event.decision.reason in (Reason.MANUAL_ADMIT,
+                                                                                    Reason.MANUAL_DENY)
+        if self.lane.paused and not (manual and self.event_view is not None):
+            # (a supervisor's manual decision on a paused lane is shown for its while, then the pause)
             return paused_view(ctx, shown=self.paused_shown, last=self.paused_last)
         if self.event_view is not None:
             return self.event_view
