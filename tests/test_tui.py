@@ -268,6 +268,8 @@ async def test_paused_scans_are_refused_shown_and_logged_and_resume_starts_fresh
         await pilot.press("p")
         await pin(pilot)
         assert lane.paused and v.view.state == "PAUSED" and v.has_class("paused")
+        keys = str(app.query_one("#keys").render())
+        assert "resume" in keys and "pause" not in keys  # what p does now
         ev = lane.submit(wallets[1].code(NOW))
         await pilot.pause()
         assert ev.decision.reason is Reason.LANE_PAUSED and not lane.relay.pulses[1:]
