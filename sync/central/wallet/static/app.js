@@ -534,7 +534,8 @@ async function start() {
   // after a claim the address becomes /wallet/#t=TICKET (the token leaves the address bar)
   rerender = () => (location.pathname === "/wallet/claim" ? claimView(location.hash.slice(1)) : homeView());
   await rerender();
-  window.addEventListener("hashchange", () => { if (location.pathname === "/wallet/") homeView(); });
+  // another link opened in the same tab changes only the part after '#': draw that one
+  window.addEventListener("hashchange", () => rerender());
 }
 
 start();
