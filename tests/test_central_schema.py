@@ -22,8 +22,8 @@ from sync.central.db import Database, render
 from sync.central.store import CentralStore
 from conftest import ROOT, run_gate
 
-HEAD = "wallet_1_claims"  # the newest revision (a new revision moves it)
-LATER = ["central_2_device_codes", "bus_1_ca_certificates", HEAD]  # after the two adopted from before Alembic
+HEAD = "ops_2_names_alerts"  # the newest revision (a new revision moves it)
+LATER = ["central_2_device_codes", "bus_1_ca_certificates", "wallet_1_claims", HEAD]  # after the two adopted from before Alembic
 
 
 def _url(tmp_path: Path, central_db: str | None) -> str:

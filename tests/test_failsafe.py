@@ -508,6 +508,19 @@ def test_float_options_refuse_nan_and_inf(tmp_path, args):
     assert Gate.open(tmp_path / "g", now=NOW).retention_until() is None
 
 
+@pytest.mark.parametrize("policy", ["refuse", "rotating-only"])
+def test_when_alone_on_a_lane_with_neither_central_nor_bus_is_refused_at_start(tmp_path, policy):
+    # A screen review: such a lane says ALONE, yet `--when-alone refuse` admitted an unlisted
+    # paper code (the policy applies only to a lane that has something to be alone from).
+    # Now the lane does not start and says why; `admit` (the default) still runs.
+    run_gate(tmp_path / "g", "init", "--event", "e1")
+    r = run_gate(tmp_path / "g", "run", "--scanner", "stdin", "--relay", "sim", "--sensor", "none",
+                 "--when-alone", policy, input="", check=False)
+    assert r.returncode == 2 and "needs --central URL or a venue bus" in r.stderr and "Traceback" not in r.stderr
+    r = run_gate(tmp_path / "g", "run", "--scanner", "stdin", "--relay", "sim", "--sensor", "none", input="")
+    assert r.returncode == 0
+
+
 @pytest.mark.parametrize("args", [
     ["serve", "--pool-timeout", "nan"], ["serve", "--header-timeout", "inf"], ["serve", "--body-timeout", "0"],
     ["issue", "--count", "1", "--claim", "--claim-days", "nan"],

@@ -154,6 +154,27 @@ async def test_verdict_states_admit_refuse_with_where_and_when_exit_and_back_to_
 
 
 @pytest.mark.anyio
+async def test_a_holder_who_left_is_refused_as_no_re_entry_not_as_a_copy(tmp_path):
+    # A screen review: after the holder went out, the refusal said ALREADY IN and asked
+    # "A copy, or passed back?" under a line saying they had left.
+    app, lane, wallets, g, clock = make(tmp_path, sensor=NoSensor())
+    async with app.run_test(size=(100, 30)) as pilot:
+        v = app.query_one(Verdict)
+        lane.submit(wallets[0].code(NOW))
+        lane.set_mode(Mode.EXIT, operator="ann")
+        clock.t = NOW + 20
+        lane.submit(wallets[0].code(clock.t))
+        lane.set_mode(Mode.ENTRY, operator="ann")
+        clock.t = NOW + 60
+        lane.submit(wallets[0].code(clock.t))
+        await pilot.pause()
+        text = words_of(app)
+        assert v.view.state == "REFUSED" and "REFUSED · NO RE-ENTRY" in text, text
+        assert "Left here (north-1) at 22:13:40, 40 s ago" in text and "does not allow re-entry" in text
+        assert "ALREADY IN" not in text and "A copy" not in text
+
+
+@pytest.mark.anyio
 async def test_a_remote_admission_is_named_with_its_lane_as_plain_text(tmp_path):
     """Another gate (lane name with markup) admitted the ticket; the venue bus told us.
     The refusal names that lane as plain text. (A name with terminal escapes cannot
@@ -247,6 +268,8 @@ async def test_paused_scans_are_refused_shown_and_logged_and_resume_starts_fresh
         await pilot.press("p")
         await pin(pilot)
         assert lane.paused and v.view.state == "PAUSED" and v.has_class("paused")
+        keys = str(app.query_one("#keys").render())
+        assert "resume" in keys and "pause" not in keys  # what p does now
         ev = lane.submit(wallets[1].code(NOW))
         await pilot.pause()
         assert ev.decision.reason is Reason.LANE_PAUSED and not lane.relay.pulses[1:]
@@ -259,6 +282,23 @@ async def test_paused_scans_are_refused_shown_and_logged_and_resume_starts_fresh
     assert [(r["kind"], r.get("action") or r.get("reason")) for r in recs] == [
         ("scan", "ACCEPT"), ("passed", None), ("control", "pause"), ("scan", "LANE_PAUSED"), ("control", "resume")]
     assert recs[3]["decision"] == "reject" and recs[3]["ticket_id"] == wallets[1].ticket_id
+
+
+@pytest.mark.anyio
+async def test_a_manual_admission_on_a_paused_lane_is_shown_then_the_pause(tmp_path):
+    # A screen review: after a supervisor admitted by hand on a paused lane, the verdict kept
+    # saying "LANE PAUSED · every code is refused" while the log said ADMIT (MANUAL).
+    app, lane, wallets, g, clock = make(tmp_path, sensor=NoSensor())
+    async with app.run_test(size=(100, 30)) as pilot:
+        v = app.query_one(Verdict)
+        lane.pause(operator="ann")
+        lane.override(admit=True, operator="ann", ticket_id=wallets[1].ticket_id)
+        await pilot.pause()
+        app.repaint()
+        assert lane.paused and v.view.state == "ADMIT" and "by ann" in words_of(app), words_of(app)
+        clock.t += HOLD_S["ADMIT"] + 0.1
+        app.tick()
+        assert v.view.state == "PAUSED"
 
 
 @pytest.mark.anyio

@@ -167,6 +167,9 @@ def test_claim_screenshot_verifies_then_goes_stale_and_the_link_works_once(centr
     page2.wait_for_selector(".refusal[data-code=CLAIM_USED]")
     assert "already been used" in page2.inner_text(".refusal h2")
     page2.screenshot(path=str(tmp_path / "wallet-used.png"))
+    # another link opened in the same tab (only the part after '#' changes): that link is drawn
+    page2.goto(central.url + "/wallet/claim#" + "A" * 32)
+    page2.wait_for_selector(".refusal[data-code=CLAIM_UNKNOWN]")
     token = t["claim_url"].split("#", 1)[1]
     r = requests.post(central.url + "/wallet/api/claim/open", json={"token": token}, timeout=10)
     assert (r.status_code, r.json()["code"]) == (410, "CLAIM_USED")

@@ -36,7 +36,7 @@ from tui.dialogs import DIALOG_CSS, LookupScreen, PinScreen
 from tui.panels import Status, counters_column, counters_strip, key_lines, status_line
 from tui.verdict import (HOLD_S, MIN_SHOW_S, VERDICT_CSS, Context, Verdict, View, fault_view, fault_word,
                          fire_view, idle_view, paused_view, view_for)
-from tui.words import clock_time, words
+from tui.words import KEY_P_FAULT, KEY_P_PAUSED, clock_time, words
 
 MIN_W, MIN_H = 40, 12      # below this: the "window too small" notice (with the verdict)
 SIDE_W = 120               # from this width the counters stand beside the log
@@ -200,7 +200,10 @@ class GateApp(App):
         fault = getattr(self.lane, "fault", None)  # a relay / sensor fault (gate.lane), when the lane has one
         if fault:
             return fault_view(ctx, fault)
-        if self.lane.paused:
+        manual = self.last_event is not None and self.last_event.decision.reason in (Reason.MANUAL_ADMIT,
+                                                                                    Reason.MANUAL_DENY)
+        if self.lane.paused and not (manual and self.event_view is not None):
+            # (a supervisor's manual decision on a paused lane is shown for its while, then the pause)
             return paused_view(ctx, shown=self.paused_shown, last=self.paused_last)
         if self.event_view is not None:
             return self.event_view
@@ -361,7 +364,8 @@ class GateApp(App):
         side = self.query_one("#counters-side", Static)
         if side.display:
             side.update(counters_column(c, 30, max(1, side.content_region.height or 10)))
-        self.query_one("#keys", Static).update(Text("\n").join(key_lines(width)))
+        p_label = KEY_P_FAULT if getattr(self.lane, "fault", None) else KEY_P_PAUSED if self.lane.paused else None
+        self.query_one("#keys", Static).update(Text("\n").join(key_lines(width, p_label=p_label)))
 
     # ---------------------------------------------------------- commands
 

@@ -158,14 +158,15 @@ def counters_column(counters, width: int, height: int) -> Text:
     return Text("\n").join(lines[:max(1, height)])
 
 
-def key_lines(width: int) -> list[Text]:
-    """The key hints, wrapped at whole hints to ``width`` cells."""
+def key_lines(width: int, *, p_label: str | None = None) -> list[Text]:
+    """The key hints, wrapped at whole hints to ``width`` cells; ``p_label`` is what
+    `p` does now when that is not "pause" (resume, clear the fault)."""
     lines: list[Text] = [Text()]
     gap = 2 if width >= 80 else 1
     for key, label in KEYS:
         hint = Text()
         hint.append(f" {key} " if gap == 2 else key, style="bold reverse")
-        hint.append(f" {_(label)}")
+        hint.append(f" {_(p_label if key == 'p' and p_label else label)}")
         cur = lines[-1]
         need = cells(hint.plain) + (gap if cur.plain else 0)
         if cur.plain and cells(cur.plain) + need > width:

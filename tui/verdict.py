@@ -118,6 +118,10 @@ def fault_view(ctx: Context, fault: object) -> View:
     kind = fault_word(fault)
     title = _("LANE FAULT: {kind}").format(kind=kind) if kind else _(STATE_WORDS["FAULT"][1])
     what = getattr(fault, "detail", None) or getattr(fault, "message", None) or str(fault)
+    if getattr(getattr(fault, "kind", None), "value", None) == "relay":
+        # a relay that did not release may leave the turnstile free: "admits nothing" would be false
+        line = _("The turnstile may be left open: stop people at it by hand. "
+                 "No code is checked until a supervisor clears the fault")
     return View("FAULT", f"{icon} {title}", (("where", plain(what, limit=200)), ("explain", line),
                                              ("todo", _("→ Call a technician; a supervisor clears it: p and a PIN"))))
 
@@ -223,7 +227,14 @@ def view_for(ev, ctx: Context, ticket=None) -> View:
         icon, _title, line = _state("ADMIT")
         return View("ADMIT", f"{icon} {w.headline}", (("explain", w.advice or line), ("facts", facts)), code)
     icon, refused, _line = _state("REFUSED")
-    lines: list[tuple[str, str]] = [("explain", w.advice)]
+    headline, advice, todo = w.headline, w.advice, w.todo
+    used = ev.last_use
+    if d.reason is Reason.ALREADY_USED and used is not None and used.last_kind is Mode.EXIT:
+        # the holder went out: not "already in", and no copy to suspect
+        headline = _("NO RE-ENTRY")
+        advice = _("The holder left; this ticket does not allow re-entry")
+        todo = _("Let them back in only with a supervisor (a and a PIN)")
+    lines: list[tuple[str, str]] = [("explain", advice)]
     sub = sub_words(d.sub.value if d.sub else None)
     if sub:
         lines.append(("why", sub))
@@ -232,10 +243,10 @@ def view_for(ev, ctx: Context, ticket=None) -> View:
         lines.append(("where", where))
     if d.reason is Reason.WRONG_ZONE:
         lines.append(("where", _zone_line(ev, ctx, ticket)))
-    if w.todo:
-        lines.append(("todo", "→ " + w.todo))
+    if todo:
+        lines.append(("todo", "→ " + todo))
     lines.append(("facts", facts))
-    return View("REFUSED", f"{w.icon} {refused} · {w.headline}", tuple(lines), code)
+    return View("REFUSED", f"{w.icon} {refused} · {headline}", tuple(lines), code)
 
 
 # ------------------------------------------------------------------ the widget

@@ -73,3 +73,5 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("s", N_("sync")),
     ("q", N_("quit")),
 )
+# what `p` does on a paused or faulted lane (the key line says so instead of "pause")
+KEY_P_PAUSED, KEY_P_FAULT = N_("resume"), N_("clear fault")

@@ -360,6 +360,12 @@ def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None,
     from hardware.ports import SystemClock
     from hardware.registry import open_device
 
+    listen, peers = endpoints(gate.conn, spec.bus_listen, spec.bus_peers)
+    if spec.when_alone != "admit" and not (spec.central or central_ok or listen or peers or spec.bus_scout):
+        # nothing to be alone from: the policy would never apply, and saying nothing would let an
+        # operator believe this lane refuses what it admits
+        raise ConfigError(f"--when-alone {spec.when_alone} needs --central URL or a venue bus (--bus-listen, "
+                          "--bus-peer, --bus-scout): this lane has neither, so the policy would never apply")
     if spec.passage_timeout_s is not None:
         gate.config = replace(gate.config, passage_timeout_s=spec.passage_timeout_s)
     if face is None and spec.face_camera:
@@ -379,7 +385,6 @@ def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None,
     if central_ok is None:
         central_ok = (lambda: sync.online) if sync is not None else (lambda: None)
     link = LinkMonitor(central_ok=central_ok)
-    listen, peers = endpoints(gate.conn, spec.bus_listen, spec.bus_peers)
     runner = LaneRunner(gate, lane, spec, link=link, sync=sync, bus_endpoints=(listen, peers))
     if spec.fire_input:  # before anything decides: a fire alarm in force at start holds the relays now
         runner.fire_monitor = FireMonitor(lane, open_device("input", spec.fire_input), spec=spec.fire_input)

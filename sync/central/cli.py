@@ -361,7 +361,8 @@ def register(sub) -> None:
     d.add_argument("device_id", metavar="DEVICE_ID")
     d.add_argument("--json", action="store_true", help=_("print one JSON object"))
     d.set_defaults(func=cmd_central_device_release)
-    from sync.central.ops.cli import register as register_ops
+    from sync.central.ops.cli import register as register_ops, register_device_name
+    register_device_name(ds)
     register_ops(cs)
     q = add("report", cmd_central_report, _("the reconciliation report"),
             description=_("Double admissions, revoked and unlisted admissions, quarantined devices, chains, "

@@ -27,9 +27,26 @@ from sync.central.feeds import TICKET_FIELDS, reserve
 # ------------------------------------------------------------------ events
 
 
+EVENT_NAME_MAX = 64
+_EVENT_NAME_BAD = set('"\'/\\<>`')
+
+
+def check_event_name(event: str) -> None:
+    """An event name goes into URLs, file names of exports and pages: 1-64 printable
+    characters, no quotes, slashes, angle brackets or control characters (CR/LF)."""
+    if not isinstance(event, str) or not event.strip() or len(event) > EVENT_NAME_MAX:
+        raise ConfigError(f"an event name has 1 to {EVENT_NAME_MAX} characters: choose a shorter one")
+    bad = sorted({c for c in event if c in _EVENT_NAME_BAD or not c.isprintable()})
+    if bad or event != event.strip():
+        raise ConfigError("an event name cannot hold quotes, slashes, angle brackets, control characters "
+                          f"(line breaks, tabs) or leading/trailing spaces: {event!r} has "
+                          f"{', '.join(repr(c) for c in bad) or 'spaces at an end'}; choose another name")
+
+
 def create_event(store, event: str, *, venue: str = "", starts_at: float | None = None,
                  ends_at: float | None = None) -> dict:
     """A new event with its first issuer key."""
+    check_event_name(event)
     if starts_at is not None and ends_at is not None and ends_at < starts_at:
         raise ConfigError("the event ends before it starts: check --starts/--ends")
     with store.writer() as db:

@@ -189,6 +189,12 @@ def parse_json(raw: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_I
         else:
             if isinstance(obj, str) and "\x00" in obj:
                 raise CentralError(422, "JSON text contains a NUL character (\\u0000), which central cannot store")
+            if isinstance(obj, str):
+                try:
+                    obj.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate (\\ud800): no database stores it
+                    raise CentralError(422, "JSON text contains a lone surrogate (\\ud800-\\udfff), which is "
+                                            "not a character: fix the sender's text encoding") from None
             continue
         if depth > max_depth:
             raise CentralError(422, f"JSON nested more than {max_depth} deep")

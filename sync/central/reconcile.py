@@ -46,13 +46,59 @@ def _clock_wrong(db, event: str) -> list[dict]:
     return out
 
 
+# ------------------------------------------------------------------ the one definition of each number
+#
+# Shared by this report, the ops room's cards, lane table, chart and alerts
+# (sync/central/ops/queries.py), and their tests (issues 18 and 22):
+#
+# - a *decision* is a scan or a manual override (kind 'scan' / 'override');
+# - an *admission* is an accepted decision in mode 'entry' that no rollback record
+#   of the same device voids (the holder never went through). Exits are not
+#   admissions; rolled-back admissions are not admissions;
+# - an *exit* is the same in mode 'exit'; *inside* = admissions - exits;
+# - a *refusal* is a decision that was not accepted (rollbacks do not touch it);
+# - a *double admission* is a ticket whose admissions consume more entries than it
+#   allows (entries 0: unlimited);
+# - per lane, per gate and per minute/hour split the same rows by ``lane`` (NULL: "-"),
+#   ``device_id`` and ``ts_ms`` (the gate's clock).
+DECISION = "s.kind IN ('scan', 'override')"
+NOT_ROLLED_BACK = ("NOT EXISTS (SELECT 1 FROM scans r WHERE r.kind = 'rollback' AND r.device_id = s.device_id"
+                   " AND r.ref = s.seq)")
+ACCEPTED = f"{DECISION} AND s.decision = 'accept' AND {NOT_ROLLED_BACK}"   # admissions and exits
+ADMISSION = f"{ACCEPTED} AND s.mode = 'entry'"
+REFUSAL = f"{DECISION} AND s.decision <> 'accept'"
+# a ticket is over-admitted when its admissions consume more entries than it allows (``t``: its
+# tickets row, absent for an unlisted ticket: one entry; entries 0: unlimited)
+ALLOWED = "coalesce(t.entries, 1)"
+
+
+def over_admitted(used: str) -> str:
+    """The double-admission rule on ``used`` (the sum of the admissions' ``consumes``)."""
+    return f"{ALLOWED} > 0 AND {used} > {ALLOWED}"
+NO_LANE = "-"
+
+
+def is_decision(kind) -> bool:
+    return kind in ("scan", "override")
+
+
+def counts(db, event: str) -> dict:
+    """The headline numbers of an event, by the definitions above, in one snapshot."""
+    e = {"e": event}
+    modes = {m: n for m, n in db.all(f"SELECT s.mode, count(*) FROM scans s WHERE s.event = :e AND {ACCEPTED}"
+                                     " GROUP BY s.mode", e)}
+    refused = db.all(f"SELECT coalesce(s.lane, '{NO_LANE}'), count(*) FROM scans s WHERE s.event = :e AND {REFUSAL}"
+                     f" GROUP BY coalesce(s.lane, '{NO_LANE}') ORDER BY 1", e)
+    admitted, exits = modes.get("entry", 0), modes.get("exit", 0)
+    return {"admitted": admitted, "exits": exits, "inside": admitted - exits,
+            "refused": sum(n for _, n in refused), "refused_per_lane": {ln: n for ln, n in refused}}
+
+
 def _admitted_table(db, event: str) -> None:
-    """One pass over the scans: the admitted (accepted, not rolled back) ones, in a
-    compact temp table without the record blobs, for all the aggregates below."""
-    body = """SELECT s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.lane, s.unlisted
-        FROM scans s WHERE s.event = :e AND s.kind IN ('scan', 'override') AND s.decision = 'accept'
-        AND NOT EXISTS (SELECT 1 FROM scans r WHERE r.kind = 'rollback' AND r.device_id = s.device_id
-                        AND r.ref = s.seq)"""
+    """One pass over the scans: the accepted, not rolled back ones (admissions and
+    exits), in a compact temp table without the record blobs, for the aggregates below."""
+    body = f"""SELECT s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.lane, s.unlisted
+        FROM scans s WHERE s.event = :e AND {ACCEPTED}"""
     if db.dialect == "postgresql":  # hash joins and aggregates in memory; no index needed
         db.run("SET LOCAL work_mem = '256MB'")
         db.run("DROP TABLE IF EXISTS pg_temp.adm")
@@ -101,7 +147,7 @@ def _build(db, event: str, verify_chains: bool) -> dict:
         for g, ln, h, n, which in db.all(
                 """SELECT device_id, coalesce(lane, '-'), coalesce(ts_ms, 0) / 3600000, count(*),
                           GROUPING(device_id, coalesce(lane, '-'), coalesce(ts_ms, 0) / 3600000)
-                   FROM adm GROUP BY GROUPING SETS ((device_id), (coalesce(lane, '-')),
+                   FROM adm WHERE mode = 'entry' GROUP BY GROUPING SETS ((device_id), (coalesce(lane, '-')),
                                                    (coalesce(ts_ms, 0) / 3600000))"""):
             if which == 3:
                 per_gate[g] = n
@@ -112,9 +158,9 @@ def _build(db, event: str, verify_chains: bool) -> dict:
         per_gate, per_lane = dict(sorted(per_gate.items())), dict(sorted(per_lane.items()))
         hours = sorted(hours.items())
     else:
-        per_gate = {d: n for d, n in db.all("SELECT device_id, count(*) FROM adm GROUP BY 1 ORDER BY 1")}
-        per_lane = {ln: n for ln, n in db.all("SELECT coalesce(lane, '-'), count(*) FROM adm GROUP BY 1 ORDER BY 1")}
-        hours = db.all("SELECT coalesce(ts_ms, 0) / 3600000, count(*) FROM adm GROUP BY 1 ORDER BY 1")
+        per_gate = {d: n for d, n in db.all("SELECT device_id, count(*) FROM adm WHERE mode = 'entry' GROUP BY 1 ORDER BY 1")}
+        per_lane = {ln: n for ln, n in db.all("SELECT coalesce(lane, '-'), count(*) FROM adm WHERE mode = 'entry' GROUP BY 1 ORDER BY 1")}
+        hours = db.all("SELECT coalesce(ts_ms, 0) / 3600000, count(*) FROM adm WHERE mode = 'entry' GROUP BY 1 ORDER BY 1")
     per_hour: dict[str, int] = {}
     for h, n in hours:
         key = fmt_ms(h * 3_600_000 if type(h) is int else h, "%Y-%m-%d %H:00")
@@ -124,12 +170,12 @@ def _build(db, event: str, verify_chains: bool) -> dict:
     over, by_ticket = [], {}
     # aggregate first, then look up the few candidates (used > 1: entries 0 means unlimited)
     for tid, used, allowed in db.all(
-            """SELECT x.ticket_id, x.used, coalesce(t.entries, 1) FROM
+            f"""SELECT x.ticket_id, x.used, {ALLOWED} FROM
                 (SELECT a.ticket_id, sum(a.consumes) AS used FROM adm a
                  WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL
                  GROUP BY a.ticket_id HAVING sum(a.consumes) > 1) x
                 LEFT JOIN tickets t ON t.ticket_id = x.ticket_id
-                WHERE coalesce(t.entries, 1) > 0 AND x.used > coalesce(t.entries, 1)
+                WHERE {over_admitted("x.used")}
                 ORDER BY x.ticket_id"""):
         by_ticket[tid] = {"ticket_id": tid, "allowed": allowed, "admitted": used, "gates": [], "admissions": []}
         over.append(by_ticket[tid])
@@ -163,7 +209,9 @@ def _build(db, event: str, verify_chains: bool) -> dict:
     devices = _devices(db, event, verify_chains)
     problems = [{"device_id": d, "kind": k, "detail": det, "at": at} for d, k, det, at in db.all(
         "SELECT device_id, kind, detail, at FROM problems WHERE event = :e ORDER BY id", {"e": event})]
+    num = counts(db, event)
     return {
+        **num,
         "event": event,
         "venue": db.scalar("SELECT venue FROM events WHERE event = :e", {"e": event}) or "",
         "generated_at": time.time(),

@@ -1,5 +1,12 @@
-"""The ops room: a live dashboard of the doors for central ops, under ``/ops``
-(pages in :mod:`.web`, queries in :mod:`.queries`, accounts in :mod:`.accounts`).
+"""The ops room: a live dashboard of the doors for central ops, under ``/ops``.
+
+- :mod:`.web`: ``mount()``, the room's state, the gate-status recorder, security headers;
+- :mod:`.pages`: the pages, one ``APIRouter``; :mod:`.auth`: who is asking (dependencies);
+- :mod:`.render` and ``templates/``: Jinja2 (autoescape, i18n; domain ``ops``), :mod:`.words`;
+- :mod:`.queries`: what the pages show, by the report's definitions (sync/central/reconcile.py);
+  :mod:`.views`: the chart, the report and a ticket's history as data for the templates;
+- :mod:`.accounts`, :mod:`.throttle`: passwords, sessions, login throttling.
+
 Importing this package stays light: the CLI loads it without FastAPI."""
 
 

@@ -1,5 +1,8 @@
-"""Ops accounts: scrypt-hashed passwords with a per-user salt, sessions,
-and a lockout (5 wrong passwords lock the account for 5 minutes)."""
+"""Ops accounts: scrypt-hashed passwords with a per-user salt, and sessions.
+Nothing here locks an account: wrong passwords are throttled per client
+address and per (name, address) before they are checked (:mod:`.throttle`),
+so nobody can lock the ops manager out from another address. Setting a new
+password or removing an account ends its sessions."""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ import re
 import secrets
 
 ROLES = ("viewer", "admin")
-MAX_FAILED = 5
-LOCK_S = 300
 SESSION_S = 12 * 3600
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 # scrypt cost: ~50 ms and 16 MB per check on this class of machine
@@ -42,38 +43,41 @@ def add(db, name: str, password: str, role: str, *, now: float) -> None:
         if w.one("SELECT name FROM ops_accounts WHERE name = :n", {"n": name}):
             w.run("UPDATE ops_accounts SET role = :r, salt = :s, pwhash = :h, failed = 0, locked_until = 0"
                   " WHERE name = :n", params)
+            w.run("DELETE FROM ops_sessions WHERE name = :n", params)  # a reset ends every session
         else:
             w.run("INSERT INTO ops_accounts (name, role, salt, pwhash, failed, locked_until, created)"
                   " VALUES (:n, :r, :s, :h, 0, 0, :c)", params)
 
 
-def check(db, name: str, password: str, *, now: float) -> str:
-    """Return the account's role, or raise AuthError (counting the failure)."""
-    with db.reader() as r:
-        acc = r.one("SELECT name, role, salt, pwhash, failed, locked_until FROM ops_accounts WHERE name = :n",
-                    {"n": name})
-    if acc is None:
-        _kdf(password, b"0" * 16)  # same cost whether or not the name exists
-        raise AuthError("wrong name or password")
-    if acc["locked_until"] > now:
-        raise AuthError(f"account locked after {MAX_FAILED} wrong passwords: try again in "
-                        f"{int(acc['locked_until'] - now) + 1} s")
-    if hmac.compare_digest(_kdf(password, bytes.fromhex(acc["salt"])).hex(), acc["pwhash"]):
-        if acc["failed"]:
-            with db.writer() as w:
-                w.run("UPDATE ops_accounts SET failed = 0 WHERE name = :n", {"n": name})
-        return acc["role"]
+def remove(db, name: str) -> bool:
+    """Remove an account and end its sessions; False when there was none."""
     with db.writer() as w:
-        row = w.one("SELECT failed FROM ops_accounts WHERE name = :n", {"n": name})
-        failed = row["failed"] + 1
-        if failed >= MAX_FAILED:
-            w.run("UPDATE ops_accounts SET failed = 0, locked_until = :u WHERE name = :n",
-                  {"n": name, "u": now + LOCK_S})
-        else:
-            w.run("UPDATE ops_accounts SET failed = :f WHERE name = :n", {"n": name, "f": failed})
-    if failed >= MAX_FAILED:
-        raise AuthError(f"account locked after {MAX_FAILED} wrong passwords: try again in {LOCK_S} s")
+        w.run("DELETE FROM ops_sessions WHERE name = :n", {"n": name})
+        return w.run("DELETE FROM ops_accounts WHERE name = :n", {"n": name}) > 0
+
+
+_DUMMY_SALT = secrets.token_bytes(16)
+
+
+def check(db, name: str, password: str) -> str:
+    """Return the account's role, or raise AuthError. Costs one scrypt whether or not
+    the name exists, and says the same thing either way."""
+    acc = None
+    if NAME_RE.match(name):
+        with db.reader() as r:
+            acc = r.one("SELECT name, role, salt, pwhash FROM ops_accounts WHERE name = :n", {"n": name})
+    if acc is None:
+        _kdf(password, _DUMMY_SALT)
+        raise AuthError("wrong name or password")
+    if hmac.compare_digest(_kdf(password, bytes.fromhex(acc["salt"])).hex(), acc["pwhash"]):
+        return acc["role"]
     raise AuthError("wrong name or password")
+
+
+def csrf_token(session_token: str) -> str:
+    """The CSRF token of a session: derived from it, so it is bound to that session
+    and changes with it (never accepted for another one)."""
+    return hmac.new(session_token.encode(), b"ops-csrf", hashlib.sha256).hexdigest()[:43]
 
 
 def open_session(db, name: str, *, now: float) -> str:

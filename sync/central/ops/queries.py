@@ -10,23 +10,35 @@ import threading
 
 import cbor2
 
+from sync.central.reconcile import ACCEPTED, ADMISSION, NO_LANE, REFUSAL, is_decision, over_admitted
+
 AMBER_S = 120   # silence before a gate's row turns amber (while doors are open)
 RED_S = 300     # ... and red
 OPEN_WINDOW_S = 600  # doors count as open when any gate of the event scanned this recently
 STALL_RECENT_S = 120  # a lane's current rate: the last 2 minutes ...
 STALL_BASE_S = 600    # ... against its own 10 minutes before that
-STALL_MIN_BASE = 1.0  # per minute: below this a lane is too quiet to call stalled
+STALL_MIN_BASE = 2.0  # per minute: below this a lane is too quiet to call stalled (late at night) ...
+STALL_MIN_MISSING = 4  # ... and at least this many admissions short of its own pace
+REFUSE_RECENT_S = 300   # a lane's refusal share: the last 5 minutes ...
+REFUSE_BASE_S = 1800    # ... against its own 30 minutes before, and against the other lanes now
+REFUSE_MIN_DECISIONS = 8  # fewer decisions than this in the window: too few to judge
+REFUSE_MIN_SHARE = 0.5    # a lane refusing at least half ...
+REFUSE_FACTOR = 2.0       # ... and twice its own and the venue's share
+MAX_LANES_SHOWN = 24    # lanes named on a page (the busiest); the rest are counted, not rendered
+MAX_LANE_CHARS = 40     # a lane name is cut to this many characters
+MAX_LANE_ALERTS = 10    # lane alerts of one kind at once (the worst)
+CHART_LANES = 8         # lines on the chart (the busiest lanes of the hour)
 SHARED_LANES, SHARED_WINDOW_MS = 3, 60_000
 
-# accepted scans that were not rolled back (the report's "admitted")
-ADMITTED = """
-    FROM scans s WHERE s.event = :e AND s.kind IN ('scan', 'override') AND s.decision = 'accept'
-    AND NOT EXISTS (SELECT 1 FROM scans r WHERE r.kind = 'rollback' AND r.device_id = s.device_id
-                    AND r.ref = s.seq)"""
+# the report's definitions (sync/central/reconcile.py): accepted and not rolled back
+ACCEPTED_FROM = f" FROM scans s WHERE s.event = :e AND {ACCEPTED}"
+ADMITTED = f" FROM scans s WHERE s.event = :e AND {ADMISSION}"
 
 
 BUCKET_MS = 10_000       # admissions are kept per lane in 10-second buckets ...
 KEEP_MS = 2 * 3600_000   # ... for the last two hours (the chart shows one)
+NOTABLE_KEEP = 40
+NOTABLE_REASONS = ("BAD_SIGNATURE", "BAD_PROOF")  # forged or copied codes
 FULL_RELOAD_ROWS = 50_000  # more new rows than this: recompute in SQL instead of row by row
 
 
@@ -46,10 +58,13 @@ class EventState:
         self.event = event
         self.last_id = -1
         self.modes: dict[str, int] = {}
-        self.lanes: dict[str, int] = {}
-        self.refusals: dict[str, int] = {}
+        self.lanes: dict[str, int] = {}          # admissions per lane
+        self.lane_refused: dict[str, int] = {}   # refusals per lane
+        self.refusals: dict[str, int] = {}       # refusals per reason
         self.scans = 0
-        self.buckets: dict[tuple[str, int], int] = {}
+        self.buckets: dict[tuple[str, int], int] = {}   # admissions per (lane, 10 s)
+        self.rbuckets: dict[tuple[str, int], int] = {}  # refusals per (lane, 10 s)
+        self.notable_ids: list[int] = []   # the newest notable records (manual, control, forged), by id
         self.over: dict[str, dict] = {}    # double admissions by ticket
         self.shared: dict[str, dict] = {}  # tickets refused at 3 lanes within a minute
 
@@ -59,6 +74,8 @@ class EventState:
         c = EventState(self.event)
         c.last_id, c.scans = self.last_id, self.scans
         c.modes, c.lanes, c.refusals = dict(self.modes), dict(self.lanes), dict(self.refusals)
+        c.lane_refused, c.rbuckets = dict(self.lane_refused), dict(self.rbuckets)
+        c.notable_ids = list(self.notable_ids)
         c.buckets, c.over, c.shared = dict(self.buckets), dict(self.over), dict(self.shared)
         return c
 
@@ -72,18 +89,30 @@ class EventState:
         top = db.one("SELECT max(id) AS m FROM scans WHERE event = :e", e)["m"]
         self.last_id = top or 0
         self.modes = {r["mode"]: r["n"] for r in db.all(
-            f"SELECT s.mode AS mode, count(*) AS n {ADMITTED} GROUP BY s.mode", e)}
+            f"SELECT s.mode AS mode, count(*) AS n {ACCEPTED_FROM} GROUP BY s.mode", e)}
         self.lanes = {r["lane"]: r["n"] for r in db.all(
-            f"SELECT coalesce(s.lane, '-') AS lane, count(*) AS n {ADMITTED} GROUP BY coalesce(s.lane, '-')", e)}
-        self.refusals = {r["reason"] or "-": r["n"] for r in db.all(
-            "SELECT reason, count(*) AS n FROM scans WHERE event = :e AND kind IN ('scan', 'override')"
-            " AND decision <> 'accept' GROUP BY reason", e)}
+            f"SELECT coalesce(s.lane, '{NO_LANE}') AS lane, count(*) AS n {ADMITTED}"
+            f" GROUP BY coalesce(s.lane, '{NO_LANE}')", e)}
+        self.refusals, self.lane_refused = {}, {}
+        for r in db.all(f"SELECT s.reason AS reason, coalesce(s.lane, '{NO_LANE}') AS lane, count(*) AS n"
+                        f" FROM scans s WHERE s.event = :e AND {REFUSAL} GROUP BY s.reason, coalesce(s.lane, '{NO_LANE}')", e):
+            self._add(self.refusals, r["reason"] or "-", r["n"])
+            self._add(self.lane_refused, r["lane"], r["n"])
         self.scans = db.one("SELECT count(*) AS n FROM scans WHERE event = :e AND kind IN ('scan', 'override')",
                             e)["n"]
         self.buckets = {(r["lane"], r["b"]): r["n"] for r in db.all(
-            f"SELECT coalesce(s.lane, '-') AS lane, s.ts_ms / {BUCKET_MS} AS b, count(*) AS n {ADMITTED}"
-            f" AND s.ts_ms >= :since AND s.mode = 'entry' GROUP BY coalesce(s.lane, '-'), s.ts_ms / {BUCKET_MS}",
+            f"SELECT coalesce(s.lane, '{NO_LANE}') AS lane, s.ts_ms / {BUCKET_MS} AS b, count(*) AS n {ADMITTED}"
+            f" AND s.ts_ms >= :since GROUP BY coalesce(s.lane, '{NO_LANE}'), s.ts_ms / {BUCKET_MS}",
             {**e, "since": now_ms - KEEP_MS})}
+        self.rbuckets = {(r["lane"], r["b"]): r["n"] for r in db.all(
+            f"SELECT coalesce(s.lane, '{NO_LANE}') AS lane, s.ts_ms / {BUCKET_MS} AS b, count(*) AS n"
+            f" FROM scans s WHERE s.event = :e AND {REFUSAL}"
+            f" AND s.ts_ms >= :since GROUP BY coalesce(s.lane, '{NO_LANE}'), s.ts_ms / {BUCKET_MS}",
+            {**e, "since": now_ms - KEEP_MS})}
+        rl, rp = _in("r", list(NOTABLE_REASONS))
+        self.notable_ids = sorted(r["id"] for r in db.all(
+            "SELECT id FROM scans WHERE event = :e AND (kind IN ('override', 'control')"
+            f" OR (kind = 'scan' AND reason IN {rl})) ORDER BY id DESC LIMIT :n", {**e, **rp, "n": NOTABLE_KEEP}))
         self.over = {d["ticket_id"]: d for d in _double_admissions(db, self.event, None)}
         self.shared = {d["ticket_id"]: d for d in _shared_codes(db, self.event, None)}
 
@@ -99,14 +128,21 @@ class EventState:
         admitted_tickets, refused_tickets = set(), set()
         for r in new:
             self.last_id = r["id"]
-            if r["kind"] in ("scan", "override"):
+            if r["kind"] in ("override", "control") or r["kind"] == "scan" and r["reason"] in NOTABLE_REASONS:
+                self.notable_ids.append(r["id"])
+                del self.notable_ids[:-NOTABLE_KEEP]
+            if is_decision(r["kind"]):
                 self.scans += 1
                 if r["decision"] == "accept":
                     self._count(r, +1, now_ms)
                     if r["ticket_id"] and r["mode"] == "entry":
                         admitted_tickets.add(r["ticket_id"])
                 else:
+                    lane = r["lane"] or NO_LANE
                     self._add(self.refusals, r["reason"] or "-", 1)
+                    self._add(self.lane_refused, lane, 1)
+                    if r["ts_ms"] is not None and r["ts_ms"] >= now_ms - KEEP_MS:
+                        self._add(self.rbuckets, (lane, r["ts_ms"] // BUCKET_MS), 1)
                     if r["ticket_id"] and r["kind"] == "scan":
                         refused_tickets.add(r["ticket_id"])
             elif r["kind"] == "rollback" and r["ref"] is not None:
@@ -133,14 +169,18 @@ class EventState:
             for d in _shared_codes(db, self.event, tickets):
                 self.shared[d["ticket_id"]] = d
         low = (now_ms - KEEP_MS) // BUCKET_MS
-        for k in [k for k in self.buckets if k[1] < low]:
-            del self.buckets[k]
+        for bk in (self.buckets, self.rbuckets):
+            for k in [k for k in bk if k[1] < low]:
+                del bk[k]
 
     def _count(self, r: dict, n: int, now_ms: int) -> None:
+        """An accepted decision (+1) or its rollback (-1): exits count as exits, never as admissions."""
         self._add(self.modes, r["mode"], n)
-        self._add(self.lanes, r["lane"] or "-", n)
-        if r["mode"] == "entry" and r["ts_ms"] is not None and r["ts_ms"] >= now_ms - KEEP_MS:
-            self._add(self.buckets, (r["lane"] or "-", r["ts_ms"] // BUCKET_MS), n)
+        if r["mode"] != "entry":
+            return
+        self._add(self.lanes, r["lane"] or NO_LANE, n)
+        if r["ts_ms"] is not None and r["ts_ms"] >= now_ms - KEEP_MS:
+            self._add(self.buckets, (r["lane"] or NO_LANE, r["ts_ms"] // BUCKET_MS), n)
 
 
 def _chunks(items: list, n: int = 500):
@@ -170,7 +210,29 @@ class Live:
             return st.snapshot()
 
 
+def lane_label(lane: str) -> str:
+    """A lane name as a page may show it: at most MAX_LANE_CHARS characters."""
+    return lane if len(lane) <= MAX_LANE_CHARS else lane[:MAX_LANE_CHARS - 1] + "…"
+
+
+def bounded_lanes(admitted: dict[str, int], refused: dict[str, int]) -> tuple[list[dict], dict]:
+    """The lane table: the MAX_LANES_SHOWN busiest lanes by name; the rest counted, not named
+    (a device may write any number of lane names: the page stays small)."""
+    names = sorted(set(admitted) | set(refused), key=lambda ln: (-(admitted.get(ln, 0) + refused.get(ln, 0)), ln))
+    shown, rest = names[:MAX_LANES_SHOWN], names[MAX_LANES_SHOWN:]
+    rows = []
+    for ln in sorted(shown):
+        a, r = admitted.get(ln, 0), refused.get(ln, 0)
+        rows.append({"lane": ln, "label": lane_label(ln), "admitted": a, "refused": r,
+                     "share": r / (a + r) if a + r else 0.0})
+    more = {"lanes": len(rest), "admitted": sum(admitted.get(ln, 0) for ln in rest),
+            "refused": sum(refused.get(ln, 0) for ln in rest)}
+    return rows, more
+
+
 def doors(db, st: EventState, now: float, gs: list[dict] | None = None) -> dict:
+    """Everything Doors shows. Every number comes from ``st`` (the report's definitions,
+    sync/central/reconcile.py): the cards, the lane table and the chart agree."""
     now_ms = int(now * 1000)
     lo = (now_ms - 3600_000) // BUCKET_MS
     # the chart ends now, or at the newest admission when a gate's clock runs ahead (at most an hour)
@@ -178,16 +240,29 @@ def doors(db, st: EventState, now: float, gs: list[dict] | None = None) -> dict:
                  default=0) * BUCKET_MS
     end_ms = max(now_ms, newest)
     minutes: dict[tuple[str, int], int] = {}
+    hour: dict[str, int] = {}
     for (lane, b), n in st.buckets.items():
         if lo <= b and b * BUCKET_MS <= end_ms:
             k = (lane, b * BUCKET_MS // 60000)
-            minutes[k] = minutes.get(k, 0) + n
+            if end_ms // 60000 - k[1] < 60:
+                minutes[k] = minutes.get(k, 0) + n
+                hour[lane] = hour.get(lane, 0) + n
     cap = db.one("SELECT capacity FROM ops_capacity WHERE event = :e", {"e": st.event})
     entries, exits = st.modes.get("entry", 0), st.modes.get("exit", 0)
+    rows, more = bounded_lanes(st.lanes, st.lane_refused)
+    for r in rows:
+        r["hour"] = hour.get(r["lane"], 0)
+    more["hour"] = sum(n for ln, n in hour.items() if ln not in {r["lane"] for r in rows})
+    chart_lanes = sorted(sorted(hour, key=lambda ln: (-hour[ln], ln))[:CHART_LANES])
     return {"event": st.event, "admitted": entries, "exits": exits, "inside": entries - exits,
-            "capacity": cap["capacity"] if cap else None, "per_lane": dict(sorted(st.lanes.items())),
-            "refusals": dict(sorted(st.refusals.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "scans": st.scans, "minutes": [{"lane": ln, "m": m, "n": n} for (ln, m), n in minutes.items()],
+            "refused": sum(st.lane_refused.values()),
+            "capacity": cap["capacity"] if cap else None, "lanes": rows, "more_lanes": more,
+            "per_lane": dict(sorted(st.lanes.items())),
+            "refusals": dict(sorted(st.refusals.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_LANES_SHOWN]),
+            "more_reasons": sum(n for _, n in sorted(st.refusals.items(), key=lambda kv: (-kv[1], kv[0]))[MAX_LANES_SHOWN:]),
+            "scans": st.scans, "hour": sum(hour.values()),
+            "minutes": [{"lane": ln, "m": m, "n": n} for (ln, m), n in minutes.items() if ln in chart_lanes],
+            "chart_lanes": chart_lanes, "chart_more": max(0, len(hour) - len(chart_lanes)),
             "now_minute": end_ms // 60000, "ahead": end_ms > now_ms,
             "notable": notable(db, st, now, gs)[:20]}
 
@@ -203,7 +278,7 @@ def _double_admissions(db, event: str, tickets: list[str] | None) -> list[dict]:
             {ADMITTED.replace('FROM scans s', 'FROM scans s LEFT JOIN tickets t ON t.ticket_id = s.ticket_id')}
             AND s.mode = 'entry' AND s.ticket_id IS NOT NULL{where}
             GROUP BY s.ticket_id, coalesce(t.entries, 1)
-            HAVING coalesce(t.entries, 1) > 0 AND sum(s.consumes) > coalesce(t.entries, 1)""", params)
+            HAVING {over_admitted("sum(s.consumes)")}""", params)
     out = []
     for o in over:
         adms = db.all(f"SELECT s.device_id AS device_id, s.lane AS lane, s.ts_ms AS ts_ms, s.consumes AS consumes"
@@ -225,6 +300,11 @@ def quarantined(db, event: str) -> list[dict]:
                   " WHERE event = :e AND quarantined_at IS NOT NULL ORDER BY quarantined_at", {"e": event})
 
 
+def names(db, event: str | None = None) -> dict[str, str]:
+    """Gate names (``gate central device name``) by device id."""
+    return {r["device_id"]: r["name"] for r in db.all("SELECT device_id, name FROM ops_gate_names")}
+
+
 def gates(db, event: str, now: float) -> list[dict]:
     """One row per device; each lookup is an index seek on (device_id, seq), whatever the scan count.
     Chains stored at central have no gaps (an upload that would leave one is refused), so the
@@ -236,24 +316,34 @@ def gates(db, event: str, now: float) -> list[dict]:
                   d.quarantined_at AS quarantined_at, d.quarantine_reason AS quarantine_reason,
                   g.last_contact AS last_contact, g.link AS link, g.outbox AS outbox,
                   g.clock_offset_ms AS clock_offset_ms, g.ledger_age_s AS ledger_age_s,
-                  g.reported_at AS reported_at,
+                  g.reported_at AS reported_at, n.name AS name,
                   {last.format(col="received")} AS last_upload, {last.format(col="ts_ms")} AS last_scan_ms,
                   {last.format(col="lane")} AS lane, {last.format(col="seq")} AS records,
                   (SELECT count(*) FROM problems p WHERE p.device_id = d.device_id) AS problems
            FROM devices d LEFT JOIN ops_gate_status g ON g.device_id = d.device_id
+           LEFT JOIN ops_gate_names n ON n.device_id = d.device_id
            WHERE d.event = :e ORDER BY d.enrolled_at, d.device_id""", {"e": event})
     doors_open = any(g["last_scan_ms"] is not None and abs(now_ms - g["last_scan_ms"]) <= OPEN_WINDOW_S * 1000
                      for g in rows)
     for g in rows:
         contact = max(x for x in (g["last_contact"], g["last_upload"], g["enrolled_at"]) if x is not None)
         g["last_contact"] = contact
+        g["label"] = g["name"] or g["device_id"]
         g["silent_s"] = max(0.0, now - contact)
         g["chain"] = f"refused upload ({g['problems']})" if g["problems"] else "ok"
         g["quarantined"] = g["quarantined_at"] is not None
+        # what the gate reported is only as good as its last contact: a silent gate's link is unknown
+        g["link_stale"] = g["link"] is not None and g["silent_s"] >= AMBER_S
         if g["ledger_age_s"] is not None and g["reported_at"] is not None:
             g["ledger_age_s"] = g["ledger_age_s"] + max(0.0, now - g["reported_at"])
+        g["last_admission_ms"] = None
+        if g["status"] != "active":  # only then: a revoked gate whose admissions keep arriving
+            g["last_admission_ms"] = db.one(f"SELECT max(s.ts_ms) AS m FROM scans s WHERE s.device_id = :d"
+                                            f" AND s.ts_ms >= :since AND {ADMISSION}",
+                                            {"d": g["device_id"], "since": now_ms - OPEN_WINDOW_S * 1000})["m"]
+        recent_adm = g["last_admission_ms"] is not None and abs(now_ms - g["last_admission_ms"]) <= OPEN_WINDOW_S * 1000
         if g["status"] != "active":
-            g["state"] = "revoked"
+            g["state"] = "revoked_admitting" if recent_adm else "revoked"
         elif not doors_open:
             g["state"] = "idle"
         elif g["silent_s"] >= RED_S:
@@ -275,6 +365,59 @@ def lane_rates(st: EventState, now: float) -> dict[str, tuple[float, float]]:
         if b0 <= b <= now_b:
             rates.setdefault(lane, [0, 0])[0 if b >= r0 else 1] += n
     return {ln: (r * 60 / STALL_RECENT_S, base * 60 / STALL_BASE_S) for ln, (r, base) in rates.items()}
+
+
+def stalled(st: EventState, now: float) -> list[dict]:
+    """Lanes admitting at under half their own pace of the 10 minutes before while other lanes flow.
+    Quiet lanes are left alone (late at night a lane with a person every few minutes is not
+    stalled): the lane's own pace must be at least STALL_MIN_BASE a minute and it must be
+    STALL_MIN_MISSING admissions short. ``since``: its last admission, or when the slow spell began."""
+    rates = lane_rates(st, now)
+    out = []
+    now_b = int(now * 1000) // BUCKET_MS
+    r0 = now_b - STALL_RECENT_S * 1000 // BUCKET_MS
+    for lane, (recent, base) in sorted(rates.items()):
+        others_flow = any(r > 0 for ln, (r, _) in rates.items() if ln != lane)
+        missing = (base - recent) * STALL_RECENT_S / 60
+        if base >= STALL_MIN_BASE and recent < base * 0.5 and missing >= STALL_MIN_MISSING and others_flow:
+            last = max((b for (ln, b), n in st.buckets.items() if ln == lane and n > 0 and b <= now_b), default=None)
+            since = (last + 1) * BUCKET_MS / 1000 if last is not None and last < r0 or recent == 0 and last \
+                else r0 * BUCKET_MS / 1000
+            out.append({"lane": lane, "recent": recent, "base": base, "since": since})
+    out.sort(key=lambda r: r["recent"] - r["base"])
+    return out[:MAX_LANE_ALERTS]  # the worst; a device inventing lanes cannot flood the alerts
+
+
+def _window(bk: dict, lane: str | None, lo: int, hi: int) -> int:
+    return sum(n for (ln, b), n in bk.items() if lo <= b < hi and (lane is None or ln == lane))
+
+
+def refusing(st: EventState, now: float) -> list[dict]:
+    """Lanes refusing far more than usual: over the last REFUSE_RECENT_S, at least
+    REFUSE_MIN_DECISIONS decisions, a refusal share of at least REFUSE_MIN_SHARE, and at
+    least REFUSE_FACTOR times both the lane's own share of the REFUSE_BASE_S before and
+    the other lanes' share now (a wrong-day crowd refused everywhere is not one lane's fault)."""
+    now_b = int(now * 1000) // BUCKET_MS + 1
+    r0 = now_b - REFUSE_RECENT_S * 1000 // BUCKET_MS
+    b0 = r0 - REFUSE_BASE_S * 1000 // BUCKET_MS
+    lanes = {ln for (ln, b) in st.rbuckets if b >= r0}
+    out = []
+    for lane in sorted(lanes):
+        ref, adm = _window(st.rbuckets, lane, r0, now_b), _window(st.buckets, lane, r0, now_b)
+        if ref + adm < REFUSE_MIN_DECISIONS:
+            continue
+        share = ref / (ref + adm)
+        oref = _window(st.rbuckets, None, r0, now_b) - ref
+        oadm = _window(st.buckets, None, r0, now_b) - adm
+        venue = oref / (oref + oadm) if oref + oadm else 0.0
+        bref, badm = _window(st.rbuckets, lane, b0, r0), _window(st.buckets, lane, b0, r0)
+        own = bref / (bref + badm) if bref + badm >= REFUSE_MIN_DECISIONS else 0.0
+        if share >= REFUSE_MIN_SHARE and share >= REFUSE_FACTOR * venue and share >= REFUSE_FACTOR * own:
+            first = min(b for (ln, b), n in st.rbuckets.items() if ln == lane and b >= r0 and n > 0)
+            out.append({"lane": lane, "refused": ref, "admitted": adm, "share": share, "venue": venue, "own": own,
+                        "since": first * BUCKET_MS / 1000})
+    out.sort(key=lambda r: (-r["share"], -r["refused"]))
+    return out[:MAX_LANE_ALERTS]  # the worst; a device inventing lanes cannot flood the alerts
 
 
 def _shared_codes(db, event: str, tickets: list[str] | None) -> list[dict]:
@@ -302,58 +445,173 @@ def _shared_codes(db, event: str, tickets: list[str] | None) -> list[dict]:
 
 
 def alerts(db, st: EventState, now: float, gs: list[dict] | None = None) -> list[dict]:
-    """Alerts, most severe first: each {level, kind, text, at}."""
+    """Open alerts, most severe first: each {key, level, kind, at, params, ticket_id?}. ``kind`` is a
+    stable code (views.ALERT_WORDS says it in words); ``at`` is when the condition began;
+    ``key`` identifies the same alert from one refresh to the next (acknowledgements keep to it)."""
     out = []
-    rates = lane_rates(st, now)
-    for lane, (recent, base) in sorted(rates.items()):
-        others_flow = any(r > 0 for ln, (r, _) in rates.items() if ln != lane)
-        if base >= STALL_MIN_BASE and recent < base * 0.5 and others_flow:
-            out.append({"level": "warn", "kind": "lane stalled", "at": now,
-                        "text": f"lane {lane}: {recent:.1f}/min in the last {STALL_RECENT_S // 60} min against "
-                                f"{base:.1f}/min over the {STALL_BASE_S // 60} min before "
-                                f"(−{100 - 100 * recent / base:.0f} %) while other lanes flow"})
     gs = gates(db, st.event, now) if gs is None else gs
+    label = {g["device_id"]: g["label"] for g in gs}
+    for r in refusing(st, now):
+        out.append({"key": f"lane_refusing:{lane_label(r['lane'])}", "kind": "lane_refusing", "at": r["since"],
+                    "level": "crit" if r["share"] >= 0.9 else "warn", "lane": r["lane"],
+                    "params": {"lane": lane_label(r["lane"]), "refused": r["refused"],
+                               "decisions": r["refused"] + r["admitted"], "share": round(100 * r["share"]),
+                               "venue": round(100 * r["venue"]), "minutes": REFUSE_RECENT_S // 60}})
+    for r in stalled(st, now):
+        out.append({"key": f"lane_stalled:{lane_label(r['lane'])}", "kind": "lane_stalled", "level": "warn", "at": r["since"],
+                    "lane": r["lane"],
+                    "params": {"lane": lane_label(r["lane"]), "recent": f"{r['recent']:.1f}", "base": f"{r['base']:.1f}",
+                               "minutes": STALL_RECENT_S // 60, "base_minutes": STALL_BASE_S // 60}})
     scanning = [g for g in gs if g["last_scan_ms"] and abs(now * 1000 - g["last_scan_ms"]) <= AMBER_S * 1000]
     for g in gs:
         if g["state"] in ("silent", "dark") and any(o["device_id"] != g["device_id"] for o in scanning):
-            out.append({"level": "crit" if g["state"] == "dark" else "warn", "kind": "gate silent",
-                        "at": g["last_contact"],
-                        "text": f"gate {g['device_id']} (lane {g['lane'] or '—'}) silent for "
-                                f"{int(g['silent_s'])} s while other gates scan"})
+            out.append({"key": f"gate_silent:{g['device_id']}", "kind": "gate_silent", "at": g["last_contact"],
+                        "level": "crit" if g["state"] == "dark" else "warn",
+                        "params": {"gate": g["label"], "lane": lane_label(g["lane"] or "—"),
+                                   "seconds": int(g["silent_s"])}})
+        if g["state"] == "revoked_admitting":
+            out.append({"key": f"revoked_admitting:{g['device_id']}", "kind": "revoked_admitting", "level": "crit",
+                        "at": g["last_admission_ms"] / 1000, "params": {"gate": g["label"]}})
     for d in st.over.values():
-        out.append({"level": "crit", "kind": "double admission", "at": d["at_ms"] / 1000,
-                    "ticket_id": d["ticket_id"],
-                    "text": f"ticket {d['ticket_id']} admitted {d['used']}× (allowed {d['allowed']}) at "
-                            + ", ".join(sorted({f"{a['device_id']}/{a['lane']}" for a in d["admissions"]}))})
+        where = ", ".join(sorted({f"{label.get(a['device_id'], a['device_id'])}/{lane_label(a['lane'] or '—')}"
+                                  for a in d["admissions"]}))
+        out.append({"key": f"double_admission:{d['ticket_id']}", "kind": "double_admission", "level": "crit",
+                    "at": d["at_ms"] / 1000, "ticket_id": d["ticket_id"],
+                    "params": {"ticket": d["ticket_id"], "used": d["used"], "allowed": d["allowed"], "where": where}})
     for q in quarantined(db, st.event):
-        out.append({"level": "crit", "kind": "device quarantined", "at": q["quarantined_at"],
-                    "text": f"gate {q['device_id']} is quarantined ({q['quarantine_reason'] or 'implausible uploads'}):"
-                            " its admissions are not propagated; release with 'gate central device release'"})
-    for s in st.shared.values():
-        out.append({"level": "warn", "kind": "shared code", "at": s["at_ms"] / 1000, "ticket_id": s["ticket_id"],
-                    "text": f"ticket {s['ticket_id']} refused at {len(s['lanes'])} lanes within a minute "
-                            f"({', '.join(s['lanes'])}): a shared code going round?"})
+        out.append({"key": f"device_quarantined:{q['device_id']}", "kind": "device_quarantined", "level": "crit",
+                    "at": q["quarantined_at"],
+                    "params": {"gate": label.get(q["device_id"], q["device_id"]),
+                               "why": q["quarantine_reason"] or "implausible uploads"}})
+    for s_ in st.shared.values():
+        out.append({"key": f"shared_code:{s_['ticket_id']}", "kind": "shared_code", "level": "warn",
+                    "at": s_["at_ms"] / 1000, "ticket_id": s_["ticket_id"],
+                    "params": {"ticket": s_["ticket_id"], "n": len(s_["lanes"]),
+                               "lanes": ", ".join(lane_label(x) for x in s_["lanes"])}})
     order = {"crit": 0, "warn": 1}
     out.sort(key=lambda a: (order[a["level"]], -(a["at"] or 0)))
     return out
 
 
+class AlertBook:
+    """Alerts as records (table ops_alerts): when each began, when it ended, who acknowledged it
+    with what note. Written only when the set of open alerts changes, so viewers polling every
+    second cost no writes."""
+
+    def __init__(self):
+        self.seen: dict[str, frozenset] = {}
+        self.lock = threading.Lock()
+
+    def sync(self, db, event: str, current: list[dict], now: float) -> list[dict]:
+        """Record ``current`` (opening new ones, closing gone ones); return it with each alert's
+        record (started, acked_by, acked_at, note)."""
+        keys = frozenset(a["key"] for a in current)
+        with self.lock:
+            if self.seen.get(event) != keys:
+                with db.writer() as w:
+                    open_ = {r["alert_key"]: r for r in w.all(
+                        "SELECT alert_key, started FROM ops_alerts WHERE event = :e AND ended IS NULL", {"e": event})}
+                    for a in current:
+                        if a["key"] not in open_:
+                            w.run("INSERT INTO ops_alerts (event, alert_key, level, kind, subject, started, last_seen)"
+                                  " VALUES (:e, :k, :l, :kind, :s, :t, :now)",
+                                  {"e": event, "k": a["key"], "l": a["level"], "kind": a["kind"],
+                                   "s": a["key"].partition(":")[2][:200], "t": min(a["at"] or now, now), "now": now})
+                    for k in set(open_) - keys:
+                        w.run("UPDATE ops_alerts SET ended = :now, last_seen = :now WHERE event = :e"
+                              " AND alert_key = :k AND ended IS NULL", {"e": event, "k": k, "now": now})
+                self.seen[event] = keys
+        with db.reader() as r:
+            rec = {x["alert_key"]: x for x in r.all(
+                "SELECT alert_key, started, acked_by, acked_at, note FROM ops_alerts WHERE event = :e AND ended IS NULL",
+                {"e": event})}
+        for a in current:
+            x = rec.get(a["key"], {})
+            a["started"] = x.get("started", a["at"])
+            a["acked_by"], a["acked_at"], a["note"] = x.get("acked_by"), x.get("acked_at"), x.get("note")
+        return current
+
+    def forget(self, event: str) -> None:
+        with self.lock:
+            self.seen.pop(event, None)
+
+
+def acknowledge(db, event: str, key: str, *, by: str, note: str, now: float) -> bool:
+    with db.writer() as w:
+        return w.run("UPDATE ops_alerts SET acked_by = :b, acked_at = :t, note = :n WHERE event = :e"
+                     " AND alert_key = :k AND ended IS NULL", {"e": event, "k": key, "b": by, "t": now, "n": note}) > 0
+
+
+def alert_history(db, event: str, limit: int = 200) -> list[dict]:
+    return db.all("SELECT alert_key, level, kind, subject, started, ended, acked_by, acked_at, note FROM ops_alerts"
+                  " WHERE event = :e ORDER BY started DESC LIMIT :n", {"e": event, "n": limit})
+
+
+NOTABLE_CONTROL = ("mode", "pause", "resume", "pin_lockout", "biometrics", "relay_fault", "sensor_fault",
+                   "store_fault", "fault_cleared", "fire_alarm", "fire_alarm_end")
+
+
+def _record(blob) -> dict:
+    try:
+        rec = cbor2.loads(bytes(blob))
+    except Exception:
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
 def notable(db, st: EventState, now: float, gs: list[dict] | None = None) -> list[dict]:
-    """Double admissions, quarantined devices, gates gone dark, refused uploads; newest first."""
+    """Double admissions, manual decisions (with the operator), forged and copied codes,
+    admissions of cancelled tickets, staff commands (mode, pause, resume), relay/sensor faults
+    and fire alarms from the gates, quarantined devices, gates gone dark, refused uploads;
+    newest first. Each {at, kind, params}; views.NOTABLE_WORDS says it in words."""
     out = []
+    gs = gates(db, st.event, now) if gs is None else gs
+    label = {g["device_id"]: g["label"] for g in gs}
     for d in st.over.values():
-        out.append({"at": d["at_ms"] / 1000, "kind": "double admission",
-                    "text": f"ticket {d['ticket_id'][:12]}… admitted {d['used']}× at {d['device_id']}/{d['lane']}"})
+        out.append({"at": d["at_ms"] / 1000, "kind": "double_admission", "ticket_id": d["ticket_id"],
+                    "params": {"ticket": d["ticket_id"][:12], "used": d["used"],
+                               "gate": label.get(d["device_id"], d["device_id"]), "lane": lane_label(d["lane"] or "—")}})
+    e = {"e": st.event}
+    ids, ip = _in("i", st.notable_ids or [-1])
+    for r in db.all(
+            "SELECT s.device_id AS device_id, s.lane AS lane, s.ts_ms AS ts_ms, s.kind AS kind, s.decision AS decision,"
+            " s.reason AS reason, s.ticket_id AS ticket_id, s.record AS record FROM scans s"
+            f" WHERE s.id IN {ids}", ip):
+        rec = _record(r["record"])
+        p = {"gate": label.get(r["device_id"], r["device_id"]), "lane": lane_label(r["lane"] or "—"),
+             "operator": str(rec.get("operator") or "?")[:40], "reason": r["reason"] or ""}
+        at = (r["ts_ms"] or 0) / 1000
+        if r["kind"] == "override":
+            out.append({"at": at, "kind": "manual_admit" if r["decision"] == "accept" else "manual_deny",
+                        "ticket_id": r["ticket_id"], "params": p})
+        elif r["kind"] == "control":
+            action = str(rec.get("action") or "")
+            if action in NOTABLE_CONTROL:
+                p["mode"] = str(rec.get("mode") or "")
+                out.append({"at": at, "kind": "control_" + action, "params": p})
+        else:
+            out.append({"at": at, "kind": "forged" if r["reason"] == "BAD_SIGNATURE" else "copied",
+                        "ticket_id": r["ticket_id"], "params": p})
+    for a in db.all(
+            f"SELECT s.device_id AS device_id, s.lane AS lane, s.ts_ms AS ts_ms, s.ticket_id AS ticket_id"
+            f" {ADMITTED} AND s.ticket_id IN (SELECT t.ticket_id FROM tickets t WHERE t.event = :e AND"
+            " t.status = 'revoked' AND t.revoked_at IS NOT NULL) AND s.ts_ms >= 1000 * (SELECT t.revoked_at"
+            " FROM tickets t WHERE t.ticket_id = s.ticket_id) ORDER BY s.ts_ms DESC LIMIT 20", e):
+        out.append({"at": (a["ts_ms"] or 0) / 1000, "kind": "cancelled_admitted", "ticket_id": a["ticket_id"],
+                    "params": {"gate": label.get(a["device_id"], a["device_id"]), "lane": lane_label(a["lane"] or "—"),
+                               "ticket": a["ticket_id"][:12]}})
     for q in quarantined(db, st.event):
-        out.append({"at": q["quarantined_at"], "kind": "quarantined device",
-                    "text": f"gate {q['device_id']}: {q['quarantine_reason'] or 'implausible uploads'}"})
-    for g in gates(db, st.event, now) if gs is None else gs:
+        out.append({"at": q["quarantined_at"], "kind": "quarantined",
+                    "params": {"gate": label.get(q["device_id"], q["device_id"]),
+                               "why": q["quarantine_reason"] or "implausible uploads"}})
+    for g in gs:
         if g["state"] == "dark":
-            out.append({"at": g["last_contact"] + RED_S, "kind": "gate gone dark",
-                        "text": f"gate {g['device_id']} (lane {g['lane'] or '—'}) silent {int(g['silent_s'])} s"})
-    for p in db.all("SELECT device_id, kind, detail, at FROM problems WHERE event = :e ORDER BY id DESC LIMIT 20",
-                    {"e": st.event}):
-        out.append({"at": p["at"], "kind": "refused upload", "text": f"gate {p['device_id']}: {p['kind']}"})
+            out.append({"at": g["last_contact"] + RED_S, "kind": "gate_dark",
+                        "params": {"gate": g["label"], "lane": lane_label(g["lane"] or "—"),
+                                   "seconds": int(g["silent_s"])}})
+    for p in db.all("SELECT device_id, kind, detail, at FROM problems WHERE event = :e ORDER BY id DESC LIMIT 20", e):
+        out.append({"at": p["at"], "kind": "refused_upload",
+                    "params": {"gate": label.get(p["device_id"], p["device_id"]), "what": p["kind"]}})
     out.sort(key=lambda x: -(x["at"] or 0))
     return out
 
@@ -368,15 +626,6 @@ def find_tickets(db, event: str, q: str) -> list[dict]:
         " ORDER BY ticket_id LIMIT 50",
         {"e": event, "q": q, "prefix": q.lower().replace("%", "").replace("_", "") + "%",
          "pat": "%" + q.lower().replace("%", "") + "%"})
-
-
-def _version(record) -> int | None:
-    """The credential version the holder showed, from the stored record (reissues bump it)."""
-    try:
-        v = cbor2.loads(bytes(record)).get("version")
-    except Exception:
-        return None
-    return v if isinstance(v, int) else None
 
 
 def ticket_history(db, event: str, ticket_id: str) -> dict | None:
@@ -394,10 +643,13 @@ def ticket_history(db, event: str, ticket_id: str) -> dict | None:
            ORDER BY 1, 2, 4""", {"e": event, "t": ticket_id})
     if t is None and not rows:
         return None
-    hist = [{**r, "at": (r["ts_ms"] or 0) / 1000, "version": _version(r.pop("record"))} for r in rows]
+    hist = []
+    for r in rows:
+        rec = _record(r.pop("record"))
+        op = rec.get("operator")
+        hist.append({**r, "at": (r["ts_ms"] or 0) / 1000, "operator": str(op)[:60] if op else None})
     if t and t["version"] > 1:  # the store keeps the current version, not when each reissue happened
-        hist.append({"at": None, "kind": "reissue", "reason": f"now version {t['version']}"
-                     f" ({t['version'] - 1} reissue{'s' if t['version'] > 2 else ''}; central keeps no time for it)"})
+        hist.append({"at": None, "kind": "reissue", "n": t["version"] - 1})
     if t and t["revoked_at"]:
         hist.append({"at": t["revoked_at"], "kind": "revocation", "reason": "revoked by central"})
     hist.sort(key=lambda h: (h["at"] is None, h["at"] or 0))

@@ -282,7 +282,7 @@ function transferAsk(t) {
   const go = el("button", { class: "danger", on: { click: () => transferDo(t, go) } }, _("Give it away"));
   show(ticketCard(t), el("section", { class: "card" },
     el("h2", {}, _("Give this ticket to someone else?")),
-    el("p", {}, _("You get a link to send to the new holder. From then on this phone no longer shows the code, and codes shown earlier by this phone are refused at the gates.")),
+    el("p", {}, _("You get a link to send to the new holder. From then on this phone no longer shows the code, and codes shown earlier by this phone are refused at each gate once it has synced with the box office (usually within a minute).")),
     el("div", { class: "row" }, go,
        el("button", { class: "secondary", on: { click: () => ticketView(t) } }, _("Cancel")))));
 }
@@ -534,7 +534,8 @@ async function start() {
   // after a claim the address becomes /wallet/#t=TICKET (the token leaves the address bar)
   rerender = () => (location.pathname === "/wallet/claim" ? claimView(location.hash.slice(1)) : homeView());
   await rerender();
-  window.addEventListener("hashchange", () => { if (location.pathname === "/wallet/") homeView(); });
+  // another link opened in the same tab changes only the part after '#': draw that one
+  window.addEventListener("hashchange", () => rerender());
 }
 
 start();
