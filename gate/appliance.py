@@ -271,7 +271,10 @@ class Gate:
         if qr is not None and self.pretix is not None:
             rec["code"] = qr  # pretix check-ins are uploaded by secret
         elif qr is not None and decision.accepted and decision.step is not None:
-            rec.update(scanlog.holder_proof(qr))
+            # one parse per scan: the decision carries what it parsed (a decision made
+            # elsewhere, e.g. rebuilt by the lane, falls back to parsing the QR)
+            rec.update(scanlog.proof_fields(*decision.proof) if decision.proof is not None
+                       else scanlog.holder_proof(qr))
         return scanlog.append(self.conn, rec)
 
     def scan(self, qr: str, *, now: float, mode: Mode | None = None,
