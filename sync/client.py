@@ -234,33 +234,50 @@ def pull_keys(gate, client: CentralClient) -> int:
 
 def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progress=None) -> int:
     """Ticket pages after the stored cursor; each page is validated whole, then
-    applied together with its cursor (an invalid ticket: that page applies nothing)."""
+    applied together with its cursor (an invalid ticket: that page applies nothing).
+
+    The next page is fetched while this one is validated and written (its cursor is
+    the one this page's answer gave): central's and the gate's work overlap. The
+    stored cursor still moves only with the page it belongs to."""
+    from concurrent.futures import ThreadPoolExecutor
+
     total = 0
     path = f"/v1/events/{gate.policy.event}/tickets"
-    while True:
-        cursor = get_setting(gate.conn, TICKETS_CURSOR, "")
-        items, nxt, more = client.page(path, cursor, page)
-        rows = []
-        keep = ledger.biometrics_allowed(gate.conn)
-        for i, item in enumerate(items):
-            try:
-                rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key, keep_template=keep))
-            except ValueError as exc:
-                raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
-                               f"{cursor!r}): {exc}; page not applied") from None
+    cursor = get_setting(gate.conn, TICKETS_CURSOR, "")
+    with ThreadPoolExecutor(1, thread_name_prefix="ticket-pages") as fetcher:
+        ahead = fetcher.submit(client.page, path, cursor, page)
+        while True:
+            items, nxt, more = ahead.result()
+            ahead = fetcher.submit(client.page, path, nxt, page) if more and items else None
+            rows = []
+            keep = ledger.biometrics_allowed(gate.conn)
+            for i, item in enumerate(items):
+                try:
+                    rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key, keep_template=keep))
+                except ValueError as exc:
+                    if ahead is not None:
+                        ahead.cancel()
+                    raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
+                                   f"{cursor!r}): {exc}; page not applied") from None
+            rows.sort(key=_ticket_key)  # in key order: each B-tree page of the ledger is written once
 
-        def apply(conn, rows=rows):
-            if not ledger.biometrics_allowed(conn):  # wiped while this page was on its way
-                rows = ledger.strip_templates(rows)
-            ledger.upsert_tickets(conn, rows)
-            put_setting(conn, "ledger_imported_at", time.time())
+            def apply(conn, rows=rows):
+                if not ledger.biometrics_allowed(conn):  # wiped while this page was on its way
+                    rows = ledger.strip_templates(rows)
+                ledger.upsert_tickets(conn, rows)
+                put_setting(conn, "ledger_imported_at", time.time())
 
-        advance(gate, TICKETS_CURSOR, nxt, apply)
-        total += len(rows)
-        if progress:
-            progress(total)
-        if not more or not items:
-            return total
+            advance(gate, TICKETS_CURSOR, nxt, apply)
+            cursor = nxt
+            total += len(rows)
+            if progress:
+                progress(total)
+            if ahead is None:
+                return total
+
+
+def _ticket_key(row) -> str:
+    return row[0]
 
 
 def push_scans(gate, client: CentralClient, *, batch_size: int = UPLOAD_BATCH) -> int:
