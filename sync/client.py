@@ -239,11 +239,20 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
     The next page is fetched while this one is validated and written (its cursor is
     the one this page's answer gave): central's and the gate's work overlap. The
     stored cursor still moves only with the page it belongs to."""
+    path = f"/v1/events/{gate.policy.event}/tickets"
+    cursor = get_setting(gate.conn, TICKETS_CURSOR, "")
+    cache = gate.conn.execute("PRAGMA cache_size").fetchone()[0]
+    gate.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB while pages land: a million-ticket ledger's tree
+    try:
+        return _pull_ticket_pages(gate, client, path, cursor, page, progress)
+    finally:
+        gate.conn.execute(f"PRAGMA cache_size={int(cache)}")
+
+
+def _pull_ticket_pages(gate, client, path: str, cursor: str, page: int, progress) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     total = 0
-    path = f"/v1/events/{gate.policy.event}/tickets"
-    cursor = get_setting(gate.conn, TICKETS_CURSOR, "")
     with ThreadPoolExecutor(1, thread_name_prefix="ticket-pages") as fetcher:
         ahead = fetcher.submit(client.page, path, cursor, page)
         while True:
