@@ -100,7 +100,7 @@ def _push_many(args) -> tuple[int, list[float]]:
             try:
                 return sc.push_scans(g, c, batch_size=batch), c.latencies
             except sc.ApiError as exc:
-                if exc.status not in (None, 503):
+                if exc.status not in (None, 408, 503):  # overloaded: the upload is idempotent
                     raise
                 time.sleep(0.5)
         raise RuntimeError("gave up")
