@@ -196,6 +196,40 @@ def measure(fx: Fixture, runs: int, label: str) -> dict:
     return {k: statistics.median(v) for k, v in out.items()} | {"ratio": statistics.median(ratio)}
 
 
+def statements(fx: Fixture, codes: list[str]) -> None:
+    """Every SQL statement one durable admission runs, with its median cost."""
+    from gate import db as gdb
+
+    seen: dict[str, list[tuple[float, float]]] = {}
+    real = gdb.Connection.execute
+
+    def timed(self, sql, *a):
+        t, c = time.perf_counter_ns(), cpu_ns()
+        try:
+            return real(self, sql, *a)
+        finally:
+            key = " ".join(sql.split())[:58]
+            seen.setdefault(key, []).append(((time.perf_counter_ns() - t) / 1000, (cpu_ns() - c) / 1000))
+    gdb.Connection.execute = timed
+    try:
+        for q in codes:
+            d, _ = fx.gate.scan(q, now=NOW)
+            if not d.accepted:
+                raise SystemExit(f"bench broken: expected ACCEPT, got {d.reason.value}")
+    finally:
+        gdb.Connection.execute = real
+    n = len(codes)
+    print(f"\nstatements per durable admission ({n} admissions; medians):{'per scan':>12}{'wall':>9}{'CPU':>9}")
+    total = 0
+    for key, v in seen.items():
+        if len(v) < n / 2:
+            continue  # a cache refill, not part of every admission
+        w = statistics.median(x[0] for x in v)
+        total += len(v) / n
+        print(f"  {key:<58}{len(v) / n:>8.2f}{w:>8.1f}us{statistics.median(x[1] for x in v):>7.1f}us")
+    print(f"  {total:.0f} statements per admission (COMMIT's wall includes the fdatasync)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tickets", type=int, default=20_000, help="filler tickets in the ledger besides the scanned ones")
@@ -215,6 +249,9 @@ def main() -> None:
         print(f"ledger: {n + args.tickets} tickets; log empty at start; data on {tmp}")
         empty = measure(fx, args.runs, "empty log")
         fx.gate.close()
+        sfx = Fixture(tmp, issuer, tickets=300, filler=args.tickets, name="statements")
+        statements(sfx, sfx.codes)
+        sfx.gate.close()
         if args.logged:
             filler = max(args.tickets, args.logged)
             fx = Fixture(tmp, issuer, tickets=n, filler=filler, name="full")

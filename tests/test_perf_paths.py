@@ -135,3 +135,45 @@ def test_central_sqlite_is_durable_unless_told(tmp_path):
     assert synchronous(f"sqlite:///{tmp_path / 'b.db'}?synchronous=normal") == 1  # NORMAL
     with pytest.raises(ValueError, match="synchronous"):
         Database(f"sqlite:///{tmp_path / 'c.db'}?synchronous=off")
+
+
+def test_a_large_ticket_page_goes_gzipped_only_to_clients_that_ask(tmp_path):
+    # Fails if an old client (no Accept-Encoding: gzip) gets compressed bytes, if a
+    # client that asks gets the page uncompressed, or if the gate's sync of a
+    # compressed feed differs from the plain one (the wire format is docs/sync.md).
+    import gzip
+    import json as _json
+
+    import requests
+
+    from sync import client as sc
+    from sync.central.app import ServerThread, create_app
+    from sync.central.store import CentralStore
+
+    store = CentralStore(tmp_path / "central")
+    store.create_event("evt-gz")
+    base = {"event": "evt-gz", "tier": "GA", "zone": None, "version": 1, "status": "valid", "entries": 1,
+            "reentry": False, "face_required": False, "face_template": None, "holder": None}
+    ids = [f"{i:032x}" for i in range(2500)]
+    store.add_tickets([{**base, "ticket_id": t} for t in ids])
+    server = ServerThread(create_app(store)).start()
+    try:
+        g = Gate.init(tmp_path / "g", event="evt-gz")
+        sc.enroll(g, server.url, store.enrol_code("evt-gz"))
+        token = sc.token_path(g).read_text().strip()
+        url = f"{server.url}/v1/events/evt-gz/tickets?limit=5000"
+        auth = {"Authorization": f"Bearer {token}"}
+        plain = requests.get(url, headers={**auth, "Accept-Encoding": "identity"}, stream=True)
+        raw = plain.raw.read()
+        assert "Content-Encoding" not in plain.headers and _json.loads(raw)["items"][0]["ticket_id"] == ids[0]
+        packed = requests.get(url, headers={**auth, "Accept-Encoding": "gzip"}, stream=True)
+        assert packed.headers["Content-Encoding"] == "gzip"
+        assert _json.loads(gzip.decompress(packed.raw.read())) == _json.loads(raw)
+        small = requests.get(url.replace("5000", "10"), headers={**auth, "Accept-Encoding": "gzip"}, stream=True)
+        assert "Content-Encoding" not in small.headers  # a small page is not worth compressing
+        assert sc.pull_tickets(g, sc.client_for(g), page=1000) == 2500
+        assert g.conn.execute("SELECT count(*) FROM tickets").fetchone()[0] == 2500
+        g.close()
+    finally:
+        server.stop()
+        store.close()
