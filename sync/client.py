@@ -249,38 +249,68 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
         gate.conn.execute(f"PRAGMA cache_size={int(cache)}")
 
 
+TICKET_GROUP = 50_000  # tickets written per transaction in a first sync (pages grouped)
+
+
 def _pull_ticket_pages(gate, client, path: str, cursor: str, page: int, progress) -> int:
+    """Pages are validated one by one as they come; valid pages are written in groups
+    of up to :data:`TICKET_GROUP` tickets, each group in one transaction with the
+    cursor of its last page (a group is some whole pages: all applied or none). With
+    random ticket ids every transaction rewrites most leaves of the ledger's tree,
+    so fewer, larger transactions write the WAL far less. A bad page, or a page
+    that does not come, first writes the good pages before it, as page by page did."""
     from concurrent.futures import ThreadPoolExecutor
 
     total = 0
+    group: list = []
+    group_cursor = cursor
+
+    pending = False  # pages received and validated, not written yet
+
+    def flush() -> None:
+        nonlocal total, group, pending
+        if not pending:
+            return
+        rows = sorted(group, key=_ticket_key)  # stable: a ticket seen twice keeps its feed order
+
+        def apply(conn, rows=rows):
+            if not ledger.biometrics_allowed(conn):  # wiped while these pages were on their way
+                rows = ledger.strip_templates(rows)
+            ledger.upsert_tickets(conn, rows)
+            put_setting(conn, "ledger_imported_at", time.time())
+
+        advance(gate, TICKETS_CURSOR, group_cursor, apply)
+        pending = False
+        total += len(rows)
+        group = []
+        if progress:
+            progress(total)
+
     with ThreadPoolExecutor(1, thread_name_prefix="ticket-pages") as fetcher:
         ahead = fetcher.submit(client.page, path, cursor, page)
         while True:
-            items, nxt, more = ahead.result()
+            try:
+                items, nxt, more = ahead.result()
+            except BaseException:
+                flush()
+                raise
             ahead = fetcher.submit(client.page, path, nxt, page) if more and items else None
-            rows = []
             keep = ledger.biometrics_allowed(gate.conn)
+            rows = []
             for i, item in enumerate(items):
                 try:
                     rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key, keep_template=keep))
                 except ValueError as exc:
                     if ahead is not None:
                         ahead.cancel()
+                    flush()
                     raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
                                    f"{cursor!r}): {exc}; page not applied") from None
-            rows.sort(key=_ticket_key)  # in key order: each B-tree page of the ledger is written once
-
-            def apply(conn, rows=rows):
-                if not ledger.biometrics_allowed(conn):  # wiped while this page was on its way
-                    rows = ledger.strip_templates(rows)
-                ledger.upsert_tickets(conn, rows)
-                put_setting(conn, "ledger_imported_at", time.time())
-
-            advance(gate, TICKETS_CURSOR, nxt, apply)
-            cursor = nxt
-            total += len(rows)
-            if progress:
-                progress(total)
+            group.extend(rows)
+            group_cursor = cursor = nxt
+            pending = True
+            if ahead is None or len(group) >= TICKET_GROUP:
+                flush()
             if ahead is None:
                 return total
 

@@ -177,3 +177,38 @@ def test_a_large_ticket_page_goes_gzipped_only_to_clients_that_ask(tmp_path):
     finally:
         server.stop()
         store.close()
+
+
+def test_grouped_ticket_pages_write_the_good_pages_before_a_bad_one(tmp_path):
+    # Pages are written in groups; a bad page must still leave the pages before it
+    # applied with their cursor (as page by page did), and apply nothing of itself.
+    # Fails if a group is lost with the bad page, or the cursor passes the bad page.
+    from gate.db import get_setting
+    from sync import client as sc
+    from sync.central.app import ServerThread, create_app
+    from sync.central.store import CentralStore
+
+    store = CentralStore(tmp_path / "central")
+    store.create_event("evt-grp")
+    base = {"event": "evt-grp", "tier": "GA", "zone": None, "version": 1, "status": "valid", "entries": 1,
+            "reentry": False, "face_required": False, "face_template": None, "holder": None}
+    store.add_tickets([{**base, "ticket_id": f"{i:032x}"} for i in range(25)])
+    with store.writer() as db:
+        bad = db.scalar("SELECT change_seq FROM tickets ORDER BY change_seq LIMIT 1 OFFSET 22")
+        db.run("UPDATE tickets SET entries = -5 WHERE change_seq = :c", {"c": bad})
+    server = ServerThread(create_app(store)).start()
+    try:
+        g = Gate.init(tmp_path / "g", event="evt-grp")
+        sc.enroll(g, server.url, store.enrol_code("evt-grp"))
+        with pytest.raises(sc.ApiError, match="invalid ticket"):
+            sc.pull_tickets(g, sc.client_for(g), page=10)  # pages 1-2 good, page 3 holds the bad one
+        assert g.conn.execute("SELECT count(*) FROM tickets").fetchone()[0] == 20
+        assert get_setting(g.conn, "sync.tickets_cursor") is not None
+        with store.writer() as db:
+            db.run("UPDATE tickets SET entries = 1 WHERE change_seq = :c", {"c": bad})
+        assert sc.pull_tickets(g, sc.client_for(g), page=10) == 5  # resumes after the good pages
+        assert g.conn.execute("SELECT count(*) FROM tickets").fetchone()[0] == 25
+        g.close()
+    finally:
+        server.stop()
+        store.close()
