@@ -24,7 +24,7 @@ sys.path.append(str(ROOT / "bench"))  # after the packages: bench/sync.py must n
 from gate.db import connect, transaction  # noqa: E402
 from gate.ledger import SqliteLedgerView  # noqa: E402
 
-from common import MEASURED_GATE  # noqa: E402
+from common import MEASURED_GATE, print_floors, print_machine  # noqa: E402
 
 EVENT = "evt-bench"
 GATE = Path(sys.executable).with_name("gate")
@@ -63,8 +63,10 @@ def main() -> None:
     ap.add_argument("--tickets", type=int, default=1_000_000)
     args = ap.parse_args()
     n = args.tickets
+    print_machine()
     with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
         tmp = Path(tmp)
+        print_floors(tmp)
         src = tmp / "tickets.jsonl"
         t = time.perf_counter()
         ids = make_file(src, n)

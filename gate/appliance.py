@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto.keyring import KeyRing
 from gate import keyfiles, ledger, scanlog
-from gate.db import connect, get_setting, put_setting, transaction
+from gate.db import Checkpointer, connect, get_setting, put_setting, transaction
 from gate.decision import Decision, FaceCapture, LanePolicy, Mode, decide
 from gate.errors import ConfigError
 
@@ -64,6 +64,7 @@ class Gate:
         self._keys: KeyRing | None = None
         self._seen: tuple[int, object] = (-1, None)  # (PRAGMA data_version, keys.version) the caches are from
         self._pretix: tuple | None = None
+        self._checkpointer: Checkpointer | None = None  # started by the first durable scan
 
     # ------------------------------------------------------------ lifecycle
 
@@ -146,6 +147,8 @@ class Gate:
         return self._connect(self.data_dir, data_key=self.data_key, device_key=self.device_key)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.conn.close()
 
     # ------------------------------------------------------------ biometrics
@@ -271,7 +274,10 @@ class Gate:
         if qr is not None and self.pretix is not None:
             rec["code"] = qr  # pretix check-ins are uploaded by secret
         elif qr is not None and decision.accepted and decision.step is not None:
-            rec.update(scanlog.holder_proof(qr))
+            # one parse per scan: the decision carries what it parsed (a decision made
+            # elsewhere, e.g. rebuilt by the lane, falls back to parsing the QR)
+            rec.update(scanlog.proof_fields(*decision.proof) if decision.proof is not None
+                       else scanlog.holder_proof(qr))
         return scanlog.append(self.conn, rec)
 
     def scan(self, qr: str, *, now: float, mode: Mode | None = None,
@@ -290,13 +296,20 @@ class Gate:
         ``alone`` flags an accept made with neither central nor a bus peer."""
         if dry_run:
             return self.decide(qr, now=now, mode=mode, face=face), None
+        if self._checkpointer is None and not self.conn.tx_depth:
+            # the WAL is copied back on another thread: no scan's commit waits for it
+            self._checkpointer = Checkpointer(self.data_dir / DB_NAME)
+            self._checkpointer.attach(self.conn)
         with transaction(self.conn):
             d = self.decide(qr, now=now, mode=mode, face=face)
             if adjust is not None:
                 d = adjust(d)
             if skip is not None and skip(d):
                 return d, None
-            return d, self.record(d, now=now, qr=qr, alone=alone and d.accepted)
+            entry = self.record(d, now=now, qr=qr, alone=alone and d.accepted)
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        return d, entry
 
     def control(self, action: str, *, now: float, operator: str | None, **fields) -> scanlog.Entry:
         """Log a staff command that changes what the lane lets through (scanlog.CONTROL),

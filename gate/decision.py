@@ -168,6 +168,9 @@ class Decision:
     consumes_entry: bool = False  # an accepted entry that uses an allowance
     sub: Sub | None = None  # which check inside ``reason`` failed (coded)
     detail: str = field(default="", compare=False)  # the same for people: never match on it
+    # a rotating code's (credential, holder proof) as parsed for this decision: its log
+    # record carries them (scanlog.proof_fields) without parsing the QR a second time
+    proof: tuple[bytes, bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def accepted(self) -> bool:
@@ -270,6 +273,7 @@ def decide(
     elif lane.require_rotating:
         return deny(Reason.PROOF_REQUIRED, "this lane admits rotating codes only", Sub.LANE_ROTATING_ONLY)
     step = p.step if c.holder_pub is not None else None
+    proof = (p.credential, p.proof) if step is not None else None
 
     # 9-12: ledger state (ledger fields override the credential's claims)
     look = ledger.lookup(tid, step)
@@ -293,7 +297,7 @@ def decide(
         return Decision(reason, mode, ticket_id=tid, unlisted=unlisted, step=step,
                         version=c.ver, kid=p.kid.hex(), tier=rec.tier or c.tier, zone=zone,
                         holder=rec.holder, face_distance=distance, consumes_entry=consumes,
-                        sub=sub, detail=detail)
+                        sub=sub, detail=detail, proof=proof)
 
     # 13: the same rotation step already accepted here
     if step is not None and look.step_accepted:

@@ -80,7 +80,8 @@ def scan_record(d: Decision, *, ts_ms: int, device: str, lane: str, event: str,
 
 def holder_proof(qr: str) -> dict:
     """An accepted rotating code's holder proof, for its record: central re-checks
-    it against the ticket's holder key (optional fields ``cred_sha``, ``proof``)."""
+    it against the ticket's holder key (optional fields ``cred_sha``, ``proof``).
+    The scan path uses :func:`proof_fields` with what the decision already parsed."""
     from crypto import gt1
     try:
         p = gt1.parse_qr(qr)
@@ -88,7 +89,12 @@ def holder_proof(qr: str) -> dict:
         return {}
     if p.proof is None:
         return {}
-    return {"cred_sha": hashlib.sha256(p.credential).digest(), "proof": p.proof}
+    return proof_fields(p.credential, p.proof)
+
+
+def proof_fields(credential: bytes, proof: bytes) -> dict:
+    """The record fields of a holder proof: ``cred_sha`` (SHA-256 of the credential), ``proof``."""
+    return {"cred_sha": hashlib.sha256(credential).digest(), "proof": proof}
 
 
 def append(conn: sqlite3.Connection, record: dict) -> Entry:

@@ -237,33 +237,89 @@ def pull_keys(gate, client: CentralClient) -> int:
 
 def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progress=None) -> int:
     """Ticket pages after the stored cursor; each page is validated whole, then
-    applied together with its cursor (an invalid ticket: that page applies nothing)."""
-    total = 0
+    applied together with its cursor (an invalid ticket: that page applies nothing).
+
+    The next page is fetched while this one is validated and written (its cursor is
+    the one this page's answer gave): central's and the gate's work overlap. The
+    stored cursor still moves only with the page it belongs to."""
     path = f"/v1/events/{gate.policy.event}/tickets"
-    while True:
-        cursor = get_setting(gate.conn, TICKETS_CURSOR, "")
-        items, nxt, more = client.page(path, cursor, page)
-        rows = []
-        keep = ledger.biometrics_allowed(gate.conn)
-        for i, item in enumerate(items):
-            try:
-                rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key, keep_template=keep))
-            except ValueError as exc:
-                raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
-                               f"{cursor!r}): {exc}; page not applied") from None
+    cursor = get_setting(gate.conn, TICKETS_CURSOR, "")
+    cache = gate.conn.execute("PRAGMA cache_size").fetchone()[0]
+    gate.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB while pages land: a million-ticket ledger's tree
+    try:
+        return _pull_ticket_pages(gate, client, path, cursor, page, progress)
+    finally:
+        gate.conn.execute(f"PRAGMA cache_size={int(cache)}")
+
+
+TICKET_GROUP = 50_000  # tickets written per transaction in a first sync (pages grouped)
+
+
+def _pull_ticket_pages(gate, client, path: str, cursor: str, page: int, progress) -> int:
+    """Pages are validated one by one as they come; valid pages are written in groups
+    of up to :data:`TICKET_GROUP` tickets, each group in one transaction with the
+    cursor of its last page (a group is some whole pages: all applied or none). With
+    random ticket ids every transaction rewrites most leaves of the ledger's tree,
+    so fewer, larger transactions write the WAL far less. A bad page, or a page
+    that does not come, first writes the good pages before it, as page by page did."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    total = 0
+    group: list = []
+    group_cursor = cursor
+
+    pending = False  # pages received and validated, not written yet
+
+    def flush() -> None:
+        nonlocal total, group, pending
+        if not pending:
+            return
+        rows = sorted(group, key=_ticket_key)  # stable: a ticket seen twice keeps its feed order
 
         def apply(conn, rows=rows):
-            if not ledger.biometrics_allowed(conn):  # wiped while this page was on its way
+            if not ledger.biometrics_allowed(conn):  # wiped while these pages were on their way
                 rows = ledger.strip_templates(rows)
             ledger.upsert_tickets(conn, rows)
             put_setting(conn, "ledger_imported_at", time.time())
 
-        advance(gate, TICKETS_CURSOR, nxt, apply)
+        advance(gate, TICKETS_CURSOR, group_cursor, apply)
+        pending = False
         total += len(rows)
+        group = []
         if progress:
             progress(total)
-        if not more or not items:
-            return total
+
+    with ThreadPoolExecutor(1, thread_name_prefix="ticket-pages") as fetcher:
+        ahead = fetcher.submit(client.page, path, cursor, page)
+        while True:
+            try:
+                items, nxt, more = ahead.result()
+            except BaseException:
+                flush()
+                raise
+            ahead = fetcher.submit(client.page, path, nxt, page) if more and items else None
+            keep = ledger.biometrics_allowed(gate.conn)
+            rows = []
+            for i, item in enumerate(items):
+                try:
+                    rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key, keep_template=keep))
+                except ValueError as exc:
+                    if ahead is not None:
+                        ahead.cancel()
+                    flush()
+                    raise ApiError(f"central sent an invalid ticket (item {i} of page after cursor "
+                                   f"{cursor!r}): {exc}; page not applied") from None
+            group.extend(rows)
+            group_cursor = cursor = nxt
+            pending = True
+            if ahead is None or len(group) >= TICKET_GROUP:
+                flush()
+            if ahead is None:
+                return total
+
+
+def _ticket_key(row) -> str:
+    return row[0]
 
 
 def push_scans(gate, client: CentralClient, *, batch_size: int = UPLOAD_BATCH) -> int:

@@ -113,6 +113,14 @@ class Database:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:///PATH or postgresql://...")
         self.pool_timeout = pool_timeout
         if self.dialect == "sqlite":
+            # ?synchronous=full (the default: an acknowledged upload survives a power cut,
+            # as PostgreSQL's default synchronous_commit=on promises) or =normal (faster;
+            # a power cut may lose the last acknowledged commits, never corrupts)
+            sync_mode = u.query.get("synchronous", "full")
+            if sync_mode not in ("full", "normal"):
+                raise ValueError(f"synchronous={sync_mode!r} in the SQLite URL: use full or normal")
+            self.sqlite_synchronous = sync_mode.upper()
+            self.url = u.difference_update_query(["synchronous"]).render_as_string(hide_password=False)
             args = {"check_same_thread": False, "timeout": 30}
             self.engine = sa.create_engine(self.url, connect_args=args, pool_size=2, max_overflow=0,
                                            pool_timeout=pool_timeout)
@@ -129,14 +137,15 @@ class Database:
             self.read_engine = self.engine
             self._wlock = None
 
-    @staticmethod
-    def _sqlite_events(engine, begin: str) -> None:
+    def _sqlite_events(self, engine, begin: str) -> None:
+        synchronous = self.sqlite_synchronous
+
         @sa_event.listens_for(engine, "connect")
         def _connect(dbapi_conn, _rec):
             dbapi_conn.isolation_level = None  # transactions are begun explicitly below
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 

@@ -1,0 +1,214 @@
+"""The fast paths of issue 25 keep the behaviour of the slow ones: one parse per
+scan with the same record, WAL checkpoints off the scan's commit with the chain
+intact, the inline ticket check giving the same rows and errors as the
+field-by-field one, central SQLite's durability setting. No timing here (bench/)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from crypto import gt1
+from gate import ledger, scanlog
+from gate.appliance import DB_NAME, Gate
+
+NOW = 1_807_283_662
+
+
+def _listed(gate, issuer, tmp_path, n: int, entries: int = 1):
+    from crypto.issuer import ticket_record
+
+    from conftest import write_jsonl
+    wallets = [issuer.mint(entries=entries) for _ in range(n)]
+    src = write_jsonl(tmp_path / "t.jsonl", [ticket_record(w, entries=entries) for w in wallets])
+    ledger.import_tickets(gate.conn, src, event=issuer.event, data_key=gate.data_key, now=0)
+    return wallets
+
+
+def test_a_scan_parses_the_code_once_and_logs_the_same_holder_proof(gate, issuer, tmp_path, monkeypatch):
+    # Fails if the record path parses the QR again, or if the proof fields it
+    # logs differ from what parsing the code gives (central re-checks them).
+    (w,) = _listed(gate, issuer, tmp_path, 1)
+    qr = w.code(NOW)
+    expected = scanlog.holder_proof(qr)
+    calls = []
+    real = gt1.parse_qr
+    monkeypatch.setattr(gt1, "parse_qr", lambda text: calls.append(text) or real(text))
+    d, entry = gate.scan(qr, now=NOW)
+    assert d.accepted and len(calls) == 1
+    assert entry.record["cred_sha"] == expected["cred_sha"] == hashlib.sha256(gt1.parse_qr(qr).credential).digest()
+    assert entry.record["proof"] == expected["proof"]
+    # the proof rides along for the log only: it is not part of the decision's answer
+    assert "proof" not in d.to_json()
+
+
+def test_a_decision_without_its_parse_still_logs_the_proof(gate, issuer, tmp_path):
+    # A decision rebuilt elsewhere (dataclasses.replace keeps it; a new one has none)
+    # falls back to parsing the code: the record is the same either way.
+    from dataclasses import replace
+    (w,) = _listed(gate, issuer, tmp_path, 1)
+    qr = w.code(NOW)
+    d = gate.decide(qr, now=NOW)
+    e = gate.record(replace(d, proof=None), now=NOW, qr=qr)
+    assert e.record["proof"] == scanlog.holder_proof(qr)["proof"]
+
+
+def test_checkpoints_run_off_the_scan_path_and_the_chain_stays_whole(gate, issuer, tmp_path):
+    # Fails if the scan connection still checkpoints on its own commits, if the
+    # background checkpoint never runs (the WAL would grow without end), or if
+    # it breaks the chain or loses a record.
+    wallets = _listed(gate, issuer, tmp_path, 60)
+    gate.scan(wallets[0].code(NOW), now=NOW)
+    cp = gate._checkpointer
+    assert cp is not None
+    assert gate.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    cp.every = 10
+    for w in wallets[1:]:
+        d, _ = gate.scan(w.code(NOW), now=NOW)
+        assert d.accepted
+    cp.close()  # joins the thread: every nudged checkpoint has run
+    assert cp.runs >= 1
+    rep = scanlog.verify_chain(gate.conn)
+    assert rep.ok and rep.records == 60
+    # what the checkpoints copied is what a fresh reader of the file sees
+    gate.close()
+    g2 = Gate.open(gate.data_dir, now=NOW)
+    try:
+        assert scanlog.verify_chain(g2.conn).records == 60
+        assert g2.conn.execute("SELECT count(*) FROM usage").fetchone()[0] == 60
+    finally:
+        g2.close()
+    assert (gate.data_dir / DB_NAME).exists()
+
+
+RECORDS = [
+    {"ticket_id": "ab" * 16, "event": "e", "tier": "GA", "zone": None, "version": 1, "status": "valid",
+     "entries": 1, "reentry": False, "face_required": False, "face_template": None, "holder": None},
+    {"ticket_id": "0123456789abcdef", "event": "e", "version": 3, "status": "revoked", "entries": 0},
+    {"ticket_id": "ab" * 16, "event": "e", "tier": "Tribüne", "zone": "北", "version": 1, "status": "valid",
+     "entries": 2, "reentry": True, "face_required": True, "holder": "Zoë"},
+    {"ticket_id": "AB" * 16, "event": "e", "version": 1, "status": "valid", "entries": 1},
+    {"ticket_id": "zz" * 16, "event": "e", "version": 1, "status": "valid", "entries": 1},
+    {"ticket_id": "ab" * 16, "event": "other", "version": 1, "status": "valid", "entries": 1},
+    {"ticket_id": "ab" * 16, "event": "e", "version": 0, "status": "valid", "entries": 1},
+    {"ticket_id": "ab" * 16, "event": "e", "version": True, "status": "valid", "entries": 1},
+    {"ticket_id": "ab" * 16, "event": "e", "version": 1, "status": "used", "entries": 1},
+    {"ticket_id": "ab" * 16, "event": "e", "version": 1, "status": "valid", "entries": -1},
+    {"ticket_id": "ab" * 16, "event": "e", "version": 1, "status": "valid", "entries": 2 ** 63},
+    {"ticket_id": "ab" * 16, "event": "e", "version": 1, "status": "valid", "entries": 1, "reentry": 1},
+    {"ticket_id": "ab" * 16, "event": "e", "version": 1, "status": "valid", "entries": 1, "tier": 5},
+    {"ticket_id": "ab" * 16, "event": "e", "version": 1, "status": "valid", "entries": 1, "holder": "\udc80"},
+    {"ticket_id": "ab" * 7, "event": "e", "version": 1, "status": "valid", "entries": 1},
+    {"ticket_id": "abc" * 11, "event": "e", "version": 1, "status": "valid", "entries": 1},
+    ["not", "a", "map"],
+]
+
+
+@pytest.mark.parametrize("rec", RECORDS, ids=range(len(RECORDS)))
+def test_the_inline_ticket_check_gives_the_rows_and_errors_of_the_full_one(rec):
+    # Fails if the fast path of a first sync accepts a record the full check
+    # refuses, refuses one it accepts, or builds a different row.
+    key = bytes(32)
+
+    def outcome(fn):
+        try:
+            return fn(rec, "e", key, keep_template=True)
+        except ValueError as exc:
+            return ("error", str(exc))
+    assert outcome(ledger.ticket_row) == outcome(ledger._ticket_row_checked)
+
+
+def test_central_sqlite_is_durable_unless_told(tmp_path):
+    # Fails if central acknowledges uploads from a SQLite database that a power cut
+    # may roll back, without the operator having asked for it in the URL.
+    from sync.central.db import Database
+
+    def synchronous(url):
+        d = Database(url)
+        try:
+            with d.engine.connect() as c:
+                return c.exec_driver_sql("PRAGMA synchronous").scalar()
+        finally:
+            d.close()
+    assert synchronous(f"sqlite:///{tmp_path / 'a.db'}") == 2  # FULL
+    assert synchronous(f"sqlite:///{tmp_path / 'b.db'}?synchronous=normal") == 1  # NORMAL
+    with pytest.raises(ValueError, match="synchronous"):
+        Database(f"sqlite:///{tmp_path / 'c.db'}?synchronous=off")
+
+
+def test_a_large_ticket_page_goes_gzipped_only_to_clients_that_ask(tmp_path):
+    # Fails if an old client (no Accept-Encoding: gzip) gets compressed bytes, if a
+    # client that asks gets the page uncompressed, or if the gate's sync of a
+    # compressed feed differs from the plain one (the wire format is docs/sync.md).
+    import gzip
+    import json as _json
+
+    import requests
+
+    from sync import client as sc
+    from sync.central.app import ServerThread, create_app
+    from sync.central.store import CentralStore
+
+    store = CentralStore(tmp_path / "central")
+    store.create_event("evt-gz")
+    base = {"event": "evt-gz", "tier": "GA", "zone": None, "version": 1, "status": "valid", "entries": 1,
+            "reentry": False, "face_required": False, "face_template": None, "holder": None}
+    ids = [f"{i:032x}" for i in range(2500)]
+    store.add_tickets([{**base, "ticket_id": t} for t in ids])
+    server = ServerThread(create_app(store)).start()
+    try:
+        g = Gate.init(tmp_path / "g", event="evt-gz")
+        sc.enroll(g, server.url, store.enrol_code("evt-gz"))
+        token = sc.token_path(g).read_text().strip()
+        url = f"{server.url}/v1/events/evt-gz/tickets?limit=5000"
+        auth = {"Authorization": f"Bearer {token}"}
+        plain = requests.get(url, headers={**auth, "Accept-Encoding": "identity"}, stream=True)
+        raw = plain.raw.read()
+        assert "Content-Encoding" not in plain.headers and _json.loads(raw)["items"][0]["ticket_id"] == ids[0]
+        packed = requests.get(url, headers={**auth, "Accept-Encoding": "gzip"}, stream=True)
+        assert packed.headers["Content-Encoding"] == "gzip"
+        assert _json.loads(gzip.decompress(packed.raw.read())) == _json.loads(raw)
+        small = requests.get(url.replace("5000", "10"), headers={**auth, "Accept-Encoding": "gzip"}, stream=True)
+        assert "Content-Encoding" not in small.headers  # a small page is not worth compressing
+        assert sc.pull_tickets(g, sc.client_for(g), page=1000) == 2500
+        assert g.conn.execute("SELECT count(*) FROM tickets").fetchone()[0] == 2500
+        g.close()
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_grouped_ticket_pages_write_the_good_pages_before_a_bad_one(tmp_path):
+    # Pages are written in groups; a bad page must still leave the pages before it
+    # applied with their cursor (as page by page did), and apply nothing of itself.
+    # Fails if a group is lost with the bad page, or the cursor passes the bad page.
+    from gate.db import get_setting
+    from sync import client as sc
+    from sync.central.app import ServerThread, create_app
+    from sync.central.store import CentralStore
+
+    store = CentralStore(tmp_path / "central")
+    store.create_event("evt-grp")
+    base = {"event": "evt-grp", "tier": "GA", "zone": None, "version": 1, "status": "valid", "entries": 1,
+            "reentry": False, "face_required": False, "face_template": None, "holder": None}
+    store.add_tickets([{**base, "ticket_id": f"{i:032x}"} for i in range(25)])
+    with store.writer() as db:
+        bad = db.scalar("SELECT change_seq FROM tickets ORDER BY change_seq LIMIT 1 OFFSET 22")
+        db.run("UPDATE tickets SET entries = -5 WHERE change_seq = :c", {"c": bad})
+    server = ServerThread(create_app(store)).start()
+    try:
+        g = Gate.init(tmp_path / "g", event="evt-grp")
+        sc.enroll(g, server.url, store.enrol_code("evt-grp"))
+        with pytest.raises(sc.ApiError, match="invalid ticket"):
+            sc.pull_tickets(g, sc.client_for(g), page=10)  # pages 1-2 good, page 3 holds the bad one
+        assert g.conn.execute("SELECT count(*) FROM tickets").fetchone()[0] == 20
+        assert get_setting(g.conn, "sync.tickets_cursor") is not None
+        with store.writer() as db:
+            db.run("UPDATE tickets SET entries = 1 WHERE change_seq = :c", {"c": bad})
+        assert sc.pull_tickets(g, sc.client_for(g), page=10) == 5  # resumes after the good pages
+        assert g.conn.execute("SELECT count(*) FROM tickets").fetchone()[0] == 25
+        g.close()
+    finally:
+        server.stop()
+        store.close()
