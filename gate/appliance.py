@@ -25,6 +25,7 @@ from gate import keyfiles, ledger, scanlog
 from gate.db import Checkpointer, connect, get_setting, put_setting, transaction
 from gate.decision import Decision, FaceCapture, LanePolicy, Mode, decide
 from gate.errors import ConfigError
+from gate.i18n import _
 
 DB_NAME = "gate.db"
 
@@ -78,21 +79,22 @@ class Gate:
              require_listed: bool = False) -> "Gate":
         data_dir = Path(data_dir)
         if not event:
-            raise ConfigError("--event must name the event this gate admits to")
+            raise ConfigError(_("--event must name the event this gate admits to"))
         for what, value in (("--event", event), ("--lane", lane)):
             # other gates and central carry these names: the venue bus refuses records whose
             # names are not printable text, so a gate with such a name would be unheard
             if not (0 < len(value) <= 128 and value.isprintable() and "#" not in value):
-                raise ConfigError(f"{what} must be 1-128 printable characters without '#' "
-                                  f"(no control characters or line breaks): {value!r}")
+                raise ConfigError(_("{option} must be 1-128 printable characters without '#' "
+                                    "(no control characters or line breaks): {value}").format(
+                    option=what, value=repr(value)))
         existing = None
         if cls.exists(data_dir):
             existing = cls.open(data_dir, now=0)
             if existing.config.policy.event != event:
                 existing.close()
-                raise ConfigError(
-                    f"{data_dir} is already set up for event {existing.config.policy.event!r}; "
-                    "use a new --data directory for another event")
+                raise ConfigError(_("{dir} is already set up for event {event}; use a new --data directory "
+                                    "for another event").format(dir=data_dir,
+                                                                 event=repr(existing.config.policy.event)))
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(data_dir, 0o700)
         policy = LanePolicy(event=event, lane=lane, mode=mode, zones=tuple(zones),
@@ -120,8 +122,8 @@ class Gate:
         """Open an initialised gate; ``now`` enforces the biometric retention deadline."""
         data_dir = Path(data_dir)
         if not cls.exists(data_dir):
-            raise ConfigError(
-                f"no gate set up in {data_dir}: run 'gate --data {data_dir} init --event EVENT' first")
+            raise ConfigError(_("no gate set up in {dir}: run 'gate --data {dir} init --event EVENT' first").format(
+                dir=data_dir))
         data_key, device_key = keyfiles.load_data_key(data_dir), keyfiles.load_device_key(data_dir)
         gate = cls._connect(data_dir, data_key=data_key, device_key=device_key)
         try:
@@ -138,7 +140,7 @@ class Gate:
         doc = get_setting(conn, "config")
         if doc is None:
             conn.close()
-            raise ConfigError(f"{data_dir} has no lane configuration: run 'gate --data {data_dir} init'")
+            raise ConfigError(_("{dir} has no lane configuration: run 'gate --data {dir} init'").format(dir=data_dir))
         return cls(data_dir, conn, GateConfig.from_json(doc), data_key=data_key, device_key=device_key)
 
     def reopen(self) -> "Gate":

@@ -25,6 +25,7 @@ from crypto.sealed import seal, unseal
 from gate.db import get_setting, put_setting, transaction
 from gate.decision import NO_USAGE, Lookup, Mode, TicketRecord, Usage
 from gate.errors import ImportFileError, LedgerError
+from gate.i18n import N_, _
 from gate.lines import bounded_lines
 
 TEMPLATE_FLOATS = 128
@@ -77,7 +78,8 @@ def bump_keys_version(conn: sqlite3.Connection) -> None:
 def trust_keyring(conn: sqlite3.Connection, doc: object, event: str) -> list[IssuerKey]:
     ring_event, keys = parse_keyring(doc)
     if ring_event != event:
-        raise LedgerError(f"key ring is for event {ring_event!r}, this gate is for {event!r}")
+        raise LedgerError(_("key ring is for event {ring}, this gate is for {event}").format(
+            ring=repr(ring_event), event=repr(event)))
     with transaction(conn):
         bump_keys_version(conn)
         conn.executemany(
@@ -249,7 +251,7 @@ def import_tickets(
     try:
         fh = open(path, "rb")
     except OSError as exc:
-        raise ImportFileError(f"cannot read {path}: {exc.strerror}") from None
+        raise ImportFileError(_("cannot read {path}: {why}").format(path=path, why=exc.strerror)) from None
     with fh, transaction(conn):
         keep = biometrics_allowed(conn)  # read under the write lock: a wipe cannot slip in between
         batch: list[tuple] = []
@@ -296,10 +298,10 @@ def import_tickets(
 
 
 def _bad_lines_message(path: Path, bad: list[tuple[int, str]]) -> str:
-    shown = "\n".join(f"  line {n}: {msg}" for n, msg in bad[:20])
-    more = "\n  ... and more" if len(bad) > 20 else ""
-    return (f"{path}: {len(bad)} bad line(s), nothing imported:\n{shown}{more}\n"
-            "Fix the file, or re-run with --skip-bad to import the good lines only.")
+    shown = "\n".join(_("  line {n}: {problem}").format(n=n, problem=msg) for n, msg in bad[:20])
+    more = "\n" + _("  ... and more") if len(bad) > 20 else ""
+    return (_("{path}: {count} bad line(s), nothing imported:").format(path=path, count=len(bad))
+            + f"\n{shown}{more}\n" + _("Fix the file, or re-run with --skip-bad to import the good lines only."))
 
 
 def file_size(path: Path) -> int:
@@ -367,20 +369,21 @@ def enroll_face(conn: sqlite3.Connection, ticket_id: str, encoding: Sequence[flo
                 data_key: bytes) -> None:
     """Store a holder's template (encrypted) and bind the ticket to that face."""
     if len(encoding) != TEMPLATE_FLOATS or not all(map(math.isfinite, encoding)):
-        raise LedgerError(f"a face template is {TEMPLATE_FLOATS} finite numbers: take the photo again")
+        raise LedgerError(_("a face template is {n} finite numbers: take the photo again").format(n=TEMPLATE_FLOATS))
     blob = seal(data_key, encode_template(encoding), ticket_id.encode())
     with transaction(conn):
         if not biometrics_allowed(conn):
-            raise LedgerError(BIOMETRICS_OFF_MESSAGE)
+            raise LedgerError(_(BIOMETRICS_OFF_MESSAGE))
         cur = conn.execute("UPDATE tickets SET face_template = ?, face_required = 1 WHERE ticket_id = ?",
                            (blob, ticket_id))
         if cur.rowcount != 1:
-            raise LedgerError(f"ticket {ticket_id} is not in the ledger: import or sync the tickets first")
+            raise LedgerError(_("ticket {ticket} is not in the ledger: import or sync the tickets first").format(
+            ticket=ticket_id))
 
 
 BIOMETRICS_OFF = "biometrics.disabled"
-BIOMETRICS_OFF_MESSAGE = ("face templates are switched off on this gate (wiped or past the retention "
-                          "deadline): run 'gate face enable --yes' to store them again")
+BIOMETRICS_OFF_MESSAGE = N_("face templates are switched off on this gate (wiped or past the retention "
+                            "deadline): run 'gate face enable --yes' to store them again")
 
 
 def biometrics_allowed(conn: sqlite3.Connection) -> bool:

@@ -191,7 +191,7 @@ def cmd_ledger_import(args) -> int:
         print(_("skipped line {line}: {problem}").format(line=lineno, problem=msg), file=sys.stderr)
     if res.templates_refused:
         print(_("{n} face template(s) not stored: {why}").format(
-            n=res.templates_refused, why=ledger.BIOMETRICS_OFF_MESSAGE), file=sys.stderr)
+            n=res.templates_refused, why=_(ledger.BIOMETRICS_OFF_MESSAGE)), file=sys.stderr)
     took = f"{time.perf_counter() - t0:.1f}"
     if res.bad:
         print(_("imported {n} ticket(s) in {s} s; skipped {bad} bad line(s)").format(

@@ -27,6 +27,7 @@ from typing import Callable
 from gate.appliance import Gate
 from gate.bus import LinkState, WhenAlone, endpoints, link_state
 from gate.errors import ConfigError
+from gate.i18n import _
 from gate.lane import DEFAULT_PULSE_MS, Lane, LaneFault
 
 
@@ -169,8 +170,8 @@ class LaneRunner:
         elif self.spec.camera:
             self._run_camera()
         else:
-            raise ConfigError("give --camera SPEC (opencv:0, video:FILE, images:DIR, synthetic) "
-                              "or --scanner SPEC (stdin, serial:PORT)")
+            raise ConfigError(_("give --camera SPEC (opencv:0, video:FILE, images:DIR, synthetic) "
+                                "or --scanner SPEC (stdin, serial:PORT)"))
 
     def stop(self) -> None:
         self._stop.set()
@@ -364,8 +365,9 @@ def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None,
     if spec.when_alone != "admit" and not (spec.central or central_ok or listen or peers or spec.bus_scout):
         # nothing to be alone from: the policy would never apply, and saying nothing would let an
         # operator believe this lane refuses what it admits
-        raise ConfigError(f"--when-alone {spec.when_alone} needs --central URL or a venue bus (--bus-listen, "
-                          "--bus-peer, --bus-scout): this lane has neither, so the policy would never apply")
+        raise ConfigError(_("--when-alone {policy} needs --central URL or a venue bus (--bus-listen, "
+                            "--bus-peer, --bus-scout): this lane has neither, so the policy would never "
+                            "apply").format(policy=spec.when_alone))
     if spec.passage_timeout_s is not None:
         gate.config = replace(gate.config, passage_timeout_s=spec.passage_timeout_s)
     if face is None and spec.face_camera:
@@ -473,7 +475,6 @@ def lane_printer(json_events: bool, runner: LaneRunner | None = None) -> tuple[C
         print(json.dumps(out, separators=(",", ":")), flush=True)
 
     def as_line(ev) -> None:  # for people: the verdict word in the process language, the code as is
-        from gate.i18n import _
         from gate.text import pad
         d = ev.decision
         ms = f" {ev.frame_ms:.1f} ms" if ev.frame_ms is not None else ""
@@ -502,7 +503,6 @@ def fire_printer(json_events: bool) -> Callable[[bool, str], None]:
     import sys
 
     def fire(active: bool, detail: str = "") -> None:
-        from gate.i18n import _
         if json_events:
             print(json.dumps({"fire": active, "detail": detail}, separators=(",", ":")), flush=True)
         elif active:
