@@ -202,14 +202,15 @@ class Demo:
 
     def _print_fault(self, fault, cleared_by) -> None:
         if cleared_by is None:
-            self.out(f"  fault  {fault.kind.value}: {fault.detail} (logged; the lane admits nothing "
-                     "until a supervisor clears it)")
+            self.out("  " + _("fault  {kind}: {detail} (logged; the lane checks no code until a supervisor "
+                              "clears it)").format(kind=fault.kind.value, detail=fault.detail))
         else:
-            self.out(f"  fault  {fault.kind.value} cleared by {cleared_by} (logged)")
+            self.out("  " + _("fault  {kind} cleared by {operator} (logged)").format(kind=fault.kind.value,
+                                                                                    operator=cleared_by))
 
     def _print_fire(self, active: bool, detail: str = "") -> None:
-        self.out("  fire   " + ("alarm: every turnstile held released, no code checked (logged)" if active
-                                else "alarm over: the turnstiles lock again (logged)"))
+        self.out("  " + (_("fire   alarm: every turnstile held released, no code checked (logged)") if active
+                         else _("fire   alarm over: the turnstiles lock again (logged)")))
 
     def show(self, step: Step) -> str:
         lane = self.lanes[step.lane]
@@ -235,42 +236,42 @@ class Demo:
     def story(self) -> list[Step]:
         w, c = self.w, self.clock
         screenshot = {}
-        steps = [Step(i % 2, f"holder {i} shows a live rotating code", w[i].code) for i in range(6)]
+        steps = [Step(i % 2, _("holder {n} shows a live rotating code").format(n=i), w[i].code) for i in range(6)]
         steps[1].before = lambda: screenshot.setdefault("code", w[1].code(c.now()))
         steps += [
-            Step(0, "holder 6 turns back at the turnstile (no passage: rolled back)", w[6].code, passes=False),
-            Step(0, "holder 6 comes back and goes through", w[6].code),
-            Step(1, "a screenshot of holder 1's code, shown 3 minutes later", lambda now: screenshot["code"],
+            Step(0, _("holder 6 turns back at the turnstile (no passage: rolled back)"), w[6].code, passes=False),
+            Step(0, _("holder 6 comes back and goes through"), w[6].code),
+            Step(1, _("a screenshot of holder 1's code, shown 3 minutes later"), lambda now: screenshot["code"],
                  before=lambda: setattr(c, "t", c.t + 180)),
-            Step(0, "central refunds ticket 7 and reissues ticket 8 (transfer); lanes sync", None,
+            Step(0, _("central refunds ticket 7 and reissues ticket 8 (transfer); lanes sync"), None,
                  before=self._refund_and_transfer),
-            Step(0, "the refunded ticket 7", w[7].code),
-            Step(1, "the seller's live code for transferred ticket 8", w[8].code),
-            Step(1, "the buyer's new code for ticket 8", lambda now: self.new_owner.code(now)),
-            Step(0, "a ticket for tomorrow's show", self.tomorrow.code),
-            Step(0, "someone else with the face-bound VIP ticket", self.face_ticket.code, face="biden1.jpg"),
-            Step(0, "the VIP holder herself", self.face_ticket.code, face="obama2.jpg", advance=30),
-            Step(1, "a torn, unreadable code", lambda now: "GT1:NOT/A/REAL/CODE"),
-            Step(0, "--- north-1's relay will stick closed after its next pulse ---", None,
+            Step(0, _("the refunded ticket 7"), w[7].code),
+            Step(1, _("the seller's live code for transferred ticket 8"), w[8].code),
+            Step(1, _("the buyer's new code for ticket 8"), lambda now: self.new_owner.code(now)),
+            Step(0, _("a ticket for tomorrow's show"), self.tomorrow.code),
+            Step(0, _("someone else with the face-bound VIP ticket"), self.face_ticket.code, face="biden1.jpg"),
+            Step(0, _("the VIP holder herself"), self.face_ticket.code, face="obama2.jpg", advance=30),
+            Step(1, _("a torn, unreadable code"), lambda now: "GT1:NOT/A/REAL/CODE"),
+            Step(0, _("--- north-1's relay will stick closed after its next pulse ---"), None,
                  before=self._stick_relay),
-            Step(0, "holder 12 goes through; the contact does not open again", w[12].code),
-            Step(0, "holder 13 waits: the faulted lane admits nobody", w[13].code),
-            Step(0, "a technician frees the relay; supervisor ann clears the fault", None, before=self._repair),
-            Step(0, "holder 13 again", w[13].code),
-            Step(1, "--- the fire alarm sounds at north-2 (its fire input) ---", None, before=lambda: self._fire(True)),
-            Step(1, "holder 14 shows a code while everyone leaves", w[14].code),
-            Step(1, "--- the alarm ends ---", None, before=lambda: self._fire(False)),
-            Step(0, "--- central is unreachable: the lanes talk over the venue bus ---", None, before=self._cut),
-            Step(0, "a paper ticket", self.paper.code, advance=3),
-            Step(1, "a photocopy of the same paper ticket, at the other lane (the bus knows)", self.paper.code),
-            Step(1, "holder 9 (offline, still decided locally)", w[9].code),
-            Step(0, "--- north-2 is cut off from everything: ALONE ---", None, before=self._partition),
-            Step(0, "another paper ticket", self.paper2.code, advance=3),
-            Step(1, "its photocopy at north-2, which cannot know", self.paper2.code),
-            Step(0, "holder 10", w[10].code),
-            Step(0, "--- the network is back ---", None, before=self._restore),
-            Step(0, "the first photocopy tries lane north-1 too", self.paper.code),
-            Step(0, "holder 11", w[11].code),
+            Step(0, _("holder 12 goes through; the contact does not open again"), w[12].code),
+            Step(0, _("holder 13 waits: the faulted lane admits nobody"), w[13].code),
+            Step(0, _("a technician frees the relay; supervisor ann clears the fault"), None, before=self._repair),
+            Step(0, _("holder 13 again"), w[13].code),
+            Step(1, _("--- the fire alarm sounds at north-2 (its fire input) ---"), None, before=lambda: self._fire(True)),
+            Step(1, _("holder 14 shows a code while everyone leaves"), w[14].code),
+            Step(1, _("--- the alarm ends ---"), None, before=lambda: self._fire(False)),
+            Step(0, _("--- central is unreachable: the lanes talk over the venue bus ---"), None, before=self._cut),
+            Step(0, _("a paper ticket"), self.paper.code, advance=3),
+            Step(1, _("a photocopy of the same paper ticket, at the other lane (the bus knows)"), self.paper.code),
+            Step(1, _("holder 9 (offline, still decided locally)"), w[9].code),
+            Step(0, _("--- north-2 is cut off from everything: ALONE ---"), None, before=self._partition),
+            Step(0, _("another paper ticket"), self.paper2.code, advance=3),
+            Step(1, _("its photocopy at north-2, which cannot know"), self.paper2.code),
+            Step(0, _("holder 10"), w[10].code),
+            Step(0, _("--- the network is back ---"), None, before=self._restore),
+            Step(0, _("the first photocopy tries lane north-1 too"), self.paper.code),
+            Step(0, _("holder 11"), w[11].code),
         ]
         return steps
 
@@ -347,8 +348,8 @@ class Demo:
             "rolled_back": sum(l.counters.rolled_back for l in self.lanes),
         }
         self.out("summary: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
-        self.out(f"double admissions found by reconciliation: {len(summary['double_admissions'])}; "
-                 f"chains {'intact' if summary['chains_ok'] else 'BROKEN'}")
+        self.out(_("double admissions found by reconciliation: {n}; chains {state}").format(
+            n=len(summary["double_admissions"]), state=_("intact") if summary["chains_ok"] else _("BROKEN")))
         return summary
 
 
