@@ -296,6 +296,70 @@ def test_central_and_bus_carry_one_admission_counted_once(tmp_path):
         store.close()
 
 
+def test_bus_closed_and_reopened_in_the_same_process_is_counted_again(venue):
+    # Two lanes in one process (build_lane, real Zenoh sessions on 127.0.0.1): B's bus
+    # is closed and reopened on the same endpoints (a new session, a new Zenoh id), as
+    # `gate demo` does for its partition. A counts B again only after a fresh signed
+    # liveness answer. Fails if liveness is challenged only on first join, if the
+    # count is keyed on the old session, or if B cannot listen on its port again.
+    from gate.app.compose import LaneSpec, build_lane, open_gate
+    from gate.bus import LinkState
+
+    _, a_dir, b_dir, entries, _ = venue
+    pa, pb = free_ports(2)
+    runners = []
+    try:
+        for d, mine, other in ((a_dir, pa, pb), (b_dir, pb, pa)):
+            spec = LaneSpec(relay="sim", sensor="sim", bus_listen=(f"tcp/127.0.0.1:{mine}",),
+                            bus_peers=(f"tcp/127.0.0.1:{other}",))
+            runners.append(build_lane(spec, open_gate(d), start_sync=False))
+        a, b = runners
+        for r in runners:
+            r.start_bus(wait_peers_s=0.0)
+        # no central here: VENUE with a live peer, ALONE without
+        poll(lambda: a.link.peers == 1 and a.link() is LinkState.VENUE, "A counts B")
+        b.close_bus()
+        poll(lambda: a.link.peers == 0 and a.link() is LinkState.ALONE, "A sees B gone")
+        b.open_bus()
+        b.start_bus(wait_peers_s=0.0)
+        poll(lambda: a.link.peers == 1 and a.link() is LinkState.VENUE, "A counts B again after B's bus reopened",
+             timeout=30)
+        assert a.bus.live_peers() == [entries[1]["device_id"]]
+        poll(lambda: b.link.peers == 1, "B counts A on its new session", timeout=30)
+    finally:
+        for r in runners:
+            r.close()
+            r.gate.close()
+
+
+def test_demo_restore_after_the_partition_counts_the_peer_again(tmp_path):
+    # `gate demo`'s own steps: central cut (VENUE, one peer), north-2's bus closed
+    # (north-1 ALONE), network and bus restored. north-1's staff screen showed
+    # "0 peers" to the end: its bus had been opened (plain TCP) before the first sync
+    # brought the gates' bus credentials, and north-2's, reopened, spoke mutual TLS
+    # only, so the two never met again. Fails if the demo opens a lane's bus before
+    # the gate holds its credential.
+    from gate.app.demo import Demo
+    from gate.bus import LinkState
+
+    demo = Demo(tmp_path / "demo", out=lambda line: None)
+    try:
+        demo.setup()
+        north1 = demo.runners[0]
+        demo._cut()
+        poll(lambda: north1.link.peers == 1 and north1.link() is LinkState.VENUE, "north-1 counts north-2",
+             timeout=30)
+        demo._partition()
+        poll(lambda: north1.link.peers == 0 and north1.link() is LinkState.ALONE, "north-1 alone", timeout=30)
+        demo._restore()
+        transports = [r.bus.port.tls for r in demo.runners]
+        assert transports == [True, True], f"both buses on mutual TLS (tls per lane: {transports})"
+        poll(lambda: north1.link.peers == 1, "north-1 counts north-2 again after the restore", timeout=30)
+        demo.online = False  # central away again: the bus alone makes north-1 VENUE, not ALONE
+        assert north1.link() is LinkState.VENUE
+    finally:
+        demo.close()
+
 def test_core_bus_imports_no_network_library_and_reads_no_clock():
     # fails if gate/bus.py (the port) or the lane pulls in zenoh or a shell module,
     # or if building the CLI parser starts importing the Zenoh adapter

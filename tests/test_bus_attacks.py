@@ -119,10 +119,12 @@ def test_anonymous_flood_of_validly_signed_records_never_drops_a_trusted_gates_r
     b.proc.stdin.flush()
     assert [b.next(lambda e: "reason" in e)["reason"] for _ in ws] == ["ACCEPT"] * 20
     # A holds all twenty. Fails if B's records shared a queue with the flood: some would be
-    # dropped there (dropped_in > 0) and healed only by a later catch-up, if at all
+    # dropped there (dropped_in > 0) and healed only by a later catch-up, if at all.
+    # "accepted" counts a record stored live or by catch-up (a put Zenoh dropped on a loaded
+    # machine is caught up): each of the twenty once, whichever way it came
     poll(lambda: bus_status(a_dir)["admissions_from_bus"] == 20, "A stores B's twenty admissions")
     r = last_run(a_dir)
-    assert r["dropped_in"] == 0 and r["received"]["accepted"] + r["caught_up"] == 20
+    assert r["dropped_in"] == 0 and r["received"]["accepted"] == 20
     assert r["dropped_in_unknown"] > 0
     assert [a.scan(w.code(time.time()))["reason"] for w in ws] == ["ALREADY_USED"] * 20
     assert flood.result()["sent"] == 320_000

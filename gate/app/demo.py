@@ -109,10 +109,16 @@ class Demo:
         self.face_cam = [PhotoCamera(), PhotoCamera()]
         self.bus_ports = _free_ports(2)
         eps = [f"tcp/127.0.0.1:{p}" for p in self.bus_ports]
-        for i, name in enumerate(("north-1", "north-2")):
+        for name in ("north-1", "north-2"):
             g = init_gate(self.work / name, event=EVENT, lane=name)
             self.gates.append(g)
             sc.enroll(g, self.server.url, self.store.enrol_code(EVENT))
+        # first sync before build_lane opens the buses: it brings the trust list and each gate's
+        # bus credential, so both buses speak mutual TLS from the start. Synced after, north-1's
+        # bus stayed on plain TCP while north-2's, reopened after the partition, spoke TLS only:
+        # the two never met again and north-1 showed 0 peers to the end.
+        self.sync_all("doors open: both lanes sync")
+        for i, (name, g) in enumerate(zip(("north-1", "north-2"), self.gates)):
             spec = LaneSpec(relay="sim", sensor="sim", bus_listen=(eps[i],), bus_peers=(eps[1 - i],),
                             fire_input=f"sim:{self.work / f'fire-{name}'}")  # echo 1 > FILE: the alarm
             runner = build_lane(spec, g, clock=self.clock, face=FaceSource(self.face_cam[i], engine, max_frames=2),
@@ -124,7 +130,6 @@ class Demo:
             self.lanes.append(runner.lane)
             self.cams.append(SyntheticCamera(clock=self.clock, max_idle=1))
             self.pipes.append(FramePipeline(make_decoder("zxing")))
-        self.sync_all("doors open: both lanes sync")
         for i in range(2):
             self.open_bus(i)
         self.out(f"bus      Zenoh peer mode on 127.0.0.1:{self.bus_ports[0]} / :{self.bus_ports[1]}, "
