@@ -410,3 +410,24 @@ def test_publish_queue_is_bounded_and_never_blocks_the_lane(tmp_path):
     finally:
         svc.close()
         g.close()
+
+
+def test_an_enrolled_gate_without_a_bus_credential_is_warned_at_start(tmp_path, central_db):
+    # An enrolled gate that never synced opens its bus on plain TCP; neighbours that hold a
+    # credential speak TLS only, so the two would never meet and both could show ALONE.
+    from conftest import central_for
+    from gate.appliance import Gate
+    from sync import client as sc
+
+    with central_for(tmp_path, central_db, "evt-warn") as (store, server):
+        g = Gate.init(tmp_path / "g", event="evt-warn", lane="north-1")
+        sc.enroll(g, server.url, store.enrol_code("evt-warn"))  # registered, no sync pass yet
+        g.close()
+        (port,) = free_ports(1)
+        args = ("run", "--scanner", "stdin", "--relay", "sim", "--sensor", "none",
+                "--bus-listen", f"tcp/127.0.0.1:{port}")
+        r = run_gate(tmp_path / "g", *args, input="", env={"RUST_LOG": "off"})
+        assert "holds no venue-bus credential yet" in r.stderr and "sync --once" in r.stderr
+        run_gate(tmp_path / "g", "sync", "--once")  # the pass brings the credential: no warning
+        r = run_gate(tmp_path / "g", *args, input="", env={"RUST_LOG": "off"})
+        assert "venue-bus credential" not in r.stderr

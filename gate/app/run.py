@@ -35,6 +35,13 @@ def cmd_run(args) -> int:
         from tui.terminal import check_terminal
         check_terminal(scanner=args.scanner)
     runner = build_lane(LaneSpec.from_args(args), open_gate(args.data))
+    if runner.bus is not None and not getattr(runner.bus.port, "tls", False):
+        from gate.i18n import _
+        from sync.client import token_path
+        if token_path(runner.gate).exists():  # enrolled, but no bus credential yet: neighbours on TLS won't talk
+            print(_("gate: warning: this gate is enrolled with central but holds no venue-bus credential yet, "
+                    "so its bus runs on plain TCP and gates that hold one will not connect to it: run "
+                    "'gate --data {data} sync --once' before 'gate run'").format(data=args.data), file=sys.stderr)
     if runner.bus is not None:  # the venue bus: catch up before the first decision
         runner.start_bus(on_state=_print_link if args.json_events and not args.tui else None)
     if args.tui:
