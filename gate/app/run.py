@@ -8,6 +8,7 @@ import sys
 import time
 
 from gate.errors import GateError
+from gate.i18n import _
 
 
 class _Terminated(BaseException):
@@ -29,7 +30,8 @@ def _sigterm_handler(runner):
 def cmd_run(args) -> int:
     import signal
 
-    from gate.app.compose import LaneSpec, build_lane, fire_printer, lane_printer, open_gate
+    from gate.app.cli import open_set_up_gate as open_gate
+    from gate.app.compose import LaneSpec, build_lane, fire_printer, lane_printer
 
     if args.tui:  # no terminal (or stdin taken by the scanner and the UI both): refuse before building a lane
         from tui.terminal import check_terminal
@@ -71,8 +73,9 @@ def cmd_run(args) -> int:
         runner.close()
         if runner.pipeline is not None and runner.pipeline.errors:
             p = runner.pipeline
-            print(f"gate run: {p.errors} of {p.frames} frame(s) could not be decoded "
-                  f"(last: {p.last_error}); the lane went on", file=sys.stderr, flush=True)
+            print(_("gate run: {errors} of {frames} frame(s) could not be decoded "
+                    "(last: {error}); the lane went on").format(
+                      errors=p.errors, frames=p.frames, error=p.last_error), file=sys.stderr, flush=True)
     return 0
 
 
@@ -89,7 +92,7 @@ def _print_link(state, peers: int, caught_up: int | None = None) -> None:
 
 def cmd_doctor(args) -> int:
     from gate import ledger
-    from gate.app.compose import open_gate
+    from gate.app.cli import open_set_up_gate as open_gate
     from hardware.registry import is_simulated, open_device
 
     results: list[tuple[str, str, str]] = []
@@ -107,62 +110,64 @@ def cmd_doctor(args) -> int:
 
     def camera():
         if not args.camera:
-            return "SKIP", "no --camera given"
+            return "SKIP", _("no --camera given")
         cam = open_device("camera", args.camera)
         try:
             frame = cam.read()
         finally:
             cam.close()
         if frame is None:
-            return "FAIL", f"{args.camera} gave no frame: check the camera and its cable"
+            return "FAIL", _("{spec} gave no frame: check the camera and its cable").format(spec=args.camera)
         h, w = frame.image.shape[:2]
-        return "OK", f"{args.camera} gives {w}x{h} frames"
+        return "OK", _("{spec} gives {w}x{h} frames").format(spec=args.camera, w=w, h=h)
 
     def relay():
         open_device("relay", args.relay).close()
         if is_simulated("relay", args.relay):
-            return "WARN", f"{args.relay} opened (simulated: the turnstile will not move)"
-        return "OK", f"{args.relay} opened"
+            return "WARN", _("{spec} opened (simulated: the turnstile will not move)").format(spec=args.relay)
+        return "OK", _("{spec} opened").format(spec=args.relay)
 
     def sensor():
         s = open_device("sensor", args.sensor)
         s.close()
         if not getattr(s, "present", False):
-            return "WARN", "no passage sensor: admissions cannot be rolled back when nobody passes"
-        return "OK", f"{args.sensor} opened"
+            return "WARN", _("no passage sensor: admissions cannot be rolled back when nobody passes")
+        return "OK", _("{spec} opened").format(spec=args.sensor)
 
     def clock():
         now = time.time()
         if now < 1_767_225_600:  # 2026-01-01
-            return "FAIL", "the system clock is in the past: set the time (rotating codes depend on it)"
+            return "FAIL", _("the system clock is in the past: set the time (rotating codes depend on it)")
         synced = None
         if shutil.which("timedatectl"):
             out = os.popen("timedatectl show -p NTPSynchronized --value 2>/dev/null").read().strip()
             synced = out == "yes" if out else None
         if synced is False:
-            return "WARN", "clock not NTP-synchronised: rotating codes allow only +/-15 s of drift"
+            return "WARN", _("clock not NTP-synchronised: rotating codes allow only +/-15 s of drift")
         return "OK", time.strftime("%Y-%m-%d %H:%M:%S %Z")
 
     def keys():
         active = [k for k in gate.keys if k.usable(time.time())]
         if not active:
-            return "FAIL", f"no usable issuer key: run 'gate --data {args.data} keys trust RING.json'"
-        return "OK", f"{len(active)} usable issuer key(s)"
+            return "FAIL", _("no usable issuer key: run 'gate --data {data} keys trust RING.json'").format(data=args.data)
+        return "OK", _("{n} usable issuer key(s)").format(n=len(active))
 
     def ledger_fresh():
         st = ledger.stats(gate.conn)
         if st["tickets"] == 0:
-            return "WARN", "the ledger is empty: every ticket will be admitted as unlisted (or refused with --require-listed)"
+            return "WARN", _("the ledger is empty: every ticket will be admitted as unlisted "
+                            "(or refused with --require-listed)")
         age_h = (time.time() - (st["ledger_imported_at"] or 0)) / 3600
         if age_h > 24:
-            return "WARN", f"{st['tickets']} tickets, last update {age_h:.0f} h ago: sync before doors open"
-        return "OK", f"{st['tickets']} tickets, updated {age_h * 60:.0f} min ago"
+            return "WARN", _("{n} tickets, last update {hours} h ago: sync before doors open").format(
+                n=st["tickets"], hours=f"{age_h:.0f}")
+        return "OK", _("{n} tickets, updated {minutes} min ago").format(n=st["tickets"], minutes=f"{age_h * 60:.0f}")
 
     def disk():
         free = shutil.disk_usage(args.data).free / 1e6
         if free < 200:
-            return "FAIL", f"only {free:.0f} MB free on the data disk: free space"
-        return "OK", f"{free:,.0f} MB free"
+            return "FAIL", _("only {mb} MB free on the data disk: free space").format(mb=f"{free:.0f}")
+        return "OK", _("{mb} MB free").format(mb=f"{free:,.0f}")
 
     def link():
         return doctor_link(gate, args)
@@ -170,9 +175,10 @@ def cmd_doctor(args) -> int:
     def fault():
         rec = gate.open_fault()
         if rec is None:
-            return "OK", "no lane fault in force"
-        return "FAIL", (f"{rec['action'].replace('_', ' ')} logged (seq {rec.get('seq')}: {rec.get('detail', '')}) "
-                        "and not cleared: fix it, then clear it in the staff UI (gate tui, p)")
+            return "OK", _("no lane fault in force")
+        return "FAIL", _("{fault} logged (seq {seq}: {detail}) and not cleared: fix it, then clear it "
+                         "in the staff UI (gate tui, p)").format(
+            fault=rec["action"].replace("_", " "), seq=rec.get("seq"), detail=rec.get("detail", ""))
 
     for name, fn in [("camera", camera), ("relay", relay), ("sensor", sensor), ("clock", clock),
                      ("keys", keys), ("ledger", ledger_fresh), ("disk", disk), ("link", link),
@@ -180,7 +186,7 @@ def cmd_doctor(args) -> int:
         check(name, fn)
     for status, name, msg in results:
         print(f"{status:<5}{name:<8}{msg}")
-    return 1 if any(s == "FAIL" for s, _, _ in results) else 0
+    return 1 if any(s == "FAIL" for s, _name, _msg in results) else 0
 
 
 def bus_endpoints(gate, args) -> tuple[list[str], list[str]]:
@@ -213,23 +219,27 @@ def doctor_link(gate, args) -> tuple[str, str]:
             port.close()
     state = bus.link_state(central_ok=central_ok, peers=n)
     trusted = bus.stored_counts(gate.conn)["trusted_devices"]
-    msg = f"{state.value}: central {'answers' if central_ok else 'unreachable or not enrolled'}, " \
-          f"{n}/{len(peers)} bus peer(s) reachable, {trusted} trusted device(s)"
+    msg = (_("{state}: central answers, {n}/{peers} bus peer(s) reachable, {trusted} trusted device(s)")
+           if central_ok else
+           _("{state}: central unreachable or not enrolled, {n}/{peers} bus peer(s) reachable, "
+             "{trusted} trusted device(s)")).format(state=state.value, n=n, peers=len(peers), trusted=trusted)
     if not (listen or peers):
-        msg += "; no venue bus configured (gate init --bus-listen/--bus-peer)"
+        msg += _("; no venue bus configured (gate init --bus-listen/--bus-peer)")
     if state is bus.LinkState.ALONE or (peers and n < len(peers)):
         return "WARN", msg
     if (listen or peers) and trusted == 0:
-        return "WARN", msg + ": sync with central or 'gate bus trust FILE' first"
+        return "WARN", msg + _(": sync with central or 'gate bus trust FILE' first")
     return "OK", msg
 
 
 def _hardware_args(p) -> None:
     from hardware.registry import usage
 
-    p.add_argument("--camera", metavar="SPEC", help=usage("camera"))
-    p.add_argument("--relay", default="sim", metavar="SPEC", help=usage("relay") + " (default: sim)")
-    p.add_argument("--sensor", default="none", metavar="SPEC", help=usage("sensor") + " (default: none)")
+    p.add_argument("--camera", metavar="SPEC", help=_("lane camera: {specs}").format(specs=usage("camera")))
+    p.add_argument("--relay", default="sim", metavar="SPEC",
+                   help=_("turnstile relay: {specs} (default: sim)").format(specs=usage("relay")))
+    p.add_argument("--sensor", default="none", metavar="SPEC",
+                   help=_("passage sensor: {specs} (default: none)").format(specs=usage("sensor")))
 
 
 def cmd_tui(args) -> int:
@@ -242,58 +252,59 @@ def _lane_args(p) -> None:
     from gate.argtypes import seconds
     from hardware.registry import usage
 
-    p.add_argument("--scanner", metavar="SPEC", help="handheld scanner instead of a camera: " + usage("scanner"))
-    p.add_argument("--decoder", choices=["zxing", "pyzbar"], default="zxing", help="QR decoder (default: zxing)")
+    p.add_argument("--scanner", metavar="SPEC",
+                   help=_("handheld scanner instead of a camera: {specs}").format(specs=usage("scanner")))
+    p.add_argument("--decoder", choices=["zxing", "pyzbar"], default="zxing", help=_("QR decoder (default: zxing)"))
     p.add_argument("--frame", metavar="WxH",
-                   help="lane camera frame size, up to 1280x960 (default 640x480); larger frames are "
-                        "decoded at half size first, the full frame only when that reads nothing")
+                   help=_("lane camera frame size, up to 1280x960 (default 640x480); larger frames are "
+                          "decoded at half size first, the full frame only when that reads nothing"))
     p.add_argument("--no-wechat", action="store_true",
-                   help="turn off the WeChat CNN fallback (a worker thread that looks at frames the "
-                        "zxing passes read nothing in, at most 5 a second)")
-    p.add_argument("--json-events", action="store_true", help="print one JSON object per decision")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N camera frames")
-    p.add_argument("--pulse-ms", type=int, default=200, help="relay pulse length in ms (default 200)")
+                   help=_("turn off the WeChat CNN fallback (a worker thread that looks at frames the "
+                          "zxing passes read nothing in, at most 5 a second)"))
+    p.add_argument("--json-events", action="store_true", help=_("print one JSON object per decision"))
+    p.add_argument("--max-frames", type=int, metavar="N", help=_("stop after N camera frames"))
+    p.add_argument("--pulse-ms", type=int, default=200, help=_("relay pulse length in ms (default 200)"))
     p.add_argument("--passage-timeout", type=seconds, metavar="S",
-                   help="seconds to wait for a passage before rolling back (default 5)")
-    p.add_argument("--face-camera", metavar="SPEC", help="camera for face capture on face-bound tickets")
+                   help=_("seconds to wait for a passage before rolling back (default 5)"))
+    p.add_argument("--face-camera", metavar="SPEC", help=_("camera for face capture on face-bound tickets"))
     p.add_argument("--face-liveness", action="store_true",
-                   help="also require head movement across face frames (see README: what it does not stop)")
-    p.add_argument("--central", metavar="URL", help="sync with this central server in the background")
+                   help=_("also require head movement across face frames (see README: what it does not stop)"))
+    p.add_argument("--central", metavar="URL", help=_("sync with this central server in the background"))
     p.add_argument("--bus-listen", action="append", metavar="tcp/IP:PORT",
-                   help="venue bus: accept peer gates here (repeatable; added to 'gate init' ones)")
+                   help=_("venue bus: accept peer gates here (repeatable; added to 'gate init' ones)"))
     p.add_argument("--bus-peer", action="append", metavar="tcp/IP:PORT",
-                   help="venue bus: connect to this peer gate (repeatable; added to 'gate init' ones)")
+                   help=_("venue bus: connect to this peer gate (repeatable; added to 'gate init' ones)"))
     p.add_argument("--bus-scout", action="store_true",
-                   help="venue bus: also discover peers by multicast (off by default)")
+                   help=_("venue bus: also discover peers by multicast (off by default)"))
     from gate.argtypes import listen_address
     p.add_argument("--relay-exit", metavar="SPEC",
-                   help="unlock B: a second relay that opens the turnstile for exits (the --relay one, "
-                        "unlock A, for entries): " + usage("relay"))
+                   help=_("unlock B: a second relay that opens the turnstile for exits (the --relay one, "
+                          "unlock A, for entries): {specs}").format(specs=usage("relay")))
     p.add_argument("--fire-input", metavar="SPEC",
-                   help="fire-alarm contact: while active every relay is held released, no code is "
-                        "admitted, start and end are logged: " + usage("input"))
+                   help=_("fire-alarm contact: while active every relay is held released, no code is "
+                          "admitted, start and end are logged: {specs}").format(specs=usage("input")))
     p.add_argument("--metrics-listen", metavar="IP:PORT", type=listen_address,
-                   help="serve Prometheus metrics at http://IP:PORT/metrics (e.g. 127.0.0.1:9100)")
+                   help=_("serve Prometheus metrics at http://IP:PORT/metrics (e.g. 127.0.0.1:9100)"))
     p.add_argument("--when-alone", choices=["admit", "rotating-only", "refuse"], default="admit",
-                   help="with neither central nor a bus peer: admit (flagged 'alone', default), "
-                        "rotating codes only, or refuse")
+                   help=_("with neither central nor a bus peer: admit (flagged 'alone', default), "
+                          "rotating codes only, or refuse"))
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run the lane: camera or scanner -> decision -> relay",
-                       description="Run the lane until interrupted, or until an images:/video: "
-                                   "source ends. Each decision is logged before the relay moves.")
+    p = sub.add_parser("run", help=_("run the lane: camera or scanner -> decision -> relay"),
+                       description=_("Run the lane until interrupted, or until an images:/video: "
+                                     "source ends. Each decision is logged before the relay moves."))
     _lane_args(p)
-    p.add_argument("--tui", action="store_true", help="show the staff terminal UI")
+    p.add_argument("--tui", action="store_true", help=_("show the staff terminal UI"))
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("tui", help="run the lane with the staff terminal UI attached",
-                       description="The same as 'gate run --tui': the lane runs in this process and the "
-                                   "UI observes and commands it.")
+    p = sub.add_parser("tui", help=_("run the lane with the staff terminal UI attached"),
+                       description=_("The same as 'gate run --tui': the lane runs in this process and the "
+                                     "UI observes and commands it."))
     _lane_args(p)
     p.set_defaults(func=cmd_tui)
 
-    p = sub.add_parser("doctor", help="check camera, relay, sensor, clock, keys, ledger, disk and faults",
-                       description="Check the lane before doors open and say what to fix. "
-                                   "Exits 1 when any check fails.")
+    p = sub.add_parser("doctor", help=_("check camera, relay, sensor, clock, keys, ledger, disk and faults"),
+                       description=_("Check the lane before doors open and say what to fix. "
+                                     "Exits 1 when any check fails."))
     _hardware_args(p)
     p.set_defaults(func=cmd_doctor)
