@@ -154,6 +154,7 @@ class BusService:
         self.answered = {"sync": 0, "live": 0}
         self.refused_queries: collections.Counter = collections.Counter()
         self.last_catchup: dict = {}
+        self.cut_off_total = 0  # sessions cut off for refused answers, over every catch-up round
         self._trust_v: str | None = None
         self._trust = bus.Trust({})
         self._trusted_ids: frozenset = frozenset({device_id})
@@ -510,6 +511,7 @@ class BusService:
             cut = "count"
         self.catchups += 1
         self.caught_up += n
+        self.cut_off_total += len(replies.blocked)
         self.last_catchup = {"replies": got_n, "learnt": n, "cut": cut, "capped": replies.capped,
                              "cut_off_sessions": len(replies.blocked)}
         return n
@@ -600,7 +602,7 @@ class BusService:
             "published": self.published, "queue": len(self._out), "dropped_out": self.dropped_out,
             "dropped_in": self.dropped_in, "dropped_in_unknown": self.dropped_in_unknown,
             "catchups": self.catchups, "gap_catchups": self.gap_catchups, "caught_up": self.caught_up,
-            "last_catchup": self.last_catchup,
+            "last_catchup": self.last_catchup, "cut_off_sessions": self.cut_off_total,
             "answered": dict(self.answered), "refused_queries": dict(self.refused_queries),
             "received": dict(self.book.counts), "last_ignored": self.book.last_ignored,
             "errors": self.book.errors, "last_error": self.book.last_error,

