@@ -33,6 +33,14 @@ pytestmark = pytest.mark.timeout(180)
 EVENT = "evt-staff-cli"
 
 
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT as a terminal delivers it. A parent that ignores
+    SIGINT (a test runner's worker) would hand that on, and Python keeps an inherited
+    "ignore": the interrupt under test would never arrive."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def setup(tmp_path):
     issuer = Issuer(EVENT, keys=[Ed25519PrivateKey.from_private_bytes(bytes(range(32)))])
@@ -160,13 +168,14 @@ def test_gate_run_exits_130_on_sigint(setup):
     data, wallets = setup
     proc = subprocess.Popen([str(GATE_BIN), "--data", str(data), "run", "--scanner", "stdin", "--relay", "sim",
                              "--json-events"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
     try:
         proc.stdin.write(wallets[0].code(time.time()) + "\n")
         proc.stdin.flush()
         assert json.loads(proc.stdout.readline())["reason"] == "ACCEPT"  # up and waiting on stdin
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)  # stdin still open: its end must not race the signal
+        err = proc.stderr.read()
     finally:
         proc.kill()
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err

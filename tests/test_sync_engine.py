@@ -26,6 +26,14 @@ from sync.central.store import CentralStore
 from sync.engine import RetryPolicy, SyncState, cursors
 from sync.loop import SyncLoop, strategy_for
 
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT as a terminal delivers it. A parent that ignores
+    SIGINT (a test runner's worker) would hand that on, and Python keeps an inherited
+    "ignore": the interrupt under test would never arrive."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 EVENT = "evt-engine"
 
 
@@ -74,7 +82,8 @@ def test_gate_sync_honours_retry_after_the_same_way_as_the_lane_loop(central, tm
         assert rep.retry_after is not None and rep.retry_after > default.base_s * (1 + default.jitter)
         assert loop.state is SyncState.DEGRADED and loop.next_wait == rep.retry_after
         proc = subprocess.Popen([str(GATE_BIN), "--data", str(tmp_path / "g"), "sync", "--json", "--interval", "30"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_sigint_default)
         try:
             lines = Lines(proc)
             first = lines.next()
