@@ -96,3 +96,24 @@ def central_for(tmp_path: Path, db: str | None, event: str, *, window_s: float =
     finally:
         server.stop()
         store.close()
+
+
+def static_gate(data: Path, event: str, *, n: int = 6, now: float) -> list:
+    """Set up a gate in ``data`` for ``event`` (lane north-1) with ``n`` listed static
+    tickets of a fixed issuer key (ticket ids 0101…, 0202…, …): their wallets, codes
+    valid at any time. The gate is closed again."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from crypto.issuer import Issuer, ticket_record
+    from gate import ledger
+    from gate.appliance import Gate
+
+    issuer = Issuer(event, keys=[Ed25519PrivateKey.from_private_bytes(bytes(range(32)))])
+    g = Gate.init(data, event=event, lane="north-1")
+    g.trust(issuer.keyring())
+    wallets = [issuer.mint(ticket_id=bytes([i + 1]) * 16, rotating=False) for i in range(n)]
+    ledger.import_tickets(g.conn, write_jsonl(data.parent / f"{data.name}-tickets.jsonl",
+                                              [ticket_record(w) for w in wallets]),
+                          event=event, data_key=g.data_key, now=now)
+    g.close()
+    return wallets

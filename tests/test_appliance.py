@@ -20,16 +20,13 @@ import uuid
 
 import pytest
 import requests
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from crypto.issuer import Issuer, ticket_record
-from gate import ledger, scanlog
+from gate import scanlog
 from gate.app.compose import LaneSpec, build_lane, open_gate
-from gate.appliance import Gate
 from gate.decision import Mode
 from gate.errors import HardwareError
 from hardware.registry import open_device, usage
-from conftest import GATE_BIN, json_lines, run_gate, write_jsonl
+from conftest import GATE_BIN, json_lines, run_gate, static_gate
 from ports import free_port
 
 NOW = 1_807_283_662
@@ -51,13 +48,7 @@ class Clock:
 @pytest.fixture
 def setup(tmp_path):
     """A gate with six listed static tickets (codes valid at any time)."""
-    issuer = Issuer("evt-box", keys=[Ed25519PrivateKey.from_private_bytes(bytes(range(32)))])
-    g = Gate.init(tmp_path / "g", event=issuer.event, lane="north-1")
-    g.trust(issuer.keyring())
-    wallets = [issuer.mint(ticket_id=bytes([i + 1]) * 16, rotating=False) for i in range(6)]
-    ledger.import_tickets(g.conn, write_jsonl(tmp_path / "t.jsonl", [ticket_record(w) for w in wallets]),
-                          event=issuer.event, data_key=g.data_key, now=NOW)
-    g.close()
+    wallets = static_gate(tmp_path / "g", "evt-box", now=NOW)
     return tmp_path / "g", [w.code(NOW) for w in wallets]
 
 

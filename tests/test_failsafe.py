@@ -33,7 +33,7 @@ from gate.lane import FaultKind
 from hardware.registry import open_device, usage
 from hardware.relay import SerialRelay, SimRelay
 from hardware.sensor import SimSensor
-from conftest import json_lines, run_gate, write_jsonl
+from conftest import json_lines, run_gate, static_gate, write_jsonl
 
 NOW = 1_807_283_662
 
@@ -61,13 +61,7 @@ def _controls(g) -> list[dict]:
 @pytest.fixture
 def setup(tmp_path):
     """A gate with listed static tickets, opened the way `gate run` opens it."""
-    issuer = Issuer("evt-safe", keys=[Ed25519PrivateKey.from_private_bytes(bytes(range(32)))])
-    g = Gate.init(tmp_path / "g", event=issuer.event, lane="north-1")
-    g.trust(issuer.keyring())
-    wallets = [issuer.mint(ticket_id=bytes([i + 1]) * 16, rotating=False) for i in range(6)]
-    ledger.import_tickets(g.conn, write_jsonl(tmp_path / "t.jsonl", [ticket_record(w) for w in wallets]),
-                          event=issuer.event, data_key=g.data_key, now=NOW)
-    g.close()
+    wallets = static_gate(tmp_path / "g", "evt-safe", now=NOW)
     gate = open_gate(tmp_path / "g", now=NOW)
     yield gate, wallets
     gate.close()
