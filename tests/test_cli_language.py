@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_gate
 from gate import i18n
 from gate.text import cells
 
@@ -145,3 +146,17 @@ def test_printed_lines_are_translated_and_json_is_byte_identical(tmp_path):
         assert zh.returncode == en.returncode == 0, (args, zh.stderr)
         assert zh.stdout == en.stdout, args
         assert zh.stdout.strip() or args[0] == "keys"
+
+
+def test_the_central_report_is_in_the_operators_language_and_its_json_is_not(tmp_path):
+    data = tmp_path / "central"
+    run_gate(None, "--data", str(data), "central", "event", "create", "ev-report")
+    zh = run_gate(None, "--lang", "zh_CN", "--data", str(data), "central", "report", "--event", "ev-report").stdout
+    en = run_gate(None, "--lang", "en", "--data", str(data), "central", "report", "--event", "ev-report").stdout
+    assert "对账报告 — 活动 ev-report" in zh and "重复入场（0）" in zh and "DOUBLE ADMISSIONS" not in zh
+    assert "Reconciliation report — event ev-report" in en and "DOUBLE ADMISSIONS (0)" in en
+    assert "scans 0\n" in en  # nothing counted: no dangling colon
+    js = [run_gate(None, "--lang", lang, "--data", str(data), "central", "report", "--event", "ev-report",
+                   "--json").stdout for lang in ("zh_CN", "en")]
+    assert js[0].replace(js[0][js[0].index('"generated_at"'):].split(",")[0], "") == \
+        js[1].replace(js[1][js[1].index('"generated_at"'):].split(",")[0], "")

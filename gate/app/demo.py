@@ -339,7 +339,7 @@ class Demo:
         from sync.central.reconcile import build_report, render_text
         rep = build_report(self.store, EVENT)
         self.out("")
-        self.out(render_text(rep))
+        self.out(render_text(rep, _=_))
         summary = {
             "counts": dict(sorted(self.counts.items())),
             "double_admissions": [d["ticket_id"] for d in rep["double_admissions"]],

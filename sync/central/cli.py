@@ -239,7 +239,7 @@ def cmd_central_report(args) -> int:
     if args.json:
         print(json.dumps(rep))
     else:
-        print(render_text(rep), end="")
+        print(render_text(rep, _=_), end="")
     return 0
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
 import cbor2
 
 from gate.scanlog import ChainBreak, ChainVerifier
+from gate.text import pad
 
 DAY_MS = 86_400_000
 SANE_MS = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01 UTC
@@ -280,47 +282,64 @@ def _rehash(db, device_id: str) -> int | None:
     return None
 
 
-def render_text(rep: dict) -> str:
+def _same(text: str) -> str:
+    return text
+
+
+def _counts(counts: dict, *, none: str = "") -> str:
+    """": A 3, B 1" after a heading, or ``none`` when there is nothing to count."""
+    return (": " + ", ".join(f"{k} {v}" for k, v in counts.items())) if counts else none
+
+
+def render_text(rep: dict, *, _: Callable[[str], str] = _same) -> str:
+    """The report for people, as text. ``_`` translates its words (the CLI and the demo
+    pass gate.i18n's, in the operator's language); the HTTP API keeps the default:
+    English, whatever the server's language."""
     def ts(ms):
         return fmt_ms(ms, "%H:%M:%S")
 
-    lines = [f"Reconciliation report — event {rep['event']}",
-             f"generated {datetime.fromtimestamp(rep['generated_at'], timezone.utc):%Y-%m-%d %H:%M UTC}",
-             "", f"scans {rep['scans']}: " + ", ".join(f"{k} {v}" for k, v in rep["by_reason"].items())]
-    lines += ["", f"DOUBLE ADMISSIONS ({len(rep['double_admissions'])})"]
+    generated = f"{datetime.fromtimestamp(rep['generated_at'], timezone.utc):%Y-%m-%d %H:%M UTC}"
+    lines = [_("Reconciliation report — event {event}").format(event=rep["event"]),
+             _("generated {when}").format(when=generated),
+             "", _("scans {n}").format(n=rep["scans"]) + _counts(rep["by_reason"])]
+    lines += ["", _("DOUBLE ADMISSIONS ({n})").format(n=len(rep["double_admissions"]))]
     for o in rep["double_admissions"]:
         where = "; ".join(f"{a['device_id']}/{a['lane']} #{a['seq']} {ts(a['ts_ms'])}"
                           + (" ALONE" if a.get("alone") else "") for a in o["admissions"])
-        lines.append(f"  {o['ticket_id']}  allowed {o['allowed']}, admitted {o['admitted']}: {where}")
-    lines += ["", f"ADMISSIONS OF REVOKED TICKETS ({len(rep['revoked_admissions'])})"]
+        lines.append(f"  {o['ticket_id']}  " + _("allowed {allowed}, admitted {admitted}").format(
+            allowed=o["allowed"], admitted=o["admitted"]) + f": {where}")
+    lines += ["", _("ADMISSIONS OF REVOKED TICKETS ({n})").format(n=len(rep["revoked_admissions"]))]
     for a in rep["revoked_admissions"]:
         lines.append(f"  {a['ticket_id']}  {a['device_id']} #{a['seq']} {ts(a['ts_ms'])}")
-    lines += ["", f"UNLISTED ADMISSIONS ({len(rep['unlisted_admissions'])})"]
+    lines += ["", _("UNLISTED ADMISSIONS ({n})").format(n=len(rep["unlisted_admissions"]))]
     for a in rep["unlisted_admissions"]:
-        lines.append(f"  {a['ticket_id']}  {a['device_id']} #{a['seq']}"
-                     f"  {'sold, now in ledger' if a['known_now'] else 'NOT KNOWN TO CENTRAL'}")
-    lines += ["", "DEVICES"]
-    lines.append(f"  {'device':<16}{'status':<12}{'records':>8}  chain")
+        lines.append(f"  {a['ticket_id']}  {a['device_id']} #{a['seq']}  "
+                     + (_("sold, now in ledger") if a["known_now"] else _("NOT KNOWN TO CENTRAL")))
+    lines += ["", _("DEVICES")]
+    lines.append("  " + pad(_("device"), 16) + pad(_("status"), 12) + pad(_("records"), 8, right=True)
+                 + "  " + _("chain"))
     for d in rep["devices"]:
-        state = "ok" if d["chain_ok"] else (f"gaps {d['gaps']}" if d["gaps"] else f"broken at {d['broken_at']}")
+        state = _("ok") if d["chain_ok"] else (_("gaps {gaps}").format(gaps=d["gaps"]) if d["gaps"]
+                                               else _("broken at {seq}").format(seq=d["broken_at"]))
         st = "quarantined" if d.get("quarantined") and d["status"] == "active" else d["status"]
         lines.append(f"  {d['device_id']:<16}{st:<12}{d['records']:>8}  {state}")
     quarantined = rep.get("quarantined", [])
-    lines += ["", f"QUARANTINED DEVICES ({len(quarantined)}): admissions held back from other gates"]
+    lines += ["", _("QUARANTINED DEVICES ({n}): admissions held back from other gates").format(n=len(quarantined))]
     for q in quarantined:
         lines.append(f"  {q['device_id']}: {q['reason']}")
-    lines += ["", f"REFUSED UPLOADS / TAMPERING ({len(rep['problems'])})"]
+    lines += ["", _("REFUSED UPLOADS / TAMPERING ({n})").format(n=len(rep["problems"]))]
     for p in rep["problems"]:
         lines.append(f"  {p['device_id']}: {p['kind']} — {p['detail']}")
     clock = rep.get("clock_wrong", [])
-    lines += ["", f"CLOCK WRONG ({len(clock)})"]
+    lines += ["", _("CLOCK WRONG ({n})").format(n=len(clock))]
     for c in clock:
-        lines.append(f"  clock wrong on gate {c['device_id']}: {c['records']} record(s), seq {c['first_seq']}-"
-                     f"{c['last_seq']}, stamped {fmt_ms(c['earliest_ts_ms'])} .. {fmt_ms(c['latest_ts_ms'])}"
-                     " (kept as recorded; times in this report are the gate's)")
-    lines += ["", "ADMITTED PER GATE: " + ", ".join(f"{k} {v}" for k, v in rep["per_gate"].items()),
-              "ADMITTED PER LANE: " + ", ".join(f"{k} {v}" for k, v in rep["per_lane"].items()),
-              "ADMITTED PER HOUR: " + ", ".join(f"{k} {v}" for k, v in rep["per_hour"].items())]
+        lines.append("  " + _("clock wrong on gate {device}: {n} record(s), seq {first}-{last}, stamped {earliest} .. "
+                              "{latest} (kept as recorded; times in this report are the gate's)").format(
+            device=c["device_id"], n=c["records"], first=c["first_seq"], last=c["last_seq"],
+            earliest=fmt_ms(c["earliest_ts_ms"]), latest=fmt_ms(c["latest_ts_ms"])))
+    lines += ["", _("ADMITTED PER GATE") + _counts(rep["per_gate"], none=" -"),
+              _("ADMITTED PER LANE") + _counts(rep["per_lane"], none=" -"),
+              _("ADMITTED PER HOUR") + _counts(rep["per_hour"], none=" -")]
     return "\n".join(lines) + "\n"
 
 
