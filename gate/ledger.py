@@ -181,6 +181,38 @@ def ticket_row(obj: object, event: str, data_key: bytes, *, keep_template: bool 
     return _ticket_row_checked(obj, event, data_key, keep_template=keep_template)
 
 
+# the rows layout of central's ticket feed (docs/sync.md): a ticket record as an
+# array in this order, its event the one the page is for
+TICKET_COLUMNS = ("ticket_id", "tier", "zone", "version", "status", "entries", "reentry",
+                  "face_required", "face_template", "holder")
+_STATUS = {"valid": "valid", "revoked": "revoked"}  # one string object per value, not one per row
+
+
+def ticket_row_from_array(arr: object, event: str, data_key: bytes, *, keep_template: bool = True) -> TicketRow:
+    """:func:`ticket_row` for one row of the rows layout (:data:`TICKET_COLUMNS`):
+    the same checks and the same row; anything the inline checks do not accept
+    is checked as the record it stands for, so the error names the field."""
+    if type(arr) is list and len(arr) == 10:
+        tid, tier, zone, version, status, entries, reentry, face, template, holder = arr
+        if (type(tid) is str and 16 <= len(tid) <= 64 and not len(tid) % 2 and tid.isascii()
+                and tid == tid.lower() and status in _STATUS
+                and type(version) is int and 1 <= version <= INT64_MAX
+                and type(entries) is int and 0 <= entries <= INT64_MAX
+                and type(reentry) is bool and type(face) is bool and template is None
+                and _plain(tier) and _plain(zone) and _plain(holder)):
+            try:
+                bytes.fromhex(tid)
+            except ValueError:
+                pass  # the checks below say what is wrong
+            else:
+                return TicketRow(tid, event, tier or "", zone, version, _STATUS[status], entries, int(reentry),
+                                 int(face), None, holder)
+        return _ticket_row_checked({"event": event, **dict(zip(TICKET_COLUMNS, arr))}, event, data_key,
+                                   keep_template=keep_template)
+    raise ValueError(f"a ticket row must be an array of {len(TICKET_COLUMNS)} values "
+                     f"({', '.join(TICKET_COLUMNS)})")
+
+
 def _ticket_row_checked(obj: object, event: str, data_key: bytes, *, keep_template: bool) -> TicketRow:
     if not isinstance(obj, dict):
         raise ValueError("record must be a JSON object")

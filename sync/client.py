@@ -138,6 +138,23 @@ class CentralClient(HttpClient):
             raise ApiError(f"central sent a malformed page on {path}")
         return items, nxt, more
 
+    def ticket_page(self, path: str, cursor: str, limit: int) -> tuple[list, tuple | None, str, bool]:
+        """A ticket page in the rows layout (docs/sync.md): (rows, columns, cursor, more).
+        A central that answers with items instead (one from before the rows layout)
+        gives (items, None, cursor, more)."""
+        doc = self.call("GET", path, params={"cursor": cursor, "limit": limit, "layout": "rows"})
+        nxt, more = doc.get("cursor"), doc.get("more")
+        rows, columns = doc.get("rows"), doc.get("columns")
+        if rows is None and columns is None:
+            rows = doc.get("items")
+        elif not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise ApiError(f"central sent a malformed page on {path} (rows without a list of columns)")
+        else:
+            columns = tuple(columns)
+        if not isinstance(rows, list) or not isinstance(nxt, str) or not isinstance(more, bool):
+            raise ApiError(f"central sent a malformed page on {path}")
+        return rows, columns, nxt, more
+
     def devices(self, event: str) -> dict:
         return self.call("GET", f"/v1/events/{event}/devices")
 
@@ -252,7 +269,7 @@ def pull_tickets(gate, client: CentralClient, *, page: int = TICKET_PAGE, progre
         gate.conn.execute(f"PRAGMA cache_size={int(cache)}")
 
 
-TICKET_GROUP = 50_000  # tickets written per transaction in a first sync (pages grouped)
+TICKET_GROUP = 100_000  # tickets written per transaction in a first sync (pages grouped)
 
 
 def _pull_ticket_pages(gate, client, path: str, cursor: str, page: int, progress) -> int:
@@ -290,19 +307,30 @@ def _pull_ticket_pages(gate, client, path: str, cursor: str, page: int, progress
             progress(total)
 
     with ThreadPoolExecutor(1, thread_name_prefix="ticket-pages") as fetcher:
-        ahead = fetcher.submit(client.page, path, cursor, page)
+        ahead = fetcher.submit(client.ticket_page, path, cursor, page)
+        event, data_key = gate.policy.event, gate.data_key
         while True:
             try:
-                items, nxt, more = ahead.result()
+                items, columns, nxt, more = ahead.result()
             except BaseException:
                 flush()
                 raise
-            ahead = fetcher.submit(client.page, path, nxt, page) if more and items else None
+            ahead = fetcher.submit(client.ticket_page, path, nxt, page) if more and items else None
             keep = ledger.biometrics_allowed(gate.conn)
             rows = []
+            if columns is None:
+                check = ledger.ticket_row
+            elif columns == ledger.TICKET_COLUMNS:
+                check = ledger.ticket_row_from_array
+            else:
+                if ahead is not None:
+                    ahead.cancel()
+                flush()
+                raise ApiError(f"central sent ticket rows with columns {list(columns)!r}; this gate reads "
+                               f"{list(ledger.TICKET_COLUMNS)!r} (docs/sync.md); page not applied")
             for i, item in enumerate(items):
                 try:
-                    rows.append(ledger.ticket_row(item, gate.policy.event, gate.data_key, keep_template=keep))
+                    rows.append(check(item, event, data_key, keep_template=keep))
                 except ValueError as exc:
                     if ahead is not None:
                         ahead.cancel()

@@ -119,6 +119,126 @@ def test_the_inline_ticket_check_gives_the_rows_and_errors_of_the_full_one(rec):
     assert outcome(ledger.ticket_row) == outcome(ledger._ticket_row_checked)
 
 
+def _as_array(rec):
+    """A record of RECORDS as a row of the rows layout (every column present)."""
+    return [rec.get(c, False if c in ("reentry", "face_required") else None) for c in ledger.TICKET_COLUMNS]
+
+
+@pytest.mark.parametrize("rec", [r for r in RECORDS if isinstance(r, dict) and r["event"] == "e"],
+                         ids=lambda r: str(r)[:40])
+def test_a_ticket_row_array_gives_the_row_and_error_of_its_record(rec):
+    # Fails if the rows layout of the ticket feed accepts what the record check
+    # refuses, refuses what it accepts, or builds a different row.
+    key = bytes(32)
+    arr = _as_array(rec)
+
+    def outcome(fn, obj):
+        try:
+            return fn(obj, "e", key, keep_template=True)
+        except ValueError as exc:
+            return ("error", str(exc))
+    record = {"event": "e", **dict(zip(ledger.TICKET_COLUMNS, arr))}
+    assert outcome(ledger.ticket_row_from_array, arr) == outcome(ledger._ticket_row_checked, record)
+
+
+@pytest.mark.parametrize("arr", [["ab" * 16, "GA"], {"ticket_id": "ab" * 16}, "ab" * 16, None,
+                                 ["ab" * 16, "GA", None, 1, "valid", 1, False, False, None, None, "extra"]])
+def test_a_ticket_row_that_is_not_an_array_of_ten_is_refused(arr):
+    with pytest.raises(ValueError, match="array of 10 values"):
+        ledger.ticket_row_from_array(arr, "e", bytes(32))
+
+
+def test_the_rows_layout_syncs_the_same_ledger_as_items_and_old_centrals_still_work(tmp_path, monkeypatch):
+    # Fails if the rows layout (what the gate asks for) applies a different ledger
+    # from the items layout, if central's rows differ from its items, or if a
+    # gate can no longer sync from a central that answers items only.
+    import json as _json
+
+    import requests
+
+    from sync import client as sc
+    from sync.central.app import ServerThread, create_app
+    from sync.central.store import CentralStore
+
+    store = CentralStore(tmp_path / "central")
+    store.create_event("evt-rows")
+    base = {"event": "evt-rows", "tier": "GA", "zone": None, "version": 1, "status": "valid", "entries": 1,
+            "reentry": False, "face_required": False, "face_template": None, "holder": None}
+    recs = [{**base, "ticket_id": f"{i:032x}", "entries": i % 3, "reentry": i % 2 == 0,
+             "zone": "北" if i % 5 == 0 else None, "holder": "Zoë <b>" if i % 7 == 0 else None,
+             "status": "revoked" if i % 11 == 0 else "valid", "version": 1 + i % 4} for i in range(1200)]
+    store.add_tickets(recs)
+    server = ServerThread(create_app(store)).start()
+    try:
+        gates = []
+        for name in ("rows", "items"):
+            g = Gate.init(tmp_path / name, event="evt-rows")
+            sc.enroll(g, server.url, store.enrol_code("evt-rows"))
+            gates.append(g)
+        token = sc.token_path(gates[0]).read_text().strip()
+        url = f"{server.url}/v1/events/evt-rows/tickets?limit=700"
+        auth = {"Authorization": f"Bearer {token}"}
+        as_items = requests.get(url, headers=auth).json()
+        as_rows = requests.get(url + "&layout=rows", headers=auth).json()
+        assert as_rows["columns"] == list(ledger.TICKET_COLUMNS) and "items" not in as_rows
+        assert as_rows["cursor"] == as_items["cursor"] and as_rows["more"] is as_items["more"] is True
+        assert [{"event": "evt-rows", **dict(zip(as_rows["columns"], r))} for r in as_rows["rows"]] == as_items["items"]
+        wrong = requests.get(url + "&layout=columns", headers=auth)
+        assert wrong.status_code == 400 and "layout" in wrong.json()["error"], wrong.text
+
+        asked = []
+        real = sc.CentralClient.call
+        monkeypatch.setattr(sc.CentralClient, "call",
+                            lambda self, m, path, **kw: asked.append((kw.get("params") or {}).get("layout"))
+                            or real(self, m, path, **kw))
+        assert sc.pull_tickets(gates[0], sc.client_for(gates[0]), page=500) == 1200
+        assert set(asked) == {"rows"}
+
+        def old_central(self, m, path, **kw):  # a central from before the rows layout: items only
+            params = dict(kw.pop("params", None) or {})
+            params.pop("layout", None)
+            return real(self, m, path, params=params, **kw)
+        monkeypatch.setattr(sc.CentralClient, "call", old_central)
+        assert sc.pull_tickets(gates[1], sc.client_for(gates[1]), page=500) == 1200
+        dump = [g.conn.execute("SELECT * FROM tickets ORDER BY ticket_id").fetchall() for g in gates]
+        assert dump[0] == dump[1] and len(dump[0]) == 1200
+        assert {r[0]: r for r in dump[0]}[f"{7:032x}"][10] == "Zoë <b>"
+        for g in gates:
+            g.close()
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_ticket_rows_with_other_columns_apply_nothing(tmp_path, monkeypatch):
+    # Fails if a gate applies rows whose column order it does not know (a newer or
+    # broken central): the values would land in the wrong fields.
+    from gate.db import get_setting
+    from sync import client as sc
+    from sync.central import feeds
+    from sync.central.app import ServerThread, create_app
+    from sync.central.store import CentralStore
+
+    store = CentralStore(tmp_path / "central")
+    store.create_event("evt-cols")
+    base = {"event": "evt-cols", "tier": "GA", "zone": None, "version": 1, "status": "valid", "entries": 1,
+            "reentry": False, "face_required": False, "face_template": None, "holder": None}
+    store.add_tickets([{**base, "ticket_id": f"{i:032x}"} for i in range(10)])
+    monkeypatch.setattr(feeds, "TICKET_COLUMNS", tuple(reversed(feeds.TICKET_COLUMNS)))
+    server = ServerThread(create_app(store)).start()
+    try:
+        g = Gate.init(tmp_path / "g", event="evt-cols")
+        sc.enroll(g, server.url, store.enrol_code("evt-cols"))
+        with pytest.raises(sc.ApiError, match="columns"):
+            sc.pull_tickets(g, sc.client_for(g))
+        assert g.conn.execute("SELECT count(*) FROM tickets").fetchone()[0] == 0
+        assert get_setting(g.conn, "sync.tickets_cursor") is None
+        g.close()
+    finally:
+        server.stop()
+        store.close()
+
+
 def test_central_sqlite_is_durable_unless_told(tmp_path):
     # Fails if central acknowledges uploads from a SQLite database that a power cut
     # may roll back, without the operator having asked for it in the URL.

@@ -98,3 +98,39 @@ def test_sync_reports_the_clock_offset(central, tmp_path):
     assert rep.ok and 110 < rep.clock_offset_s < 130
     rep = sc.sync_once(g, sc.client_for(g))
     assert abs(rep.clock_offset_s) < 10
+
+
+def test_the_report_headline_numbers_are_the_ops_rooms(central, tmp_path):
+    # The report counts admissions, exits and refusals per lane in the passes it
+    # makes anyway; the ops room counts them with reconcile.counts(). Fails if the
+    # two disagree: a rolled-back admission counted, an exit taken for an
+    # admission, a refusal on the wrong lane, a reason missing from by_reason.
+    from gate.decision import Mode
+    from sync.central.reconcile import counts
+
+    store, server = central
+    wallets = _issue(store, tmp_path, 6)
+    north, south = _gate(tmp_path, store, server.url, "north"), _gate(tmp_path, store, server.url, "south")
+    for g in (north, south):
+        assert sc.sync_once(g, sc.client_for(g)).ok
+    now = time.time()
+    admitted = [north.scan(w.code(now), now=now)[1] for w in wallets[:3]]
+    assert north.scan(wallets[0].code(now), now=now)[0].reason is Reason.REPLAY
+    north.rollback(admitted[2].seq, now=now + 1)  # the holder never went through
+    for g in (north, south):  # south learns north's admissions
+        assert sc.sync_once(g, sc.client_for(g)).ok
+    south.scan(wallets[3].code(now), now=now)
+    for w in wallets[:2]:  # refused at south too: already admitted at north
+        assert not south.scan(w.code(now + 2), now=now + 2)[0].accepted
+    assert south.scan("GT1:not-a-code", now=now)[0].reason is Reason.MALFORMED
+    assert south.scan(wallets[3].code(now + 90), now=now + 90, mode=Mode.EXIT)[0].accepted  # a later code
+    for g in (north, south):
+        assert sc.sync_once(g, sc.client_for(g)).ok
+    rep = build_report(store, EVENT)
+    with store.reader() as db:
+        ops = counts(db, EVENT)
+    assert {k: rep[k] for k in ops} == ops
+    assert (ops["admitted"], ops["exits"], ops["inside"]) == (3, 1, 2)
+    assert ops["refused_per_lane"] == {"north": 1, "south": 3} and ops["refused"] == 4
+    assert sum(rep["by_reason"].values()) == rep["scans"] == 9
+    assert rep["by_reason"]["REPLAY"] >= 1 and rep["by_reason"]["MALFORMED"] == 1

@@ -20,9 +20,10 @@ from fastapi.security import APIKeyCookie, HTTPBearer
 from fastapi.security.http import HTTPBase
 from starlette.concurrency import run_in_threadpool
 
+from sync.central import feeds
 from sync.central.limits import BodyLimits, guarded_protocol, int64, parse_json
 from sync.central.models import (AdmissionPage, BusCredentialAnswer, BusCredentialRequest, DeviceListAnswer,
-                                 EnrolAnswer, EnrolRequest, ErrorAnswer, GateHeaders, KeyRingAnswer, PageQuery, ReportQuery, TicketPage, TimeAnswer,
+                                 EnrolAnswer, EnrolRequest, ErrorAnswer, GateHeaders, KeyRingAnswer, PageQuery, ReportQuery, TicketPage, TicketPageQuery, TimeAnswer,
                                  UploadAnswer, UploadBatch, body_doc, query_refusal, validate)
 from sync.central.reconcile import build_report, render_text
 from sync.central.store import CentralError, CentralStore, Unavailable
@@ -159,9 +160,16 @@ def create_app(store: CentralStore) -> FastAPI:
 
     @app.get("/v1/events/{event}/tickets", dependencies=as_device,
              responses={200: {"model": TicketPage}, **_errors(400, 401, 403, 422)})
-    def tickets(event: str, request: Request, q: Annotated[PageQuery, Query()]):
-        """Ticket records changed since the cursor, in change order."""
-        return paged(request, event, q, store.ticket_page)
+    def tickets(event: str, request: Request, q: Annotated[TicketPageQuery, Query()]):
+        """Ticket records changed since the cursor, in change order (``layout=rows``:
+        one array per record, in the order of ``columns``)."""
+        if q.layout != "rows":
+            return paged(request, event, q, store.ticket_page)
+        device(request, event)
+        cursor, limit = page_args(q)
+        rows, nxt, more = store.ticket_rows(event, cursor, limit)
+        return _json_page({"columns": list(feeds.TICKET_COLUMNS), "rows": rows, "cursor": str(nxt), "more": more},
+                          request)
 
     @app.post("/v1/events/{event}/scans", dependencies=as_device, openapi_extra=body_doc(UploadBatch),
               responses={200: {"model": UploadAnswer}, **_errors(400, 401, 403, 409, 413, 422)})

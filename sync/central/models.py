@@ -74,6 +74,13 @@ class PageQuery(BaseModel):
         description="items per page: 1-5000, default 1000 (values outside are taken as the nearest bound)")
 
 
+class TicketPageQuery(PageQuery):
+    """The query of the ticket feed: a page query and the layout."""
+    layout: Literal["items", "rows"] | None = Field(
+        None, description="'rows': each record as an array in the order of 'columns' (docs/sync.md); "
+                          "absent or 'items': each record as an object")
+
+
 class ReportQuery(BaseModel):
     format: str | None = Field(None, description="'text': the human-readable report (text/plain) instead of JSON")
 
@@ -140,7 +147,9 @@ class TicketRecord(_Answer):
 
 
 class TicketPage(_Answer):
-    items: list[TicketRecord]
+    items: list[TicketRecord] | None = Field(None, description="the records (layout 'items', the default)")
+    columns: list[str] | None = Field(None, description="layout 'rows': the order of each row's values")
+    rows: list[list[Any]] | None = Field(None, description="layout 'rows': one array per record")
     cursor: str
     more: bool
 

@@ -140,10 +140,21 @@ def build_venue_report(store, venue: str) -> dict:
 
 
 def _build(db, event: str, verify_chains: bool) -> dict:
-    by_reason = {r: n for r, n in db.all(
-        "SELECT reason, count(*) FROM scans WHERE event = :e AND kind IN ('scan', 'override')"
-        " GROUP BY reason ORDER BY reason", {"e": event})}
+    # one pass over the event's decisions: per reason, and the refusals per lane (counts())
+    by_reason: dict = {}
+    refused_per_lane: dict[str, int] = {}
+    for reason, lane, refused, n in db.all(
+            f"""SELECT s.reason, coalesce(s.lane, '{NO_LANE}'), s.decision <> 'accept', count(*) FROM scans s
+                WHERE s.event = :e AND {DECISION} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", {"e": event}):
+        by_reason[reason] = by_reason.get(reason, 0) + n
+        if refused:
+            refused_per_lane[lane] = refused_per_lane.get(lane, 0) + n
+    refused_per_lane = dict(sorted(refused_per_lane.items()))
     _admitted_table(db, event)
+    modes = {m: n for m, n in db.all("SELECT mode, count(*) FROM adm GROUP BY mode")}  # adm: the accepted ones
+    admitted, exits = modes.get("entry", 0), modes.get("exit", 0)
+    num = {"admitted": admitted, "exits": exits, "inside": admitted - exits,
+           "refused": sum(refused_per_lane.values()), "refused_per_lane": refused_per_lane}
     if db.dialect == "postgresql":  # the three counts in one pass
         per_gate, per_lane, hours = {}, {}, {}
         for g, ln, h, n, which in db.all(
@@ -211,7 +222,6 @@ def _build(db, event: str, verify_chains: bool) -> dict:
     devices = _devices(db, event, verify_chains)
     problems = [{"device_id": d, "kind": k, "detail": det, "at": at} for d, k, det, at in db.all(
         "SELECT device_id, kind, detail, at FROM problems WHERE event = :e ORDER BY id", {"e": event})]
-    num = counts(db, event)
     return {
         **num,
         "event": event,

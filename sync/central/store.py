@@ -131,5 +131,6 @@ class CentralStore:
     stored_through = ingest.stored_through
 
     ticket_page = feeds.ticket_page
+    ticket_rows = feeds.ticket_rows
     admissions = feeds.admissions
     devices = feeds.devices
