@@ -134,3 +134,28 @@ def test_the_report_headline_numbers_are_the_ops_rooms(central, tmp_path):
     assert ops["refused_per_lane"] == {"north": 1, "south": 3} and ops["refused"] == 4
     assert sum(rep["by_reason"].values()) == rep["scans"] == 9
     assert rep["by_reason"]["REPLAY"] >= 1 and rep["by_reason"]["MALFORMED"] == 1
+
+
+def test_double_admissions_say_which_admission_was_made_alone(central, tmp_path, monkeypatch):
+    # Two offline gates admit the same tickets; one of them had neither central nor
+    # a bus peer for some. Fails if the report loses or invents the "alone" flag of
+    # an admission, or mixes up two gates' records of the same seq.
+    from sync.central import reconcile
+
+    monkeypatch.setattr(reconcile._mark_alone, "__defaults__", (2,))  # several lookups per gate
+    store, server = central
+    wallets = _issue(store, tmp_path, 5)
+    g1, g2 = _gate(tmp_path, store, server.url, "g1"), _gate(tmp_path, store, server.url, "g2")
+    for g in (g1, g2):
+        assert sc.sync_once(g, sc.client_for(g)).ok
+    now = time.time()
+    for i, w in enumerate(wallets):  # the same seqs 1-5 on both gates
+        assert g1.scan(w.code(now), now=now, alone=i % 2 == 0)[0].accepted
+        assert g2.scan(w.code(now + 60), now=now + 60, alone=i == 4)[0].accepted
+    for g in (g1, g2):
+        assert sc.sync_once(g, sc.client_for(g)).ok
+    rep = build_report(store, EVENT)
+    assert len(rep["double_admissions"]) == 5
+    flags = {(a["device_id"], a["seq"]): a["alone"] for o in rep["double_admissions"] for a in o["admissions"]}
+    d1, d2 = g1.config.device_id, g2.config.device_id
+    assert flags == {**{(d1, s): s % 2 == 1 for s in range(1, 6)}, **{(d2, s): s == 5 for s in range(1, 6)}}

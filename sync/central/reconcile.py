@@ -199,12 +199,12 @@ def _build(db, event: str, verify_chains: bool) -> dict:
                 " AND a.ticket_id IN (SELECT ticket_id FROM _over) ORDER BY a.ticket_id, a.ts_ms"):
             by_ticket[tid]["admissions"].append(
                 {"device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "consumes": bool(c)})
+        by_device: dict[str, list[dict]] = {}
         for o in over:
             o["gates"] = sorted({a["device_id"] for a in o["admissions"]})
-            for a in o["admissions"]:  # admitted with neither central nor a venue bus peer (gate.bus)
-                row = db.one("SELECT record FROM scans WHERE device_id = :d AND seq = :s",
-                             {"d": a["device_id"], "s": a["seq"]})
-                a["alone"] = bool(row and cbor2.loads(bytes(row[0])).get("alone"))
+            for a in o["admissions"]:
+                by_device.setdefault(a["device_id"], []).append(a)
+        _mark_alone(db, by_device)
     revoked_admissions = [  # the few revoked tickets first, then one pass over the admissions
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "revoked_at": rat}
         for tid, d, sq, ts, ln, rat in db.all(
@@ -241,6 +241,22 @@ def _build(db, event: str, verify_chains: bool) -> dict:
         "per_lane": per_lane,
         "per_hour": per_hour,
     }
+
+
+def _mark_alone(db, by_device: dict[str, list[dict]], chunk: int = 500) -> None:
+    """Set ``alone`` on each admission: admitted with neither central nor a venue bus
+    peer (gate.bus), as its record says. One indexed lookup per device and up to
+    ``chunk`` admissions, not one per admission (a thousand double admissions were
+    two thousand round trips to PostgreSQL)."""
+    for device_id, adms in by_device.items():
+        for k in range(0, len(adms), chunk):
+            part = adms[k:k + chunk]
+            names = ", ".join(f":s{i}" for i in range(len(part)))
+            found = {seq: bool(cbor2.loads(bytes(record)).get("alone")) for seq, record in db.all(
+                f"SELECT seq, record FROM scans WHERE device_id = :d AND seq IN ({names})",
+                {"d": device_id, **{f"s{i}": a["seq"] for i, a in enumerate(part)}})}
+            for a in part:
+                a["alone"] = found.get(a["seq"], False)
 
 
 def _devices(db, event: str, verify_chains: bool) -> list[dict]:
