@@ -165,7 +165,7 @@ def ticket_row(obj: object, event: str, data_key: bytes, *, keep_template: bool 
         tier, zone, holder = get("tier"), get("zone"), get("holder")
         reentry, face = get("reentry", False), get("face_required", False)
         if (type(tid) is str and 16 <= len(tid) <= 64 and not len(tid) % 2 and tid.isascii()
-                and tid == tid.lower() and get("event") == event and type(get("event")) is str
+                and tid.isalnum() and tid == tid.lower() and get("event") == event and type(get("event")) is str
                 and (status == "valid" or status == "revoked")
                 and type(version) is int and 1 <= version <= INT64_MAX
                 and type(entries) is int and 0 <= entries <= INT64_MAX
@@ -195,7 +195,7 @@ def ticket_row_from_array(arr: object, event: str, data_key: bytes, *, keep_temp
     if type(arr) is list and len(arr) == 10:
         tid, tier, zone, version, status, entries, reentry, face, template, holder = arr
         if (type(tid) is str and 16 <= len(tid) <= 64 and not len(tid) % 2 and tid.isascii()
-                and tid == tid.lower() and status in _STATUS
+                and tid.isalnum() and tid == tid.lower() and (status == "valid" or status == "revoked")
                 and type(version) is int and 1 <= version <= INT64_MAX
                 and type(entries) is int and 0 <= entries <= INT64_MAX
                 and type(reentry) is bool and type(face) is bool and template is None
@@ -217,7 +217,7 @@ def _ticket_row_checked(obj: object, event: str, data_key: bytes, *, keep_templa
     if not isinstance(obj, dict):
         raise ValueError("record must be a JSON object")
     tid = _text(obj, "ticket_id")
-    if not 16 <= len(tid) <= 64 or len(tid) % 2 or tid != tid.lower():
+    if not 16 <= len(tid) <= 64 or len(tid) % 2 or tid != tid.lower() or not (tid.isascii() and tid.isalnum()):
         raise ValueError("'ticket_id' must be 8-32 bytes of lowercase hex")
     try:
         bytes.fromhex(tid)

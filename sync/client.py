@@ -94,7 +94,7 @@ class HttpClient:
                            answered=False) from None
         try:
             doc = json.loads(data) if data else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             doc = None
         if resp.status_code == 401:
             raise ApiError("central refused this device's token (unknown or revoked): re-enrol with "
@@ -315,19 +315,18 @@ def _pull_ticket_pages(gate, client, path: str, cursor: str, page: int, progress
             except BaseException:
                 flush()
                 raise
-            ahead = fetcher.submit(client.ticket_page, path, nxt, page) if more and items else None
-            keep = ledger.biometrics_allowed(gate.conn)
-            rows = []
             if columns is None:
                 check = ledger.ticket_row
             elif columns == ledger.TICKET_COLUMNS:
                 check = ledger.ticket_row_from_array
-            else:
-                if ahead is not None:
-                    ahead.cancel()
+            else:  # before asking for the next page: nothing is left waiting for an answer
                 flush()
-                raise ApiError(f"central sent ticket rows with columns {list(columns)!r}; this gate reads "
-                               f"{list(ledger.TICKET_COLUMNS)!r} (docs/sync.md); page not applied")
+                shown = ", ".join(columns[:12])[:300] + (", …" if len(columns) > 12 else "")
+                raise ApiError(f"central sent ticket rows with columns [{shown}]; this gate reads "
+                               f"[{', '.join(ledger.TICKET_COLUMNS)}] (docs/sync.md); page not applied")
+            ahead = fetcher.submit(client.ticket_page, path, nxt, page) if more and items else None
+            keep = ledger.biometrics_allowed(gate.conn)
+            rows = []
             for i, item in enumerate(items):
                 try:
                     rows.append(check(item, event, data_key, keep_template=keep))

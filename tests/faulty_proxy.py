@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 import urllib3
 
-MODES = ("pass", "down", "500", "slow", "reset", "garbage", "truncate", "drop_ack")
+MODES = ("pass", "down", "500", "slow", "reset", "garbage", "deep", "truncate", "drop_ack")
 
 
 class FaultyProxy:
@@ -53,6 +53,8 @@ class FaultyProxy:
                     return self._send(503, b"{}")
                 if mode == "garbage":
                     return self._send(200, b'{"items": [ {"ticket_id": ')
+                if mode == "deep":  # JSON nested deeper than any parser's recursion goes
+                    return self._send(200, b"[" * 200_000)
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
                 with count:
                     proxy.forwarding += 1

@@ -102,6 +102,11 @@ RECORDS = [
     {"ticket_id": "ab" * 7, "event": "e", "version": 1, "status": "valid", "entries": 1},
     {"ticket_id": "abc" * 11, "event": "e", "version": 1, "status": "valid", "entries": 1},
     ["not", "a", "map"],
+    {"ticket_id": "ab" * 16, "event": "e", "version": 1, "status": [], "entries": 1},
+    {"ticket_id": "ab" * 16, "event": "e", "version": 1, "status": {"valid": 1}, "entries": 1},
+    {"ticket_id": "ab" * 16, "event": "e", "version": 1, "status": ["valid"], "entries": 1},
+    {"ticket_id": "0123456789abcd  ", "event": "e", "version": 1, "status": "valid", "entries": 1},
+    {"ticket_id": "0123456789abcd\t\n", "event": "e", "version": 1, "status": "valid", "entries": 1},
 ]
 
 
@@ -332,3 +337,14 @@ def test_grouped_ticket_pages_write_the_good_pages_before_a_bad_one(tmp_path):
     finally:
         server.stop()
         store.close()
+
+
+@pytest.mark.parametrize("tid", ["0123456789abcd  ", "0123456789abcd\t\n", " 0123456789abcde", "0123456789ab cde"])
+def test_a_ticket_id_with_whitespace_is_refused_on_every_path(tid):
+    # bytes.fromhex() skips whitespace: a check that relied on it alone took
+    # "0123456789abcd  " for an 8-byte id that no code can ever name.
+    rec = {"ticket_id": tid, "event": "e", "version": 1, "status": "valid", "entries": 1}
+    for check, obj in ((ledger.ticket_row, rec), (ledger._ticket_row_checked, rec),
+                       (ledger.ticket_row_from_array, _as_array(rec))):
+        with pytest.raises(ValueError, match="ticket_id"):
+            check(obj, "e", bytes(32), keep_template=True)

@@ -98,7 +98,7 @@ def test_gate_keeps_deciding_through_faults_and_central_gets_every_scan_once(cen
         proxy.stall_s = 30
         assert sc.sync_once(g, client).ok
         now = time.time()
-        modes = ["down", "500", "slow", "reset", "garbage", "truncate", "drop_ack", "drop_ack", "pass"]
+        modes = ["down", "500", "slow", "reset", "garbage", "deep", "truncate", "drop_ack", "drop_ack", "pass"]
         i = 0
         for mode in modes:
             proxy.mode = mode
