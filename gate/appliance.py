@@ -344,6 +344,21 @@ class Gate:
         import cbor2
         return cbor2.loads(row[0])
 
+    def open_faults(self) -> list[dict]:
+        """Every fault logged since the last ``fault_cleared`` (the first is
+        :meth:`open_fault`), oldest first; [] when none is in force."""
+        first = self.open_fault()
+        if first is None:
+            return []
+        import cbor2
+        out = []
+        for (raw,) in self.conn.execute("SELECT record FROM scans WHERE seq >= ? AND kind = ? ORDER BY seq",
+                                        (first["seq"], scanlog.CONTROL)):
+            rec = cbor2.loads(raw)
+            if rec.get("action") in self.FAULT_ACTIONS:
+                out.append(rec)
+        return out or [first]
+
     def rollback(self, seq: int, *, now: float, why: str = "no passage") -> scanlog.Entry:
         return scanlog.append(self.conn, {
             "kind": scanlog.ROLLBACK, "ts_ms": int(now * 1000), "device": self.config.device_id,

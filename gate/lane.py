@@ -271,6 +271,43 @@ class Lane:
         self._announce()
         return cleared
 
+    def _cleared_elsewhere(self) -> bool:
+        """Whether a supervisor cleared the faults from another process (``gate fault
+        clear``): the log has no fault in force while this lane still holds some. The
+        faulted parts are checked here as :meth:`clear_fault` checks them; a part that
+        still fails is a fault again (logged again). Called with the lane's lock held."""
+        if any(f.seq is None for f in self.faults.values()):
+            return False  # not logged (the store was failing): only clear_fault() clears it
+        try:
+            if self.gate.open_fault() is not None:
+                return False
+            operator = self._last_clearer()
+        except STORE_ERRORS:
+            return False
+        parts = [(FaultKind.RELAY, r) for r in self.relays] + [(FaultKind.SENSOR, self.sensor)]
+        for kind, part in parts:
+            if kind in self.faults and hasattr(part, "reset"):
+                try:
+                    part.reset()
+                except HardwareError as exc:
+                    self.faults.clear()
+                    self._fault_locked(kind, f"still failing after {operator or 'a supervisor'} cleared "
+                                             f"it from the command line: {exc}")
+                    return False
+        cleared = list(self.faults.values())
+        self.faults.clear()
+        self._unannounced.extend((f, operator or "?") for f in cleared)
+        return True
+
+    def _last_clearer(self) -> str | None:
+        import cbor2
+        for (raw,) in self.gate.conn.execute(
+                "SELECT record FROM scans WHERE kind = 'control' ORDER BY seq DESC LIMIT 50"):
+            rec = cbor2.loads(raw)
+            if rec.get("action") == "fault_cleared":
+                return rec.get("operator")
+        return None
+
     def relay_fault(self, detail: str) -> None:
         """The relay's ``on_fault`` hook (wired by the composition root)."""
         self.report_fault(FaultKind.RELAY, detail)
@@ -329,7 +366,12 @@ class Lane:
             with self._lock:
                 # a faulted lane, or one released by a fire alarm, admits nothing and records
                 # nothing (paused: refused, logged)
-                if self.faults or self.fire:
+                blocked = self.fire or (self.faults and not self._cleared_elsewhere())
+            if blocked:
+                self._announce()  # a fault found again by _cleared_elsewhere()
+                return None
+            with self._lock:
+                if self.faults or self.fire:  # faulted meanwhile (the relay's timer thread)
                     return None
                 now = self.clock.now()
                 d, entry, failed, face_first = self._decide_and_log(qr, now, None, captured_ns)

@@ -131,3 +131,14 @@ def link_words(state: str, lang: str | None = None) -> LinkWords:
         return LinkWords(state, "", "bad")
     t = translations(lang or current(), "gate").gettext
     return LinkWords(t(w.word), t(w.meaning), w.style)
+
+
+# what a logged lane fault is called to people (gate fault, gate doctor)
+FAULT_WORDS = {"relay_fault": N_("relay fault"), "sensor_fault": N_("sensor fault"), "store_fault": N_("store fault")}
+
+
+def fault_words(action: str) -> str:
+    """A fault record's ``action`` in the process language ("relay fault")."""
+    from gate.i18n import _
+    word = FAULT_WORDS.get(action)
+    return _(word) if word else action.replace("_", " ")

@@ -241,6 +241,64 @@ def test_gate_run_prints_the_fault_and_refuses_to_stop_silently(setup):
     assert r.returncode == 1 and line.startswith("FAIL") and "relay fault" in line and "staff UI" in line
 
 
+def test_a_headless_lane_fault_is_cleared_from_the_command_line_with_a_pin(setup):
+    # A service lane has no staff UI: `gate fault show` says a fault is in force,
+    # `gate fault clear` wants the operator's PIN and the lane's relay, checks it,
+    # and logs who cleared it. Fails if a clear goes through without a PIN, with a
+    # wrong one, without checking the relay, or with a relay that still fails.
+    gate, w = setup
+    gate.close()
+    data = gate.data_dir
+    r = run_gate(data, "run", "--scanner", "stdin", "--relay", "sim:stuck-after=1", "--sensor", "sim",
+                 "--json-events", input=f"{w[0].code(NOW)}\n", check=False)
+    assert r.returncode == 6  # the contact stayed closed: faulted
+    show = run_gate(data, "fault", "show", check=False)
+    assert show.returncode == 1 and "relay fault" in show.stdout and "gate fault clear" in show.stdout
+    run_gate(data, "pin", "set", "ann", input="246810\n")
+    nothing = run_gate(data, "fault", "clear", "ann", input="246810\n", check=False)
+    assert nothing.returncode == 2 and "--relay" in nothing.stderr
+    still = run_gate(data, "fault", "clear", "ann", "--relay", "sim:fail-on=1", input="246810\n", check=False)
+    assert still.returncode == 6 and "relay" in still.stderr
+    wrong = run_gate(data, "fault", "clear", "ann", "--relay", "sim", input="135791\n", check=False)
+    assert wrong.returncode == 2 and "wrong PIN" in wrong.stderr
+    for r in (nothing, still, wrong):
+        assert "Traceback" not in r.stderr
+    assert run_gate(data, "fault", "show", check=False).returncode == 1  # none of them cleared it
+    ok = run_gate(data, "fault", "clear", "ann", "--relay", "sim", input="246810\n")
+    assert "cleared by ann" in ok.stdout and "relay sim" in ok.stdout
+    assert run_gate(data, "fault", "show").stdout.strip() == "no lane fault in force"
+    g = open_gate(data, now=NOW)
+    last = _controls(g)[-1]
+    g.close()
+    assert (last["action"], last["operator"], last["faults"], last["via"]) == ("fault_cleared", "ann", "relay", "cli")
+    r = run_gate(data, "run", "--scanner", "stdin", "--relay", "sim", "--json-events", input=f"{w[1].code(NOW)}\n")
+    assert [e["reason"] for e in json_lines(r.stdout) if "reason" in e] == ["ACCEPT"]
+
+
+def test_a_running_lane_takes_a_clear_from_the_command_line_only_once_its_relay_works(setup):
+    # The lane runs while a supervisor clears its fault from another process. At
+    # its next code it checks its own relay: still stuck, the fault is in force
+    # again (logged); repaired and cleared again, it admits, and its hooks hear who
+    # cleared it. Fails if a running lane admits with a relay it never checked.
+    gate, w = setup
+    runner, heard = _runner(gate, relay="sim:stuck-after=1")
+    lane = runner.lane
+    lane.submit(w[0].code(NOW))
+    assert lane.fault is not None
+    run_gate(gate.data_dir, "pin", "set", "ann", input="246810\n")
+    run_gate(gate.data_dir, "fault", "clear", "ann", "--relay", "sim", input="246810\n")
+    assert lane.submit(w[1].code(NOW)) is None  # its own relay is still stuck: not admitted
+    assert lane.fault is not None and "still failing" in lane.fault.detail
+    assert heard[-1] == (FaultKind.RELAY, None) and gate.open_fault() is not None
+    assert run_gate(gate.data_dir, "fault", "show", check=False).returncode == 1
+    lane.relay.repair()
+    run_gate(gate.data_dir, "fault", "clear", "ann", "--relay", "sim", input="246810\n")
+    assert lane.submit(w[1].code(NOW)).outcome == "passed"
+    assert heard[-1] == (FaultKind.RELAY, "ann") and lane.fault is None
+    assert scanlog.verify_chain(gate.conn).ok
+    runner.close()
+
+
 def test_the_fault_reaches_central_in_the_log_and_the_status_headers(setup, tmp_path):
     # Central learns of the fault from the uploaded scan log (a control record:
     # central's chain head is the gate's, fault included) and, while it lasts,

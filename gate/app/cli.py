@@ -456,11 +456,11 @@ def _lang_in(argv: list[str]) -> str | None:
 def _extensions():
     """Command groups defined next to the code they drive; their heavy imports
     stay inside the handlers, so building the parser stays cheap."""
-    from gate.app import bus, decode, demo, face, pins, run, service
+    from gate.app import bus, decode, demo, face, fault, pins, run, service
     from sync import cli as sync_cli
     from sync.central import cli as central_cli
     return [run.register, face.register, sync_cli.register, central_cli.register,
-            sync_cli.register_pretix, pins.register, demo.register, decode.register,
+            sync_cli.register_pretix, pins.register, fault.register, demo.register, decode.register,
             bus.register, service.register]  # service last: it adds 'central service'
 
 

@@ -489,7 +489,7 @@ def lane_printer(json_events: bool, runner: LaneRunner | None = None) -> tuple[C
             print(json.dumps(doc, separators=(",", ":")), flush=True)
         elif cleared_by is None:
             print(f"gate run: LANE FAULT ({f.kind.value}): {f.detail}; nothing is admitted until a "
-                  "supervisor clears it (gate tui, p)", file=sys.stderr, flush=True)
+                  "supervisor clears it (gate tui, p; or gate fault clear OPERATOR)", file=sys.stderr, flush=True)
         else:
             print(f"gate run: {f.kind.value} fault cleared by {cleared_by}", file=sys.stderr, flush=True)
 

@@ -173,12 +173,13 @@ def cmd_doctor(args) -> int:
         return doctor_link(gate, args)
 
     def fault():
+        from gate.words import fault_words
         rec = gate.open_fault()
         if rec is None:
             return "OK", _("no lane fault in force")
         return "FAIL", _("{fault} logged (seq {seq}: {detail}) and not cleared: fix it, then clear it "
-                         "in the staff UI (gate tui, p)").format(
-            fault=rec["action"].replace("_", " "), seq=rec.get("seq"), detail=rec.get("detail", ""))
+                         "in the staff UI (gate tui, p) or with 'gate fault clear OPERATOR'").format(
+            fault=fault_words(rec["action"]), seq=rec.get("seq"), detail=rec.get("detail", ""))
 
     for name, fn in [("camera", camera), ("relay", relay), ("sensor", sensor), ("clock", clock),
                      ("keys", keys), ("ledger", ledger_fresh), ("disk", disk), ("link", link),
