@@ -24,7 +24,7 @@ from crypto.keyring import KeyRing
 from gate import keyfiles, ledger, scanlog
 from gate.db import Checkpointer, connect, get_setting, put_setting, transaction
 from gate.decision import Decision, FaceCapture, LanePolicy, Mode, decide
-from gate.errors import ConfigError
+from gate.errors import ConfigError, LogError
 from gate.i18n import _
 
 DB_NAME = "gate.db"
@@ -342,7 +342,14 @@ class Gate:
         if row is None:
             return None
         import cbor2
-        return cbor2.loads(row[0])
+        try:
+            rec = cbor2.loads(row[0])
+        except (cbor2.CBORDecodeError, ValueError):
+            rec = None
+        if not isinstance(rec, dict) or rec.get("action") not in self.FAULT_ACTIONS:
+            raise LogError(f"scan log record {seq} (the open fault) is damaged: run 'gate log verify' and keep "
+                           "this database file as evidence")
+        return rec
 
     def open_faults(self) -> list[dict]:
         """Every fault logged since the last ``fault_cleared`` (the first is
@@ -352,10 +359,14 @@ class Gate:
             return []
         import cbor2
         out = []
-        for (raw,) in self.conn.execute("SELECT record FROM scans WHERE seq >= ? AND kind = ? ORDER BY seq",
-                                        (first["seq"], scanlog.CONTROL)):
-            rec = cbor2.loads(raw)
-            if rec.get("action") in self.FAULT_ACTIONS:
+        for seq, raw in self.conn.execute("SELECT seq, record FROM scans WHERE seq >= ? AND kind = ? ORDER BY seq",
+                                          (first["seq"], scanlog.CONTROL)):
+            try:
+                rec = cbor2.loads(raw)
+            except (cbor2.CBORDecodeError, ValueError):
+                raise LogError(f"scan log record {seq} is damaged: run 'gate log verify' and keep this "
+                               "database file as evidence") from None
+            if isinstance(rec, dict) and rec.get("action") in self.FAULT_ACTIONS:
                 out.append(rec)
         return out or [first]
 

@@ -42,7 +42,7 @@ from gate.appliance import Gate
 from gate.bus import LinkState, WhenAlone, apply_when_alone
 from gate.db import transaction
 from gate.decision import Decision, FaceCapture, Mode, Reason, Usage
-from gate.errors import DiskFullError, HardwareError, StoreError
+from gate.errors import DiskFullError, HardwareError, LogError, StoreError
 
 DEFAULT_PULSE_MS = 200
 _NO_LOCK = contextlib.nullcontext()
@@ -239,11 +239,11 @@ class Lane:
 
     def _resume_fault(self) -> None:
         """A fault logged and never cleared (the process stopped meanwhile) is still in force."""
-        rec = self.gate.open_fault()
-        if rec is not None:
+        for rec in self.gate.open_faults():  # every kind in force, each part checked when cleared
             kind = FaultKind(rec["action"].removesuffix("_fault"))
-            self.faults[kind] = LaneFault(kind, str(rec.get("detail") or "")[:200],
-                                          rec.get("ts_ms", 0) / 1000, rec.get("seq"))
+            if kind not in self.faults:
+                self.faults[kind] = LaneFault(kind, str(rec.get("detail") or "")[:200],
+                                              rec.get("ts_ms", 0) / 1000, rec.get("seq"))
 
     def clear_fault(self, *, operator: str) -> list[LaneFault]:
         """A supervisor clears the faults (the caller has checked the PIN): the hardware
@@ -282,18 +282,22 @@ class Lane:
             if self.gate.open_fault() is not None:
                 return False
             operator = self._last_clearer()
-        except STORE_ERRORS:
+        except (*STORE_ERRORS, LogError):  # unreadable: the fault stays
             return False
         parts = [(FaultKind.RELAY, r) for r in self.relays] + [(FaultKind.SENSOR, self.sensor)]
+        failing: dict[FaultKind, str] = {}
         for kind, part in parts:
             if kind in self.faults and hasattr(part, "reset"):
                 try:
                     part.reset()
                 except HardwareError as exc:
-                    self.faults.clear()
-                    self._fault_locked(kind, f"still failing after {operator or 'a supervisor'} cleared "
-                                             f"it from the command line: {exc}")
-                    return False
+                    failing.setdefault(kind, str(exc))
+        if failing:  # each part still failing is a fault again, logged again; the others are cleared
+            self.faults.clear()
+            for kind, why in failing.items():
+                self._fault_locked(kind, f"still failing after {operator or 'a supervisor'} cleared "
+                                         f"it from the command line: {why}")
+            return False
         cleared = list(self.faults.values())
         self.faults.clear()
         self._unannounced.extend((f, operator or "?") for f in cleared)
@@ -303,8 +307,11 @@ class Lane:
         import cbor2
         for (raw,) in self.gate.conn.execute(
                 "SELECT record FROM scans WHERE kind = 'control' ORDER BY seq DESC LIMIT 50"):
-            rec = cbor2.loads(raw)
-            if rec.get("action") == "fault_cleared":
+            try:
+                rec = cbor2.loads(raw)
+            except (cbor2.CBORDecodeError, ValueError):
+                continue
+            if isinstance(rec, dict) and rec.get("action") == "fault_cleared":
                 return rec.get("operator")
         return None
 

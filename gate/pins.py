@@ -34,8 +34,9 @@ def _load(gate) -> dict:
 def set_pin(gate, operator: str, pin: str) -> None:
     if len(pin) < MIN_DIGITS or not pin.isdigit():
         raise ConfigError(_("a supervisor PIN is at least {n} digits: choose a longer one").format(n=MIN_DIGITS))
-    if not operator.strip():
-        raise ConfigError(_("name the operator the PIN belongs to"))
+    from gate.text import plain
+    if not operator.strip() or plain(operator) != operator or len(operator) > 64:
+        raise ConfigError(_("name the operator the PIN belongs to: printable text, at most 64 characters"))
     salt = os.urandom(16)
     with transaction(gate.conn):
         ops = _load(gate)

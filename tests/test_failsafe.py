@@ -70,6 +70,8 @@ def setup(tmp_path):
 def _runner(gate, *, relay="sim", sensor="sim", **kw):
     if not isinstance(relay, str):  # a driver opened by the test
         kw["relay"], relay = relay, "sim"
+    if not isinstance(sensor, str):
+        kw["sensor"], sensor = sensor, "sim"
     runner = build_lane(LaneSpec(relay=relay, sensor=sensor), gate, clock=Clock(), start_sync=False, **kw)
     heard: list = []
     runner.lane.on_fault.append(lambda f, op: heard.append((f.kind, op)))
@@ -241,11 +243,12 @@ def test_gate_run_prints_the_fault_and_refuses_to_stop_silently(setup):
     assert r.returncode == 1 and line.startswith("FAIL") and "relay fault" in line and "staff UI" in line
 
 
-def test_a_headless_lane_fault_is_cleared_from_the_command_line_with_a_pin(setup):
+def test_a_headless_lane_fault_is_cleared_from_the_command_line_with_a_pin(setup, tmp_path):
     # A service lane has no staff UI: `gate fault show` says a fault is in force,
-    # `gate fault clear` wants the operator's PIN and the lane's relay, checks it,
-    # and logs who cleared it. Fails if a clear goes through without a PIN, with a
-    # wrong one, without checking the relay, or with a relay that still fails.
+    # `gate fault clear` checks the relay the lane last ran with, wants the
+    # operator's PIN and logs who cleared it. Fails if a clear goes through
+    # without a PIN, with a wrong one, with a relay that still fails, with a
+    # relay other than the lane's, or with no relay known at all.
     gate, w = setup
     gate.close()
     data = gate.data_dir
@@ -255,16 +258,24 @@ def test_a_headless_lane_fault_is_cleared_from_the_command_line_with_a_pin(setup
     show = run_gate(data, "fault", "show", check=False)
     assert show.returncode == 1 and "relay fault" in show.stdout and "gate fault clear" in show.stdout
     run_gate(data, "pin", "set", "ann", input="246810\n")
-    nothing = run_gate(data, "fault", "clear", "ann", input="246810\n", check=False)
-    assert nothing.returncode == 2 and "--relay" in nothing.stderr
-    still = run_gate(data, "fault", "clear", "ann", "--relay", "sim:fail-on=1", input="246810\n", check=False)
-    assert still.returncode == 6 and "relay" in still.stderr
-    wrong = run_gate(data, "fault", "clear", "ann", "--relay", "sim", input="135791\n", check=False)
+    other = run_gate(data, "fault", "clear", "ann", "--relay", "sim", input="246810\n", check=False)
+    assert other.returncode == 2 and "last ran with --relay sim:stuck-after=1" in other.stderr
+    # the lane runs again on a relay that still cannot pulse: still faulted, and the check says so
+    r = run_gate(data, "run", "--scanner", "stdin", "--relay", "sim:fail-on=1", "--json-events",
+                 input=f"{w[1].code(NOW)}\n")
+    assert json_lines(r.stdout)[0]["fault"] == "relay"
+    still = run_gate(data, "fault", "clear", "ann", input="246810\n", check=False)
+    assert still.returncode == 6 and "the fault stays" in still.stderr
+    # repaired: the lane runs with a working relay (still faulted until cleared)
+    run_gate(data, "run", "--scanner", "stdin", "--relay", "sim", "--json-events", input="")
+    wrong = run_gate(data, "fault", "clear", "ann", input="135791\n", check=False)
     assert wrong.returncode == 2 and "wrong PIN" in wrong.stderr
-    for r in (nothing, still, wrong):
+    empty = run_gate(data, "fault", "clear", "ann", input="\n", check=False)
+    assert empty.returncode == 2 and "no PIN" in empty.stderr
+    for r in (other, still, wrong, empty):
         assert "Traceback" not in r.stderr
     assert run_gate(data, "fault", "show", check=False).returncode == 1  # none of them cleared it
-    ok = run_gate(data, "fault", "clear", "ann", "--relay", "sim", input="246810\n")
+    ok = run_gate(data, "fault", "clear", "ann", input="246810\n")
     assert "cleared by ann" in ok.stdout and "relay sim" in ok.stdout
     assert run_gate(data, "fault", "show").stdout.strip() == "no lane fault in force"
     g = open_gate(data, now=NOW)
@@ -273,30 +284,77 @@ def test_a_headless_lane_fault_is_cleared_from_the_command_line_with_a_pin(setup
     assert (last["action"], last["operator"], last["faults"], last["via"]) == ("fault_cleared", "ann", "relay", "cli")
     r = run_gate(data, "run", "--scanner", "stdin", "--relay", "sim", "--json-events", input=f"{w[1].code(NOW)}\n")
     assert [e["reason"] for e in json_lines(r.stdout) if "reason" in e] == ["ACCEPT"]
+    # a gate whose lane never ran here: the relay must be named
+    run_gate(tmp_path / "new", "init", "--event", "evt-safe")
+    g = open_gate(tmp_path / "new", now=NOW)
+    g.control("relay_fault", now=NOW, operator=None, detail="stuck \x1b[31mred\x1b]0;title\x07")
+    g.close()
+    shown = run_gate(tmp_path / "new", "fault", "show", check=False).stdout
+    assert "\x1b" not in shown and "\x07" not in shown and "stuck" in shown
+    bare = run_gate(tmp_path / "new", "fault", "clear", "ann", input="246810\n", check=False)
+    assert bare.returncode == 2 and "--relay" in bare.stderr
+    odd = run_gate(tmp_path / "new", "fault", "clear", "\x1b[2Jann", "--relay", "sim", input="246810\n", check=False)
+    assert odd.returncode == 2 and "printable" in odd.stderr
 
 
-def test_a_running_lane_takes_a_clear_from_the_command_line_only_once_its_relay_works(setup):
-    # The lane runs while a supervisor clears its fault from another process. At
-    # its next code it checks its own relay: still stuck, the fault is in force
-    # again (logged); repaired and cleared again, it admits, and its hooks hear who
-    # cleared it. Fails if a running lane admits with a relay it never checked.
+def test_a_running_lane_takes_a_clear_from_the_command_line_only_once_its_parts_work(setup):
+    # The lane runs while a supervisor clears its faults from another process (whose
+    # own simulated parts pass the check). At its next code the lane checks its own
+    # relay and sensor: each one still failing is a fault again (logged), the
+    # others stay cleared; only when both work does it admit, and its hooks hear
+    # who cleared it. A restart brings back every kind in force, not just the first.
+    # Fails if a running lane admits with a part it never checked.
     gate, w = setup
-    runner, heard = _runner(gate, relay="sim:stuck-after=1")
+    relay, sensor = open_device("relay", "sim:stuck-after=1"), open_device("sensor", "sim:fail-on=1")
+    runner, heard = _runner(gate, relay=relay, sensor=sensor)
     lane = runner.lane
     lane.submit(w[0].code(NOW))
-    assert lane.fault is not None
+    assert set(lane.faults) == {FaultKind.RELAY, FaultKind.SENSOR}
+    assert [f["action"] for f in gate.open_faults()] == ["relay_fault", "sensor_fault"]
     run_gate(gate.data_dir, "pin", "set", "ann", input="246810\n")
-    run_gate(gate.data_dir, "fault", "clear", "ann", "--relay", "sim", input="246810\n")
-    assert lane.submit(w[1].code(NOW)) is None  # its own relay is still stuck: not admitted
-    assert lane.fault is not None and "still failing" in lane.fault.detail
-    assert heard[-1] == (FaultKind.RELAY, None) and gate.open_fault() is not None
-    assert run_gate(gate.data_dir, "fault", "show", check=False).returncode == 1
-    lane.relay.repair()
-    run_gate(gate.data_dir, "fault", "clear", "ann", "--relay", "sim", input="246810\n")
-    assert lane.submit(w[1].code(NOW)).outcome == "passed"
-    assert heard[-1] == (FaultKind.RELAY, "ann") and lane.fault is None
-    assert scanlog.verify_chain(gate.conn).ok
+
+    def clear_elsewhere(*parts):
+        out = run_gate(gate.data_dir, "fault", "clear", "ann", input="246810\n").stdout
+        assert "cleared by ann" in out and all(p in out for p in parts), out
+
+    clear_elsewhere("relay sim", "sensor sim")
+    assert lane.submit(w[1].code(NOW)) is None  # its own relay and sensor still fail: not admitted
+    assert set(lane.faults) == {FaultKind.RELAY, FaultKind.SENSOR}
+    assert all("still failing" in f.detail for f in lane.faults.values())
+    assert {f["action"] for f in gate.open_faults()} == {"relay_fault", "sensor_fault"}  # logged again
+    relay.repair()
+    clear_elsewhere("relay sim", "sensor sim")
+    assert lane.submit(w[1].code(NOW)) is None  # the sensor still fails
+    assert set(lane.faults) == {FaultKind.SENSOR} and gate.open_faults()[0]["action"] == "sensor_fault"
     runner.close()
+    again = open_gate(gate.data_dir, now=NOW)  # a restart: the fault in force comes back
+    lane2 = _runner(again, relay=relay, sensor=sensor)[0].lane
+    assert set(lane2.faults) == {FaultKind.SENSOR}
+    sensor.fail_on = None  # the technician fixed the sensor
+    clear_elsewhere("sensor sim")
+    assert lane2.submit(w[1].code(NOW)).outcome == "passed" and lane2.fault is None
+    assert scanlog.verify_chain(again.conn).ok
+    again.close()
+
+
+def test_a_restarted_lane_holds_every_fault_kind_in_force(setup):
+    # Relay and sensor both faulted, then a restart: the lane must hold both, so
+    # that clearing checks both parts (it held only the first logged one).
+    gate, w = setup
+    runner, _ = _runner(gate, relay="sim:stuck-after=1", sensor="sim:fail-on=1")
+    runner.lane.submit(w[0].code(NOW))
+    assert set(runner.lane.faults) == {FaultKind.RELAY, FaultKind.SENSOR}
+    runner.lane.relay.repair()
+    runner.lane.relay.reset()  # the contact opened by hand; nobody cleared the faults
+    runner.close()
+    again = open_gate(gate.data_dir, now=NOW)
+    sensor = open_device("sensor", "sim:fail-on=1")
+    lane = _runner(again, sensor=sensor)[0].lane
+    assert set(lane.faults) == {FaultKind.RELAY, FaultKind.SENSOR}
+    with pytest.raises(HardwareError):  # the sensor is still broken: the UI's clear is refused too
+        lane.clear_fault(operator="ann")
+    assert lane.submit(w[1].code(NOW)) is None
+    again.close()
 
 
 def test_the_fault_reaches_central_in_the_log_and_the_status_headers(setup, tmp_path):

@@ -350,6 +350,24 @@ class LaneRunner:
             scanner.close()
 
 
+LANE_PARTS = "lane.parts"  # the relay/sensor specs the lane last ran with (gate fault clear checks these)
+
+
+def remember_parts(gate: Gate, spec: LaneSpec) -> None:
+    """Note the lane's relay and sensor specs, so that ``gate fault clear`` checks
+    the parts this lane really has (a convenience: a store that cannot take it now
+    is the lane's business, not this note's)."""
+    from gate.db import get_setting, put_setting, transaction
+    from gate.lane import STORE_ERRORS
+    parts = {"relay": spec.relay, "relay_exit": spec.relay_exit, "sensor": spec.sensor}
+    try:
+        if get_setting(gate.conn, LANE_PARTS) != parts:
+            with transaction(gate.conn):
+                put_setting(gate.conn, LANE_PARTS, parts)
+    except STORE_ERRORS:
+        pass
+
+
 def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None, sensor=None,
                start_sync: bool = True, central_ok: Callable[[], bool | None] | None = None) -> LaneRunner:
     """Compose a lane from ``spec``. ``clock``, ``face``, ``relay`` and ``sensor``
@@ -380,6 +398,7 @@ def build_lane(spec: LaneSpec, gate: Gate, *, clock=None, face=None, relay=None,
     for r in lane.relays:
         if hasattr(r, "on_fault"):  # a relay that cannot open again pauses the lane
             r.on_fault.append(lane.relay_fault)
+    remember_parts(gate, spec)
     lane.when_alone = WhenAlone(spec.when_alone)
     sync = None
     if spec.central and start_sync:

@@ -24,10 +24,11 @@ def _kinds(faults: list[dict]) -> list[str]:
 
 def _describe(faults: list[dict]) -> str:
     from gate.app.cli import _fmt_ts
+    from gate.text import plain
     from gate.words import fault_words
     return "\n".join(_("{fault} (seq {seq}, {at}): {detail}").format(
         fault=fault_words(f["action"]), seq=f.get("seq"), at=_fmt_ts(f.get("ts_ms")),
-        detail=f.get("detail") or "-") for f in faults)
+        detail=plain(f.get("detail"), limit=200) or "-") for f in faults)
 
 
 def cmd_fault_show(args) -> int:
@@ -39,33 +40,56 @@ def cmd_fault_show(args) -> int:
         return 0
     print(_("LANE FAULT in force: the lane admits nothing until a supervisor clears it"))
     print(_describe(faults))
-    print(_("clear it: stop the lane, then 'gate fault clear OPERATOR' with the lane's --relay / --sensor"))
+    print(_("clear it: stop the lane, then 'gate fault clear OPERATOR' (the lane's relay and sensor are checked)"))
     return 1
 
 
-def _check_parts(kinds: list[str], args) -> list[str]:
-    """Check the faulted parts the way the lane would before clearing; the parts
-    checked, or HardwareError / ConfigError that say what is wrong."""
-    from hardware.registry import open_device
-    checked = []
+def _parts(gate, kinds: list[str], args) -> list[tuple[str, str]]:
+    """The (kind, spec) pairs to check: the lane's own, as it last ran
+    (compose.remember_parts); an option given must name the same part."""
+    from gate.app.compose import LANE_PARTS
+    from gate.db import get_setting
+    ran = get_setting(gate.conn, LANE_PARTS) or {}
+    chosen = {}
+    for name, given in (("relay", args.relay), ("relay_exit", args.relay_exit), ("sensor", args.sensor)):
+        known = ran.get(name)
+        if given and known and given != known:
+            raise ConfigError(_("the lane last ran with --{option} {known}; this would check {given}: check the "
+                                "lane's own part (leave the option out to use it)").format(
+                option=name.replace("_", "-"), known=known, given=given))
+        chosen[name] = given or known
     wanted = []
     if "relay" in kinds:
-        if not args.relay:
+        if not chosen["relay"]:
             raise ConfigError(_("a relay fault is in force: give the lane's relay (--relay SPEC, and "
                                 "--relay-exit SPEC if it has one, as in the unit's ExecStart line) so "
                                 "that its contact is checked before the lane admits again"))
-        wanted += [("relay", args.relay)] + ([("relay", args.relay_exit)] if args.relay_exit else [])
+        wanted += [("relay", chosen["relay"])] + ([("relay", chosen["relay_exit"])] if chosen["relay_exit"] else [])
     if "sensor" in kinds:
-        if not args.sensor:
+        if not chosen["sensor"]:
             raise ConfigError(_("a sensor fault is in force: give the lane's passage sensor (--sensor SPEC, "
                                 "as in the unit's ExecStart line) so that it is checked before the lane "
                                 "admits again"))
-        wanted.append(("sensor", args.sensor))
+        wanted.append(("sensor", chosen["sensor"]))
+    return wanted
+
+
+def _check_parts(wanted: list[tuple[str, str]]) -> list[str]:
+    """Check each part as the lane does before a clear; the parts checked, or
+    HardwareError / ConfigError that say what is wrong (the fault stays)."""
+    from hardware.registry import open_device
+    checked = []
     for kind, spec in wanted:
         part = open_device(kind, spec)
         try:
-            if hasattr(part, "reset"):
+            if not hasattr(part, "reset"):
+                raise ConfigError(_("{kind} {spec} has nothing to check: give the lane's own {kind}").format(
+                    kind=kind, spec=spec))
+            try:
                 part.reset()
+            except HardwareError as exc:
+                raise HardwareError(_("{error}: the fault stays; fix the part, then clear again").format(
+                    error=exc)) from None
         finally:
             close = getattr(part, "close", None)
             if close is not None:
@@ -77,30 +101,45 @@ def _check_parts(kinds: list[str], args) -> list[str]:
     return checked
 
 
+def _operator(name: str) -> str:
+    from gate.text import plain
+    if not name.strip() or plain(name) != name or len(name) > 64:
+        raise ConfigError(_("name the operator: printable text, at most 64 characters"))
+    return name
+
+
 def cmd_fault_clear(args) -> int:
     import getpass
 
     from gate.app.cli import open_set_up_gate
+    from gate.db import transaction
     from gate.pins import check_pin
 
+    operator = _operator(args.operator)
     gate = open_set_up_gate(args.data)
     faults = gate.open_faults()
     if not faults:
         print(_("no lane fault in force: nothing to clear"))
         return 0
     kinds = _kinds(faults)
-    checked = _check_parts(kinds, args)  # before the PIN: a part that still fails is said first
+    checked = _check_parts(_parts(gate, kinds, args))  # before the PIN: a part that still fails is said first
     pin = sys.stdin.readline().strip() if not sys.stdin.isatty() else getpass.getpass(_("PIN: "))
+    if not pin:
+        raise ConfigError(_("no PIN given: nothing done"))
     now = time.time()
-    verdict = check_pin(gate, args.operator, pin, now=now)
+    verdict = check_pin(gate, operator, pin, now=now)
     if not verdict:
-        raise ConfigError(verdict.message(args.operator))
-    gate.control("fault_cleared", now=now, operator=args.operator, faults=",".join(kinds), via="cli")
+        raise ConfigError(verdict.message(operator))
+    with transaction(gate.conn):  # what is cleared is what was checked: nothing logged meanwhile
+        if [f.get("seq") for f in gate.open_faults()] != [f.get("seq") for f in faults]:
+            raise ConfigError(_("another fault was logged while the PIN was asked for: nothing done; "
+                                "run 'gate fault show', then clear again"))
+        gate.control("fault_cleared", now=now, operator=operator, faults=",".join(kinds), via="cli")
     print(_describe(faults))
     if checked:
         print(_("checked: {parts}").format(parts=", ".join(checked)))
     print(_("lane fault cleared by {operator}: start the lane again (systemctl start gate-lane); a lane "
-            "still running checks its hardware at its next code").format(operator=args.operator))
+            "still running checks its hardware at its next code").format(operator=operator))
     return 0
 
 
@@ -117,14 +156,16 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_fault_show)
     q = ps.add_parser("clear", help=_("clear the fault: operator, PIN, the lane's relay and sensor checked"),
                       description=_("Clear the lane fault as OPERATOR (the PIN is read from the terminal or "
-                                    "stdin). The faulted parts are checked first: give the lane's own --relay "
-                                    "(and --relay-exit) for a relay fault, --sensor for a sensor fault. Stop "
-                                    "the lane first; a lane still running checks its hardware at its next code."))
+                                    "stdin). The faulted parts are checked first: the relay and sensor the lane "
+                                    "last ran with, or the ones given (they must be the same). Stop the lane "
+                                    "first; a lane still running checks its faulted parts at its next code."))
     q.add_argument("operator", metavar="OPERATOR", help=_("the supervisor's name, as given to 'gate pin set'"))
     from hardware.registry import usage
-    q.add_argument("--relay", metavar="SPEC", help=_("the lane's relay: {usage}").format(usage=usage("relay")))
-    q.add_argument("--relay-exit", metavar="SPEC", help=_("the lane's exit relay, if it has one"))
-    q.add_argument("--sensor", metavar="SPEC", help=_("the lane's passage sensor: {usage}").format(
-        usage=usage("sensor")))
+    q.add_argument("--relay", metavar="SPEC", help=_("the lane's relay (default: the one it last ran with): "
+                                                     "{usage}").format(usage=usage("relay")))
+    q.add_argument("--relay-exit", metavar="SPEC", help=_("the lane's exit relay, if it has one (default: the one "
+                                                          "it last ran with)"))
+    q.add_argument("--sensor", metavar="SPEC", help=_("the lane's passage sensor (default: the one it last ran "
+                                                      "with): {usage}").format(usage=usage("sensor")))
     q.set_defaults(func=cmd_fault_clear)
 
