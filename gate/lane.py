@@ -254,10 +254,8 @@ class Lane:
             with self._lock:
                 if not self.faults:
                     return []
-                parts = [(FaultKind.RELAY, r) for r in self.relays] + [(FaultKind.SENSOR, self.sensor)]
-                for kind, part in parts:
-                    if kind in self.faults and hasattr(part, "reset"):
-                        part.reset()
+                for _kind, part in self._faulted_parts():
+                    part.reset()
                 now = self.clock.now()
                 cleared = list(self.faults.values())
                 with transaction(self.gate.conn):
@@ -270,6 +268,11 @@ class Lane:
                 self._unannounced.extend((f, operator) for f in cleared)
         self._announce()
         return cleared
+
+    def _faulted_parts(self) -> list[tuple[FaultKind, object]]:
+        """The relays and the sensor whose kind is in fault and that can be checked (``reset``)."""
+        parts = [(FaultKind.RELAY, r) for r in self.relays] + [(FaultKind.SENSOR, self.sensor)]
+        return [(kind, part) for kind, part in parts if kind in self.faults and hasattr(part, "reset")]
 
     def _cleared_elsewhere(self) -> bool:
         """Whether a supervisor cleared the faults from another process (``gate fault
@@ -284,14 +287,12 @@ class Lane:
             operator = self._last_clearer()
         except (*STORE_ERRORS, LogError):  # unreadable: the fault stays
             return False
-        parts = [(FaultKind.RELAY, r) for r in self.relays] + [(FaultKind.SENSOR, self.sensor)]
         failing: dict[FaultKind, str] = {}
-        for kind, part in parts:
-            if kind in self.faults and hasattr(part, "reset"):
-                try:
-                    part.reset()
-                except HardwareError as exc:
-                    failing.setdefault(kind, str(exc))
+        for kind, part in self._faulted_parts():
+            try:
+                part.reset()
+            except HardwareError as exc:
+                failing.setdefault(kind, str(exc))
         if failing:  # each part still failing is a fault again, logged again; the others are cleared
             self.faults.clear()
             for kind, why in failing.items():

@@ -150,34 +150,40 @@ def _plain(v) -> bool:
     return v is None or (type(v) is str and v.isascii())
 
 
+def _common_row(tid, event: str, tier, zone, version, status, entries, reentry, face, template,
+                holder) -> TicketRow | None:
+    """The row of the common record (ASCII text, no face template), checked inline:
+    a first sync validates a million of them. None for anything else, and for
+    anything these checks do not accept: the field-by-field checks then give the
+    same row, or name what is wrong."""
+    if (type(tid) is str and 16 <= len(tid) <= 64 and not len(tid) % 2 and tid.isascii()
+            and tid.isalnum() and tid == tid.lower() and (status == "valid" or status == "revoked")
+            and type(version) is int and 1 <= version <= INT64_MAX
+            and type(entries) is int and 0 <= entries <= INT64_MAX
+            and type(reentry) is bool and type(face) is bool and template is None
+            and _plain(tier) and _plain(zone) and _plain(holder)):
+        try:
+            bytes.fromhex(tid)
+        except ValueError:
+            return None
+        return TicketRow(tid, event, tier or "", zone, version, "valid" if status == "valid" else "revoked",
+                         entries, int(reentry), int(face), None, holder)
+    return None
+
+
 def ticket_row(obj: object, event: str, data_key: bytes, *, keep_template: bool = True) -> TicketRow:
     """Validate one ticket record (docs/formats.md) into a row for the tickets table.
     A face template is always checked; it is stored only when ``keep_template``
-    (biometrics not switched off on this gate).
-
-    The common record (ASCII text, no face template) is checked inline: a first
-    sync validates a million of them. Anything else — and anything the inline
-    checks do not accept — goes through the field-by-field checks below, which
-    give the same rows and name what is wrong."""
+    (biometrics not switched off on this gate)."""
     if type(obj) is dict:
         get = obj.get
-        tid, status, version, entries = get("ticket_id"), get("status"), get("version"), get("entries")
-        tier, zone, holder = get("tier"), get("zone"), get("holder")
-        reentry, face = get("reentry", False), get("face_required", False)
-        if (type(tid) is str and 16 <= len(tid) <= 64 and not len(tid) % 2 and tid.isascii()
-                and tid.isalnum() and tid == tid.lower() and get("event") == event and type(get("event")) is str
-                and (status == "valid" or status == "revoked")
-                and type(version) is int and 1 <= version <= INT64_MAX
-                and type(entries) is int and 0 <= entries <= INT64_MAX
-                and type(reentry) is bool and type(face) is bool and get("face_template") is None
-                and _plain(tier) and _plain(zone) and _plain(holder)):
-            try:
-                bytes.fromhex(tid)
-            except ValueError:
-                pass  # the checks below say what is wrong
-            else:
-                return TicketRow(tid, event, tier or "", zone, version, status, entries, int(reentry),
-                                 int(face), None, holder)
+        ev = get("event")
+        if ev == event and type(ev) is str:
+            row = _common_row(get("ticket_id"), event, get("tier"), get("zone"), get("version"), get("status"),
+                              get("entries"), get("reentry", False), get("face_required", False),
+                              get("face_template"), get("holder"))
+            if row is not None:
+                return row
     return _ticket_row_checked(obj, event, data_key, keep_template=keep_template)
 
 
@@ -185,7 +191,6 @@ def ticket_row(obj: object, event: str, data_key: bytes, *, keep_template: bool 
 # array in this order, its event the one the page is for
 TICKET_COLUMNS = ("ticket_id", "tier", "zone", "version", "status", "entries", "reentry",
                   "face_required", "face_template", "holder")
-_STATUS = {"valid": "valid", "revoked": "revoked"}  # one string object per value, not one per row
 
 
 def ticket_row_from_array(arr: object, event: str, data_key: bytes, *, keep_template: bool = True) -> TicketRow:
@@ -194,19 +199,9 @@ def ticket_row_from_array(arr: object, event: str, data_key: bytes, *, keep_temp
     is checked as the record it stands for, so the error names the field."""
     if type(arr) is list and len(arr) == 10:
         tid, tier, zone, version, status, entries, reentry, face, template, holder = arr
-        if (type(tid) is str and 16 <= len(tid) <= 64 and not len(tid) % 2 and tid.isascii()
-                and tid.isalnum() and tid == tid.lower() and (status == "valid" or status == "revoked")
-                and type(version) is int and 1 <= version <= INT64_MAX
-                and type(entries) is int and 0 <= entries <= INT64_MAX
-                and type(reentry) is bool and type(face) is bool and template is None
-                and _plain(tier) and _plain(zone) and _plain(holder)):
-            try:
-                bytes.fromhex(tid)
-            except ValueError:
-                pass  # the checks below say what is wrong
-            else:
-                return TicketRow(tid, event, tier or "", zone, version, _STATUS[status], entries, int(reentry),
-                                 int(face), None, holder)
+        row = _common_row(tid, event, tier, zone, version, status, entries, reentry, face, template, holder)
+        if row is not None:
+            return row
         return _ticket_row_checked({"event": event, **dict(zip(TICKET_COLUMNS, arr))}, event, data_key,
                                    keep_template=keep_template)
     raise ValueError(f"a ticket row must be an array of {len(TICKET_COLUMNS)} values "
