@@ -3,7 +3,8 @@ for a lane that runs without the staff UI (a service lane, stopped first).
 
 Clearing is what the staff UI's ``p`` does (gate.lane.Lane.clear_fault): a
 supervisor's name and PIN, the faulted parts checked first (the relay must open
-its contact, the sensor must answer: give the lane's own ``--relay`` /
+its contact, the sensor must answer: the parts the lane last ran with, noted by
+gate.app.compose.remember_parts, or the same ones named with ``--relay`` /
 ``--relay-exit`` / ``--sensor``), then ``fault_cleared`` is logged with the
 operator. A lane that is running while this is done sees the clearing at its
 next code and checks its own hardware before it admits again.
