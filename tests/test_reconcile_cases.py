@@ -36,6 +36,12 @@ def _gate(tmp_path, store, url, name="g1"):
     return g
 
 
+def _sync(*gates) -> None:
+    """One sync pass of each gate, in order; each must succeed."""
+    for g in gates:
+        assert sc.sync_once(g, sc.client_for(g)).ok
+
+
 def _issue(store, tmp_path, n=1):
     return [Wallet.load(m["file"]) for m in store.issue(EVENT, count=n, out=tmp_path / "wallets")]
 
@@ -111,21 +117,18 @@ def test_the_report_headline_numbers_are_the_ops_rooms(central, tmp_path):
     store, server = central
     wallets = _issue(store, tmp_path, 6)
     north, south = _gate(tmp_path, store, server.url, "north"), _gate(tmp_path, store, server.url, "south")
-    for g in (north, south):
-        assert sc.sync_once(g, sc.client_for(g)).ok
+    _sync(north, south)
     now = time.time()
     admitted = [north.scan(w.code(now), now=now)[1] for w in wallets[:3]]
     assert north.scan(wallets[0].code(now), now=now)[0].reason is Reason.REPLAY
     north.rollback(admitted[2].seq, now=now + 1)  # the holder never went through
-    for g in (north, south):  # south learns north's admissions
-        assert sc.sync_once(g, sc.client_for(g)).ok
+    _sync(north, south)  # south learns north's admissions
     south.scan(wallets[3].code(now), now=now)
     for w in wallets[:2]:  # refused at south too: already admitted at north
         assert not south.scan(w.code(now + 2), now=now + 2)[0].accepted
     assert south.scan("GT1:not-a-code", now=now)[0].reason is Reason.MALFORMED
     assert south.scan(wallets[3].code(now + 90), now=now + 90, mode=Mode.EXIT)[0].accepted  # a later code
-    for g in (north, south):
-        assert sc.sync_once(g, sc.client_for(g)).ok
+    _sync(north, south)
     rep = build_report(store, EVENT)
     with store.reader() as db:
         ops = counts(db, EVENT)
@@ -146,14 +149,12 @@ def test_double_admissions_say_which_admission_was_made_alone(central, tmp_path,
     store, server = central
     wallets = _issue(store, tmp_path, 5)
     g1, g2 = _gate(tmp_path, store, server.url, "g1"), _gate(tmp_path, store, server.url, "g2")
-    for g in (g1, g2):
-        assert sc.sync_once(g, sc.client_for(g)).ok
+    _sync(g1, g2)
     now = time.time()
     for i, w in enumerate(wallets):  # the same seqs 1-5 on both gates
         assert g1.scan(w.code(now), now=now, alone=i % 2 == 0)[0].accepted
         assert g2.scan(w.code(now + 60), now=now + 60, alone=i == 4)[0].accepted
-    for g in (g1, g2):
-        assert sc.sync_once(g, sc.client_for(g)).ok
+    _sync(g1, g2)
     rep = build_report(store, EVENT)
     assert len(rep["double_admissions"]) == 5
     flags = {(a["device_id"], a["seq"]): a["alone"] for o in rep["double_admissions"] for a in o["admissions"]}
