@@ -160,3 +160,82 @@ def test_double_admissions_say_which_admission_was_made_alone(central, tmp_path,
     flags = {(a["device_id"], a["seq"]): a["alone"] for o in rep["double_admissions"] for a in o["admissions"]}
     d1, d2 = g1.config.device_id, g2.config.device_id
     assert flags == {**{(d1, s): s % 2 == 1 for s in range(1, 6)}, **{(d2, s): s == 5 for s in range(1, 6)}}
+
+
+def test_the_report_agrees_with_a_plain_reading_of_random_scans(central_db, tmp_path):
+    # Stored records as any device may upload them (NULL decisions, modes, lanes,
+    # reasons and consumes, rollbacks, other events, revoked and unlimited tickets),
+    # counted by the definitions in sync.central.reconcile, one row at a time in
+    # Python. Fails if the report's passes disagree: a rolled-back admission
+    # counted, a NULL decision taken for a refusal, an exit for an admission, a
+    # refusal on the wrong lane, a revoked ticket's later admission missed.
+    import random
+
+    from sync.central.reconcile import counts
+
+    rng = random.Random(25)
+    store = CentralStore(tmp_path / "central", central_db)
+    try:
+        store.create_event(EVENT)
+        store.create_event("other")
+        entries = {f"t{i:03d}": rng.choice([0, 1, 1, 2]) for i in range(40)}
+        store.add_tickets([{"ticket_id": t, "event": EVENT, "tier": "GA", "zone": None, "version": 1,
+                            "status": "valid", "entries": n, "reentry": False, "face_required": False,
+                            "face_template": None, "holder": None} for t, n in entries.items()], replace=False)
+        for t in list(entries)[::5]:
+            store.revoke(t, at=1_807_283_662 + 3 * rng.randrange(40))  # on a scan's time: the boundary counts
+        with store.reader() as db:
+            revoked_at = dict(db.all("SELECT ticket_id, revoked_at FROM tickets WHERE status = 'revoked'"))
+        rows, now = [], time.time()
+        for dev in ("d1", "d2", "d3"):
+            accepted = []
+            for seq in range(1, 201):
+                kind = rng.choice(["scan"] * 6 + ["override", "rollback", "passed", "control", None])
+                r = {"id": len(rows) + 1, "device_id": dev, "seq": seq, "event": rng.choice([EVENT] * 9 + ["other"]),
+                     "ts_ms": rng.choice([1_807_283_662_000 + seq * 3000, None]), "kind": kind,
+                     "mode": rng.choice(["entry", "entry", "exit", None]),
+                     "decision": rng.choice(["accept", "accept", "reject", None]),
+                     "reason": rng.choice(["ACCEPT", "REPLAY", "MALFORMED", None]),
+                     "ticket_id": rng.choice([f"t{rng.randrange(45):03d}"] * 3 + [None]),
+                     "unlisted": rng.choice([0, 1]), "consumes": rng.choice([0, 1, 1, None]), "ref": None,
+                     "lane": rng.choice(["north", "south", None]), "proven": 0, "record": b"\xa0", "hash": b"h",
+                     "received": now}
+                if kind == "rollback" and accepted:
+                    r["ref"] = rng.choice(accepted)
+                if kind in ("scan", "override") and r["decision"] == "accept":
+                    accepted.append(seq)
+                rows.append(r)
+        with store.writer() as db:
+            db.run("INSERT INTO scans (id, device_id, seq, event, ts_ms, kind, mode, decision, reason, ticket_id,"
+                   " unlisted, consumes, ref, lane, proven, record, hash, received) VALUES (:id, :device_id, :seq,"
+                   " :event, :ts_ms, :kind, :mode, :decision, :reason, :ticket_id, :unlisted, :consumes, :ref,"
+                   " :lane, :proven, :record, :hash, :received)", rows)
+        rep = build_report(store, EVENT)
+        with store.reader() as db:
+            ops = counts(db, EVENT)
+    finally:
+        store.close()
+
+    voided = {(r["device_id"], r["ref"]) for r in rows if r["kind"] == "rollback"}
+    dec = [r for r in rows if r["event"] == EVENT and r["kind"] in ("scan", "override")]
+    acc = [r for r in dec if r["decision"] == "accept" and (r["device_id"], r["seq"]) not in voided]
+    adm = [r for r in acc if r["mode"] == "entry"]
+    by_reason, refused, per_gate, used = {}, {}, {}, {}
+    for r in dec:
+        by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
+        if r["decision"] is not None and r["decision"] != "accept":
+            refused[r["lane"] or "-"] = refused.get(r["lane"] or "-", 0) + 1
+    for r in adm:
+        per_gate[r["device_id"]] = per_gate.get(r["device_id"], 0) + 1
+        if r["ticket_id"] is not None and r["consumes"] is not None:
+            used[r["ticket_id"]] = used.get(r["ticket_id"], 0) + r["consumes"]
+    over = sorted(t for t, n in used.items() if entries.get(t, 1) > 0 and n > entries.get(t, 1))
+    revoked = sorted((r["device_id"], r["seq"]) for r in adm if r["ticket_id"] in revoked_at
+                     and r["ts_ms"] is not None and r["ts_ms"] >= revoked_at[r["ticket_id"]] * 1000)
+    assert rep["by_reason"] == by_reason and rep["scans"] == len(dec)
+    assert (rep["admitted"], rep["exits"]) == (len(adm), sum(r["mode"] == "exit" for r in acc))
+    assert rep["refused_per_lane"] == dict(sorted(refused.items())) and rep["refused"] == sum(refused.values())
+    assert rep["per_gate"] == per_gate
+    assert [o["ticket_id"] for o in rep["double_admissions"]] == over and over
+    assert sorted((a["device_id"], a["seq"]) for a in rep["revoked_admissions"]) == revoked and revoked
+    assert {k: rep[k] for k in ops} == ops

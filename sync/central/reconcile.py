@@ -96,21 +96,25 @@ def counts(db, event: str) -> dict:
             "refused": sum(n for _, n in refused), "refused_per_lane": {ln: n for ln, n in refused}}
 
 
-def _admitted_table(db, event: str) -> None:
-    """One pass over the scans: the accepted, not rolled back ones (admissions and
-    exits), in a compact temp table without the record blobs, for the aggregates below."""
-    body = f"""SELECT s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.lane, s.unlisted
-        FROM scans s WHERE s.event = :e AND {ACCEPTED}"""
+def _decisions_table(db, event: str) -> None:
+    """The one pass over the event's scans: every decision (scan or override), in a
+    compact temp table ``dec`` without the record blobs, for the aggregates below.
+    ``acc``: accepted and not rolled back (an admission or an exit, by ACCEPTED);
+    ``refused``: not accepted (REFUSAL; NULL for a record without a decision, as there).
+    Before, the counts per reason made a pass of their own over the whole table."""
+    body = f"""SELECT s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.lane, s.unlisted,
+               s.reason, s.decision <> 'accept' AS refused, s.decision = 'accept' AND {NOT_ROLLED_BACK} AS acc
+        FROM scans s WHERE s.event = :e AND {DECISION}"""
     if db.dialect == "postgresql":  # hash joins and aggregates in memory; no index needed
         db.run("SET LOCAL work_mem = '256MB'")
-        db.run("DROP TABLE IF EXISTS pg_temp.adm")
+        db.run("DROP TABLE IF EXISTS pg_temp.dec")
         db.run("DROP TABLE IF EXISTS pg_temp._over")
-        db.run("CREATE TEMP TABLE adm ON COMMIT DROP AS " + body, {"e": event})
+        db.run("CREATE TEMP TABLE dec ON COMMIT DROP AS " + body, {"e": event})
         db.run('CREATE TEMP TABLE _over (ticket_id TEXT COLLATE "C" PRIMARY KEY) ON COMMIT DROP')
     else:
-        db.run("DROP TABLE IF EXISTS temp.adm")
+        db.run("DROP TABLE IF EXISTS temp.dec")
         db.run("DROP TABLE IF EXISTS temp._over")
-        db.run("CREATE TEMP TABLE adm AS " + body, {"e": event})
+        db.run("CREATE TEMP TABLE dec AS " + body, {"e": event})
         db.run("CREATE TEMP TABLE _over (ticket_id TEXT PRIMARY KEY)")
 
 
@@ -140,18 +144,20 @@ def build_venue_report(store, venue: str) -> dict:
 
 
 def _build(db, event: str, verify_chains: bool) -> dict:
-    # one pass over the event's decisions: per reason, and the refusals per lane (counts())
+    _decisions_table(db, event)
+    # per reason, the refusals per lane (counts()) and the admissions and exits, in one pass over dec
     by_reason: dict = {}
     refused_per_lane: dict[str, int] = {}
-    for reason, lane, refused, n in db.all(
-            f"""SELECT s.reason, coalesce(s.lane, '{NO_LANE}'), s.decision <> 'accept', count(*) FROM scans s
-                WHERE s.event = :e AND {DECISION} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", {"e": event}):
+    modes: dict = {}
+    for reason, lane, refused, mode, n in db.all(
+            f"""SELECT reason, coalesce(lane, '{NO_LANE}'), refused, CASE WHEN acc THEN mode END, count(*)
+                FROM dec GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"""):
         by_reason[reason] = by_reason.get(reason, 0) + n
         if refused:
             refused_per_lane[lane] = refused_per_lane.get(lane, 0) + n
+        if mode is not None:
+            modes[mode] = modes.get(mode, 0) + n
     refused_per_lane = dict(sorted(refused_per_lane.items()))
-    _admitted_table(db, event)
-    modes = {m: n for m, n in db.all("SELECT mode, count(*) FROM adm GROUP BY mode")}  # adm: the accepted ones
     admitted, exits = modes.get("entry", 0), modes.get("exit", 0)
     num = {"admitted": admitted, "exits": exits, "inside": admitted - exits,
            "refused": sum(refused_per_lane.values()), "refused_per_lane": refused_per_lane}
@@ -160,7 +166,7 @@ def _build(db, event: str, verify_chains: bool) -> dict:
         for g, ln, h, n, which in db.all(
                 """SELECT device_id, coalesce(lane, '-'), coalesce(ts_ms, 0) / 3600000, count(*),
                           GROUPING(device_id, coalesce(lane, '-'), coalesce(ts_ms, 0) / 3600000)
-                   FROM adm WHERE mode = 'entry' GROUP BY GROUPING SETS ((device_id), (coalesce(lane, '-')),
+                   FROM dec WHERE acc AND mode = 'entry' GROUP BY GROUPING SETS ((device_id), (coalesce(lane, '-')),
                                                    (coalesce(ts_ms, 0) / 3600000))"""):
             if which == 3:
                 per_gate[g] = n
@@ -171,21 +177,21 @@ def _build(db, event: str, verify_chains: bool) -> dict:
         per_gate, per_lane = dict(sorted(per_gate.items())), dict(sorted(per_lane.items()))
         hours = sorted(hours.items())
     else:
-        per_gate = {d: n for d, n in db.all("SELECT device_id, count(*) FROM adm WHERE mode = 'entry' GROUP BY 1 ORDER BY 1")}
-        per_lane = {ln: n for ln, n in db.all("SELECT coalesce(lane, '-'), count(*) FROM adm WHERE mode = 'entry' GROUP BY 1 ORDER BY 1")}
-        hours = db.all("SELECT coalesce(ts_ms, 0) / 3600000, count(*) FROM adm WHERE mode = 'entry' GROUP BY 1 ORDER BY 1")
+        per_gate = {d: n for d, n in db.all("SELECT device_id, count(*) FROM dec WHERE acc AND mode = 'entry' GROUP BY 1 ORDER BY 1")}
+        per_lane = {ln: n for ln, n in db.all("SELECT coalesce(lane, '-'), count(*) FROM dec WHERE acc AND mode = 'entry' GROUP BY 1 ORDER BY 1")}
+        hours = db.all("SELECT coalesce(ts_ms, 0) / 3600000, count(*) FROM dec WHERE acc AND mode = 'entry' GROUP BY 1 ORDER BY 1")
     per_hour: dict[str, int] = {}
     for h, n in hours:
         key = fmt_ms(h * 3_600_000 if type(h) is int else h, "%Y-%m-%d %H:00")
         key = "clock wrong" if key.startswith("?") else key
         per_hour[key] = per_hour.get(key, 0) + n
-    entry = "FROM adm a WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL"
+    entry = "FROM dec a WHERE a.acc AND a.mode = 'entry' AND a.ticket_id IS NOT NULL"
     over, by_ticket = [], {}
     # aggregate first, then look up the few candidates (used > 1: entries 0 means unlimited)
     for tid, used, allowed in db.all(
             f"""SELECT x.ticket_id, x.used, {ALLOWED} FROM
-                (SELECT a.ticket_id, sum(a.consumes) AS used FROM adm a
-                 WHERE a.mode = 'entry' AND a.ticket_id IS NOT NULL
+                (SELECT a.ticket_id, sum(a.consumes) AS used FROM dec a
+                 WHERE a.acc AND a.mode = 'entry' AND a.ticket_id IS NOT NULL
                  GROUP BY a.ticket_id HAVING sum(a.consumes) > 1) x
                 LEFT JOIN tickets t ON t.ticket_id = x.ticket_id
                 WHERE {over_admitted("x.used")}
@@ -205,13 +211,17 @@ def _build(db, event: str, verify_chains: bool) -> dict:
             for a in o["admissions"]:
                 by_device.setdefault(a["device_id"], []).append(a)
         _mark_alone(db, by_device)
-    revoked_admissions = [  # the few revoked tickets first, then one pass over the admissions
+    # the few revoked tickets first (materialized: dec is a temp table without statistics, and
+    # a planner guessing few rows there looked every admission up in tickets, 3 s), then one
+    # hash join over the admissions
+    revoked_admissions = [
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "revoked_at": rat}
         for tid, d, sq, ts, ln, rat in db.all(
-            f"""SELECT a.ticket_id, a.device_id, a.seq, a.ts_ms, a.lane, t.revoked_at
-                {entry.replace('FROM adm a', 'FROM adm a JOIN tickets t ON t.ticket_id = a.ticket_id')}
-                AND a.ticket_id IN (SELECT ticket_id FROM tickets WHERE status = 'revoked')
-                AND t.status = 'revoked' AND t.revoked_at IS NOT NULL AND a.ts_ms >= t.revoked_at * 1000
+            f"""WITH t AS MATERIALIZED (SELECT ticket_id, revoked_at FROM tickets
+                                        WHERE status = 'revoked' AND revoked_at IS NOT NULL)
+                SELECT a.ticket_id, a.device_id, a.seq, a.ts_ms, a.lane, t.revoked_at
+                {entry.replace('FROM dec a', 'FROM dec a JOIN t ON t.ticket_id = a.ticket_id')}
+                AND a.ts_ms >= t.revoked_at * 1000
                 ORDER BY a.ts_ms""")]
     unlisted = [
         {"ticket_id": tid, "device_id": d, "seq": sq, "ts_ms": ts, "lane": ln, "known_now": bool(known)}
