@@ -192,7 +192,8 @@ def test_the_report_agrees_with_a_plain_reading_of_random_scans(central_db, tmp_
             for seq in range(1, 201):
                 kind = rng.choice(["scan"] * 6 + ["override", "rollback", "passed", "control", None])
                 r = {"id": len(rows) + 1, "device_id": dev, "seq": seq, "event": rng.choice([EVENT] * 9 + ["other"]),
-                     "ts_ms": rng.choice([1_807_283_662_000 + seq * 3000, None]), "kind": kind,
+                     "ts_ms": rng.choice([1_807_283_662_000 + seq * 3000, None, int(now * 1000) - seq * 1000,
+                                          int(now * 1000) - 3 * 86_400_000]), "kind": kind,
                      "mode": rng.choice(["entry", "entry", "exit", None]),
                      "decision": rng.choice(["accept", "accept", "reject", None]),
                      "reason": rng.choice(["ACCEPT", "REPLAY", "MALFORMED", None]),
@@ -213,6 +214,7 @@ def test_the_report_agrees_with_a_plain_reading_of_random_scans(central_db, tmp_
         rep = build_report(store, EVENT)
         with store.reader() as db:
             ops = counts(db, EVENT)
+            created = db.scalar("SELECT created FROM events WHERE event = :e", {"e": EVENT})
     finally:
         store.close()
 
@@ -239,3 +241,15 @@ def test_the_report_agrees_with_a_plain_reading_of_random_scans(central_db, tmp_
     assert [o["ticket_id"] for o in rep["double_admissions"]] == over and over
     assert sorted((a["device_id"], a["seq"]) for a in rep["revoked_admissions"]) == revoked and revoked
     assert {k: rep[k] for k in ops} == ops
+    # stamped by a wrong clock (any kind of record): before the event existed less a day,
+    # or after central received it plus a day
+    lo, wrong = int(created * 1000) - 86_400_000, {}
+    for r in rows:
+        if r["event"] == EVENT and r["ts_ms"] is not None and (
+                r["ts_ms"] < lo or r["ts_ms"] > int(r["received"] * 1000) + 86_400_000):
+            wrong.setdefault(r["device_id"], []).append(r)
+    assert rep["clock_wrong"] == [
+        {"device_id": d, "records": len(w), "first_seq": w[0]["seq"], "last_seq": w[-1]["seq"],
+         "earliest_ts_ms": min(r["ts_ms"] for r in w), "latest_ts_ms": max(r["ts_ms"] for r in w)}
+        for d, w in sorted(wrong.items())]
+    assert 0 < sum(len(w) for w in wrong.values()) < sum(r["event"] == EVENT and r["ts_ms"] is not None for r in rows)

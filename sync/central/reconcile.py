@@ -29,23 +29,25 @@ def fmt_ms(ms, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     return f"?{ms}"
 
 
-def _clock_wrong(db, event: str) -> list[dict]:
-    """Per device, the records whose timestamp cannot be true: before the event
-    existed at central (minus a day), after central received them (plus a day),
-    outside 2000-2100, or not an integer. They stay stored as facts."""
+def _clock_wrong_sql(db, event: str) -> tuple[str, dict]:
+    """The records whose timestamp cannot be true: before the event existed at
+    central (minus a day), after central received them (plus a day), outside
+    2000-2100, or not an integer. They stay stored as facts. (A condition on
+    ``s``, a row of scans, and its parameters.)"""
     created = db.scalar("SELECT created FROM events WHERE event = :e", {"e": event})
     lo = max(SANE_MS[0], int((created or 0) * 1000) - DAY_MS)
-    least, notint = ("min", "typeof(ts_ms) != 'integer' OR ") if db.dialect == "sqlite" else ("LEAST", "")
-    out = []
-    for d, n, s0, s1, t0, t1 in db.all(
-            f"""SELECT device_id, count(*), min(seq), max(seq), min(ts_ms), max(ts_ms) FROM scans
-               WHERE event = :e AND ts_ms IS NOT NULL AND ({notint}ts_ms < :lo
-                     OR ts_ms > {least}(:hi, CAST(received * 1000 AS BIGINT) + :day))
-               GROUP BY device_id ORDER BY device_id""",
-            {"e": event, "lo": lo, "hi": SANE_MS[1], "day": DAY_MS}):
-        out.append({"device_id": d, "records": n, "first_seq": s0, "last_seq": s1,
-                    "earliest_ts_ms": t0, "latest_ts_ms": t1})
-    return out
+    least, notint = ("min", "typeof(s.ts_ms) != 'integer' OR ") if db.dialect == "sqlite" else ("LEAST", "")
+    return (f"(s.ts_ms IS NOT NULL AND ({notint}s.ts_ms < :lo"
+            f" OR s.ts_ms > {least}(:hi, CAST(s.received * 1000 AS BIGINT) + :day)))",
+            {"lo": lo, "hi": SANE_MS[1], "day": DAY_MS})
+
+
+def _clock_wrong(db) -> list[dict]:
+    """Per device, the records of ``dec`` (:func:`_decisions_table`) whose timestamp cannot be true."""
+    return [{"device_id": d, "records": n, "first_seq": s0, "last_seq": s1, "earliest_ts_ms": t0, "latest_ts_ms": t1}
+            for d, n, s0, s1, t0, t1 in db.all(
+                "SELECT device_id, count(*), min(seq), max(seq), min(ts_ms), max(ts_ms) FROM dec"
+                " WHERE wrong GROUP BY device_id ORDER BY device_id")]
 
 
 # ------------------------------------------------------------------ the one definition of each number
@@ -97,24 +99,29 @@ def counts(db, event: str) -> dict:
 
 
 def _decisions_table(db, event: str) -> None:
-    """The one pass over the event's scans: every decision (scan or override), in a
-    compact temp table ``dec`` without the record blobs, for the aggregates below.
+    """The one pass over the event's scans: every decision (scan or override) and
+    every record stamped by a wrong clock, in a compact temp table ``dec`` without
+    the record blobs, for the aggregates below. ``isdec``: a decision (DECISION);
     ``acc``: accepted and not rolled back (an admission or an exit, by ACCEPTED);
-    ``refused``: not accepted (REFUSAL; NULL for a record without a decision, as there).
-    Before, the counts per reason made a pass of their own over the whole table."""
+    ``refused``: not accepted (REFUSAL; NULL for a record without a decision, as
+    there); ``wrong``: the clock-wrong condition. Before, the counts per reason and
+    the clock check made a pass each of their own over the whole table."""
+    wrong, params = _clock_wrong_sql(db, event)
     body = f"""SELECT s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.lane, s.unlisted,
-               s.reason, s.decision <> 'accept' AS refused, s.decision = 'accept' AND {NOT_ROLLED_BACK} AS acc
-        FROM scans s WHERE s.event = :e AND {DECISION}"""
+               s.reason, {DECISION} AS isdec, s.decision <> 'accept' AS refused,
+               {DECISION} AND s.decision = 'accept' AND {NOT_ROLLED_BACK} AS acc, {wrong} AS wrong
+        FROM scans s WHERE s.event = :e AND ({DECISION} OR {wrong})"""
+    params = {"e": event, **params}
     if db.dialect == "postgresql":  # hash joins and aggregates in memory; no index needed
         db.run("SET LOCAL work_mem = '256MB'")
         db.run("DROP TABLE IF EXISTS pg_temp.dec")
         db.run("DROP TABLE IF EXISTS pg_temp._over")
-        db.run("CREATE TEMP TABLE dec ON COMMIT DROP AS " + body, {"e": event})
+        db.run("CREATE TEMP TABLE dec ON COMMIT DROP AS " + body, params)
         db.run('CREATE TEMP TABLE _over (ticket_id TEXT COLLATE "C" PRIMARY KEY) ON COMMIT DROP')
     else:
         db.run("DROP TABLE IF EXISTS temp.dec")
         db.run("DROP TABLE IF EXISTS temp._over")
-        db.run("CREATE TEMP TABLE dec AS " + body, {"e": event})
+        db.run("CREATE TEMP TABLE dec AS " + body, params)
         db.run("CREATE TEMP TABLE _over (ticket_id TEXT PRIMARY KEY)")
 
 
@@ -151,7 +158,7 @@ def _build(db, event: str, verify_chains: bool) -> dict:
     modes: dict = {}
     for reason, lane, refused, mode, n in db.all(
             f"""SELECT reason, coalesce(lane, '{NO_LANE}'), refused, CASE WHEN acc THEN mode END, count(*)
-                FROM dec GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"""):
+                FROM dec WHERE isdec GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"""):
         by_reason[reason] = by_reason.get(reason, 0) + n
         if refused:
             refused_per_lane[lane] = refused_per_lane.get(lane, 0) + n
@@ -246,7 +253,7 @@ def _build(db, event: str, verify_chains: bool) -> dict:
         "quarantined": [{"device_id": d["device_id"], "reason": d["quarantine_reason"]}
                         for d in devices if d["quarantined"]],
         "problems": problems,
-        "clock_wrong": _clock_wrong(db, event),
+        "clock_wrong": _clock_wrong(db),
         "per_gate": per_gate,
         "per_lane": per_lane,
         "per_hour": per_hour,
