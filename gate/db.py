@@ -288,10 +288,10 @@ class Checkpointer:
 
     def _tail(self) -> None:
         conn = self._conn
-        if conn is None or getattr(conn, "tx_depth", 0) or conn.in_transaction:
-            return  # inside a caller's transaction: the next commit outside it follows up
-        self._copied.clear()
         try:
+            if conn is None or getattr(conn, "tx_depth", 0) or conn.in_transaction:
+                return  # inside a caller's transaction: the next commit outside it follows up
+            self._copied.clear()
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.tails += 1
         except sqlite3.Error:
@@ -306,9 +306,13 @@ class Checkpointer:
                 if self._stop:
                     return
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.runs += 1
-                    self._copied.set()
+                    if not busy and copied == log:
+                        # all it saw is copied: the writer's tail is the few frames since.
+                        # Not after a partial pass (a reader pinned the WAL, another
+                        # checkpoint ran): the tail would be the whole backlog, on a scan.
+                        self._copied.set()
                 except sqlite3.Error:
                     pass  # nothing is lost (see the class docstring); the next one tries again
         finally:

@@ -6,6 +6,7 @@ field-by-field one, central SQLite's durability setting. No timing here (bench/)
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 
@@ -111,6 +112,35 @@ def test_back_to_back_scans_keep_the_wal_from_growing(gate, issuer, tmp_path):
         assert g2.conn.execute("SELECT count(*) FROM usage").fetchone()[0] == 260
     finally:
         g2.close()
+
+
+def test_the_scan_copies_no_backlog_a_reader_held_back(gate, issuer, tmp_path):
+    # Fails if the scan connection follows up a checkpoint that could not copy
+    # everything (a reader held the WAL): its tail would be the whole backlog,
+    # on a scan, before the relay may open.
+    import sqlite3
+    wallets = _listed(gate, issuer, tmp_path, 80)
+    gate.scan(wallets[0].code(NOW), now=NOW)
+    cp = gate._checkpointer
+    cp.every = 10
+    reader = sqlite3.connect(gate.data_dir / DB_NAME, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM scans").fetchone()  # a snapshot: frames after it stay
+    try:
+        for w in wallets[1:40]:
+            assert gate.scan(w.code(NOW), now=NOW)[0].accepted
+        cp._wake.set()
+        deadline = time.monotonic() + 10
+        while cp.runs < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cp.runs >= 3 and cp.tails == 0
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    for w in wallets[40:]:  # released: complete passes, and the scan follows them up
+        assert gate.scan(w.code(NOW), now=NOW)[0].accepted
+    assert cp.tails >= 1
+    assert scanlog.verify_chain(gate.conn).records == 80
 
 
 RECORDS = [

@@ -171,7 +171,7 @@ def test_the_report_agrees_with_a_plain_reading_of_random_scans(central_db, tmp_
     # refusal on the wrong lane, a revoked ticket's later admission missed.
     import random
 
-    from sync.central.reconcile import counts
+    from sync.central.reconcile import counts, fmt_ms
 
     rng = random.Random(25)
     store = CentralStore(tmp_path / "central", central_db)
@@ -201,8 +201,8 @@ def test_the_report_agrees_with_a_plain_reading_of_random_scans(central_db, tmp_
                      "unlisted": rng.choice([0, 1]), "consumes": rng.choice([0, 1, 1, None]), "ref": None,
                      "lane": rng.choice(["north", "south", None]), "proven": 0, "record": b"\xa0", "hash": b"h",
                      "received": now}
-                if kind == "rollback" and accepted:
-                    r["ref"] = rng.choice(accepted)
+                if kind == "rollback" and accepted:  # mostly an admission; also a refusal, a seq never stored
+                    r["ref"] = rng.choice([rng.choice(accepted)] * 4 + [rng.randrange(1, seq), 999])
                 if kind in ("scan", "override") and r["decision"] == "accept":
                     accepted.append(seq)
                 rows.append(r)
@@ -222,13 +222,17 @@ def test_the_report_agrees_with_a_plain_reading_of_random_scans(central_db, tmp_
     dec = [r for r in rows if r["event"] == EVENT and r["kind"] in ("scan", "override")]
     acc = [r for r in dec if r["decision"] == "accept" and (r["device_id"], r["seq"]) not in voided]
     adm = [r for r in acc if r["mode"] == "entry"]
-    by_reason, refused, per_gate, used = {}, {}, {}, {}
+    by_reason, refused, per_gate, per_lane, per_hour, used = {}, {}, {}, {}, {}, {}
     for r in dec:
         by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
         if r["decision"] is not None and r["decision"] != "accept":
             refused[r["lane"] or "-"] = refused.get(r["lane"] or "-", 0) + 1
     for r in adm:
         per_gate[r["device_id"]] = per_gate.get(r["device_id"], 0) + 1
+        per_lane[r["lane"] or "-"] = per_lane.get(r["lane"] or "-", 0) + 1
+        hour = fmt_ms((r["ts_ms"] or 0) // 3_600_000 * 3_600_000, "%Y-%m-%d %H:00")
+        hour = "clock wrong" if hour.startswith("?") else hour
+        per_hour[hour] = per_hour.get(hour, 0) + 1
         if r["ticket_id"] is not None and r["consumes"] is not None:
             used[r["ticket_id"]] = used.get(r["ticket_id"], 0) + r["consumes"]
     over = sorted(t for t, n in used.items() if entries.get(t, 1) > 0 and n > entries.get(t, 1))
@@ -237,7 +241,13 @@ def test_the_report_agrees_with_a_plain_reading_of_random_scans(central_db, tmp_
     assert rep["by_reason"] == by_reason and rep["scans"] == len(dec)
     assert (rep["admitted"], rep["exits"]) == (len(adm), sum(r["mode"] == "exit" for r in acc))
     assert rep["refused_per_lane"] == dict(sorted(refused.items())) and rep["refused"] == sum(refused.values())
-    assert rep["per_gate"] == per_gate
+    assert rep["per_gate"] == per_gate and rep["per_lane"] == dict(sorted(per_lane.items()))
+    assert rep["per_hour"] == per_hour and "clock wrong" in per_hour and len(per_hour) > 1
+    assert sorted((a["device_id"], a["seq"], a["known_now"]) for a in rep["unlisted_admissions"]) == sorted(
+        (r["device_id"], r["seq"], r["ticket_id"] in entries) for r in adm if r["unlisted"] and r["ticket_id"])
+    assert {o["ticket_id"]: sorted((a["device_id"], a["seq"]) for a in o["admissions"])
+            for o in rep["double_admissions"]} == {
+        t: sorted((r["device_id"], r["seq"]) for r in adm if r["ticket_id"] == t) for t in over}
     assert [o["ticket_id"] for o in rep["double_admissions"]] == over and over
     assert sorted((a["device_id"], a["seq"]) for a in rep["revoked_admissions"]) == revoked and revoked
     assert {k: rep[k] for k in ops} == ops
