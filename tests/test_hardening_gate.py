@@ -514,3 +514,17 @@ def test_review_a_running_lane_sees_issuer_keys_changed_by_another_connection(tm
     assert lane.decide(code, now=NOW).reason is Reason.UNKNOWN_KEY
     other.close()
     lane.close()
+
+
+@pytest.mark.anyio
+async def test_the_staff_ui_timers_outlive_its_widgets_at_exit(tmp_path):
+    # At exit Textual removes the screen's widgets while the app's intervals may
+    # still fire: the side panel's refresh then found no widget and the steward's
+    # quit ended in a traceback (seen once in CI). Fails if a timer raises when a
+    # widget it refreshes is already gone.
+    app, lane, wallets, g, clock = _tui(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.query_one("#keys").remove()
+        await app.query_one("#status").remove()
+        await pilot.pause(1.3)  # the 1 s side refresh and the 0.5 s tick fire at least once
+    assert app.return_code in (0, None)

@@ -24,6 +24,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.widgets import RichLog, Static
 
 from gate.decision import Mode, Reason
@@ -144,10 +145,22 @@ class GateApp(App):
             import asyncio
             import signal
             asyncio.get_running_loop().add_signal_handler(signal.SIGINT, lambda: self.exit(return_code=130))
-        self.set_interval(0.5, self.tick)
-        self.set_interval(1.0, self.refresh_side)
+        self.set_interval(0.5, self._on_timer(self.tick))
+        self.set_interval(1.0, self._on_timer(self.refresh_side))
         if self.runner is not None:
             threading.Thread(target=self._run_lane, daemon=True).start()
+
+    @staticmethod
+    def _on_timer(fn: Callable[[], None]) -> Callable[[], None]:
+        """A timer's callback that outlives the widgets: at exit Textual removes the
+        screen's widgets while an interval may still fire (a tick then found no
+        ``#status``, and the steward's quit ended in a traceback)."""
+        def run() -> None:
+            try:
+                fn()
+            except NoMatches:
+                pass  # the widgets are gone: nothing left to refresh
+        return run
 
     def on_resize(self, event) -> None:
         self.screen_size = event.size  # self.size still says the old one while this runs
