@@ -70,17 +70,22 @@ def test_checkpoints_run_off_the_scan_path_and_the_chain_stays_whole(gate, issue
         assert d.accepted
     cp.close()  # joins the thread: every nudged checkpoint has run
     assert cp.runs >= 1
+    _whole_after_reopening(gate, 60)
+    assert (gate.data_dir / DB_NAME).exists()
+
+
+def _whole_after_reopening(gate, records: int) -> None:
+    """The chain holds ``records`` admissions, and what the checkpoints copied is
+    what a fresh reader of the file sees (the gate is closed)."""
     rep = scanlog.verify_chain(gate.conn)
-    assert rep.ok and rep.records == 60
-    # what the checkpoints copied is what a fresh reader of the file sees
+    assert rep.ok and rep.records == records
     gate.close()
     g2 = Gate.open(gate.data_dir, now=NOW)
     try:
-        assert scanlog.verify_chain(g2.conn).records == 60
-        assert g2.conn.execute("SELECT count(*) FROM usage").fetchone()[0] == 60
+        assert scanlog.verify_chain(g2.conn).records == records
+        assert g2.conn.execute("SELECT count(*) FROM usage").fetchone()[0] == records
     finally:
         g2.close()
-    assert (gate.data_dir / DB_NAME).exists()
 
 
 def test_back_to_back_scans_keep_the_wal_from_growing(gate, issuer, tmp_path):
@@ -103,15 +108,7 @@ def test_back_to_back_scans_keep_the_wal_from_growing(gate, issuer, tmp_path):
     # 200 more scans add ~4 MB to a WAL that is never started over; started over,
     # it stays about the size of a few checkpoint periods
     assert sizes[1] < 2 * sizes[0], sizes
-    rep = scanlog.verify_chain(gate.conn)
-    assert rep.ok and rep.records == 260
-    gate.close()
-    g2 = Gate.open(gate.data_dir, now=NOW)
-    try:
-        assert scanlog.verify_chain(g2.conn).records == 260
-        assert g2.conn.execute("SELECT count(*) FROM usage").fetchone()[0] == 260
-    finally:
-        g2.close()
+    _whole_after_reopening(gate, 260)
 
 
 def test_the_scan_copies_no_backlog_a_reader_held_back(gate, issuer, tmp_path):
