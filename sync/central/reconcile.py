@@ -108,8 +108,7 @@ def _decisions_table(db, event: str) -> None:
     the clock check made a pass each of their own over the whole table."""
     wrong, params = _clock_wrong_sql(db, event)
     body = f"""SELECT s.device_id, s.seq, s.ticket_id, s.mode, s.consumes, s.ts_ms, s.lane, s.unlisted,
-               s.reason, {DECISION} AS isdec, s.decision <> 'accept' AS refused,
-               {DECISION} AND s.decision = 'accept' AND {NOT_ROLLED_BACK} AS acc, {wrong} AS wrong
+               s.reason, {DECISION} AS isdec, {REFUSAL} AS refused, {ACCEPTED} AS acc, {wrong} AS wrong
         FROM scans s WHERE s.event = :e AND ({DECISION} OR {wrong})"""
     params = {"e": event, **params}
     if db.dialect == "postgresql":  # hash joins and aggregates in memory; no index needed
