@@ -341,14 +341,9 @@ class Gate:
         row = self.conn.execute("SELECT record FROM scans WHERE seq = ?", (seq,)).fetchone()
         if row is None:
             return None
-        import cbor2
-        try:
-            rec = cbor2.loads(row[0])
-        except (cbor2.CBORDecodeError, ValueError):
-            rec = None
-        if not isinstance(rec, dict) or rec.get("action") not in self.FAULT_ACTIONS:
-            raise LogError(f"scan log record {seq} (the open fault) is damaged: run 'gate log verify' and keep "
-                           "this database file as evidence")
+        rec = _logged(seq, row[0], " (the open fault)")
+        if rec.get("action") not in self.FAULT_ACTIONS:
+            raise _damaged(seq, " (the open fault)")
         return rec
 
     def open_faults(self) -> list[dict]:
@@ -357,16 +352,11 @@ class Gate:
         first = self.open_fault()
         if first is None:
             return []
-        import cbor2
         out = []
         for seq, raw in self.conn.execute("SELECT seq, record FROM scans WHERE seq >= ? AND kind = ? ORDER BY seq",
                                           (first["seq"], scanlog.CONTROL)):
-            try:
-                rec = cbor2.loads(raw)
-            except (cbor2.CBORDecodeError, ValueError):
-                raise LogError(f"scan log record {seq} is damaged: run 'gate log verify' and keep this "
-                               "database file as evidence") from None
-            if isinstance(rec, dict) and rec.get("action") in self.FAULT_ACTIONS:
+            rec = _logged(seq, raw)
+            if rec.get("action") in self.FAULT_ACTIONS:
                 out.append(rec)
         return out or [first]
 
@@ -381,3 +371,17 @@ class Gate:
             "kind": scanlog.PASSED, "ts_ms": int(now * 1000), "device": self.config.device_id,
             "lane": self.policy.lane, "event": self.policy.event, "ref": seq,
         })
+
+
+def _damaged(seq: int, what: str = "") -> LogError:
+    return LogError(f"scan log record {seq}{what} is damaged: run 'gate log verify' and keep this database "
+                    "file as evidence")
+
+
+def _logged(seq: int, raw: bytes, what: str = "") -> dict:
+    """A stored record's map (scanlog.decode_logged: any decoder failure, deep
+    nesting included, is "unreadable"), or the LogError that says what to do."""
+    try:
+        return scanlog.decode_logged(raw)
+    except ValueError:
+        raise _damaged(seq, what) from None

@@ -691,3 +691,22 @@ async def test_the_staff_ui_shows_the_fault_and_clears_it_with_a_pin(setup):
         assert lane.fault is None and not lane.paused
         assert "FAULT" not in str(app.query_one("#status").render())
     assert [(r["action"], r["operator"]) for r in _controls(gate)] == [("relay_fault", None), ("fault_cleared", "ann")]
+
+
+@pytest.mark.parametrize("damage", [b"\xff\x00", b"\x81" * 5000 + b"\x01", b"\x83\x01\x02\x03",
+                                    b"\xa1\x66action\x64none"])
+def test_a_damaged_fault_record_is_a_log_error_never_a_traceback(tmp_path, damage):
+    # Fails if a damaged record of the open fault (not CBOR, nested past the decoder's
+    # depth, not a map, not a fault) escapes as a decoder error or RecursionError
+    # instead of the LogError that tells the supervisor what to do.
+    from gate.errors import LogError
+    g = Gate.init(tmp_path / "g", event="evt-damage")
+    try:
+        entry = g.control("relay_fault", now=NOW, operator=None, detail="stuck")
+        assert g.open_fault()["seq"] == entry.seq
+        g.conn.execute("UPDATE scans SET record = ? WHERE seq = ?", (damage, entry.seq))
+        for read in (g.open_fault, g.open_faults):
+            with pytest.raises(LogError, match=f"record {entry.seq} .*gate log verify"):
+                read()
+    finally:
+        g.close()
