@@ -103,12 +103,17 @@ def worker(data: str, listen: str, peers: list[str], want_peers: int) -> None:
 
 
 class Proc:
-    def __init__(self, args):
+    """One gate process; its JSON lines go to ``inbox`` as (index, message): the bench
+    blocks on that one queue instead of polling the gates' queues (a polling loop on
+    this 2-core machine takes CPU from the gates it measures)."""
+
+    def __init__(self, args, index: int, inbox: queue.Queue):
+        self.index = index
         self.p = subprocess.Popen([sys.executable, __file__, "--worker", *args], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True, bufsize=1,
                                   env={**os.environ, "RUST_LOG": "off"})
-        self.q: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [self.q.put(json.loads(x)) for x in self.p.stdout], daemon=True).start()
+        threading.Thread(target=lambda: [inbox.put((index, json.loads(x))) for x in self.p.stdout],
+                         daemon=True).start()
 
     def send(self, code: str) -> None:
         self.p.stdin.write(code + "\n")
@@ -164,9 +169,14 @@ def run(mode: str, gates: int, tickets: int) -> dict:
             issue_credentials(tmp, dirs[:-1], [e["device_id"] for e in entries[:-1]])
         ports = free_ports(gates)
         eps = [f"tcp/127.0.0.1:{p}" for p in ports]  # the gates use them as tls/ when they hold a credential
-        procs = [Proc([str(d), eps[i], str(gates - 1), *eps[:i]]) for i, d in enumerate(dirs[:-1])]
-        off = Proc([str(dirs[-1]), "-", "0"])
-        ready = [p.q.get(timeout=120) for p in procs + [off]]
+        inbox: queue.Queue = queue.Queue()
+        procs = [Proc([str(d), eps[i], str(gates - 1), *eps[:i]], i, inbox) for i, d in enumerate(dirs[:-1])]
+        off = Proc([str(dirs[-1]), "-", "0"], gates, inbox)
+        got_ready: dict[int, dict] = {}
+        while len(got_ready) < gates + 1:
+            i, m = inbox.get(timeout=120)
+            got_ready[i] = m
+        ready = [got_ready[i] for i in range(gates + 1)]
         print(f"[{mode}] {gates} gates up (peer mode, full mesh, multicast off, transport "
               f"{sorted({r['transport'] for r in ready[:-1]})}); sessions per gate: min "
               f"{min(r['ready'] for r in ready[:-1])}, max {max(r['ready'] for r in ready[:-1])}; live trusted "
@@ -182,27 +192,20 @@ def run(mode: str, gates: int, tickets: int) -> dict:
             deadline = time.monotonic() + 10
             while (t_app is None or len(stored) < gates - 1 or len(ms_off) == n_off) \
                     and time.monotonic() < deadline:
-                while True:
-                    try:
-                        m = off.q.get_nowait()
-                    except queue.Empty:
-                        break
+                try:  # blocks: no polling loop on the machine being measured
+                    i, m = inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if i == off.index:
                     if "decided" in m:
                         ms_off.append(m["ms"])
-                for i, p in enumerate(procs):
-                    while True:
-                        try:
-                            m = p.q.get_nowait()
-                        except queue.Empty:
-                            break
-                        if "appended" in m and p is origin:
-                            t_app = m["t"]
-                        elif m.get("stored") == w.ticket_id:
-                            stored[i] = m["t"]
-                            arrivals[i] = m["arr"]
-                        elif "decided" in m:
-                            ms_on.append(m["ms"])
-                time.sleep(0.0005)
+                elif "appended" in m and i == origin.index:
+                    t_app = m["t"]
+                elif m.get("stored") == w.ticket_id:
+                    stored[i] = m["t"]
+                    arrivals[i] = m["arr"]
+                elif "decided" in m:
+                    ms_on.append(m["ms"])
             if t_app is None or len(stored) < gates - 1:
                 misses += 1  # a straggler: counted at the top of the percentiles, never dropped
                 spread.append(math.inf)
