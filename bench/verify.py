@@ -204,7 +204,9 @@ def measure(fx: Fixture, runs: int, label: str) -> dict:
 def statements(fx: Fixture, codes: list[str]) -> float:
     """Every SQL statement one durable admission runs, with its median cost.
     Returns what the COMMIT costs beyond a bare 4 KiB overwrite + fdatasync on the
-    same disk (medians, wall µs), measured right after."""
+    same disk, measured right after (wall µs: the COMMIT's median less the mean
+    fdatasync, which outliers raise: the excess errs low, the bound it gives
+    errs in the target's favour)."""
     from gate import db as gdb
 
     seen: dict[str, list[tuple[float, float]]] = {}
