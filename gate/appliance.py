@@ -285,8 +285,8 @@ class Gate:
     def scan(self, qr: str, *, now: float, mode: Mode | None = None,
              face: FaceCapture | None = None, dry_run: bool = False,
              skip: Callable[[Decision], bool] | None = None,
-             adjust: Callable[[Decision], Decision] | None = None, alone: bool = False
-             ) -> tuple[Decision, scanlog.Entry | None]:
+             adjust: Callable[[Decision], Decision] | None = None, alone: bool = False,
+             defer_upkeep: bool = False) -> tuple[Decision, scanlog.Entry | None]:
         """Decide and (unless dry_run) append to the scan log. The record is
         durable when this returns: only then may a relay be driven.
 
@@ -295,7 +295,10 @@ class Gate:
         deciding on one data directory (``gate run`` and ``gate verify``) never admit
         a ticket more often than it allows. ``skip(decision)`` true: record nothing.
         ``adjust`` is the lane's policy while ALONE (gate.bus.apply_when_alone);
-        ``alone`` flags an accept made with neither central nor a bus peer."""
+        ``alone`` flags an accept made with neither central nor a bus peer.
+        ``defer_upkeep``: WAL upkeep that can wait (the follow-up checkpoint copy,
+        ~0.5-1 ms once per ~200 scans) is left for :meth:`upkeep`, which a lane calls
+        once its relay has been driven: it is not between the decision and the relay."""
         if dry_run:
             return self.decide(qr, now=now, mode=mode, face=face), None
         if self._checkpointer is None and not self.conn.tx_depth:
@@ -310,8 +313,13 @@ class Gate:
                 return d, None
             entry = self.record(d, now=now, qr=qr, alone=alone and d.accepted)
         if self._checkpointer is not None:
-            self._checkpointer.committed()
+            self._checkpointer.committed(defer_tail=defer_upkeep)
         return d, entry
+
+    def upkeep(self) -> None:
+        """WAL upkeep a ``scan(defer_upkeep=True)`` left (see :meth:`scan`)."""
+        if self._checkpointer is not None:
+            self._checkpointer.idle()
 
     def control(self, action: str, *, now: float, operator: str | None, **fields) -> scanlog.Entry:
         """Log a staff command that changes what the lane lets through (scanlog.CONTROL),

@@ -252,7 +252,9 @@ class Checkpointer:
     copied the bulk, the scan connection copies the few frames committed since
     (a PASSIVE checkpoint of a handful of pages, after its commit, outside any
     transaction): its next transaction rewrites the WAL from the start, in
-    blocks the file already has."""
+    blocks the file already has. A lane asks for that copy after its relay has
+    been driven (``committed(defer_tail=True)``, then :meth:`idle`), so it is not
+    between a decision and the turnstile."""
 
     def __init__(self, path: Path, *, every: int = 200):
         import threading
@@ -272,8 +274,10 @@ class Checkpointer:
         conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn = conn
 
-    def committed(self) -> None:
-        if self._copied.is_set():
+    def committed(self, *, defer_tail: bool = False) -> None:
+        """After each commit of the scan connection. ``defer_tail``: a lane that is
+        about to drive its relay runs the follow-up copy afterwards (:meth:`idle`)."""
+        if self._copied.is_set() and not defer_tail:
             self._tail()
         self._count += 1
         if self._count < self.every:
@@ -285,6 +289,12 @@ class Checkpointer:
             self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
             self._thread.start()
         self._wake.set()
+
+    def idle(self) -> None:
+        """Run the follow-up copy a deferred commit left (the few frames since the
+        thread's pass): a lane calls this once its relay has been driven."""
+        if self._copied.is_set():
+            self._tail()
 
     def _tail(self) -> None:
         conn = self._conn

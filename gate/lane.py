@@ -421,7 +421,8 @@ class Lane:
         if paused:  # staff paused the lane: every code is refused, and logged
             policy = _refuse_paused
         try:
-            d, entry = self.gate.scan(qr, now=now, face=capture, skip=skip, adjust=policy, alone=alone)
+            d, entry = self.gate.scan(qr, now=now, face=capture, skip=skip, adjust=policy, alone=alone,
+                                      defer_upkeep=True)  # run by _effect, after the relay
         except STORE_ERRORS as exc:  # nothing was recorded, so nothing may happen
             self._fault_locked(FaultKind.STORE, f"{type(exc).__name__}: {exc}")
             self.state = State.IDLE
@@ -470,6 +471,7 @@ class Lane:
         frame_ms = self._ms(captured_ns)
         with self._lock:
             ev = self._open(d, seq, now, frame_ms, operator)
+            self._upkeep()  # the relay has been driven (or nothing opens): the store's upkeep now
         if ev is not None:  # rejected, exit, or the relay failed
             return self._emit(ev)
         self._emit(LaneEvent(d, seq, "open", now, frame_ms, operator), final=False)
@@ -494,6 +496,15 @@ class Lane:
                 self.counters.admitted += 1
                 ev = LaneEvent(d, seq, "passed", now, frame_ms, operator)
         return self._emit(ev)
+
+    def _upkeep(self) -> None:
+        """WAL upkeep the scan left for after the relay (Gate.upkeep). It only copies
+        committed frames back: a failure loses nothing (the next pass does it) and
+        must not fault a lane whose decision is already logged and acted on."""
+        try:
+            self.gate.upkeep()
+        except STORE_ERRORS:
+            pass
 
     def _store_write(self, fn: Callable[[], object]):
         """A log write after the decision (rollback, passage): when the store fails the

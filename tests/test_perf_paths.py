@@ -140,6 +140,57 @@ def test_the_scan_copies_no_backlog_a_reader_held_back(gate, issuer, tmp_path):
     assert scanlog.verify_chain(gate.conn).records == 80
 
 
+def test_a_lane_copies_the_wal_tail_after_its_relay_not_before(gate, issuer, tmp_path):
+    # Fails if a lane's scan runs the follow-up checkpoint copy (~0.5-1 ms, once per
+    # thread pass) between its commit and its relay pulse: that upkeep can wait until
+    # the turnstile is released. Also fails if the lane never runs it (the WAL would
+    # then grow again), for an admission and for a refusal alike.
+    from gate.lane import Lane
+    from hardware.registry import open_device
+    from hardware.relay import SimRelay
+
+    class Clock:
+        ns = 0
+
+        def now(self) -> float:
+            return NOW
+
+        def monotonic_ns(self) -> int:
+            self.ns += 1_000_000
+            return self.ns
+
+    wallets = _listed(gate, issuer, tmp_path, 3)
+    lane = Lane(gate, relay=SimRelay(), sensor=open_device("sensor", "sim"), clock=Clock())
+    lane.cooldown_s = 0.0
+    assert lane.submit(wallets[0].code(NOW), captured_ns=0).outcome == "passed"
+    cp = gate._checkpointer
+    at_pulse = []
+    real_pulse = lane.relay.pulse
+    lane.relay.pulse = lambda ms, tag=None: (at_pulse.append(cp.tails), real_pulse(ms, tag=tag))
+
+    def after_a_complete_pass() -> int:
+        cp.every = 1
+        cp.committed()  # wakes the thread (the scan connection is outside any transaction)
+        deadline = time.monotonic() + 10
+        while not cp._copied.is_set() and time.monotonic() < deadline:
+            cp._wake.set()
+            time.sleep(0.01)
+        assert cp._copied.is_set(), "the checkpoint thread never completed a pass"
+        cp.every = 10**9
+        return cp.tails
+
+    before = after_a_complete_pass()
+    assert lane.submit(wallets[1].code(NOW), captured_ns=0).outcome == "passed"
+    assert at_pulse == [before]  # not copied yet when the turnstile was released
+    assert cp.tails == before + 1 and not cp._copied.is_set()  # copied right after it
+
+    before = after_a_complete_pass()
+    ev = lane.submit(wallets[1].code(NOW), captured_ns=0)  # shown again: refused, nothing opens
+    assert ev.outcome == "rejected" and ev.decision.reason.value == "REPLAY"
+    assert cp.tails == before + 1
+    assert scanlog.verify_chain(gate.conn).records >= 3
+
+
 RECORDS = [
     {"ticket_id": "ab" * 16, "event": "e", "tier": "GA", "zone": None, "version": 1, "status": "valid",
      "entries": 1, "reentry": False, "face_required": False, "face_template": None, "holder": None},
