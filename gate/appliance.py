@@ -298,7 +298,8 @@ class Gate:
         ``alone`` flags an accept made with neither central nor a bus peer.
         ``defer_upkeep``: WAL upkeep that can wait (the follow-up checkpoint copy,
         ~0.5-1 ms once per ~200 scans) is left for :meth:`upkeep`, which a lane calls
-        once its relay has been driven: it is not between the decision and the relay."""
+        after the turnstile cycle: not between the decision and the relay, nor while
+        the passage is watched."""
         if dry_run:
             return self.decide(qr, now=now, mode=mode, face=face), None
         if self._checkpointer is None and not self.conn.tx_depth:

@@ -252,9 +252,9 @@ class Checkpointer:
     copied the bulk, the scan connection copies the few frames committed since
     (a PASSIVE checkpoint of a handful of pages, after its commit, outside any
     transaction): its next transaction rewrites the WAL from the start, in
-    blocks the file already has. A lane asks for that copy after its relay has
-    been driven (``committed(defer_tail=True)``, then :meth:`idle`), so it is not
-    between a decision and the turnstile."""
+    blocks the file already has. A lane asks for that copy after its turnstile
+    cycle (``committed(defer_tail=True)``, then :meth:`idle`), so it is not
+    between a decision and the relay."""
 
     def __init__(self, path: Path, *, every: int = 200):
         import threading
@@ -276,7 +276,7 @@ class Checkpointer:
 
     def committed(self, *, defer_tail: bool = False) -> None:
         """After each commit of the scan connection. ``defer_tail``: a lane that is
-        about to drive its relay runs the follow-up copy afterwards (:meth:`idle`)."""
+        about to drive its relay runs the follow-up copy after its cycle (:meth:`idle`)."""
         if self._copied.is_set() and not defer_tail:
             self._tail()
         self._count += 1
@@ -292,7 +292,7 @@ class Checkpointer:
 
     def idle(self) -> None:
         """Run the follow-up copy a deferred commit left (the few frames since the
-        thread's pass): a lane calls this once its relay has been driven."""
+        thread's pass): a lane calls this after its turnstile cycle."""
         if self._copied.is_set():
             self._tail()
 

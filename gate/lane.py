@@ -141,7 +141,8 @@ class Lane:
         self._recent: dict[str, float] = {}
         self._paused_seen: tuple[str, float] | None = None
         # _lock guards state, counters and the gate's connection; it is held for a
-        # decision and its log record only. _turn serialises whole turnstile cycles
+        # decision and its log record, and for the store's upkeep after a turnstile
+        # cycle (Gate.upkeep, under a millisecond). _turn serialises whole turnstile cycles
         # (decide -> face -> relay -> passage) between the lane thread and staff admits.
         self._lock = threading.RLock()
         self._turn = threading.Lock()
@@ -422,7 +423,7 @@ class Lane:
             policy = _refuse_paused
         try:
             d, entry = self.gate.scan(qr, now=now, face=capture, skip=skip, adjust=policy, alone=alone,
-                                      defer_upkeep=True)  # run by _effect, after the relay
+                                      defer_upkeep=True)  # run by _effect, after the cycle
         except STORE_ERRORS as exc:  # nothing was recorded, so nothing may happen
             self._fault_locked(FaultKind.STORE, f"{type(exc).__name__}: {exc}")
             self.state = State.IDLE
@@ -467,11 +468,21 @@ class Lane:
     def _effect(self, d: Decision, seq: int, now: float, captured_ns: int | None,
                 operator: str | None = None) -> LaneEvent:
         """Drive the relay and wait for the passage (the caller holds ``_turn``,
-        not ``_lock``). Events are emitted with no lock held."""
+        not ``_lock``), then the store's upkeep the scan left (Gate.upkeep): after the
+        turnstile cycle, never between the decision and the relay nor while the
+        passage is watched. It raises nothing (a failed checkpoint copy loses
+        nothing). Events are emitted with no lock held."""
+        try:
+            return self._cycle(d, seq, now, captured_ns, operator)
+        finally:
+            with self._lock:
+                self.gate.upkeep()
+
+    def _cycle(self, d: Decision, seq: int, now: float, captured_ns: int | None,
+               operator: str | None) -> LaneEvent:
         frame_ms = self._ms(captured_ns)
         with self._lock:
             ev = self._open(d, seq, now, frame_ms, operator)
-            self._upkeep()  # the relay has been driven (or nothing opens): the store's upkeep now
         if ev is not None:  # rejected, exit, or the relay failed
             return self._emit(ev)
         self._emit(LaneEvent(d, seq, "open", now, frame_ms, operator), final=False)
@@ -496,15 +507,6 @@ class Lane:
                 self.counters.admitted += 1
                 ev = LaneEvent(d, seq, "passed", now, frame_ms, operator)
         return self._emit(ev)
-
-    def _upkeep(self) -> None:
-        """WAL upkeep the scan left for after the relay (Gate.upkeep). It only copies
-        committed frames back: a failure loses nothing (the next pass does it) and
-        must not fault a lane whose decision is already logged and acted on."""
-        try:
-            self.gate.upkeep()
-        except STORE_ERRORS:
-            pass
 
     def _store_write(self, fn: Callable[[], object]):
         """A log write after the decision (rollback, passage): when the store fails the

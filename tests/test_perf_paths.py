@@ -140,11 +140,8 @@ def test_the_scan_copies_no_backlog_a_reader_held_back(gate, issuer, tmp_path):
     assert scanlog.verify_chain(gate.conn).records == 80
 
 
-def test_a_lane_copies_the_wal_tail_after_its_relay_not_before(gate, issuer, tmp_path):
-    # Fails if a lane's scan runs the follow-up checkpoint copy (~0.5-1 ms, once per
-    # thread pass) between its commit and its relay pulse: that upkeep can wait until
-    # the turnstile is released. Also fails if the lane never runs it (the WAL would
-    # then grow again), for an admission and for a refusal alike.
+def _lane(gate):
+    """A lane on ``gate`` with a simulated relay and passage sensor, its clock fixed at NOW."""
     from gate.lane import Lane
     from hardware.registry import open_device
     from hardware.relay import SimRelay
@@ -159,21 +156,30 @@ def test_a_lane_copies_the_wal_tail_after_its_relay_not_before(gate, issuer, tmp
             self.ns += 1_000_000
             return self.ns
 
-    wallets = _listed(gate, issuer, tmp_path, 3)
     lane = Lane(gate, relay=SimRelay(), sensor=open_device("sensor", "sim"), clock=Clock())
     lane.cooldown_s = 0.0
+    return lane
+
+
+def test_a_lane_copies_the_wal_tail_after_its_turnstile_cycle(gate, issuer, tmp_path):
+    # Fails if a lane's scan runs the follow-up checkpoint copy (~0.5-1 ms, once per
+    # thread pass) between its commit and its relay pulse, or while the passage is
+    # watched (a sensor edge then could be missed): that upkeep waits for the end of
+    # the cycle. Also fails if the lane never runs it, for an admission or a refusal.
+    wallets = _listed(gate, issuer, tmp_path, 3)
+    lane = _lane(gate)
     assert lane.submit(wallets[0].code(NOW), captured_ns=0).outcome == "passed"
     cp = gate._checkpointer
-    at_pulse = []
-    real_pulse = lane.relay.pulse
-    lane.relay.pulse = lambda ms, tag=None: (at_pulse.append(cp.tails), real_pulse(ms, tag=tag))
+    seen = []
+    real_pulse, real_wait = lane.relay.pulse, lane.sensor.wait_passage
+    lane.relay.pulse = lambda ms, tag=None: (seen.append(("pulse", cp.tails)), real_pulse(ms, tag=tag))
+    lane.sensor.wait_passage = lambda timeout: (seen.append(("passage", cp.tails)), real_wait(timeout))[1]
 
     def after_a_complete_pass() -> int:
         cp.every = 1
-        cp.committed()  # wakes the thread (the scan connection is outside any transaction)
+        cp.committed()  # one wake of the thread (no other pass can follow it)
         deadline = time.monotonic() + 10
         while not cp._copied.is_set() and time.monotonic() < deadline:
-            cp._wake.set()
             time.sleep(0.01)
         assert cp._copied.is_set(), "the checkpoint thread never completed a pass"
         cp.every = 10**9
@@ -181,15 +187,35 @@ def test_a_lane_copies_the_wal_tail_after_its_relay_not_before(gate, issuer, tmp
 
     before = after_a_complete_pass()
     assert lane.submit(wallets[1].code(NOW), captured_ns=0).outcome == "passed"
-    assert at_pulse == [before]  # not copied yet when the turnstile was released
-    assert cp.tails == before + 1 and not cp._copied.is_set()  # copied right after it
+    assert seen == [("pulse", before), ("passage", before)]  # not yet at the relay nor at the passage
+    assert cp.tails == before + 1 and not cp._copied.is_set()  # done once the cycle ended
 
+    seen.clear()
     before = after_a_complete_pass()
     ev = lane.submit(wallets[1].code(NOW), captured_ns=0)  # shown again: refused, nothing opens
-    assert ev.outcome == "rejected" and ev.decision.reason.value == "REPLAY"
+    assert ev.outcome == "rejected" and ev.decision.reason.value == "REPLAY" and seen == []
     assert cp.tails == before + 1
-    assert scanlog.verify_chain(gate.conn).records >= 3
 
+
+def test_back_to_back_lane_scans_keep_the_wal_from_growing(gate, issuer, tmp_path):
+    # The lane's side of test_back_to_back_scans_keep_the_wal_from_growing: fails if
+    # the copy a lane defers to the end of its cycle is never made (the WAL would grow
+    # ~20 KB per scan again), or if a record is lost.
+    wallets = _listed(gate, issuer, tmp_path, 200)
+    wal = gate.data_dir / (DB_NAME + "-wal")
+    lane = _lane(gate)
+    assert lane.submit(wallets[0].code(NOW), captured_ns=0).outcome == "passed"
+    cp = gate._checkpointer
+    cp.every = 10
+    sizes = []
+    for i, w in enumerate(wallets[1:], 1):
+        assert lane.submit(w.code(NOW), captured_ns=0).outcome == "passed"
+        if i in (50, 199):
+            sizes.append(wal.stat().st_size)
+    assert cp.runs >= 5 and cp.tails >= 5
+    assert sizes[1] < 2 * sizes[0], sizes
+    assert scanlog.verify_chain(gate.conn).ok  # every record chained, each scan with its passage
+    assert gate.conn.execute("SELECT count(*) FROM scans WHERE kind = 'scan' AND accepted = 1").fetchone() == (200,)
 
 RECORDS = [
     {"ticket_id": "ab" * 16, "event": "e", "tier": "GA", "zone": None, "version": 1, "status": "valid",
