@@ -141,22 +141,11 @@ def test_the_scan_copies_no_backlog_a_reader_held_back(gate, issuer, tmp_path):
 
 
 def _lane(gate):
-    """A lane on ``gate`` with a simulated relay and passage sensor, its clock fixed at NOW."""
-    from gate.lane import Lane
-    from hardware.registry import open_device
-    from hardware.relay import SimRelay
+    """test_lane's lane (simulated relay and passage sensor, clock at NOW), with no
+    cooldown: back-to-back codes are all decided."""
+    from test_lane import _lane as lane_on
 
-    class Clock:
-        ns = 0
-
-        def now(self) -> float:
-            return NOW
-
-        def monotonic_ns(self) -> int:
-            self.ns += 1_000_000
-            return self.ns
-
-    lane = Lane(gate, relay=SimRelay(), sensor=open_device("sensor", "sim"), clock=Clock())
+    lane, _ = lane_on(gate)
     lane.cooldown_s = 0.0
     return lane
 
